@@ -1,0 +1,113 @@
+"""The ``ananke`` command: demo, config checks, key rotation.
+
+Each sub-command lives in the module of its responsibility; this file only wires
+argparse to them. Library code raises; errors become exit codes here.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .paths import SHIPPED_CONFIG_DIR, StateLayout, config_dir
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.dir), open_browser=args.open)
+
+
+def _cmd_check_config(args) -> int:
+    from .checkconfig import check_config_dir, print_report
+
+    problems = check_config_dir(Path(args.directory), check_network=not args.offline)
+    return print_report(problems)
+
+
+def _cmd_init_config(args) -> int:
+    target = Path(args.directory)
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for source in sorted(SHIPPED_CONFIG_DIR.iterdir()):
+        dest = target / source.name
+        if dest.exists():
+            continue  # never overwrite an admin's edits
+        dest.write_bytes(source.read_bytes())
+        copied.append(dest.name)
+    print(f"{target}: added {', '.join(copied) if copied else 'nothing (all present)'}")
+    return 0
+
+
+def _keystore(args):
+    from .keys import KeyStore
+
+    layout = StateLayout(Path(args.state_dir)) if args.state_dir else StateLayout.from_env()
+    return KeyStore(layout.kore_keys)
+
+
+def _cmd_keys_list(args) -> int:
+    store = _keystore(args)
+    keys = store.load()
+    if not keys:
+        print(f"No keys in {store.directory} yet: Kore creates the first on its first start.")
+        return 0
+    for key in keys:
+        role = "signing" if key is keys[-1] else "published"
+        print(f"{key.kid}  {role}")
+    return 0
+
+
+def _cmd_keys_rotate(args) -> int:
+    store = _keystore(args)
+    store.ensure()
+    new = store.rotate()
+    published = ", ".join(k.kid for k in store.load())
+    print(f"New signing key {new.kid}. Published now: {published}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ananke", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ananke {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="run a demo hub, Kore and a built-in LMS on 127.0.0.1 with free ports"
+    )
+    demo.add_argument("--dir", default=".ananke-demo", help="state and config of the demo")
+    demo.add_argument("--open", action="store_true", help="open the LMS page in a browser")
+    demo.set_defaults(func=_cmd_demo)
+
+    check = sub.add_parser("check-config", help="load the config fragments and report problems")
+    check.add_argument("directory", nargs="?", default=str(config_dir()))
+    check.add_argument("--offline", action="store_true", help="do not fetch the LMS's keyset")
+    check.set_defaults(func=_cmd_check_config)
+
+    init = sub.add_parser("init-config", help="copy the shipped fragments into a directory")
+    init.add_argument("directory", nargs="?", default=str(config_dir()))
+    init.set_defaults(func=_cmd_init_config)
+
+    keys = sub.add_parser("keys", help="Kore's signing keys (the tool's JWKS)")
+    keys.add_argument("--state-dir", help="state directory (default: $ANANKE_STATE_DIR)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("list", help="list published keys").set_defaults(func=_cmd_keys_list)
+    keys_sub.add_parser(
+        "rotate", help="create a new signing key; the previous one stays published"
+    ).set_defaults(func=_cmd_keys_rotate)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"ananke {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Loading the numbered config fragments (``config.d/NN_name.py``).
+
+Fragments are ordinary traitlets config files (``c = get_config()``), loaded in sorted
+order, later fragments overriding earlier ones. A file ending in ``.disabled`` (such as
+``80_rtc.py.disabled``) is skipped: renaming it to ``.py`` switches it on.
+
+The hub (through the shipped ``jupyterhub_config.py``), Kore and ``ananke check-config``
+all load fragments through :func:`load_fragments`, so they always agree.
+"""
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from traitlets.config import Config, PyFileConfigLoader
+
+
+class FragmentError(Exception):
+    """A fragment could not be loaded. Names the file and line, says what to do."""
+
+    def __init__(self, path: Path, line: int | None, message: str):
+        self.path = Path(path)
+        self.line = line
+        self.message = message
+        where = f"{self.path}:{line}" if line else str(self.path)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class LoadedFragments:
+    """The merged config and, per fragment, the config it set on its own."""
+
+    config: Config
+    files: list[Path] = field(default_factory=list)
+    per_file: dict[Path, Config] = field(default_factory=dict)
+
+
+def fragment_files(directory: Path) -> list[Path]:
+    """The fragments that are switched on, in load order."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FragmentError(
+            directory,
+            None,
+            "config directory not found. Create it with `ananke init-config "
+            f"{directory}` or point ANANKE_CONFIG_DIR at the right one.",
+        )
+    return sorted(p for p in directory.glob("*.py") if p.is_file())
+
+
+def _line_of(exc: BaseException, path: Path) -> int | None:
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return exc.lineno
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if Path(frame.filename) == path:
+            return frame.lineno
+    return None
+
+
+def load_fragment(path: Path) -> Config:
+    """Load one fragment into a fresh Config, turning any failure into a FragmentError."""
+    path = Path(path)
+    loader = PyFileConfigLoader(path.name, path=str(path.parent))
+    try:
+        return loader.load_config()
+    except Exception as exc:
+        cause = exc.__cause__ or exc.__context__ or exc
+        if isinstance(exc, SyntaxError):
+            cause = exc
+        message = f"{type(cause).__name__}: {cause}"
+        raise FragmentError(path, _line_of(cause, path), message) from exc
+
+
+def load_fragments(directory: Path) -> LoadedFragments:
+    """Load every enabled fragment of ``directory``; stop at the first broken one."""
+    merged = Config()
+    result = LoadedFragments(config=merged)
+    for path in fragment_files(directory):
+        fragment = load_fragment(path)
+        merged.merge(fragment)
+        result.files.append(path)
+        result.per_file[path] = fragment
+    return result

@@ -1,0 +1,89 @@
+"""What the shipped ``jupyterhub_config.py`` does: Ananke's fixed settings, then the fragments.
+
+The settings made here are the ones Ananke cannot work without (the LTI authenticator,
+encrypted auth_state with a persisted key, the Kore service); everything an admin tunes
+lives in the numbered fragments, which are merged on top.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from traitlets.config import Config
+
+from .fragments import load_fragments
+from .paths import StateLayout, config_dir
+from .persist import ensure_private_dir, read_or_create_secret
+from .spawner import systemd_is_pid1
+
+log = logging.getLogger("ananke")
+
+KORE_SERVICE = "kore"
+DEFAULT_KORE_PORT = 10101
+
+
+def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
+    """The hub-managed Kore service, started by the hub as ``python -m kore``."""
+    port = config.Kore.get("port") or DEFAULT_KORE_PORT
+    return {
+        "name": KORE_SERVICE,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [sys.executable, "-m", "kore"],
+        "environment": {
+            "ANANKE_CONFIG_DIR": str(cfg_dir),
+            "ANANKE_STATE_DIR": str(layout.root),
+        },
+        # Instructors open Kore from their lab: no extra consent page for our own service.
+        "oauth_no_confirm": True,
+    }
+
+
+def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None = None) -> None:
+    """Fill the hub's config ``c``: fixed settings, then the fragments of ``cfg_dir``."""
+    cfg_dir = Path(cfg_dir or config_dir()).resolve()
+    layout = layout or StateLayout.from_env()
+    layout.root.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(layout.secrets)
+
+    # auth_state holds the whole id_token (roles, AGS/NRPS endpoints): store it encrypted,
+    # with a key created once and kept. The env var is how JupyterHub's CryptKeeper reads
+    # it; spawners and services do not inherit it (not in Spawner.env_keep).
+    os.environ["JUPYTERHUB_CRYPT_KEY"] = read_or_create_secret(layout.crypt_key)
+
+    c.JupyterHub.authenticator_class = "ananke-lti13"
+    c.Authenticator.enable_auth_state = True
+    c.JupyterHub.cookie_secret_file = str(layout.cookie_secret)
+    c.JupyterHub.db_url = layout.hub_db_url
+    c.JupyterHub.pid_file = str(layout.root / "jupyterhub.pid")
+    c.ConfigurableHTTPProxy.pid_file = str(layout.root / "jupyterhub-proxy.pid")
+    c.Spawner.default_url = "/lab"
+
+    if systemd_is_pid1():
+        c.JupyterHub.spawner_class = "ananke-systemd"
+    else:
+        c.JupyterHub.spawner_class = "ananke-local"
+        c.AnankeLocalSpawner.home_root = str(layout.local_homes)
+
+    fragments = load_fragments(cfg_dir)
+    c.merge(fragments.config)
+
+    if c.JupyterHub.spawner_class == "ananke-local":
+        log.warning(
+            "PID 1 is not systemd: labs run as local processes of the hub's user, "
+            "without dynamic users or resource limits. Fine for a demo, not for teaching."
+        )
+
+    services = [s for s in c.JupyterHub.get("services", []) if s.get("name") != KORE_SERVICE]
+    services.append(kore_service(c, layout, cfg_dir))
+    c.JupyterHub.services = services
+
+    # Every user may reach Kore's pages; what they may do there is decided per course.
+    c.JupyterHub.load_roles = [
+        *[r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != "user"],
+        {
+            "name": "user",
+            "description": "Default role of every hub user, plus access to Kore.",
+            "scopes": ["self", f"access:services!service={KORE_SERVICE}"],
+        },
+    ]

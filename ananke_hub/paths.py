@@ -1,0 +1,68 @@
+"""Where Ananke keeps its files.
+
+Every path the hub, Kore or the CLI uses is derived here from two roots, so that no
+code takes a path from a request and a test can move everything into a temporary
+directory by setting two environment variables.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Environment variable naming the directory of numbered config fragments.
+CONFIG_DIR_ENV = "ANANKE_CONFIG_DIR"
+#: Environment variable naming the directory of persistent state (keys, secrets, databases).
+STATE_DIR_ENV = "ANANKE_STATE_DIR"
+
+DEFAULT_CONFIG_DIR = "/etc/ananke/config.d"
+DEFAULT_STATE_DIR = "/var/lib/ananke"
+
+#: The fragments shipped with the package, copied by ``ananke init-config``.
+SHIPPED_CONFIG_DIR = Path(__file__).parent / "share" / "config.d"
+#: The one hub config that loads the fragments.
+SHIPPED_HUB_CONFIG = Path(__file__).parent / "share" / "jupyterhub_config.py"
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get(CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR))
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """The layout of the persistent state directory.
+
+    Secrets live in a 0700 directory; files in it are created once and never
+    regenerated (the original regenerated them on every container boot).
+    """
+
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> "StateLayout":
+        return cls(Path(os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR)))
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def crypt_key(self) -> Path:
+        return self.secrets / "jupyterhub_crypt_key"
+
+    @property
+    def cookie_secret(self) -> Path:
+        return self.secrets / "jupyterhub_cookie_secret"
+
+    @property
+    def kore_keys(self) -> Path:
+        """Kore's RSA key pairs: the tool's keys that the LMS knows by the keyset URL."""
+        return self.secrets / "kore-keys"
+
+    @property
+    def hub_db_url(self) -> str:
+        return f"sqlite:///{self.root / 'jupyterhub.sqlite'}"
+
+    @property
+    def local_homes(self) -> Path:
+        """Homes for the local-process spawner (laptops and CI without systemd)."""
+        return self.root / "homes"

@@ -1,0 +1,55 @@
+"""Create-once files for secrets.
+
+A secret is written to a new file opened with ``O_EXCL`` and mode 0600, so it is
+private before it has content and an existing one is never overwritten. Readers
+get the same value on every start: nothing is regenerated at boot.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) with mode 0700 if missing; tighten it if present."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_new_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file that must not exist yet, readable by its owner only.
+
+    Raises FileExistsError if it exists: callers that want create-once semantics
+    catch that and read the file instead.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            fd = -1
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        if fd != -1:
+            os.close(fd)
+
+
+def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
+    """Return the hex secret stored at ``path``, creating it once if it does not exist.
+
+    Two processes racing here both end with the value of whichever created the file.
+    """
+    ensure_private_dir(path.parent)
+    try:
+        write_new_private_file(path, secrets.token_hex(nbytes).encode("ascii"))
+    except FileExistsError:
+        pass
+    value = path.read_text("ascii").strip()
+    if not value:
+        raise RuntimeError(
+            f"The secret file {path} is empty. Restore it from a backup, or delete it "
+            "to create a new one (users must then log in again)."
+        )
+    return value
