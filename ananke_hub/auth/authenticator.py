@@ -1,0 +1,185 @@
+"""Ananke's LTI 1.3 authenticator: ltiauthenticator's login flow, hardened and configured
+from the one LMS registration in ``30_lms.py``."""
+
+import hashlib
+import re
+
+from ltiauthenticator.lti13.auth import LTI13Authenticator
+from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
+from ltiauthenticator.lti13.error import LoginError
+from ltiauthenticator.lti13.validator import LTI13LaunchValidator
+from traitlets import Float, Instance, Unicode, default
+
+from ..registration import LMSRegistration
+from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
+from .platform_keys import PlatformKeySet
+from .replay import NonceRegistry
+
+DEPLOYMENT_ID_CLAIM = "https://purl.imsglobal.org/spec/lti/claim/deployment_id"
+
+# Names usable as hub user, systemd unit and dynamic user name (systemd.exec(5) User=):
+# a letter first, then letters, digits, "_" or "-", at most 31 characters.
+_SAFE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+
+
+class AnankeLTI13Authenticator(LTI13Authenticator):
+    """LTI 1.3 login for a teaching hub (short name ``ananke-lti13``)."""
+
+    login_handler = AnankeLoginInitHandler
+    callback_handler = AnankeCallbackHandler
+
+    registration = Instance(
+        LMSRegistration,
+        help="The LMS registration, configured as c.LMSRegistration in 30_lms.py.",
+    )
+
+    @default("registration")
+    def _default_registration(self):
+        return LMSRegistration(parent=self)
+
+    # The upstream settings default to the registration, so 30_lms.py is the one place
+    # to set them; setting them on the authenticator still works and wins.
+    @default("issuer")
+    def _default_issuer(self):
+        return self.registration.issuer
+
+    @default("client_id")
+    def _default_client_id(self):
+        return set(self.registration.client_ids)
+
+    @default("authorize_url")
+    def _default_authorize_url(self):
+        return self.registration.authorize_url
+
+    @default("jwks_endpoint")
+    def _default_jwks_endpoint(self):
+        return self.registration.jwks_url
+
+    @default("username_key")
+    def _default_username_key(self):
+        # Moodle's `sub` is the numeric user id; emails change and are not always sent.
+        return "sub"
+
+    username_prefix = Unicode(
+        "u",
+        config=True,
+        help="""Prefix of every username: `u` + the LMS user id (`sub`), so Moodle's user 123
+        is `u123`. A value that would not make a valid system user name (over 31 characters,
+        or characters other than letters, digits, `_` and `-`) becomes the prefix plus a hash.""",
+    )
+
+    platform_keys_max_age = Float(
+        3600,
+        config=True,
+        help="""Seconds the platform's public keyset is cached before it is fetched again.
+        A token signed with an unknown key id triggers a fetch at once.""",
+    )
+
+    platform_keys_timeout = Float(
+        10,
+        config=True,
+        help="Seconds to wait for the platform's keyset before the launch fails.",
+    )
+
+    @default("allow_all")
+    def _default_allow_all(self):
+        # The LMS decides who may launch: a valid, signed launch admits its user, unless
+        # the admin configured an allow list.
+        return not (self.allowed_users or self.allowed_groups)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._platform_keys = None
+        self._nonces = None
+        missing = self.registration.missing()
+        if missing and not (self.issuer and self.client_id and self.jwks_endpoint):
+            self.log.warning(
+                "lti: LMS registration incomplete (%s): launches will fail until "
+                "c.LMSRegistration is filled in 30_lms.py.",
+                ", ".join(missing),
+            )
+        if not self.registration.deployment_ids:
+            self.log.warning(
+                "lti: c.LMSRegistration.deployment_ids is empty: any deployment of "
+                "client id(s) %s may launch.",
+                ", ".join(sorted(self.client_id)) or "(none)",
+            )
+
+    @property
+    def platform_keys(self) -> PlatformKeySet:
+        if self._platform_keys is None or self._platform_keys.url != self.jwks_endpoint:
+            self._platform_keys = PlatformKeySet(
+                self.jwks_endpoint,
+                max_age=self.platform_keys_max_age,
+                timeout=self.platform_keys_timeout,
+                log=self.log,
+            )
+        return self._platform_keys
+
+    @property
+    def nonces(self) -> NonceRegistry:
+        if self._nonces is None:
+            validator = LTI13LaunchValidator(parent=self)
+            self._nonces = NonceRegistry(ttl=validator.max_age + 2 * validator.time_leeway + 60)
+        return self._nonces
+
+    def check_login_initiation(self, args: dict) -> str:
+        """Check a login initiation request; return the client id to use."""
+        if args["iss"] != self.issuer:
+            raise LaunchRefused(
+                f"issuer {args['iss']!r} is not the LMS this hub is registered with"
+            )
+        client_id = args.get("client_id")
+        if not client_id:
+            if len(self.client_id) != 1:
+                raise LaunchRefused("the LMS sent no client_id and several are configured")
+            (client_id,) = self.client_id
+        if client_id not in self.client_id:
+            raise LaunchRefused(f"client_id {client_id!r} is not registered with this hub")
+        deployment_id = args.get("lti_deployment_id")
+        if deployment_id and not self.deployment_allowed(deployment_id):
+            raise LaunchRefused(f"deployment {deployment_id!r} is not allowed on this hub")
+        return client_id
+
+    def deployment_allowed(self, deployment_id: str) -> bool:
+        allowed = self.registration.deployment_ids
+        return not allowed or deployment_id in allowed
+
+    def check_deployment(self, id_token: dict) -> None:
+        deployment_id = id_token.get(DEPLOYMENT_ID_CLAIM)
+        if not isinstance(deployment_id, str) or not self.deployment_allowed(deployment_id):
+            raise LaunchRefused(
+                f"deployment {deployment_id!r} is not allowed on this hub "
+                "(c.LMSRegistration.deployment_ids in 30_lms.py)"
+            )
+
+    def get_username(self, token: dict) -> str:
+        """``username_prefix`` + the claim named by ``username_key`` (default ``sub``)."""
+        key = self.username_key or "sub"
+        source = token
+        if key.startswith("custom_"):
+            source = token.get(LTI13_CUSTOM_CLAIM) or {}
+            key = key[len("custom_") :]
+        value = source.get(key) if isinstance(source, dict) else None
+        if not value:
+            value = token.get("sub")
+        if not isinstance(value, str | int) or value == "":
+            raise LoginError(
+                "the launch carries no user id (no `sub` claim): anonymous launches "
+                "cannot open a lab"
+            )
+        return self.username_from(str(value))
+
+    def username_from(self, value: str) -> str:
+        name = (self.username_prefix + value).lower()
+        if _SAFE_NAME.match(name):
+            return name
+        digest = hashlib.sha256(value.encode("utf8")).hexdigest()
+        return (self.username_prefix + digest)[:31].lower()
+
+    async def authenticate(self, handler, data=None):
+        if not data:
+            return None
+        # auth_state is the whole validated id_token: roles, context, resource link,
+        # AGS and NRPS endpoints. JupyterHub stores it encrypted (enable_auth_state).
+        return {"name": self.get_username(data), "auth_state": data}

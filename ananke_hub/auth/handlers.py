@@ -1,0 +1,131 @@
+"""The two LTI 1.3 login handlers, hardened.
+
+They keep ltiauthenticator's routes and cookies and change what is checked:
+- login initiation: `iss` must be our platform, `client_id` (or the only one
+  configured, when the platform omits it) must be registered, and a sent
+  `lti_deployment_id` must be allowed;
+- callback: the signature is checked against the platform keyset fetched without
+  blocking the hub (see platform_keys.py), the deployment id against the
+  registration, and the nonce against server-side memory as well as the cookie.
+
+Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
+that tornado logs as one line; nothing is written for a refused launch.
+"""
+
+from http import HTTPStatus
+
+import jwt
+from ltiauthenticator.lti13.error import (
+    InvalidAudienceError,
+    LoginError,
+    TokenError,
+    ValidationError,
+)
+from ltiauthenticator.lti13.handlers import LTI13CallbackHandler, LTI13LoginInitHandler
+from ltiauthenticator.lti13.validator import LTI13LaunchValidator
+from ltiauthenticator.utils import convert_request_to_dict
+from tornado.web import HTTPError
+
+from .platform_keys import PlatformKeysUnavailable, UnknownSigningKey
+
+# Claims an id_token must carry, on top of the LTI claims ltiauthenticator checks
+# (OIDC Core 2, IMS Security Framework 5.1.3).
+REQUIRED_JWT_CLAIMS = ["exp", "iat", "iss", "aud", "nonce", "sub"]
+
+
+class LaunchRefused(ValidationError):
+    """A launch that is well-formed but not allowed by the registration."""
+
+
+class AnankeLoginInitHandler(LTI13LoginInitHandler):
+    """Third-party initiated login (IMS Security Framework 5.1.1)."""
+
+    def post(self):
+        args = convert_request_to_dict(self.request.arguments)
+        if "iss" not in args and "login_hint" not in args:
+            raise HTTPError(
+                400,
+                "This hub is opened from your learning platform: start from the Jupyter "
+                "activity in your course.",
+            )
+        try:
+            LTI13LaunchValidator(parent=self.app).validate_login_request(args)
+            client_id = self.authenticator.check_login_initiation(args)
+        except ValidationError as exc:
+            raise HTTPError(400, f"LTI login refused: {exc}") from None
+        self.authorize_redirect(
+            client_id=client_id,
+            login_hint=args["login_hint"],
+            lti_message_hint=args.get("lti_message_hint") or None,
+            nonce=self.generate_nonce(),
+            redirect_uri=self.get_redirect_uri(),
+            state=self.generate_state(),
+        )
+
+    get = post
+
+
+class AnankeCallbackHandler(LTI13CallbackHandler):
+    """Authentication response: validate the id_token, log the user in (IMS SF 5.1.3)."""
+
+    async def post(self):
+        try:
+            id_token = await self.validate_launch()
+        except InvalidAudienceError as exc:
+            raise HTTPError(401, f"LTI launch refused: {exc}") from None
+        except PlatformKeysUnavailable as exc:
+            # The LMS, not the request, is at fault: 424 Failed Dependency.
+            raise HTTPError(HTTPStatus.FAILED_DEPENDENCY, f"LTI launch failed: {exc}") from None
+        except ValidationError as exc:
+            raise HTTPError(400, f"LTI launch refused: {exc}") from None
+        try:
+            user = await self.login_user(id_token)
+        except LoginError as exc:
+            raise HTTPError(400, f"LTI launch refused: {exc}") from None
+        if user is None:
+            raise HTTPError(403, "You are not allowed on this hub. Ask its administrators.")
+        await self.redirect_to_next_url(user)
+
+    async def validate_launch(self) -> dict:
+        authenticator = self.authenticator
+        validator = LTI13LaunchValidator(parent=self.app)
+        args = convert_request_to_dict(self.request.arguments)
+        validator.validate_auth_response(args)
+        self.check_state()  # CSRF: state cookie equals state parameter
+
+        encoded = args["id_token"]
+        try:
+            header = jwt.get_unverified_header(encoded)
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"id_token is not a JWT ({exc})") from None
+        key = await authenticator.platform_keys.get_key(header.get("kid"))
+        try:
+            id_token = jwt.decode(
+                encoded,
+                key.key,
+                algorithms=authenticator.jwks_algorithms,
+                audience=list(authenticator.client_id),
+                issuer=authenticator.issuer,
+                leeway=validator.time_leeway,
+                options={"require": REQUIRED_JWT_CLAIMS},
+            )
+        except jwt.InvalidAudienceError as exc:
+            raise InvalidAudienceError(f"{exc}: the id_token is not for this tool") from None
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"id_token rejected: {exc}") from None
+
+        validator.validate_id_token(id_token)
+        validator.validate_azp_claim(id_token, authenticator.client_id)
+        authenticator.check_deployment(id_token)
+        self.check_nonce(id_token)  # nonce equals the hash of this browser's nonce cookie
+        if not authenticator.nonces.use(id_token["nonce"]):
+            raise TokenError("this launch was already used (nonce seen before); launch again")
+        return id_token
+
+
+__all__ = [
+    "AnankeCallbackHandler",
+    "AnankeLoginInitHandler",
+    "LaunchRefused",
+    "UnknownSigningKey",
+]
