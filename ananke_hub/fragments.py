@@ -1,7 +1,8 @@
 """Loading the numbered config fragments (``config.d/NN_name.py``).
 
-Fragments are ordinary traitlets config files (``c = get_config()``), loaded in sorted
-order, later fragments overriding earlier ones. A file ending in ``.disabled`` (such as
+Fragments are ordinary traitlets config files (``c = get_config()``), or JSON files of
+the same structure (``{"JupyterHub": {"bind_url": ...}}``, for settings written by
+tools), loaded in sorted order, later fragments overriding earlier ones. A file ending in ``.disabled`` (such as
 ``80_rtc.py.disabled``) is skipped: renaming it to ``.py`` switches it on.
 
 The hub (through the shipped ``jupyterhub_config.py``), Kore and ``ananke check-config``
@@ -12,7 +13,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from traitlets.config import Config, PyFileConfigLoader
+from traitlets.config import Config, JSONFileConfigLoader, PyFileConfigLoader
+
+
+FRAGMENT_SUFFIXES = (".py", ".json")
 
 
 class FragmentError(Exception):
@@ -45,7 +49,10 @@ def fragment_files(directory: Path) -> list[Path]:
             "config directory not found. Create it with `ananke init-config "
             f"{directory}` or point ANANKE_CONFIG_DIR at the right one.",
         )
-    return sorted(p for p in directory.glob("*.py") if p.is_file())
+    return sorted(
+        (p for p in directory.iterdir() if p.suffix in FRAGMENT_SUFFIXES and p.is_file()),
+        key=lambda p: p.name,
+    )
 
 
 def _line_of(exc: BaseException, path: Path) -> int | None:
@@ -60,15 +67,13 @@ def _line_of(exc: BaseException, path: Path) -> int | None:
 def load_fragment(path: Path) -> Config:
     """Load one fragment into a fresh Config, turning any failure into a FragmentError."""
     path = Path(path)
-    loader = PyFileConfigLoader(path.name, path=str(path.parent))
+    loader_class = JSONFileConfigLoader if path.suffix == ".json" else PyFileConfigLoader
+    loader = loader_class(path.name, path=str(path.parent))
     try:
         return loader.load_config()
     except Exception as exc:
-        cause = exc.__cause__ or exc.__context__ or exc
-        if isinstance(exc, SyntaxError):
-            cause = exc
-        message = f"{type(cause).__name__}: {cause}"
-        raise FragmentError(path, _line_of(cause, path), message) from exc
+        message = f"{type(exc).__name__}: {exc}"
+        raise FragmentError(path, _line_of(exc, path), message) from exc
 
 
 def load_fragments(directory: Path) -> LoadedFragments:
