@@ -1,8 +1,320 @@
-"""Spawners: systemd dynamic users in production, local processes where PID 1 is not systemd."""
+"""Spawners: systemd dynamic users in production, local processes where PID 1 is not systemd.
 
+``AnankeSystemdSpawner`` (entry point ``ananke-systemd``) runs each lab as a transient
+systemd unit under a dynamic user named after the hub user, with a persistent home, a
+read-only root file system except the nbgrader exchange, and the memory and CPU limits
+of ``c.Spawner.mem_limit`` / ``c.Spawner.cpu_limit``. It also fixes three upstream
+systemdspawner problems: the dangling ``/run/<unit>`` link (#76), list values in
+``unit_extra_properties``, and named servers sharing one unit (#73).
+
+``AnankeLocalSpawner`` (entry point ``ananke-local``) runs labs as plain processes of the
+hub's user, for laptops, CI and the demo: no isolation at all.
+"""
+
+import os
+import re
+import shutil
 from pathlib import Path
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from systemdspawner import SystemdSpawner, systemd
+from traitlets import TraitError, Unicode, default, validate
+
+from .paths import StateLayout
+from .persist import ensure_private_dir
+
+#: Where nbgrader's exchange lives in Ananke's images (the seed's "/opt/nbgrader_exchange":
+#: dynamic users cannot reach /home, so it cannot live there).
+DEFAULT_EXCHANGE_ROOT = "/opt/nbgrader_exchange"
+
+# systemd.unit(5), "Description": a unit name prefix consists of ASCII letters, digits,
+# ":", "-", "_", "." and "\". We also refuse "\" (escapes) and anything that could make
+# "/run/<unit>" leave /run.
+_UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.-]+$")
+_UNIT_NAME_MAX = 250  # 256 including ".service"
 
 
 def systemd_is_pid1() -> bool:
     """True when systemd runs the machine (the sd_booted(3) check)."""
     return Path("/run/systemd/system").is_dir()
+
+
+def run_root() -> Path:
+    """The directory holding units' RuntimeDirectory (``/run``).
+
+    It is systemdspawner's own constant, where it also writes each unit's environment
+    file, so that the link we clean up and the directory it creates are the same path.
+    Tests point ``systemdspawner.systemd.RUN_ROOT`` at a temporary directory.
+    """
+    return Path(systemd.RUN_ROOT)
+
+
+def remove_dangling_runtime_link(root: Path, unit_name: str) -> bool:
+    """Remove ``<root>/<unit_name>`` if it is a symlink to nothing; True if removed.
+
+    With DynamicUser=yes systemd keeps a unit's RuntimeDirectory in ``/run/private/<unit>``
+    and points ``/run/<unit>`` at it (systemd.exec(5), "RuntimeDirectory=", and
+    "DynamicUser="). When the unit stops, the directory goes but the link stays; the next
+    spawn then fails in ``os.makedirs`` with FileExistsError (systemdspawner issue 76).
+
+    Only a dangling link is removed: the link itself, never what it points at (os.unlink
+    does not follow links). A live link and a real directory are left alone.
+    """
+    if not _UNIT_NAME_RE.match(unit_name):
+        raise ValueError(f"not a valid systemd unit name: {unit_name!r}")
+    path = Path(root) / unit_name
+    if path.is_symlink() and not path.exists():
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False  # someone else removed it in the meantime
+        return True
+    return False
+
+
+def _systemd_property_value(name: str, value) -> str:
+    """One ``--property=`` value as systemd expects it on the command line."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        # systemd's list-valued settings (ReadWritePaths=, Environment=, ...) take one
+        # space-separated string; upstream crashes on a list (AttributeError on .format).
+        items = [_systemd_property_value(name, item) for item in value]
+        return " ".join(item for item in items if item)
+    raise TraitError(
+        f"AnankeSystemdSpawner.unit_extra_properties[{name!r}] must be a string or a "
+        f"list of strings, got {type(value).__name__} {value!r}."
+    )
+
+
+class AnankeSystemdSpawner(SystemdSpawner):
+    """Each lab a transient systemd unit with a dynamic user named after the hub user."""
+
+    exchange_root = Unicode(
+        DEFAULT_EXCHANGE_ROOT,
+        config=True,
+        help="""Directory of nbgrader's exchange, shared by all courses.
+
+        Always writable for labs, whatever `readwrite_paths` says: the rest of the file
+        system is read-only for them. It must exist before labs start (systemd refuses to
+        start a unit whose ReadWritePaths= does not exist).
+        """,
+    )
+
+    named_server_unit_name_template = Unicode(
+        "jupyter-{USERNAME}-{SERVERNAME}",
+        config=True,
+        help="""Unit name of a user's named server (`unit_name_template` is for the default one).
+
+        {USERNAME}, {USERID} and {SERVERNAME} are expanded. It must contain {SERVERNAME}:
+        two servers of one user must not share a unit, or starting the second stops the
+        first (systemdspawner issue 73).
+        """,
+    )
+
+    def __init__(self, *args, **kwargs):
+        # Upstream asks `systemctl --version` in __init__ and, without the binary, dies
+        # with UnboundLocalError. Say what is wrong instead.
+        if shutil.which("systemctl") is None:
+            raise RuntimeError(
+                "systemctl not found: AnankeSystemdSpawner needs a machine run by systemd. "
+                "On a machine without systemd use the local spawner "
+                '(c.JupyterHub.spawner_class = "ananke-local").'
+            )
+        super().__init__(*args, **kwargs)
+        # Upstream derived the unit name from unit_name_template alone; we pick the
+        # template by server (issue 73) and check the result is a unit name.
+        self.unit_name = self._unit_name()
+
+    # -- defaults: what makes a lab an Ananke lab -------------------------------------------
+
+    @default("dynamic_users")
+    def _default_dynamic_users(self):
+        # DynamicUser=yes: systemd allocates the lab's user when the unit starts and
+        # releases it when it stops; no /etc/passwd entries to manage
+        # (systemd.exec(5), "DynamicUser="; http://0pointer.net/blog/dynamic-users-with-systemd.html).
+        # Upstream then adds StateDirectory={USERNAME}: the home, kept in
+        # /var/lib/private/<username> across restarts (systemd.exec(5), "StateDirectory=").
+        return True
+
+    @default("unit_extra_properties")
+    def _default_unit_extra_properties(self):
+        # User=: without it the dynamic user is named after the unit
+        # ("jupyter-u123-singleuser"), and nbgrader takes the OS user name as the student
+        # id (systemd.exec(5), "User=", "DynamicUser="; systemdspawner issue 96).
+        # The name stays {USERNAME} for named servers too: one user, one home.
+        return {"User": "{USERNAME}"}
+
+    @default("readonly_paths")
+    def _default_readonly_paths(self):
+        # The whole file system read-only for labs; only the home (StateDirectory=) and
+        # readwrite_paths are writable (systemd.exec(5), "ReadOnlyPaths=").
+        return ["/"]
+
+    @default("readwrite_paths")
+    def _default_readwrite_paths(self):
+        # The exchange, where students submit and instructors release
+        # (systemd.exec(5), "ReadWritePaths="). Added at start even if an admin's list
+        # leaves it out, see _writable_paths().
+        return [self.exchange_root]
+
+    @default("disable_user_sudo")
+    def _default_disable_user_sudo(self):
+        # NoNewPrivileges=yes: no sudo, no setuid binaries from inside a lab
+        # (systemd.exec(5), "NoNewPrivileges="). DynamicUser= implies it anyway.
+        return True
+
+    @default("isolate_tmp")
+    def _default_isolate_tmp(self):
+        # PrivateTmp=yes: a /tmp per lab, so students cannot leave files for each other
+        # (systemd.exec(5), "PrivateTmp="). DynamicUser= implies it; we say it explicitly.
+        return True
+
+    @default("unit_name_template")
+    def _default_unit_name_template(self):
+        # The default server's unit. Named servers use named_server_unit_name_template.
+        return "jupyter-{USERNAME}"
+
+    # Memory and CPU limits are the inherited Spawner.mem_limit / Spawner.cpu_limit, set in
+    # 10_servers.py; upstream maps them to MemoryMax= and CPUQuota=
+    # (systemd.resource-control(5), "MemoryMax=", "CPUQuota=").
+
+    # -- validation ----------------------------------------------------------------------------
+
+    @validate("unit_extra_properties")
+    def _valid_unit_extra_properties(self, proposal):
+        # A new dict each time: upstream expands {USERNAME} in place, which would otherwise
+        # write one user's name into a dict shared through the config with every spawner.
+        value = {
+            str(key): _systemd_property_value(key, item) for key, item in proposal.value.items()
+        }
+        # An admin who sets other properties keeps the dynamic user's name (see the default).
+        value.setdefault("User", "{USERNAME}")
+        return value
+
+    @validate("named_server_unit_name_template")
+    def _valid_named_server_template(self, proposal):
+        if "{SERVERNAME}" not in proposal.value:
+            raise TraitError(
+                "AnankeSystemdSpawner.named_server_unit_name_template must contain "
+                f"{{SERVERNAME}}, got {proposal.value!r}: otherwise a user's second server "
+                "stops the first."
+            )
+        return proposal.value
+
+    # -- names -------------------------------------------------------------------------------
+
+    def _expand_user_vars(self, string):
+        """Expand {USERNAME}, {USERID} (upstream's) and {SERVERNAME} (ours) in ``string``."""
+        return string.format(
+            USERNAME=self.user.name, USERID=self.user.id, SERVERNAME=self.name or ""
+        )
+
+    def _unit_name(self) -> str:
+        template = self.named_server_unit_name_template if self.name else self.unit_name_template
+        name = self._expand_user_vars(template)
+        if not _UNIT_NAME_RE.match(name) or len(name) > _UNIT_NAME_MAX:
+            raise ValueError(
+                f"The systemd unit name {name!r} for user {self.user.name!r} "
+                f"(server {self.name!r}) is not valid: use letters, digits, '-', '_', '.' "
+                "or ':' in user and server names, or change unit_name_template "
+                "(systemd.unit(5))."
+            )
+        return name
+
+    def _writable_paths(self) -> list[str]:
+        paths = list(self.readwrite_paths or [])
+        if self.exchange_root and self.exchange_root not in paths:
+            paths.append(self.exchange_root)
+        return paths
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def start(self):
+        if remove_dangling_runtime_link(run_root(), self.unit_name):
+            self.log.info(
+                "user:%s removed the dangling link %s/%s left by the unit's last run",
+                self.user.name,
+                run_root(),
+                self.unit_name,
+            )
+        self.readwrite_paths = self._writable_paths()
+        if self.exchange_root and not os.path.isdir(self.exchange_root):
+            self.log.warning(
+                "user:%s the nbgrader exchange %s does not exist: systemd will refuse to "
+                "start the lab. Create it (mode 0777) or set AnankeSystemdSpawner.exchange_root.",
+                self.user.name,
+                self.exchange_root,
+            )
+        return await super().start()
+
+
+class AnankeLocalSpawner(SimpleLocalProcessSpawner):
+    """Labs as local processes of the hub's user: for laptops, CI and the demo only.
+
+    There is no isolation between users: every lab runs as the hub's OS user and can read
+    every other user's files. Use AnankeSystemdSpawner for teaching.
+    """
+
+    _warned_no_isolation = False
+
+    home_root = Unicode(
+        config=True,
+        help="""Directory holding the users' homes (`<home_root>/<username>`, mode 0700).
+
+        Defaults to `homes/` in Ananke's state directory (ANANKE_STATE_DIR).
+        """,
+    )
+
+    @default("home_root")
+    def _default_home_root(self):
+        return str(StateLayout.from_env().local_homes)
+
+    @default("home_dir")
+    def _default_home_dir(self):
+        root = Path(self.home_root)
+        home = root / self.user.name
+        # JupyterHub user names cannot contain "/", but the home is a path made from one:
+        # make sure it stays a direct child of home_root.
+        if home.parent != root or self.user.name in ("", ".", ".."):
+            raise ValueError(f"user name {self.user.name!r} cannot name a home directory")
+        return str(home)
+
+    def get_args(self):
+        args = list(super().get_args())
+        # jupyter-server refuses to run as root without --allow-root; the demo and CI
+        # often run the hub as root.
+        if os.geteuid() == 0 and "--allow-root" not in args:
+            args.append("--allow-root")
+        return args
+
+    def user_env(self, env):
+        env = super().user_env(env)
+        # The OS user is the hub's, so USER would name it; nbgrader takes the student id
+        # from the user name (CourseDirectory.student_id): use the hub user's name.
+        env["USER"] = self.user.name
+        env["HOME"] = self.home_dir
+        return env
+
+    def ensure_home(self) -> Path:
+        """Create ``<home_root>/<username>`` with mode 0700 (and home_root) if missing."""
+        home = Path(self.home_dir)
+        # home_root only if missing: it may be a directory the admin chose and shares.
+        Path(self.home_root).mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(home)
+        return home
+
+    async def start(self):
+        if not AnankeLocalSpawner._warned_no_isolation:
+            AnankeLocalSpawner._warned_no_isolation = True
+            self.log.warning(
+                "AnankeLocalSpawner: labs run as local processes of the hub's user, without "
+                "isolation between users or resource limits. Fine for a demo, not for "
+                'teaching: on a systemd machine use spawner_class "ananke-systemd".'
+            )
+        self.ensure_home()
+        return await super().start()
