@@ -85,7 +85,7 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     def _default_allow_all(self):
         # The LMS decides who may launch: a valid, signed launch admits its user, unless
         # the admin configured an allow list.
-        return not (self.allowed_users or self.allowed_groups)
+        return not (self.allowed_users or getattr(self, "allowed_groups", None))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

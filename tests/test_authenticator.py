@@ -1,0 +1,243 @@
+"""The authenticator's own rules, without a hub: config, usernames, initiation checks, keys."""
+
+import asyncio
+import json
+
+import jwt
+import pytest
+from ltiauthenticator.lti13.error import LoginError
+from tornado.web import Application, RequestHandler
+from traitlets.config import Config
+
+from ananke_hub.auth import AnankeLTI13Authenticator
+from ananke_hub.auth.handlers import LaunchRefused
+from ananke_hub.auth.platform_keys import PlatformKeySet, PlatformKeysUnavailable, UnknownSigningKey
+from ananke_hub.auth.replay import NonceRegistry
+from ananke_hub.keys import KeyStore
+
+ISS = "https://lms.example.edu"
+
+
+def make_auth(**registration) -> AnankeLTI13Authenticator:
+    c = Config()
+    c.LMSRegistration.issuer = ISS
+    c.LMSRegistration.client_id = "tool-1"
+    c.LMSRegistration.authorize_url = ISS + "/auth"
+    c.LMSRegistration.jwks_url = ISS + "/jwks"
+    for key, value in registration.items():
+        c.LMSRegistration[key] = value
+    return AnankeLTI13Authenticator(config=c)
+
+
+def test_settings_come_from_the_registration():
+    auth = make_auth()
+    assert auth.issuer == ISS
+    assert auth.client_id == {"tool-1"}
+    assert auth.authorize_url == ISS + "/auth"
+    assert auth.jwks_endpoint == ISS + "/jwks"
+    assert auth.enable_auth_state is False  # set by the shipped hub config, not the class
+
+
+def test_client_id_list_and_string():
+    assert make_auth(client_id=["a", "b"]).client_id == {"a", "b"}
+    assert make_auth(client_id="abc").client_id == {"abc"}
+
+
+def test_upstream_settings_still_win():
+    c = Config()
+    c.LMSRegistration.issuer = ISS
+    c.LTI13Authenticator.issuer = "https://other.example"
+    assert AnankeLTI13Authenticator(config=c).issuer == "https://other.example"
+
+
+def test_allow_all_unless_allow_list():
+    assert make_auth().allow_all is True
+    c = Config()
+    c.Authenticator.allowed_users = {"u1"}
+    assert AnankeLTI13Authenticator(config=c).allow_all is False
+
+
+@pytest.mark.parametrize(
+    "token, name",
+    [
+        ({"sub": "123"}, "u123"),
+        ({"sub": 7}, "u7"),
+        ({"sub": "Alice_B"}, "ualice_b"),
+        ({"sub": "", "email": "x@y"}, None),
+        ({}, None),
+    ],
+)
+def test_username_rule(token, name):
+    auth = make_auth()
+    if name is None:
+        with pytest.raises(LoginError):
+            auth.get_username(token)
+    else:
+        assert auth.get_username(token) == name
+
+
+def test_unsafe_subs_become_hashed_names():
+    auth = make_auth()
+    uuid_sub = "a6b1c2d3-0000-4444-8888-123456789abc"  # Canvas-style: too long for a unit user
+    name = auth.get_username({"sub": uuid_sub})
+    assert name.startswith("u") and len(name) <= 31
+    assert name == auth.get_username({"sub": uuid_sub})  # stable
+    for bad in ["../../etc", "a b", "x;rm", "Ünïcode"]:
+        n = auth.get_username({"sub": bad})
+        assert n.isascii() and "/" not in n and " " not in n and len(n) <= 31
+    assert auth.get_username({"sub": "a/b"}) != auth.get_username({"sub": "a_b"})
+
+
+def test_username_from_custom_claim():
+    c = Config()
+    c.AnankeLTI13Authenticator.username_key = "custom_username"
+    c.AnankeLTI13Authenticator.username_prefix = ""
+    auth = AnankeLTI13Authenticator(config=c)
+    claim = "https://purl.imsglobal.org/spec/lti/claim/custom"
+    assert auth.get_username({"sub": "9", claim: {"username": "jdoe"}}) == "jdoe"
+    assert auth.get_username({"sub": "9"}) != "jdoe"  # falls back to sub
+
+
+def test_login_initiation_checks():
+    auth = make_auth(client_id=["tool-1"], deployment_ids=["d1"])
+    ok = {"iss": ISS, "login_hint": "x", "target_link_uri": "https://hub/hub/"}
+    assert auth.check_login_initiation({**ok, "client_id": "tool-1"}) == "tool-1"
+    # a platform that omits client_id gets the only configured one (not "None")
+    assert auth.check_login_initiation(ok) == "tool-1"
+    with pytest.raises(LaunchRefused, match="issuer"):
+        auth.check_login_initiation({**ok, "iss": "https://evil.example"})
+    with pytest.raises(LaunchRefused, match="client_id"):
+        auth.check_login_initiation({**ok, "client_id": "other"})
+    with pytest.raises(LaunchRefused, match="deployment"):
+        auth.check_login_initiation({**ok, "lti_deployment_id": "d2"})
+    assert auth.check_login_initiation({**ok, "lti_deployment_id": "d1"}) == "tool-1"
+    two = make_auth(client_id=["a", "b"])
+    with pytest.raises(LaunchRefused, match="several"):
+        two.check_login_initiation(ok)
+
+
+def test_deployment_check():
+    claim = "https://purl.imsglobal.org/spec/lti/claim/deployment_id"
+    strict = make_auth(deployment_ids=["d1"])
+    strict.check_deployment({claim: "d1"})
+    for bad in ["d2", None, ["d1"]]:
+        with pytest.raises(LaunchRefused):
+            strict.check_deployment({claim: bad})
+    make_auth().check_deployment({claim: "anything"})  # no list configured: any
+
+
+def test_nonce_registry():
+    reg = NonceRegistry(ttl=60)
+    assert reg.use("n1") is True
+    assert reg.use("n1") is False
+    assert reg.use("n2") is True
+    expired = NonceRegistry(ttl=-1)
+    assert expired.use("n") and expired.use("n")  # entries past their window are dropped
+    assert len(expired) == 1
+
+
+# --- platform keyset ---------------------------------------------------------------
+
+
+class JWKSServer:
+    """A local keyset endpoint whose answers and delay the test controls."""
+
+    def __init__(self, store: KeyStore):
+        self.store = store
+        self.status = 200
+        self.body = None
+        self.delay = 0.0
+        self.hits = 0
+
+    def app(self):
+        server = self
+
+        class Handler(RequestHandler):
+            async def get(self):
+                server.hits += 1
+                if server.delay:
+                    await asyncio.sleep(server.delay)
+                self.set_status(server.status)
+                self.write(server.body if server.body is not None else json.dumps(server.store.jwks()))
+
+        return Application([("/jwks", Handler)])
+
+
+@pytest.fixture
+async def jwks(tmp_path):
+    store = KeyStore(tmp_path / "keys")
+    store.ensure()
+    server = JWKSServer(store)
+    http = server.app().listen(0, "127.0.0.1")
+    port = next(iter(http._sockets.values())).getsockname()[1]
+    server.url = f"http://127.0.0.1:{port}/jwks"
+    yield server
+    http.stop()
+
+
+async def test_keyset_fetched_once_for_concurrent_launches(jwks):
+    keys = PlatformKeySet(jwks.url)
+    jwks.delay = 0.2
+    kid = jwks.store.signing_key().kid
+    results = await asyncio.gather(*(keys.get_key(kid) for _ in range(20)))
+    assert jwks.hits == 1
+    assert {r.key_id for r in results} == {kid}
+    await keys.get_key(kid)
+    assert jwks.hits == 1  # cached
+
+
+async def test_unknown_kid_refetches_after_rotation(jwks):
+    keys = PlatformKeySet(jwks.url, min_refetch_interval=0)
+    old = jwks.store.signing_key().kid
+    await keys.get_key(old)
+    new = jwks.store.rotate().kid
+    key = await keys.get_key(new)
+    assert key.key_id == new and jwks.hits == 2
+    with pytest.raises(UnknownSigningKey, match="does not contain"):
+        await keys.get_key("no-such-kid")
+
+
+async def test_unknown_kid_refetch_is_rate_limited(jwks):
+    keys = PlatformKeySet(jwks.url, min_refetch_interval=3600)
+    await keys.get_key(jwks.store.signing_key().kid)
+    for _ in range(5):
+        with pytest.raises(UnknownSigningKey):
+            await keys.get_key("forged-kid")
+    assert jwks.hits == 1  # forged kids cannot make the hub hammer the LMS
+
+
+@pytest.mark.parametrize(
+    "status, body, match",
+    [(500, "oops", "answered HTTP 500"), (200, "not json", "not a valid JWKS"), (200, '{"keys": 1}', "not a valid JWKS")],
+)
+async def test_keyset_errors(jwks, status, body, match):
+    jwks.status, jwks.body = status, body
+    with pytest.raises(PlatformKeysUnavailable, match=match):
+        await PlatformKeySet(jwks.url).get_key("k")
+
+
+async def test_keyset_unreachable_and_slow(jwks):
+    from ananke_hub.demo import free_port
+
+    with pytest.raises(PlatformKeysUnavailable, match="cannot be reached|answered"):
+        await PlatformKeySet(f"http://127.0.0.1:{free_port()}/jwks", timeout=2).get_key("k")
+    jwks.delay = 3
+    with pytest.raises(PlatformKeysUnavailable, match="did not answer within 0.5 s"):
+        await PlatformKeySet(jwks.url, timeout=0.5).get_key("k")
+
+
+async def test_cached_keys_survive_an_lms_outage(jwks):
+    keys = PlatformKeySet(jwks.url, max_age=0)
+    kid = jwks.store.signing_key().kid
+    await keys.get_key(kid)
+    jwks.status, jwks.body = 503, "down"
+    assert (await keys.get_key(kid)).key_id == kid  # stale but known: launch goes on
+    with pytest.raises(PlatformKeysUnavailable):
+        await keys.get_key("other")
+
+
+async def test_key_verifies_a_platform_signature(jwks):
+    signing = jwks.store.signing_key()
+    token = jwt.encode({"a": 1}, signing.private_pem, algorithm="RS256", headers={"kid": signing.kid})
+    key = await PlatformKeySet(jwks.url).get_key(jwt.get_unverified_header(token)["kid"])
+    assert jwt.decode(token, key.key, algorithms=["RS256"]) == {"a": 1}
