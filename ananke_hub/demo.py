@@ -45,8 +45,18 @@ class DemoPorts:
 class DemoStack:
     """Processes of a demo: the built-in LMS, then JupyterHub (which starts Kore)."""
 
-    def __init__(self, root: Path, *, extra_config: dict | None = None, platform_args=()):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        extra_config: dict | None = None,
+        platform_args=(),
+        platform_module: str = "ananke_hub.platform",
+    ):
         self.root = Path(root).resolve()
+        # Any module that takes the built-in platform's flags and serves the same URLs
+        # (/, /launch, /auth, /jwks) can stand in for it, e.g. a third-party platform.
+        self.platform_module = platform_module
         self.ports = DemoPorts.pick()
         self.extra_config = extra_config or {}
         self.platform_args = list(platform_args)
@@ -147,7 +157,7 @@ class DemoStack:
             [
                 sys.executable,
                 "-m",
-                "ananke_hub.platform",
+                self.platform_module,
                 f"--port={self.ports.platform}",
                 f"--issuer={self.platform_url}",
                 f"--state-dir={platform_state}",
