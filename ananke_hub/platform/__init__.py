@@ -1,0 +1,10 @@
+"""A built-in LTI 1.3 platform: an LMS stand-in for demos and tests.
+
+It follows LTI 1.3 core (https://www.imsglobal.org/spec/lti/v1p3/) and the Security
+Framework 1.0 OIDC third-party-initiated login, so that what works against it works
+against Moodle. Run it with ``python -m ananke_hub.platform --help-all``.
+
+Routes (relative to the issuer): ``GET /`` launch page, ``POST /launch`` login
+initiation, ``GET|POST /auth`` OIDC authorization endpoint, ``GET /jwks`` public keyset.
+``/token`` is reserved for the LTI Advantage token endpoint.
+"""

@@ -1,0 +1,119 @@
+"""The test platform's course, activities and people, as data.
+
+One course with two activities that point at the hub, and four people, shaped like
+what Moodle sends: numeric user ids as `sub` (2 is Moodle's first admin), full LIS
+role URIs, and the Moodle username as the `username` custom parameter.
+"""
+
+from dataclasses import dataclass
+
+from . import constants as C
+
+
+@dataclass(frozen=True)
+class User:
+    sub: str
+    given_name: str
+    family_name: str
+    email: str
+    username: str
+    #: Roles outside any course (institution and system roles), sent with every launch.
+    institution_roles: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
+
+
+@dataclass(frozen=True)
+class ResourceLink:
+    """An LMS activity that launches the tool (LTI 1.3 section 5.2.1)."""
+
+    id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Member:
+    sub: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Context:
+    """A course (LTI 1.3 section 5.4.1) with its activities and enrolments."""
+
+    id: str
+    label: str
+    title: str
+    links: tuple[ResourceLink, ...]
+    members: tuple[Member, ...]
+    type: tuple[str, ...] = (C.COURSE_OFFERING,)
+
+    def roles_of(self, sub: str) -> tuple[str, ...] | None:
+        """The user's roles in this course, or None if not enrolled."""
+        for member in self.members:
+            if member.sub == sub:
+                return member.roles
+        return None
+
+
+ADA = User(
+    "2",
+    "Ada",
+    "Lovelace",
+    "ada.lovelace@example.edu",
+    "alovelace",
+    # Moodle's admin: it adds these two and leaves out Learner.
+    institution_roles=(C.ROLE_INSTITUTION_ADMINISTRATOR, C.ROLE_SYSTEM_ADMINISTRATOR),
+)
+ALAN = User("3", "Alan", "Turing", "alan.turing@example.edu", "aturing")
+# Non-ASCII letters and a family name with a space: names are data, never identifiers.
+EMILIE = User("4", "Émilie", "du Châtelet", "emilie.duchatelet@example.edu", "echatelet")
+GRACE = User("5", "Grace", "Hopper", "grace.hopper@example.edu", "ghopper")
+
+USERS: dict[str, User] = {user.sub: user for user in (ADA, GRACE, ALAN, EMILIE)}
+
+HOMEWORK = ResourceLink("homework", "Homework")
+EXAM = ResourceLink("exam", "Exam")
+
+DS101 = Context(
+    id="ds101",
+    label="DS101",
+    title="Data Science 101",
+    links=(HOMEWORK, EXAM),
+    members=(
+        Member(ADA.sub, (C.ROLE_INSTRUCTOR,)),
+        Member(GRACE.sub, (C.ROLE_INSTRUCTOR, C.ROLE_TEACHING_ASSISTANT)),
+        Member(ALAN.sub, (C.ROLE_LEARNER,)),
+        Member(EMILIE.sub, (C.ROLE_LEARNER,)),
+    ),
+)
+
+CONTEXTS: dict[str, Context] = {DS101.id: DS101}
+
+
+def find_user(sub: str) -> User | None:
+    return USERS.get(sub)
+
+
+def find_link(link_id: str) -> tuple[Context, ResourceLink] | None:
+    """The course holding the activity ``link_id``, and the activity; None if unknown."""
+    for context in CONTEXTS.values():
+        for link in context.links:
+            if link.id == link_id:
+                return context, link
+    return None
+
+
+def launch_roles(user: User, context: Context) -> list[str]:
+    """The roles claim of a launch: course roles first, then institution roles."""
+    return [*(context.roles_of(user.sub) or ()), *user.institution_roles]
+
+
+def short_role(uri: str) -> str:
+    """A role URI for display: 'TeachingAssistant', 'institution Administrator'."""
+    scope, _, name = uri.rpartition("#")
+    if scope.endswith("/person"):  # institution/person, system/person
+        return f"{scope.rsplit('/', 2)[-2]} {name}"
+    return name

@@ -1,0 +1,125 @@
+"""The OIDC authorization endpoint: checks the tool's authentication request, answers
+with a signed id_token.
+
+Security Framework 1.0 section 5.1.1.2-5.1.1.3
+(https://www.imsglobal.org/spec/security/v1p0/#step-2-authentication-request): the tool
+redirects the browser here after login initiation; the platform checks the request
+against the registration and its own session, then form-POSTs `id_token` and `state`
+to the registered redirect URI.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .. import constants as C
+from .. import demo_data
+from ..demo_data import Context, ResourceLink, User
+from ..settings import PlatformSettings
+from ..tokens import launch_claims, sign_id_token
+from .base import PlatformError, PlatformHandler
+
+SPEC = "IMS Security Framework 1.0 section 5.1.1.2"
+AUTH_REQUEST_PARAMS = (
+    *C.AUTH_REQUEST_FIXED,
+    "client_id",
+    "redirect_uri",
+    "login_hint",
+    "lti_message_hint",
+    "nonce",
+    "state",
+)
+
+
+class AuthRequestError(Exception):
+    """The authentication request cannot be answered; the message says why."""
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    user: User
+    context: Context
+    link: ResourceLink
+    nonce: str
+    state: str | None
+
+
+def check_auth_request(
+    params: Mapping[str, str | None], settings: PlatformSettings, session_user: User | None
+) -> AuthRequest:
+    """Validate the request parameters against the registration and the session."""
+    for name, required in C.AUTH_REQUEST_FIXED.items():
+        value = params.get(name)
+        if value != required:
+            got = "it is missing" if value is None else f"got {value!r}"
+            raise AuthRequestError(f"{name} must be {required!r} ({SPEC}); {got}.")
+    if params.get("client_id") != settings.client_id:
+        raise AuthRequestError(
+            f"Unknown client_id {params.get('client_id')!r}: this platform knows only "
+            f"{settings.client_id!r}. Check the tool's client id setting."
+        )
+    # Exact match, no prefix or normalisation: the id_token must go nowhere else.
+    if params.get("redirect_uri") != settings.tool_redirect_uri:
+        raise AuthRequestError(
+            f"redirect_uri {params.get('redirect_uri')!r} is not the registered one "
+            f"({settings.tool_redirect_uri!r}). The tool must send exactly that URL."
+        )
+    login_hint = params.get("login_hint")
+    if not login_hint:
+        raise AuthRequestError("login_hint is missing: the tool must send back the one it got.")
+    if session_user is None:
+        raise AuthRequestError(
+            "No one is logged in to the platform in this browser. "
+            f"Start the launch from the platform's launch page {settings.url('/')}."
+        )
+    if login_hint != session_user.sub:
+        raise AuthRequestError(
+            f"login_hint {login_hint!r} is not the person logged in to the platform "
+            f"({session_user.name}). Start the launch again from the launch page."
+        )
+    found = demo_data.find_link(params.get("lti_message_hint") or "")
+    if found is None:
+        raise AuthRequestError(
+            f"lti_message_hint {params.get('lti_message_hint')!r} names no activity: "
+            "the tool must send back the one it got."
+        )
+    context, link = found
+    if context.roles_of(session_user.sub) is None:
+        raise AuthRequestError(f"{session_user.name} is not enrolled in {context.title}.")
+    nonce = params.get("nonce")
+    if not nonce:
+        raise AuthRequestError(f"nonce is missing ({SPEC}): the tool must send one.")
+    return AuthRequest(session_user, context, link, nonce, params.get("state"))
+
+
+class AuthorizationHandler(PlatformHandler):
+    def check_xsrf_cookie(self):
+        # The tool's POST is cross-site by design; the request is bound to this browser
+        # by the session cookie (login_hint) and to the tool's session by state and nonce.
+        pass
+
+    async def get(self):
+        params = {name: self.get_argument(name, None, strip=False) for name in AUTH_REQUEST_PARAMS}
+        try:
+            request = check_auth_request(params, self.platform, self.session_user())
+        except AuthRequestError as e:
+            raise PlatformError(str(e)) from None
+        claims = launch_claims(
+            self.platform, request.user, request.link, request.nonce, context=request.context
+        )
+        id_token = sign_id_token(claims, self.keys.signing_key())
+        fields = {"id_token": id_token}
+        if request.state is not None:
+            fields["state"] = request.state
+        self.log.info(
+            "auth: user:%s link:%s -> id_token posted to the tool",
+            request.user.sub,
+            request.link.id,
+        )
+        self.render_autopost(
+            self.platform.tool_redirect_uri, fields, title="Signing in to the tool"
+        )
+
+    post = get
+
+
+ROUTES = [(r"/auth", AuthorizationHandler)]

@@ -1,0 +1,58 @@
+"""What the test platform knows about itself and about the one tool registered with it.
+
+The same object drives the running platform and the tests that craft their own
+launches with :mod:`ananke_hub.platform.tokens`. Every URL the platform publishes is
+derived here from the issuer, so a later service (token, AGS, NRPS) adds a method,
+not a setting.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    #: The platform's issuer identifier (the `iss` claim) and the base of its URLs.
+    issuer: str
+    #: The client id the platform assigned to the tool (the `aud` of id_tokens).
+    client_id: str
+    #: The deployment of the tool on this platform (LTI 1.3 section 3.1.3).
+    deployment_id: str
+    #: Where a resource link points: the hub's page after login.
+    tool_target_link_uri: str
+    #: The tool's third-party login initiation URL (Security Framework 5.1.1).
+    tool_login_url: str = ""
+    #: The one redirect URI registered for the tool; /auth accepts only this one.
+    tool_redirect_uri: str = ""
+    #: The tool's public keyset, for the token endpoint of a later version.
+    tool_jwks_url: str = ""
+    #: Seconds /jwks waits before answering (to show a slow LMS does not block the hub).
+    jwks_delay: float = 0.0
+
+    def url(self, path: str) -> str:
+        return self.issuer.rstrip("/") + path
+
+    # What an admin enters as LMSRegistration.* for this platform:
+    @property
+    def authorize_url(self) -> str:
+        return self.url("/auth")
+
+    @property
+    def jwks_url(self) -> str:
+        return self.url("/jwks")
+
+    @property
+    def access_token_url(self) -> str:
+        """Reserved for the OAuth 2 token endpoint (LTI Advantage services)."""
+        return self.url("/token")
+
+    # LTI Advantage service endpoints, advertised in launches:
+    def lineitems_url(self, context_id: str) -> str:
+        return self.url(f"/ags/{context_id}/lineitems")
+
+    def lineitem_url(self, context_id: str, link_id: str) -> str:
+        # Moodle's line item URLs carry a query (`.../lineitem?type_id=1`); ours do too,
+        # so that a tool that appends `/scores` to the whole URL fails here, not in Moodle.
+        return f"{self.lineitems_url(context_id)}/{link_id}/lineitem?type_id=1"
+
+    def memberships_url(self, context_id: str) -> str:
+        return self.url(f"/nrps/{context_id}/memberships")
