@@ -14,6 +14,7 @@ import base64
 import fcntl
 import hashlib
 import json
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,17 @@ from .persist import ensure_private_dir, write_new_private_file
 
 ALGORITHM = "RS256"
 KEY_SIZE = 2048
+
+
+class KeyFileError(ValueError):
+    """A file in the key store is not a usable RSA private key. Names the file."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path = Path(path)
+        super().__init__(
+            f"{self.path}: {problem}. Restore the file from a backup, or move it out of "
+            f"{self.path.parent} and run `ananke keys rotate` (the LMS then sees a new key)."
+        )
 
 
 def _b64url_uint(value: int) -> str:
@@ -82,14 +94,24 @@ class KeyStore:
         return self.directory / "retired"
 
     @contextmanager
-    def _locked(self):
-        ensure_private_dir(self.directory)
-        with open(self.directory / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
+    def _locked(self, shared: bool = False):
+        """Serialise writers (ensure, rotate) against each other and against readers.
+
+        Readers take the lock shared, so they never list a key that a rotation in
+        another process is moving to ``retired/`` at that moment.
+        """
+        if shared:
+            if not self.directory.is_dir():
                 yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                return
+        else:
+            ensure_private_dir(self.directory)
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def _pem_files(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -125,22 +147,39 @@ class KeyStore:
         return new
 
     def load(self) -> list[SigningKey]:
-        """All published keys, oldest first (re-read only when the directory changes)."""
-        files = self._pem_files()
-        names = tuple(p.name for p in files)
+        """All published keys, oldest first (re-read only when the directory changes).
+
+        Raises KeyFileError if a key file cannot be used.
+        """
+        names = tuple(p.name for p in self._pem_files())
         if self._cache and self._cache[0] == names:
             return self._cache[1]
-        keys = []
-        for path in files:
-            created_text, _, kid = path.stem.partition("-")
-            private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(private_key, rsa.RSAPrivateKey):
-                raise ValueError(f"{path} does not hold an RSA private key")
-            keys.append(
-                SigningKey(kid=kid, created=int(created_text), private_key=private_key, path=path)
-            )
-        self._cache = (names, keys)
+        with self._locked(shared=True):
+            files = self._pem_files()
+            keys = [self._read_key(path) for path in files]
+        self._cache = (tuple(p.name for p in files), keys)
         return keys
+
+    @staticmethod
+    def _read_key(path: Path) -> SigningKey:
+        created_text, _, _ = path.stem.partition("-")
+        if not created_text.isdigit():
+            raise KeyFileError(path, "the name is not <created>-<kid>.pem")
+        try:
+            private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            # cryptography's message does not name the file; say which one is broken.
+            reason = str(exc).split(". ")[0]
+            raise KeyFileError(
+                path, f"not a readable, unencrypted PEM private key ({reason})"
+            ) from exc
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            raise KeyFileError(
+                path, f"holds a {type(private_key).__name__.lstrip('_')}, not an RSA private key"
+            )
+        # The kid is derived from the key itself, never trusted from the file name.
+        kid = thumbprint(private_key.public_key())
+        return SigningKey(kid=kid, created=int(created_text), private_key=private_key, path=path)
 
     def signing_key(self) -> SigningKey:
         keys = self.load()

@@ -1,0 +1,315 @@
+"""The Kore application: configuration, start-up checks and the tornado server.
+
+The hub starts Kore as a managed service (``python -m kore``, see
+``ananke_hub.hubconfig.kore_service``) and passes, in the environment, where Kore must
+listen (``JUPYTERHUB_SERVICE_URL``), its URL prefix (``JUPYTERHUB_SERVICE_PREFIX``)
+and its OAuth client credentials (``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_CLIENT_ID``).
+Kore reads the same config fragments as the hub (``ANANKE_CONFIG_DIR``) and keeps its
+keys in the state directory (``ANANKE_STATE_DIR``).
+"""
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.httpclient import JupyterHubHTTPClient
+from jupyterhub.services.auth import HubOAuth
+from tornado import web
+from traitlets import Integer, TraitError, Unicode, default, validate
+from traitlets.config import Application
+
+from ananke_hub.fragments import FragmentError, load_fragments
+from ananke_hub.keys import KeyFileError, KeyStore
+from ananke_hub.paths import StateLayout, config_dir
+from ananke_hub.persist import ensure_private_dir, read_or_create_secret
+from ananke_hub.registration import LMSRegistration
+
+from .handlers import routes
+from .handlers.base import HubUserHandler, NotFoundHandler
+
+HERE = Path(__file__).parent
+DEFAULT_PREFIX = "/services/kore/"
+#: Seconds open connections get to finish after SIGTERM before Kore closes them.
+SHUTDOWN_GRACE = 5
+
+
+class StartupError(Exception):
+    """Kore cannot start; the message says what is wrong and what to do."""
+
+
+class Kore(Application):
+    """Ananke's course and grade service, run by the hub as ``python -m kore``."""
+
+    name = "kore"
+    description = """Kore: Ananke's course and grade service.
+
+    Started by JupyterHub as a managed service. Reads the config fragments of
+    $ANANKE_CONFIG_DIR (section c.Kore) and keeps its keys in $ANANKE_STATE_DIR.
+    """
+
+    aliases = {
+        "port": "Kore.port",
+        "config-dir": "Kore.config_dir",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "debug": ({"Application": {"log_level": "DEBUG"}}, "Log debug messages."),
+    }
+
+    port = Integer(
+        10101,
+        config=True,
+        help="""Port Kore listens on, on 127.0.0.1.
+
+        The hub reads this setting too, to route <hub>/services/kore/ to Kore, so set it
+        in the config fragments (50_kore.py), not on Kore's command line. When the hub
+        starts Kore, the address in JUPYTERHUB_SERVICE_URL (made from this port) is used.
+        """,
+    )
+
+    base_url = Unicode(
+        config=True,
+        help="""URL prefix Kore serves under.
+
+        Default: $JUPYTERHUB_SERVICE_PREFIX, which the hub sets to /services/kore/.
+        """,
+    )
+
+    @default("base_url")
+    def _default_base_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or DEFAULT_PREFIX
+
+    @validate("base_url")
+    def _slashed_base_url(self, proposal):
+        return "/" + proposal.value.strip("/") + "/" if proposal.value.strip("/") else "/"
+
+    config_dir = Unicode(
+        config=True,
+        help="""Directory of the numbered config fragments Kore reads.
+
+        Default: $ANANKE_CONFIG_DIR, or /etc/ananke/config.d. Give it on the command line
+        (--config-dir); a fragment cannot move the directory it is read from.
+        """,
+    )
+
+    @default("config_dir")
+    def _default_config_dir(self):
+        return str(config_dir())
+
+    cookie_secret_file = Unicode(
+        "",
+        config=True,
+        help="""File holding the secret that signs Kore's login cookies.
+
+        Created once (mode 0600) if missing and kept, so users stay logged in to Kore
+        across restarts. Default: secrets/kore_cookie_secret in $ANANKE_STATE_DIR.
+        """,
+    )
+
+    jwks_max_age = Integer(
+        300,
+        config=True,
+        help="""Seconds the LMS may cache the tool's keyset (Cache-Control max-age).
+
+        After `ananke keys rotate`, Kore signs with the new key at once; an LMS that
+        cached the keyset longer than this may reject signatures until it refetches.
+        """,
+    )
+
+    @default("log_level")
+    def _default_log_level(self):
+        return logging.INFO
+
+    @default("log_format")
+    def _default_log_format(self):
+        return "[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"
+
+    @default("log_datefmt")
+    def _default_log_datefmt(self):
+        return "%Y-%m-%d %H:%M:%S"
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        try:
+            self.load_config_fragments()
+            self._route_tornado_logs()
+            self.init_lms_registration()
+            self.init_keys()
+            self.init_hub_auth()
+        except StartupError as exc:
+            self.log.critical("Kore cannot start: %s", exc)
+            self.exit(1)
+
+    def load_config_fragments(self) -> None:
+        """Apply the fragments' config (c.Kore and all other sections) to Kore."""
+        try:
+            self.fragments = load_fragments(Path(self.config_dir))
+        except FragmentError as exc:
+            raise StartupError(f"{exc}. Fix the fragment, then restart the hub.") from exc
+        try:
+            self.update_config(self.fragments.config)
+            # The command line wins over the fragments.
+            self.update_config(self.cli_config)
+        except TraitError as exc:
+            raise StartupError(f"{exc} Check {self.fragments_setting('Kore')}.") from exc
+        names = ", ".join(p.name for p in self.fragments.files)
+        self.log.info("config: %s", names or "no fragments")
+
+    def fragments_setting(self, section: str) -> str:
+        """Which fragments set ``c.<section>``, for error messages."""
+        files = [str(p) for p, cfg in self.fragments.per_file.items() if section in cfg]
+        return f"c.{section} in {' and '.join(files) or self.config_dir}"
+
+    def _route_tornado_logs(self) -> None:
+        # tornado (and JupyterHub's service auth) log through the "tornado" loggers:
+        # send them through Kore's handler, at Kore's level.
+        tornado_log = logging.getLogger("tornado")
+        tornado_log.parent = self.log
+        tornado_log.propagate = True
+        tornado_log.setLevel(self.log.level)
+
+    def init_lms_registration(self) -> None:
+        try:
+            self.registration = LMSRegistration(config=self.config)
+        except TraitError as exc:
+            raise StartupError(f"{exc} Check {self.fragments_setting('LMSRegistration')}.") from exc
+        registration = self.registration
+        self.log.info("LMS issuer: %s", registration.issuer or "(not set)")
+        if not registration.is_configured:
+            self.log.warning(
+                "LMS registration incomplete (missing %s): set c.LMSRegistration in "
+                "30_lms.py. Grades and rosters need it.",
+                ", ".join(registration.missing()),
+            )
+
+    def init_keys(self) -> None:
+        layout = StateLayout.from_env()
+        try:
+            # The secrets directory holds the hub's keys too: private before anything
+            # is created in it.
+            ensure_private_dir(layout.secrets)
+            self.key_store = KeyStore(layout.kore_keys)
+            signing = self.key_store.ensure()
+            secret_file = Path(self.cookie_secret_file or layout.secrets / "kore_cookie_secret")
+            self.cookie_secret = read_or_create_secret(secret_file)
+        except KeyFileError as exc:
+            raise StartupError(str(exc)) from exc
+        except (OSError, RuntimeError) as exc:
+            raise StartupError(
+                f"{exc}. Kore keeps its keys in {layout.root} (ANANKE_STATE_DIR): "
+                "it must be writable by the hub's user."
+            ) from exc
+        self.log.info(
+            "tool keyset: %d key(s), signing kid %s",
+            len(self.key_store.load()),
+            signing.kid,
+        )
+
+    def init_hub_auth(self) -> None:
+        # OAuth with the hub; its settings come from the environment the hub gives to
+        # managed services (and may be tuned with c.HubOAuth in a fragment).
+        self.hub_auth = HubOAuth(parent=self, base_url=self.base_url)
+        self.hub_login_enabled = bool(self.hub_auth.api_token and self.hub_auth.oauth_client_id)
+        if not self.hub_login_enabled:
+            self.log.warning(
+                "JUPYTERHUB_API_TOKEN or JUPYTERHUB_CLIENT_ID is not set: Kore runs without "
+                "hub login and serves only %sjwks. Let the hub start Kore.",
+                self.base_url,
+            )
+
+    def listen_address(self) -> tuple[str, int]:
+        """Where to listen: the hub's JUPYTERHUB_SERVICE_URL, else 127.0.0.1:<port>."""
+        service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
+        if not service_url:
+            return "127.0.0.1", self.port
+        parsed = urlparse(service_url)
+        if parsed.scheme != "http":
+            raise StartupError(
+                f"JUPYTERHUB_SERVICE_URL is {service_url!r}: Kore serves plain http on "
+                "127.0.0.1 only (no internal_ssl); the hub's proxy does TLS."
+            )
+        return parsed.hostname or "127.0.0.1", parsed.port or 80
+
+    def make_web_app(self) -> web.Application:
+        settings = {
+            "template_path": str(HERE / "templates"),
+            "cookie_secret": self.cookie_secret,
+            # XSRF: HubOAuth checks the token of every cookie-authenticated request
+            # that changes something while it resolves the user (and then ignores the
+            # cookie), so tornado's own earlier check stays off.
+            "xsrf_cookies": False,
+            "default_handler_class": NotFoundHandler,
+            "log_function": self.log_request,
+            "kore": self,
+            "kore_log": self.log,
+            "kore_prefix": self.base_url,
+            "hub_auth": self.hub_auth,
+            "hub_login_enabled": self.hub_login_enabled,
+            "key_store": self.key_store,
+            "jwks_max_age": self.jwks_max_age,
+            "lms_registration": self.registration,
+        }
+        return web.Application(routes(self.base_url), **settings)
+
+    def log_request(self, handler: web.RequestHandler) -> None:
+        """One line per request: status, method, path (never the query: OAuth codes)."""
+        status = handler.get_status()
+        if status >= 500:
+            log = self.log.error
+        elif status >= 400:
+            log = self.log.warning
+        else:
+            log = self.log.info
+        user = handler.current_user if isinstance(handler, HubUserHandler) else None
+        request = handler.request
+        log(
+            "%d %s %s (%s@%s) %.1fms",
+            status,
+            request.method,
+            request.path,
+            user["name"] if user else "-",
+            request.remote_ip,
+            1000 * request.request_time(),
+        )
+
+    def start(self):
+        self.exit(asyncio.run(self.serve()))
+
+    async def serve(self) -> int:
+        """Serve until SIGTERM or SIGINT (the hub stops its services with these)."""
+        try:
+            host, port = self.listen_address()
+            server = self.make_web_app().listen(port, address=host, xheaders=True)
+        except StartupError as exc:
+            self.log.critical("Kore cannot start: %s", exc)
+            return 1
+        except OSError as exc:
+            self.log.critical(
+                "Kore cannot listen on %s:%s: %s. Is another Kore running? The port is "
+                "c.Kore.port in 50_kore.py.",
+                host,
+                port,
+                exc,
+            )
+            return 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        self.log.info("Kore serving http://%s:%d%s", host, port, self.base_url)
+        await stop.wait()
+        self.log.info("Kore stopping")
+        server.stop()
+        try:
+            await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
+        except TimeoutError:
+            self.log.warning("closed connections still open after %ss", SHUTDOWN_GRACE)
+        if JupyterHubHTTPClient.initialized():
+            await JupyterHubHTTPClient.instance().close()
+        return 0
+
+
+main = Kore.launch_instance

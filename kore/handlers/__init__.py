@@ -1,0 +1,17 @@
+"""Kore's routes: each module of this package lists its handlers relative to the prefix."""
+
+import re
+
+from tornado.web import RedirectHandler
+
+from . import home, identity, jwks, oauth
+
+
+def routes(prefix: str) -> list[tuple]:
+    """The URL table of Kore served under ``prefix`` (``/services/kore/``)."""
+    # Route patterns are regular expressions: the prefix is literal text.
+    table = [(re.escape(prefix.rstrip("/")), RedirectHandler, {"url": prefix})]
+    for module in (jwks, oauth, identity, home):
+        for path, handler, *kwargs in module.handlers:
+            table.append((re.escape(prefix) + path, handler, *kwargs))
+    return table

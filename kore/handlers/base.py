@@ -1,0 +1,194 @@
+"""Base classes of Kore's request handlers.
+
+Two kinds of routes, one error format each, chosen by the handler class:
+
+- browser pages (:class:`PageHandler`): an anonymous visitor is sent through the hub's
+  OAuth login; errors are an HTML page;
+- JSON APIs (:class:`APIHandler`, and the public :class:`PublicAPIHandler`): no
+  redirects; errors are ``{"status": <code>, "message": "..."}``.
+
+Who the user is comes only from the hub (``jupyterhub.services.auth.HubOAuth``): an
+OAuth token in Kore's cookie, or a hub token in the ``Authorization`` header. No route
+takes a user name from the request.
+"""
+
+import json
+from http.client import responses
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthenticated, UserNotAllowed
+from tornado import web
+
+#: Shown instead of the real error when something unexpected failed: the details
+#: (which may name files or hosts) go to Kore's log only.
+UNEXPECTED_ERROR = (
+    "Kore failed to handle this request. The hub admin finds the reason in Kore's log."
+)
+
+
+class KoreRequestHandler(web.RequestHandler):
+    """What every Kore handler shares: settings access and the one error format."""
+
+    #: True: errors are JSON (API routes). False: errors are an HTML page (browser routes).
+    json_errors = False
+
+    @property
+    def log(self):
+        return self.settings["kore_log"]
+
+    def set_default_headers(self):
+        # Kore's pages are never framed by another site (clickjacking).
+        self.set_header("X-Frame-Options", "SAMEORIGIN")
+        self.set_header("Content-Security-Policy", "frame-ancestors 'self'")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def get_template_namespace(self):
+        namespace = super().get_template_namespace()
+        namespace.update(prefix=self.settings["kore_prefix"], hub_user=self.current_user)
+        return namespace
+
+    def log_exception(self, typ, value, tb):
+        # Expected refusals (HTTPError below 500) show in the request log line already;
+        # their message is detail for debugging. Failures keep tornado's loud logging.
+        if isinstance(value, web.HTTPError) and value.status_code < 500:
+            self.log.debug(
+                "%d %s %s: %s",
+                value.status_code,
+                self.request.method,
+                self.request.path,
+                self.error_message(value.status_code, (typ, value, tb)),
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+    def error_message(self, status_code: int, exc_info) -> str:
+        """The message a person reads: ours for HTTPErrors we raise, a generic one otherwise."""
+        exception = exc_info[1] if exc_info else None
+        if isinstance(exception, web.HTTPError) and exception.log_message:
+            if exception.args:
+                return exception.log_message % exception.args
+            return exception.log_message
+        if status_code >= 500:
+            return UNEXPECTED_ERROR
+        return responses.get(status_code, "Unknown error")
+
+    def write_error(self, status_code: int, **kwargs):
+        message = self.error_message(status_code, kwargs.get("exc_info"))
+        # An error page is about this request only; never cache it.
+        self.set_header("Cache-Control", "no-store")
+        if self.json_errors:
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(json.dumps({"status": status_code, "message": message}))
+        else:
+            self.render(
+                "error.html",
+                status_code=status_code,
+                reason=responses.get(status_code, "Error"),
+                message=message,
+            )
+
+    def write_json(self, data) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data))
+
+
+class HubUserHandler(HubOAuthenticated, KoreRequestHandler):
+    """A handler whose user is a hub user, identified through the hub's OAuth.
+
+    ``HubAuthenticated.get_current_user`` asks the hub synchronously (it blocks on a
+    thread); Kore must not block its event loop, so :meth:`prepare` asks the hub
+    asynchronously and ``get_current_user`` only returns that answer.
+    """
+
+    @property
+    def hub_auth(self) -> HubOAuth:
+        return self.settings["hub_auth"]
+
+    def get_current_user(self):
+        # Only what prepare() found; never the blocking lookup of the mixin.
+        return getattr(self, "_hub_auth_user_cache", None)
+
+    async def prepare(self):
+        self._hub_auth_user_cache = None
+        if not self.settings.get("hub_login_enabled"):
+            raise web.HTTPError(
+                503,
+                "Kore is not connected to a JupyterHub (no API token or OAuth client id "
+                "in its environment), so nobody can log in. Start Kore through the hub.",
+            )
+        # While the user is resolved, HubOAuth checks the XSRF token of cookie-
+        # authenticated requests that change something, and ignores the cookie if it fails.
+        model = await self.hub_auth.get_user(self, sync=False)
+        user = None
+        if model:
+            try:
+                user = self.check_hub_user(model)
+            except UserNotAllowed:
+                self._hub_user_not_allowed = model
+                self.log.warning(
+                    "user:%s not allowed to use Kore (missing scope %s)",
+                    model.get("name"),
+                    " or ".join(sorted(self.hub_scopes or [])),
+                )
+        self._hub_auth_user_cache = user
+        if user:
+            self.hub_auth._persist_url_token_if_set(self)
+
+    def get_login_url(self):
+        not_allowed = getattr(self, "_hub_user_not_allowed", None)
+        if not_allowed:
+            # Logged in to the hub but without access to Kore: logging in again won't help.
+            raise web.HTTPError(
+                403,
+                "The hub user %s may not use Kore. Ask the hub admin for access.",
+                not_allowed.get("name"),
+            )
+        if self.json_errors:
+            # API clients get a status they can act on, not an HTML login page.
+            raise web.HTTPError(
+                403,
+                "Not logged in: send a hub token (Authorization: token ...) "
+                "or log in to the hub first.",
+            )
+        return super().get_login_url()
+
+    @property
+    def hub_user(self) -> dict:
+        """The current hub user's model (name, admin, groups, scopes) from the hub."""
+        return self.current_user
+
+
+class PageHandler(HubUserHandler):
+    """A browser page: anonymous visitors go through the hub's OAuth login."""
+
+    json_errors = False
+
+
+class APIHandler(HubUserHandler):
+    """A JSON API for logged-in hub users: no login redirect, 403 without credentials."""
+
+    json_errors = True
+
+    def set_default_headers(self):
+        super().set_default_headers()
+        # Answers are per user: no shared caches.
+        self.set_header("Cache-Control", "no-store")
+
+
+class PublicAPIHandler(KoreRequestHandler):
+    """A JSON route anyone may fetch (the LMS fetching the keyset)."""
+
+    json_errors = True
+
+
+class NotFoundHandler(PageHandler):
+    """Unknown paths: after login, a 404 in the format of the route's kind."""
+
+    @property
+    def json_errors(self):
+        return self.request.path.startswith(self.settings["kore_prefix"] + "api/")
+
+    @web.authenticated
+    def get(self, *args, **kwargs):
+        raise web.HTTPError(404, "There is no page %s in Kore.", self.request.path)
+
+    post = put = patch = delete = get
