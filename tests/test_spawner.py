@@ -266,9 +266,7 @@ async def test_second_spawn_after_stop_writes_env_file(monkeypatch, fake_systemd
 
     async def start(unit_name, **kwargs):
         runtime_dir = Path(systemd.RUN_ROOT) / unit_name
-        written.append(
-            systemd.make_environment_file(str(runtime_dir), unit_name, {"A": "1"})
-        )
+        written.append(systemd.make_environment_file(str(runtime_dir), unit_name, {"A": "1"}))
         fake_systemd.running.add(unit_name)
 
     monkeypatch.setattr(systemd, "start_transient_service", start)
