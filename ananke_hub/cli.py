@@ -41,8 +41,10 @@ def _cmd_init_config(args) -> int:
 
 def _keystore(args):
     from .keys import KeyStore
+    from .persist import ensure_private_dir
 
     layout = StateLayout(Path(args.state_dir)) if args.state_dir else StateLayout.from_env()
+    ensure_private_dir(layout.secrets)  # the first command on a fresh state dir may be this
     return KeyStore(layout.kore_keys)
 
 

@@ -139,11 +139,8 @@ class DemoStack:
             try:
                 await client.fetch(url, request_timeout=2)
                 return
-            except HTTPClientError as exc:
-                if exc.code < 500:
-                    return
-            except OSError:
-                pass
+            except (HTTPClientError, OSError):
+                pass  # not up yet (the proxy answers 404 until the hub added its routes)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} did not answer at {url}; see {self.log_dir}")
             await asyncio.sleep(0.2)
