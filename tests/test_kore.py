@@ -6,6 +6,7 @@ needs a hub, a small fake of the two hub API routes Kore's login uses answers
 JupyterHub is covered by the integration tests.
 """
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -494,3 +495,37 @@ def test_without_hub_credentials_only_jwks_works(own_kore):
     r = httpx.get(own_kore.url(), follow_redirects=False)
     assert r.status_code == 503
     assert "Start Kore through the hub" in r.text
+
+
+# --- with a real JupyterHub ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_hub_starts_kore_and_its_oauth_login_works(tmp_path):
+    """The shipped hub config starts Kore; an LTI-launched user logs in to Kore by OAuth."""
+    from lti_browser import LTIBrowser
+
+    from ananke_hub.demo import DemoStack
+
+    async with DemoStack(tmp_path) as stack:
+        hub = stack.hub_url
+        async with LTIBrowser() as b:
+            # Through the hub's proxy, without login: the LMS's view of the keyset.
+            # (DemoStack's start takes the proxy's 404 before the routes exist for an
+            # answer, so wait for the route here.)
+            deadline = time.monotonic() + 60
+            while (r := await b.get(f"{hub}/services/kore/jwks")).status_code != 200:
+                assert time.monotonic() < deadline, r.text
+                await asyncio.sleep(0.2)
+            (jwk,) = r.json()["keys"]
+            assert jwk["kid"] == rfc7638(jwk)
+
+            await b.launch(stack.platform_url, "3", "homework")
+            r = await b.get(f"{hub}/services/kore/")
+            assert r.status_code == 200, r.text
+            assert urlparse(str(r.url)).path == "/services/kore/"
+            # The hub sent the browser through its OAuth authorize step to Kore.
+            assert any("/hub/api/oauth2/authorize" in str(h.url) for h in b.history)
+            me = (await b.get(f"{hub}/services/kore/api/me")).json()
+            assert me["kind"] == "user"
+            assert f"Hello, {me['name']}!" in r.text
