@@ -91,12 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=_cmd_init_config)
 
     keys = sub.add_parser("keys", help="Kore's signing keys (the tool's JWKS)")
-    keys.add_argument("--state-dir", help="state directory (default: $ANANKE_STATE_DIR)")
+    state_help = "state directory (default: $ANANKE_STATE_DIR)"
+    keys.add_argument("--state-dir", help=state_help)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    keys_sub.add_parser("list", help="list published keys").set_defaults(func=_cmd_keys_list)
-    keys_sub.add_parser(
-        "rotate", help="create a new signing key; the previous one stays published"
-    ).set_defaults(func=_cmd_keys_rotate)
+    for name, func, text in [
+        ("list", _cmd_keys_list, "list published keys"),
+        ("rotate", _cmd_keys_rotate, "create a new signing key; the previous one stays published"),
+    ]:
+        cmd = keys_sub.add_parser(name, help=text)
+        # accepted after the sub-command too: `ananke keys rotate --state-dir X`
+        cmd.add_argument("--state-dir", default=argparse.SUPPRESS, help=state_help)
+        cmd.set_defaults(func=func)
     return parser
 
 

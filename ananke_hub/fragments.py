@@ -9,6 +9,7 @@ The hub (through the shipped ``jupyterhub_config.py``), Kore and ``ananke check-
 all load fragments through :func:`load_fragments`, so they always agree.
 """
 
+import copy
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,8 @@ def load_fragments(directory: Path) -> LoadedFragments:
     result = LoadedFragments(config=merged)
     for path in fragment_files(directory):
         fragment = load_fragment(path)
-        merged.merge(fragment)
+        # merge() keeps references to sections: copy, so per_file stays what the file set.
+        merged.merge(copy.deepcopy(fragment))
         result.files.append(path)
         result.per_file[path] = fragment
     return result

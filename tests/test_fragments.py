@@ -54,11 +54,6 @@ def test_add_after_assignment_extends_it(tmp_path):
     assert merged.Authenticator.admin_users == {"u1", "u2"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_fragments merges each fragment's Config without a copy, so Config.merge "
-    "changes the sections of earlier fragments in per_file",
-)
 def test_per_file_holds_only_what_the_file_set(tmp_path):
     first = write(tmp_path, "10_a.py", 'c.JupyterHub.bind_url = "http://:1"')
     write(tmp_path, "20_b.py", 'c.JupyterHub.bind_url = "http://:2"')
