@@ -16,7 +16,6 @@ from pathlib import Path
 
 from traitlets.config import Config, JSONFileConfigLoader, PyFileConfigLoader
 
-
 FRAGMENT_SUFFIXES = (".py", ".json")
 
 
