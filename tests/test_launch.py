@@ -1,0 +1,229 @@
+"""Hub-level tests: LTI 1.3 launches into a real JupyterHub with its real proxy and Kore,
+from the built-in platform, all started by the project's own DemoStack (as `ananke demo`).
+"""
+
+import asyncio
+import stat
+import time
+
+import pytest
+from hubtest import (
+    admin_stack,
+    callback,
+    forge,
+    hub_api,
+    hub_log,
+    initiate,
+    person,
+    platform_key,
+    wait_for_lab,
+)
+from lti_browser import LTIBrowser, auto_submit_form
+
+from ananke_hub.auth.roles import Role, parse_roles
+from ananke_hub.demo import free_port
+from ananke_hub.keys import KeyStore
+
+pytestmark = pytest.mark.slow
+
+ROLES = "https://purl.imsglobal.org/spec/lti/claim/roles"
+DEPLOYMENT = "https://purl.imsglobal.org/spec/lti/claim/deployment_id"
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory):
+    async with admin_stack(tmp_path_factory.mktemp("hub")) as stack:
+        yield stack
+
+
+async def test_student_launch_ends_in_running_lab(stack):
+    async with LTIBrowser() as browser:
+        resp = await browser.launch(stack.platform_url, "3", "homework")
+        assert resp.status_code == 200
+        assert "/u3" in str(resp.url)  # spawn-pending or the lab: logged in as u3
+        lab = await wait_for_lab(browser, stack, "u3")
+        assert "JupyterLab" in lab.text
+
+    user = (await hub_api(stack, "/users/u3")).json()
+    assert user["name"] == "u3"
+    assert user["servers"][""]["ready"] is True
+    assert user["auth_state"]["sub"] == "3"
+
+
+async def test_auth_state_is_the_id_token_and_stored_encrypted(stack):
+    async with LTIBrowser() as browser:
+        await browser.launch(stack.platform_url, "4", "homework")
+    user = (await hub_api(stack, "/users/u4")).json()
+    auth_state = user["auth_state"]
+    assert auth_state["sub"] == "4"
+    assert auth_state["email"] == "emilie.duchatelet@example.edu"
+    assert parse_roles(auth_state[ROLES]).course_role == Role.LEARNER
+    assert auth_state[DEPLOYMENT] == "ananke-demo-deployment"
+    # Encrypted at rest: the e-mail address is nowhere in the hub's database files.
+    for db_file in stack.layout.root.glob("jupyterhub.sqlite*"):
+        assert b"emilie.duchatelet" not in db_file.read_bytes()
+    key_file = stack.layout.crypt_key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().strip() not in hub_log(stack)
+
+
+async def test_instructor_and_ta_roles(stack):
+    for sub, expected in [("2", Role.INSTRUCTOR), ("5", Role.TEACHING_ASSISTANT)]:
+        async with LTIBrowser() as browser:
+            await browser.launch(stack.platform_url, sub, "exam")
+        auth_state = (await hub_api(stack, f"/users/u{sub}")).json()["auth_state"]
+        assert parse_roles(auth_state[ROLES]).course_role == expected
+    ada = parse_roles((await hub_api(stack, "/users/u2")).json()["auth_state"][ROLES])
+    assert ada.is_administrator
+
+
+async def test_kore_jwks_is_public_through_the_hub(stack):
+    async with LTIBrowser() as browser:
+        resp = await browser.get(f"{stack.hub_url}/services/kore/jwks")
+    assert resp.status_code == 200
+    kids = [k["kid"] for k in resp.json()["keys"]]
+    assert kids == [k.kid for k in KeyStore(stack.layout.kore_keys).load()]
+
+
+# --- refusals -------------------------------------------------------------------------
+
+
+def _now():
+    return int(time.time())
+
+
+REFUSALS = [
+    # (case id, forge keyword arguments, expected status, words in the page)
+    ("wrong-aud", {"overrides": {"aud": "someone-else"}}, 401, "not for this tool"),
+    ("wrong-iss", {"overrides": {"iss": "https://evil.example"}}, 400, "Invalid issuer"),
+    ("expired", {"overrides": {"exp": _now() - 600, "iat": _now() - 700}}, 400, "expired"),
+    ("too-old-iat", {"overrides": {"iat": _now() - 3600}}, 400, "too long ago"),
+    ("unknown-deployment", {"overrides": {DEPLOYMENT: "other-deployment"}}, 400, "deployment"),
+    ("other-nonce", {"nonce": "f" * 64}, 400, "nonce mismatch"),
+    ("no-sub", {"overrides": {"sub": None}}, 400, "sub"),
+]
+
+
+@pytest.mark.parametrize("case, forge_kwargs, status, words", REFUSALS, ids=[r[0] for r in REFUSALS])
+async def test_forged_launch_refused(stack, case, forge_kwargs, status, words):
+    sub = str(900 + [r[0] for r in REFUSALS].index(case))
+    async with LTIBrowser() as browser:
+        state, nonce, _ = await initiate(browser, stack, sub)
+        nonce = forge_kwargs.pop("nonce", nonce)
+        id_token = forge(stack, nonce, person(sub), **forge_kwargs)
+        resp = await callback(browser, stack, id_token, state)
+    assert resp.status_code == status, resp.text[:500]
+    assert words in resp.text
+    assert (await hub_api(stack, f"/users/u{sub}")).status_code == 404  # nothing written
+    log = hub_log(stack)
+    assert id_token not in log  # tokens never logged
+    refusal_lines = [line for line in log.splitlines() if words in line and "oauth_callback" in line]
+    assert len(refusal_lines) == 1, refusal_lines
+
+
+async def test_bad_signature_and_unknown_key(stack, tmp_path):
+    other = KeyStore(tmp_path / "attacker").ensure()
+    real_kid = platform_key(stack).kid
+    cases = [
+        ({"kid": real_kid}, "Signature verification failed"),  # right kid, wrong key
+        ({}, "does not contain"),  # the attacker's own kid
+    ]
+    for i, (headers, words) in enumerate(cases):
+        sub = f"95{i}"
+        async with LTIBrowser() as browser:
+            state, nonce, _ = await initiate(browser, stack, sub)
+            id_token = forge(stack, nonce, person(sub), key=other, headers=headers)
+            resp = await callback(browser, stack, id_token, state)
+        assert resp.status_code == 400 and words in resp.text
+        assert (await hub_api(stack, f"/users/u{sub}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "cookie, words",
+    [("lti13authenticator-state", "OAuth state missing"), ("lti13authenticator-nonce-state", "nonce")],
+)
+async def test_missing_cookie_refused(stack, cookie, words):
+    async with LTIBrowser() as browser:
+        state, nonce, _ = await initiate(browser, stack, "960")
+        browser.cookies.delete(cookie)
+        resp = await callback(browser, stack, forge(stack, nonce, person("960")), state)
+    assert resp.status_code == 400 and words in resp.text
+    assert (await hub_api(stack, "/users/u960")).status_code == 404
+
+
+async def test_replayed_launch_refused(stack):
+    """A captured id_token posted again with the captured cookies is refused."""
+    callback_url = f"{stack.hub_url}/hub/lti13/oauth_callback"
+    async with LTIBrowser() as browser:
+        page = await browser.launch(stack.platform_url, "3", "exam", stop_before=callback_url)
+        form = auto_submit_form(page)
+        captured = {c.name: c.value for c in browser.cookies.jar}
+        first = await browser.submit_form(page, form=form, stop_before=stack.hub_url)
+        assert first.status_code == 302
+    async with LTIBrowser() as attacker:
+        for name, value in captured.items():
+            attacker.cookies.set(name, value, domain="127.0.0.1")
+        replay = await attacker.submit_form(page, form=form, stop_before=stack.hub_url)
+    assert replay.status_code == 400
+    assert "already used" in replay.text
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"iss": "https://evil.example"}, "not the LMS this hub is registered with"),
+        ({"client_id": "unknown-client"}, "not registered"),
+        ({"lti_deployment_id": "other"}, "not allowed"),
+        ({"login_hint": None}, "login_hint"),
+    ],
+)
+async def test_login_initiation_refused(stack, fields, words):
+    async with LTIBrowser() as browser:
+        _, _, resp = await initiate(browser, stack, "970", **fields)
+    assert resp.status_code == 400 and words in resp.text
+
+
+async def test_hub_login_page_points_to_the_lms(stack):
+    async with LTIBrowser() as browser:
+        resp = await browser.get(f"{stack.hub_url}/hub/lti13/oauth_login")
+    assert resp.status_code == 400
+    assert "start from the Jupyter activity" in resp.text
+
+
+async def test_hub_still_serves_after_refusals(stack):
+    async with LTIBrowser() as browser:
+        assert (await browser.get(f"{stack.hub_url}/hub/health")).status_code == 200
+        resp = await browser.launch(stack.platform_url, "4", "exam")
+        assert "/u4" in str(resp.url)
+
+
+# --- the platform's keyset down or slow: own hubs, so the key cache starts cold ----------
+
+
+async def test_platform_keyset_down(tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}/jwks"
+    down = {"LMSRegistration": {"jwks_url": dead}}
+    async with admin_stack(tmp_path, extra_config=down) as stack:
+        async with LTIBrowser() as browser:
+            resp = await browser.launch(stack.platform_url, "3", "homework")
+            assert resp.status_code == 424
+            assert "cannot be reached" in resp.text
+            assert (await browser.get(f"{stack.hub_url}/hub/health")).status_code == 200
+        assert (await hub_api(stack, "/users/u3")).status_code == 404
+
+
+async def test_slow_keyset_does_not_block_the_hub(tmp_path):
+    """While a launch waits for a slow LMS keyset, the hub answers other requests."""
+    async with admin_stack(tmp_path, platform_args=["--jwks-delay=4"]) as stack:
+        callback_url = f"{stack.hub_url}/hub/lti13/oauth_callback"
+        async with LTIBrowser() as student, LTIBrowser() as other:
+            page = await student.launch(stack.platform_url, "3", "homework", stop_before=callback_url)
+            launch = asyncio.ensure_future(
+                student.submit_form(page, form=auto_submit_form(page), stop_before=stack.hub_url)
+            )
+            await asyncio.sleep(0.5)  # the callback is now waiting for the keyset
+            health = await other.get(f"{stack.hub_url}/hub/health")
+            assert health.status_code == 200
+            assert not launch.done()  # the hub answered while the launch was still waiting
+            resp = await launch
+            assert resp.status_code == 302
