@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
 # The test suite: unit tests and hub-level tests against a real JupyterHub, its proxy,
-# Kore and the built-in LMS. Extra arguments go to pytest.
+# Kore and the built-in LMS, plus browser tests in headless Chromium. Extra arguments
+# go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+
+# Browser tests drive Debian's Chromium (a test tool's own browser download cannot work
+# on machines without internet access).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing Debian's chromium for the browser tests ..."
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "chromium is not installed: browser tests are skipped (apt-get install chromium)." >&2
+    fi
+fi
+
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -ra "$@"

@@ -95,9 +95,13 @@ async def callback(browser, stack, id_token: str, state: str) -> httpx.Response:
     )
 
 
-async def wait_for_lab(browser, stack, username: str, timeout: float = 90) -> httpx.Response:
-    """Open the user's JupyterLab as that user's browser, until the lab itself answers."""
-    url = f"{stack.hub_url}/user/{username}/lab"
+async def wait_for_lab(browser, hub_url: str, username: str, timeout: float = 90) -> httpx.Response:
+    """Open the user's JupyterLab as that user's browser, until the lab itself answers.
+
+    The lab page, not an API URL: only a page sends the browser through the hub's OAuth
+    step that gives it the single-user server's cookie.
+    """
+    url = f"{hub_url}/user/{username}/lab"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

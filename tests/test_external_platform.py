@@ -6,10 +6,8 @@ builds the login initiation, checks the authentication request and signs the id_
 its quirks are listed in ``external_platform/__init__.py``.
 """
 
-import asyncio
 import os
 import stat
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,6 +15,7 @@ import jwt
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
+from hubtest import wait_for_lab
 from lti_browser import LTIBrowser, auto_submit_form
 
 from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
@@ -43,20 +42,7 @@ async def stack(tmp_path_factory):
             yield demo
 
 
-async def open_lab(b: LTIBrowser, hub: str, user: str, timeout: float = 60):
-    """Poll the user's lab through the browser until it answers as the user's JupyterLab.
-
-    The lab page, not an API URL: only a page sends the browser through the hub's
-    OAuth step that gives it the single-user server's cookie (an API URL answers 403).
-    """
-    url = f"{hub}/user/{user}/lab"
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await b.get(url)
-        if r.status_code == 200 and urlparse(str(r.url)).path == f"/user/{user}/lab":
-            return r
-        assert time.monotonic() < deadline, f"{user}'s lab did not answer: {r.status_code} {r.url}"
-        await asyncio.sleep(0.5)
+open_lab = wait_for_lab
 
 
 async def launch_and_read_token(b: LTIBrowser, stack: DemoStack, sub: str) -> tuple:

@@ -41,7 +41,7 @@ async def test_student_launch_ends_in_running_lab(stack):
         resp = await browser.launch(stack.platform_url, "3", "homework")
         assert resp.status_code == 200
         assert "/u3" in str(resp.url)  # spawn-pending or the lab: logged in as u3
-        lab = await wait_for_lab(browser, stack, "u3")
+        lab = await wait_for_lab(browser, stack.hub_url, "u3")
         assert "JupyterLab" in lab.text
 
     user = (await hub_api(stack, "/users/u3")).json()
