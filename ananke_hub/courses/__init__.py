@@ -1,0 +1,1 @@
+"""Courses: one nbgrader course per LMS activity (resource link), created at launch."""

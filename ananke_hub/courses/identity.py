@@ -1,0 +1,144 @@
+"""What a launch says about its course and its user, read once from the id_token.
+
+A course is one LMS activity: the platform registration (issuer + client id), the
+deployment and the resource link id together name it (LTI 1.3 section 5.3.5: a
+resource link id is unique within a deployment). Its id is a hash of those, so it is
+stable across launches, safe as a Unix user or group name and as an nbgrader course
+id, and reveals nothing.
+
+Titles and names are kept as data for display only; they never become identifiers,
+paths or code.
+"""
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from ..auth.roles import LaunchRoles, parse_roles
+
+CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+CONTEXT_CLAIM = CLAIM + "context"
+RESOURCE_LINK_CLAIM = CLAIM + "resource_link"
+DEPLOYMENT_CLAIM = CLAIM + "deployment_id"
+ROLES_CLAIM = CLAIM + "roles"
+CUSTOM_CLAIM = CLAIM + "custom"
+# LTI Advantage service claims (AGS 2.0 section 3.1, NRPS 2.0 section 3.6.1).
+AGS_CLAIM = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
+NRPS_CLAIM = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
+
+COURSE_ID_PREFIX = "c-"
+# 16 hex digits (64 bits): "grader-" + course id stays within the 31 characters of a
+# system user name.
+COURSE_ID_HEX = 16
+COURSE_ID_RE = re.compile(rf"^{COURSE_ID_PREFIX}[0-9a-f]{{{COURSE_ID_HEX}}}$")
+
+TITLE_MAX = 200
+NAME_MAX = 200
+
+
+class LaunchError(ValueError):
+    """The launch cannot open a course; the message says why and what to do."""
+
+
+def course_id_for(issuer: str, client_id: str, deployment_id: str, resource_link_id: str) -> str:
+    key = json.dumps([issuer, client_id, deployment_id, resource_link_id])
+    return COURSE_ID_PREFIX + hashlib.sha256(key.encode("utf8")).hexdigest()[:COURSE_ID_HEX]
+
+
+def is_course_id(value: str) -> bool:
+    return isinstance(value, str) and bool(COURSE_ID_RE.match(value))
+
+
+def clean_text(value, limit: int) -> str:
+    """A display string: no control characters, whitespace collapsed, at most ``limit``."""
+    if not isinstance(value, str):
+        return ""
+    value = unicodedata.normalize("NFC", value)
+    value = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in value)
+    value = " ".join(value.split())
+    if len(value) > limit:
+        value = value[: limit - 1].rstrip() + "…"
+    return value
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """The course and person of one validated launch."""
+
+    course_id: str
+    issuer: str
+    client_id: str
+    deployment_id: str
+    resource_link_id: str
+    context_id: str
+    context_label: str
+    context_title: str
+    link_title: str
+    username: str
+    lms_user_id: str
+    given_name: str
+    family_name: str
+    email: str
+    roles: LaunchRoles
+    lineitems_url: str = ""
+    lineitem_url: str = ""
+    ags_scopes: tuple[str, ...] = ()
+    memberships_url: str = ""
+    custom: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """How the LMS shows the activity: "Data Science 101 - Homework"."""
+        parts = [p for p in (self.context_title or self.context_label, self.link_title) if p]
+        return " - ".join(parts) or f"Jupyter activity {self.resource_link_id[:40]}"
+
+    @classmethod
+    def from_id_token(cls, token: dict, username: str) -> "LaunchInfo":
+        aud = token.get("aud")
+        client_id = token.get("azp") or (aud[0] if isinstance(aud, list) and aud else aud)
+        link = _dict(token.get(RESOURCE_LINK_CLAIM))
+        link_id = link.get("id")
+        if not isinstance(link_id, str) or not link_id.strip():
+            raise LaunchError(
+                "This launch names no activity (no resource link id), so it cannot open a "
+                "course. Start from a Jupyter activity inside an LMS course."
+            )
+        deployment_id = token.get(DEPLOYMENT_CLAIM)
+        if not isinstance(deployment_id, str) or not isinstance(client_id, str):
+            raise LaunchError("The launch has no deployment id or client id.")
+        context = _dict(token.get(CONTEXT_CLAIM))
+        ags = _dict(token.get(AGS_CLAIM))
+        nrps = _dict(token.get(NRPS_CLAIM))
+        scopes = ags.get("scope")
+        return cls(
+            course_id=course_id_for(token["iss"], client_id, deployment_id, link_id),
+            issuer=token["iss"],
+            client_id=client_id,
+            deployment_id=deployment_id,
+            resource_link_id=link_id,
+            context_id=clean_text(context.get("id"), 255),
+            context_label=clean_text(context.get("label"), TITLE_MAX),
+            context_title=clean_text(context.get("title"), TITLE_MAX),
+            link_title=clean_text(link.get("title"), TITLE_MAX),
+            username=username,
+            lms_user_id=str(token.get("sub", "")),
+            given_name=clean_text(token.get("given_name"), NAME_MAX),
+            family_name=clean_text(token.get("family_name"), NAME_MAX),
+            email=clean_text(token.get("email"), 320),
+            roles=parse_roles(token.get(ROLES_CLAIM)),
+            lineitems_url=ags.get("lineitems") if isinstance(ags.get("lineitems"), str) else "",
+            lineitem_url=ags.get("lineitem") if isinstance(ags.get("lineitem"), str) else "",
+            ags_scopes=tuple(s for s in scopes if isinstance(s, str)) if isinstance(scopes, list) else (),
+            memberships_url=(
+                nrps.get("context_memberships_url")
+                if isinstance(nrps.get("context_memberships_url"), str)
+                else ""
+            ),
+            custom=_dict(token.get(CUSTOM_CLAIM)),
+        )

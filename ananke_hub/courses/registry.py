@@ -1,0 +1,221 @@
+"""The course registry: courses and members in a real database, written transactionally.
+
+SQLite by default (a file in the state directory), PostgreSQL with a URL setting. The
+hub and Kore each open it; every write is one transaction made of upserts, so two
+launches at the same moment neither lose nor duplicate a record. Calls are blocking:
+async code goes through :meth:`CourseRegistry.run`, which uses a thread pool, so the
+hub's and Kore's event loops never wait on the database.
+"""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import create_engine, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from traitlets import Int, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from ..auth.roles import Role
+from ..paths import StateLayout
+from .identity import LaunchInfo
+from .models import Base, Course, Member, utcnow
+
+
+@dataclass(frozen=True)
+class LaunchRecord:
+    """What a launch changed: the course (as stored now) and whether it is new."""
+
+    course_id: str
+    title: str
+    created: bool
+    provisioned: int
+    role: str
+
+
+def member_role(info: LaunchInfo) -> str:
+    """The course role stored for a launch; administrators count as instructors."""
+    role = info.roles.course_role
+    if role is None and info.roles.is_administrator:
+        role = Role.INSTRUCTOR
+    return str(role) if role else ""
+
+
+class CourseRegistry(LoggingConfigurable):
+    """Access to the course registry database."""
+
+    url = Unicode(
+        config=True,
+        help="""SQLAlchemy URL of the course registry, shared by the hub and Kore.
+
+        Default: a SQLite file `courses.sqlite` in the state directory. For PostgreSQL:
+        `postgresql+psycopg://user:password@host/dbname` (install the driver).""",
+    )
+
+    threads = Int(
+        4,
+        config=True,
+        help="Threads that run database calls, so they never block the event loop.",
+    )
+
+    @default("url")
+    def _default_url(self):
+        return f"sqlite:///{StateLayout.from_env().root / 'courses.sqlite'}"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._engine: Engine | None = None
+        self._sessions = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._create_engine()
+            Base.metadata.create_all(self._engine)
+            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        if self.url.startswith("sqlite"):
+            engine = create_engine(self.url, connect_args={"timeout": 30})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_connection, _record):
+                cursor = dbapi_connection.cursor()
+                # WAL: the hub and Kore read while the other writes; foreign keys for cascades.
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+
+            return engine
+        return create_engine(self.url, pool_pre_ping=True)
+
+    def session(self) -> Session:
+        self.engine  # noqa: B018 (creates the schema on first use)
+        return self._sessions()
+
+    def _insert(self):
+        return postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+
+    async def run(self, func, *args):
+        """Run a blocking registry call in the registry's thread pool."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="registry")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    # --- writes -------------------------------------------------------------------
+
+    def record_launch(self, info: LaunchInfo) -> LaunchRecord:
+        """Create or update the launch's course and member, in one transaction."""
+        insert = self._insert()
+        now = utcnow()
+        course_values = {
+            "context_id": info.context_id,
+            "context_label": info.context_label,
+            "context_title": info.context_title,
+            "link_title": info.link_title,
+            "title": info.title,
+            "lineitems_url": info.lineitems_url,
+            "lineitem_url": info.lineitem_url,
+            "ags_scopes": list(info.ags_scopes),
+            "memberships_url": info.memberships_url,
+            "updated_at": now,
+        }
+        role = member_role(info)
+        with self.session() as session, session.begin():
+            created = session.execute(
+                insert(Course)
+                .values(
+                    id=info.course_id,
+                    issuer=info.issuer,
+                    client_id=info.client_id,
+                    deployment_id=info.deployment_id,
+                    resource_link_id=info.resource_link_id,
+                    settings={},
+                    provisioned=0,
+                    created_at=now,
+                    **course_values,
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(Course.id)
+            ).first()
+            if not created:
+                session.execute(
+                    update(Course).where(Course.id == info.course_id).values(**course_values)
+                )
+            if role:
+                member_values = {
+                    "role": role,
+                    "lms_user_id": info.lms_user_id,
+                    "given_name": info.given_name,
+                    "family_name": info.family_name,
+                    "email": info.email,
+                    "active": True,
+                    "last_launch": now,
+                }
+                session.execute(
+                    insert(Member)
+                    .values(
+                        course_id=info.course_id,
+                        username=info.username,
+                        first_launch=now,
+                        **member_values,
+                    )
+                    .on_conflict_do_update(
+                        index_elements=["course_id", "username"], set_=member_values
+                    )
+                )
+            provisioned = session.scalar(
+                select(Course.provisioned).where(Course.id == info.course_id)
+            )
+        return LaunchRecord(info.course_id, info.title, bool(created), provisioned, role)
+
+    def mark_provisioned(self, course_id: str, version: int) -> None:
+        with self.session() as session, session.begin():
+            session.execute(
+                update(Course)
+                .where(Course.id == course_id, Course.provisioned < version)
+                .values(provisioned=version)
+            )
+
+    def update_settings(self, course_id: str, changes: dict) -> dict:
+        with self.session() as session, session.begin():
+            course = session.get(Course, course_id, with_for_update=True)
+            if course is None:
+                raise KeyError(course_id)
+            course.settings = {**(course.settings or {}), **changes}
+            return dict(course.settings)
+
+    # --- reads --------------------------------------------------------------------
+
+    def get(self, course_id: str) -> Course | None:
+        with self.session() as session:
+            return session.get(Course, course_id)
+
+    def members(self, course_id: str) -> list[Member]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Member).where(Member.course_id == course_id).order_by(Member.username)
+                )
+            )
+
+    def memberships(self, username: str) -> list[tuple[Course, str]]:
+        """The courses of ``username`` with their role in each, newest launch first."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Course, Member.role)
+                .join(Member, Member.course_id == Course.id)
+                .where(Member.username == username, Member.active.is_(True))
+                .order_by(Member.last_launch.desc())
+            )
+            return [(course, role) for course, role in rows]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        if self._engine is not None:
+            self._engine.dispose()
