@@ -20,12 +20,13 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from systemdspawner import SystemdSpawner, systemd
 from traitlets import TraitError, Unicode, default, validate
 
+from .courses.layout import CourseLayout
 from .paths import StateLayout
 from .persist import ensure_private_dir
 
-#: Where nbgrader's exchange lives in Ananke's images (the seed's "/opt/nbgrader_exchange":
-#: dynamic users cannot reach /home, so it cannot live there).
-DEFAULT_EXCHANGE_ROOT = "/opt/nbgrader_exchange"
+#: Jupyter config every lab reads (nbgrader's exchange and course settings, Ananke's
+#: server extension): put first on JUPYTER_CONFIG_PATH.
+LAB_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter"
 
 # systemd.unit(5), "Description": a unit name prefix consists of ASCII letters, digits,
 # ":", "-", "_", "." and "\". We also refuse "\" (escapes) and anything that could make
@@ -91,19 +92,41 @@ def _systemd_property_value(name: str, value) -> str:
     )
 
 
-class AnankeSystemdSpawner(SystemdSpawner):
+class LabEnvironment:
+    """What every Ananke lab finds in its environment, whichever spawner starts it."""
+
+    def lab_environment(self) -> dict:
+        layout = CourseLayout(parent=self)
+        return {
+            # nbgrader_config.py (exchange, student id = hub user) and our server
+            # extension's config come first; the user's own config dirs still follow.
+            "JUPYTER_CONFIG_PATH": str(LAB_CONFIG_DIR),
+            "ANANKE_EXCHANGE_ROOT": layout.exchange_root,
+        }
+
+    def get_env(self):
+        env = super().get_env()
+        env.update(self.lab_environment())
+        return env
+
+
+class AnankeSystemdSpawner(LabEnvironment, SystemdSpawner):
     """Each lab a transient systemd unit with a dynamic user named after the hub user."""
 
     exchange_root = Unicode(
-        DEFAULT_EXCHANGE_ROOT,
         config=True,
         help="""Directory of nbgrader's exchange, shared by all courses.
 
         Always writable for labs, whatever `readwrite_paths` says: the rest of the file
         system is read-only for them. It must exist before labs start (systemd refuses to
-        start a unit whose ReadWritePaths= does not exist).
+        start a unit whose ReadWritePaths= does not exist). Defaults to
+        `CourseLayout.exchange_root` (set in 40_nbgrader.py).
         """,
     )
+
+    @default("exchange_root")
+    def _default_exchange_root(self):
+        return CourseLayout(parent=self).exchange_root
 
     named_server_unit_name_template = Unicode(
         "jupyter-{USERNAME}-{SERVERNAME}",
@@ -253,7 +276,7 @@ class AnankeSystemdSpawner(SystemdSpawner):
         return await super().start()
 
 
-class AnankeLocalSpawner(SimpleLocalProcessSpawner):
+class AnankeLocalSpawner(LabEnvironment, SimpleLocalProcessSpawner):
     """Labs as local processes of the hub's user: for laptops, CI and the demo only.
 
     There is no isolation between users: every lab runs as the hub's OS user and can read

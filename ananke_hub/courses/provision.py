@@ -1,0 +1,135 @@
+"""Course provisioning at launch: no hub restart, nothing blocking in the event loop.
+
+Called by the authenticator after a launch passed every check (signature, allow and
+block lists). One launch:
+
+1. records the course and the member in the registry (one transaction);
+2. makes sure the course exists on disk: the grader account's home as nbgrader's course
+   directory with its gradebook, and the exchange directories. Each step is idempotent
+   and the registry marks a course provisioned only after all of them, so a launch that
+   failed half-way is finished by the next one;
+3. enrols a learner in the gradebook (names and e-mail kept up to date);
+4. returns the hub groups and roles of the user across ALL their courses (JupyterHub's
+   managed groups and roles replace a user's set at login, so a second course must not
+   drop the first): learners in ``nbgrader-<course>``, instructors and TAs in
+   ``formgrade-<course>`` with a role that reaches the grader's server by leaf scopes
+   (group shares give no browser access; see DESIGN.md).
+"""
+
+from dataclasses import dataclass
+
+from traitlets import Instance, default
+from traitlets.config import LoggingConfigurable
+
+from ..auth.roles import Role
+from .identity import LaunchInfo
+from .layout import CourseLayout, grader_username
+from .registry import CourseRegistry
+
+#: Bump when provisioning gains a step: courses below it are finished at their next launch.
+PROVISION_VERSION = 1
+
+STAFF_ROLES = {str(Role.INSTRUCTOR), str(Role.TEACHING_ASSISTANT)}
+
+
+class ProvisioningError(RuntimeError):
+    """A provisioning step failed; the launch is refused and the next one retries."""
+
+
+def learner_group(course_id: str) -> str:
+    return f"nbgrader-{course_id}"
+
+
+def staff_group(course_id: str) -> str:
+    return f"formgrade-{course_id}"
+
+
+def staff_role(course_id: str) -> dict:
+    """The managed role giving a course's instructors and TAs its grader's server."""
+    server = f"{grader_username(course_id)}/"
+    return {
+        "name": f"staff-{course_id}",
+        "description": "Instructors and teaching assistants of one course: its formgrader.",
+        # Leaf scopes: OAuth tokens for the grader's server only carry expanded leaves.
+        "scopes": [
+            f"access:servers!server={server}",
+            f"start:servers!server={server}",
+            f"read:servers!server={server}",
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Entitlements:
+    """What a user gets on the hub from all their courses."""
+
+    groups: list[str]
+    roles: list[dict]
+
+
+def entitlements(memberships: list[tuple[str, str]]) -> Entitlements:
+    """Groups and roles from ``(course_id, role)`` pairs; always keeps the ``user`` role."""
+    groups, roles = set(), [{"name": "user"}]
+    for course_id, role in memberships:
+        if role in STAFF_ROLES:
+            groups.add(staff_group(course_id))
+            roles.append(staff_role(course_id))
+        elif role == str(Role.LEARNER):
+            groups.add(learner_group(course_id))
+    return Entitlements(sorted(groups), roles)
+
+
+class CourseProvisioner(LoggingConfigurable):
+    """Creates and updates courses when people launch them."""
+
+    registry = Instance(CourseRegistry)
+    layout = Instance(CourseLayout)
+
+    @default("registry")
+    def _default_registry(self):
+        return CourseRegistry(parent=self)
+
+    @default("layout")
+    def _default_layout(self):
+        return CourseLayout(parent=self)
+
+    async def provision(self, handler, info: LaunchInfo) -> Entitlements:
+        from . import nbgrader_setup  # imports nbgrader: only when a course is touched
+        from .settings import CourseSettings
+
+        registry = self.registry
+        record = await registry.run(registry.record_launch, info)
+        log_prefix = f"course:{info.course_id} user:{info.username}"
+        if record.created:
+            self.log.info("%s created course %r", log_prefix, record.title)
+
+        # The grader account owns the course directory and runs the formgrader.
+        handler.user_from_username(grader_username(info.course_id))
+        paths = self.layout.course(info.course_id)
+        try:
+            if record.provisioned < PROVISION_VERSION:
+                course = await registry.run(registry.get, info.course_id)
+                settings = CourseSettings.from_dict(course.settings or {})
+                await registry.run(
+                    nbgrader_setup.ensure_course_files, paths, info.course_id, settings
+                )
+                await registry.run(registry.mark_provisioned, info.course_id, PROVISION_VERSION)
+                self.log.info("%s course files ready in %s", log_prefix, paths.home)
+            if record.role == str(Role.LEARNER):
+                student = nbgrader_setup.StudentRecord(
+                    username=info.username,
+                    lms_user_id=info.lms_user_id,
+                    given_name=info.given_name,
+                    family_name=info.family_name,
+                    email=info.email,
+                )
+                await registry.run(nbgrader_setup.enrol_students, paths, [student])
+        except Exception as exc:
+            self.log.exception("%s provisioning failed", log_prefix)
+            raise ProvisioningError(
+                "Setting up this course on the hub failed. Please launch again in a "
+                "minute; if it keeps failing, tell the hub's administrators."
+            ) from exc
+
+        memberships = await registry.run(registry.memberships, info.username)
+        return entitlements([(course.id, role) for course, role in memberships])
