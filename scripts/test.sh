@@ -18,5 +18,16 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# The course registry is tested on PostgreSQL as well as SQLite.
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing Debian's postgresql for the registry tests ..."
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "PostgreSQL is not installed: its registry tests are skipped." >&2
+    fi
+fi
+
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -ra "$@"

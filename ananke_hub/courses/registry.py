@@ -8,6 +8,7 @@ hub's and Kore's event loops never wait on the database.
 """
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -69,13 +70,16 @@ class CourseRegistry(LoggingConfigurable):
         self._engine: Engine | None = None
         self._sessions = None
         self._executor: ThreadPoolExecutor | None = None
+        self._init_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = self._create_engine()
-            Base.metadata.create_all(self._engine)
-            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        with self._init_lock:  # first use may come from several pool threads at once
+            if self._engine is None:
+                engine = self._create_engine()
+                Base.metadata.create_all(engine)
+                self._sessions = sessionmaker(engine, expire_on_commit=False)
+                self._engine = engine
         return self._engine
 
     def _create_engine(self) -> Engine:
