@@ -57,6 +57,8 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
     c.JupyterHub.db_url = layout.hub_db_url
     c.JupyterHub.pid_file = str(layout.root / "jupyterhub.pid")
     c.ConfigurableHTTPProxy.pid_file = str(layout.root / "jupyterhub-proxy.pid")
+    # The PyPI proxy with more than 10 concurrent requests (see proxy.py).
+    c.ConfigurableHTTPProxy.command = [sys.executable, "-m", "ananke_hub.proxy"]
     c.Spawner.default_url = "/lab"
 
     if systemd_is_pid1():
