@@ -17,16 +17,20 @@ from urllib.parse import urlparse
 
 from jupyterhub.httpclient import JupyterHubHTTPClient
 from jupyterhub.services.auth import HubOAuth
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from tornado import web
-from traitlets import Integer, TraitError, Unicode, default, validate
+from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
+from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.fragments import FragmentError, load_fragments
 from ananke_hub.keys import KeyFileError, KeyStore
 from ananke_hub.paths import StateLayout, config_dir
 from ananke_hub.persist import ensure_private_dir, read_or_create_secret
 from ananke_hub.registration import LMSRegistration
 
+from .graders import GraderServers
 from .handlers import routes
 from .handlers.base import HubUserHandler, NotFoundHandler
 
@@ -119,6 +123,24 @@ class Kore(Application):
         """,
     )
 
+    formgrader_wait = Float(
+        5.0,
+        config=True,
+        help="""Seconds an instructor's click on "Open the formgrader" waits for the
+        course's grader server to start before Kore shows a "starting" page instead
+        (which reloads itself until the formgrader is ready). Kore's event loop is not
+        blocked while it waits.
+        """,
+    )
+
+    @validate("formgrader_wait")
+    def _non_negative_wait(self, proposal):
+        if proposal.value < 0:
+            raise TraitError(
+                f"Kore.formgrader_wait must be 0 or more seconds, not {proposal.value}."
+            )
+        return proposal.value
+
     @default("log_level")
     def _default_log_level(self):
         return logging.INFO
@@ -138,7 +160,9 @@ class Kore(Application):
             self._route_tornado_logs()
             self.init_lms_registration()
             self.init_keys()
+            self.init_registry()
             self.init_hub_auth()
+            self.init_grader_servers()
         except StartupError as exc:
             self.log.critical("Kore cannot start: %s", exc)
             self.exit(1)
@@ -208,6 +232,16 @@ class Kore(Application):
             signing.kid,
         )
 
+    def init_registry(self) -> None:
+        # The same database as the hub (c.CourseRegistry.url in the fragments); it is
+        # opened on first use, in the registry's threads.
+        try:
+            self.registry = CourseRegistry(parent=self)
+            shown = make_url(self.registry.url).render_as_string(hide_password=True)
+        except (TraitError, ArgumentError) as exc:
+            raise StartupError(f"{exc} Check {self.fragments_setting('CourseRegistry')}.") from exc
+        self.log.info("course registry: %s", shown)
+
     def init_hub_auth(self) -> None:
         # OAuth with the hub; its settings come from the environment the hub gives to
         # managed services (and may be tuned with c.HubOAuth in a fragment).
@@ -219,6 +253,16 @@ class Kore(Application):
                 "hub login and serves only %sjwks. Let the hub start Kore.",
                 self.base_url,
             )
+
+    def init_grader_servers(self) -> None:
+        # Kore starts courses' grader servers with its own hub API token (scopes
+        # servers and read:servers); JUPYTERHUB_BASE_URL is the hub's public base path.
+        self.grader_servers = GraderServers(
+            api_url=self.hub_auth.api_url,
+            api_token=self.hub_auth.api_token or "",
+            hub_base_url=os.environ.get("JUPYTERHUB_BASE_URL", "/"),
+            log=self.log,
+        )
 
     def listen_address(self) -> tuple[str, int]:
         """Where to listen: the hub's JUPYTERHUB_SERVICE_URL, else 127.0.0.1:<port>."""
@@ -251,6 +295,9 @@ class Kore(Application):
             "key_store": self.key_store,
             "jwks_max_age": self.jwks_max_age,
             "lms_registration": self.registration,
+            "course_registry": self.registry,
+            "grader_servers": self.grader_servers,
+            "formgrader_wait": self.formgrader_wait,
         }
         return web.Application(routes(self.base_url), **settings)
 
@@ -309,6 +356,7 @@ class Kore(Application):
             self.log.warning("closed connections still open after %ss", SHUTDOWN_GRACE)
         if JupyterHubHTTPClient.initialized():
             await JupyterHubHTTPClient.instance().close()
+        self.registry.close()
         return 0
 
 

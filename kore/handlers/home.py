@@ -1,17 +1,23 @@
-"""Kore's home page: ``<prefix>``, for logged-in hub users.
-
-Later the course pages hang off here; for now it greets the user.
-"""
+"""Kore's home page: ``<prefix>``, for logged-in hub users: their courses, with a link
+to the formgrader of each course they teach."""
 
 from tornado import web
 
 from .base import PageHandler
+from .courses import CourseHandlerMixin
+
+ROLE_NAMES = {
+    "instructor": "Instructor",
+    "teaching_assistant": "Teaching assistant",
+    "learner": "Student",
+}
 
 
-class HomeHandler(PageHandler):
+class HomeHandler(CourseHandlerMixin, PageHandler):
     @web.authenticated
-    def get(self):
-        self.render("home.html", user=self.hub_user)
+    async def get(self):
+        courses = await self.course_entries()
+        self.render("home.html", user=self.hub_user, courses=courses, role_names=ROLE_NAMES)
 
 
 handlers = [("", HomeHandler)]
