@@ -39,7 +39,15 @@ class DemoPorts:
 
     @classmethod
     def pick(cls) -> "DemoPorts":
-        return cls(*(free_port() for _ in range(5)))
+        # Hold all sockets until all are picked, so the five ports differ.
+        sockets = [socket.socket() for _ in range(5)]
+        try:
+            for s in sockets:
+                s.bind(("127.0.0.1", 0))
+            return cls(*(s.getsockname()[1] for s in sockets))
+        finally:
+            for s in sockets:
+                s.close()
 
 
 class DemoStack:
@@ -145,7 +153,27 @@ class DemoStack:
                 raise TimeoutError(f"{name} did not answer at {url}; see {self.log_dir}")
             await asyncio.sleep(0.2)
 
-    async def start(self, timeout: float = 60) -> None:
+    async def start(self, timeout: float = 60, attempts: int = 3) -> None:
+        """Start the LMS and the hub; on a port taken meanwhile by another process, retry."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._start(timeout)
+            except RuntimeError:
+                await self.stop()
+                if attempt == attempts or not self._port_was_taken():
+                    raise
+                self.ports = DemoPorts.pick()
+
+    def _port_was_taken(self) -> bool:
+        """True if a process failed on a taken port (its log is moved aside for the retry)."""
+        taken = False
+        for log in self.log_dir.glob("*.log"):
+            if "Address already in use" in log.read_text(errors="replace"):
+                log.replace(log.with_suffix(".log.port-taken"))
+                taken = True
+        return taken
+
+    async def _start(self, timeout: float) -> None:
         self.prepare()
         hub = self.hub_url
         platform_state = self.root / "platform"
