@@ -20,6 +20,7 @@ from .spawner import systemd_is_pid1
 log = logging.getLogger("ananke")
 
 KORE_SERVICE = "kore"
+KORE_ROLE = "kore-service"
 DEFAULT_KORE_PORT = 10101
 
 
@@ -61,11 +62,19 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
     c.ConfigurableHTTPProxy.command = [sys.executable, "-m", "ananke_hub.proxy"]
     c.Spawner.default_url = "/lab"
 
+    # Courses are provisioned at login: the authenticator returns each user's groups
+    # and roles across all their courses (see courses/provision.py).
+    c.Authenticator.manage_groups = True
+    c.Authenticator.manage_roles = True
+
     if systemd_is_pid1():
         c.JupyterHub.spawner_class = "ananke-systemd"
     else:
         c.JupyterHub.spawner_class = "ananke-local"
         c.AnankeLocalSpawner.home_root = str(layout.local_homes)
+        # Course files live in the grader accounts' homes, wherever the spawner puts them.
+        c.CourseLayout.homes_root = str(layout.local_homes)
+        c.CourseLayout.exchange_root = str(layout.root / "exchange")
 
     fragments = load_fragments(cfg_dir)
     c.merge(fragments.config)
@@ -81,11 +90,27 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
     c.JupyterHub.services = services
 
     # Every user may reach Kore's pages; what they may do there is decided per course.
+    # A lab's own token may call Kore too (the course list in JupyterLab asks it).
     c.JupyterHub.load_roles = [
-        *[r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != "user"],
+        *[
+            r
+            for r in c.JupyterHub.get("load_roles", [])
+            if r.get("name") not in ("user", KORE_ROLE)
+        ],
         {
             "name": "user",
             "description": "Default role of every hub user, plus access to Kore.",
             "scopes": ["self", f"access:services!service={KORE_SERVICE}"],
         },
+        {
+            "name": KORE_ROLE,
+            "description": "Kore starts the grader servers of courses for their instructors.",
+            "scopes": ["servers", "read:users:name"],
+            "services": [KORE_SERVICE],
+        },
+    ]
+    c.Spawner.server_token_scopes = [
+        "users:activity!user",
+        "access:servers!server",
+        f"access:services!service={KORE_SERVICE}",
     ]

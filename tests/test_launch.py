@@ -20,9 +20,9 @@ from hubtest import (
 )
 from lti_browser import LTIBrowser, auto_submit_form
 
-from ananke_hub.auth.roles import Role, parse_roles
 from ananke_hub.demo import free_port
 from ananke_hub.keys import KeyStore
+from ananke_hub.roles import Role, parse_roles
 
 pytestmark = pytest.mark.slow
 

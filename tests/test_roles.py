@@ -2,7 +2,7 @@
 
 import pytest
 
-from ananke_hub.auth.roles import Role, parse_roles
+from ananke_hub.roles import Role, parse_roles
 
 M = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
 INST = "http://purl.imsglobal.org/vocab/lis/v2/institution/person#"

@@ -1,6 +1,6 @@
 """LTI 1.3 login for Ananke."""
 
+from ..roles import LaunchRoles, Role, parse_roles
 from .authenticator import AnankeLTI13Authenticator
-from .roles import LaunchRoles, Role, parse_roles
 
 __all__ = ["AnankeLTI13Authenticator", "LaunchRoles", "Role", "parse_roles"]

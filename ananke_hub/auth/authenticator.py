@@ -8,8 +8,11 @@ from ltiauthenticator.lti13.auth import LTI13Authenticator
 from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
 from ltiauthenticator.lti13.error import LoginError
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
+from tornado.web import HTTPError
 from traitlets import Float, Instance, Unicode, default
 
+from ..courses.identity import LaunchError, LaunchInfo
+from ..courses.provision import CourseProvisioner, ProvisioningError
 from ..registration import LMSRegistration
 from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
 from .platform_keys import PlatformKeySet
@@ -36,6 +39,15 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     @default("registration")
     def _default_registration(self):
         return LMSRegistration(parent=self)
+
+    provisioner = Instance(
+        CourseProvisioner,
+        help="Creates the launch's course and returns the user's groups and roles.",
+    )
+
+    @default("provisioner")
+    def _default_provisioner(self):
+        return CourseProvisioner(parent=self)
 
     # The upstream settings default to the registration, so 30_lms.py is the one place
     # to set them; setting them on the authenticator still works and wins.
@@ -176,6 +188,28 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
             return name
         digest = hashlib.sha256(value.encode("utf8")).hexdigest()
         return (self.username_prefix + digest)[:31].lower()
+
+    async def run_post_auth_hook(self, handler, auth_model):
+        """After the allow/block checks, before the user is stored: provision the course.
+
+        Runs the admin's own post_auth_hook first. A launch that names no activity, or
+        whose course cannot be set up, is refused; nothing of a half-made course stays
+        unfinished, since the next launch completes it.
+        """
+        auth_model = await super().run_post_auth_hook(handler, auth_model)
+        try:
+            info = LaunchInfo.from_id_token(auth_model.get("auth_state") or {}, auth_model["name"])
+        except LaunchError as exc:
+            raise HTTPError(400, f"LTI launch refused: {exc}") from None
+        try:
+            entitlements = await self.provisioner.provision(handler, info)
+        except ProvisioningError as exc:
+            raise HTTPError(503, str(exc)) from None
+        # JupyterHub replaces the user's groups and roles with these (manage_groups,
+        # manage_roles): they cover all the user's courses, not only this one.
+        auth_model["groups"] = entitlements.groups
+        auth_model["roles"] = entitlements.roles
+        return auth_model
 
     async def authenticate(self, handler, data=None):
         if not data:

@@ -16,7 +16,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from ..auth.roles import LaunchRoles, parse_roles
+from ..roles import LaunchRoles, parse_roles
 
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 CONTEXT_CLAIM = CLAIM + "context"

@@ -59,7 +59,7 @@ class Member(Base):
         ForeignKey("courses.id", ondelete="CASCADE"), primary_key=True
     )
     username: Mapped[str] = mapped_column(String(64), primary_key=True)
-    #: "instructor", "teaching_assistant" or "learner" (auth.roles.Role values).
+    #: "instructor", "teaching_assistant" or "learner" (roles.Role values).
     role: Mapped[str] = mapped_column(String(32))
     lms_user_id: Mapped[str] = mapped_column(String(255), default="")
     given_name: Mapped[str] = mapped_column(String(255), default="")

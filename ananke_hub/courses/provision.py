@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from traitlets import Instance, default
 from traitlets.config import LoggingConfigurable
 
-from ..auth.roles import Role
+from ..roles import Role
 from .identity import LaunchInfo
 from .layout import CourseLayout, grader_username
 from .registry import CourseRegistry

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ..auth.roles import Role
 from ..paths import StateLayout
+from ..roles import Role
 from .identity import LaunchInfo
 from .models import Base, Course, Member, utcnow
 

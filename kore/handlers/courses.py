@@ -16,9 +16,9 @@ never a path, and access is decided per course from the registry.
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 
-from ananke_hub.auth.roles import Role
 from ananke_hub.courses.layout import InvalidCourseId, check_course_id
 from ananke_hub.courses.models import Course
+from ananke_hub.roles import Role
 
 from ..graders import GraderAccountMissing, GraderError, GraderState
 from .base import APIHandler, HubUserHandler, PageHandler

@@ -1,0 +1,109 @@
+"""Per-course nbgrader settings: data an instructor can change, turned into nbgrader config.
+
+A course's settings are stored in the course registry as a JSON object and written to
+the course directory as ``nbgrader_config.json`` (nbgrader reads that file from the
+course directory, after the global config). They are never Python code.
+
+How each setting maps onto nbgrader 0.9.6:
+
+``remove_hidden_tests_in_feedback`` (default on)
+    nbgrader puts hidden tests back into a submission when it autogrades it
+    (``OverwriteCells`` restores grade cells from the gradebook), and the feedback is made
+    from the autograded notebook, so students would see them (nbgrader issue 917). On:
+    ``nbgrader.preprocessors.ClearHiddenTests`` is added to
+    ``GenerateFeedback.preprocessors``, which removes the
+    ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` regions from the feedback.
+
+``reexecute_for_feedback`` (default off)
+    Removing the hidden tests leaves their outputs: a failed hidden test's traceback
+    still quotes its code. On: ``nbgrader.preprocessors.Execute`` runs after
+    ``ClearHiddenTests`` in ``GenerateFeedback.preprocessors``, so the feedback shows the
+    outputs of the notebook *without* hidden tests (scores still come from autograding).
+    It costs one more run of every notebook and shows outputs that may differ from the
+    graded run (random numbers, time). Only used with ``remove_hidden_tests_in_feedback``.
+
+``execute_timeout`` (default 30)
+    Seconds one cell may run during autograding (``Execute.timeout``) before the
+    kernel is interrupted and the cell counts as failed.
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+# GenerateFeedback's default preprocessors in nbgrader 0.9.6 (converters/generate_feedback.py);
+# we list them explicitly because setting the trait replaces the whole list.
+_FEEDBACK_BASE = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
+_CLEAR_HIDDEN_TESTS = "nbgrader.preprocessors.ClearHiddenTests"
+_EXECUTE = "nbgrader.preprocessors.Execute"
+
+EXECUTE_TIMEOUT_MAX = 3600
+
+
+class SettingsError(ValueError):
+    """Course settings that cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class CourseSettings:
+    remove_hidden_tests_in_feedback: bool = True
+    reexecute_for_feedback: bool = False
+    execute_timeout: int = 30
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # bool is an int in Python: a timeout of True is an error, not 1 second.
+            if f.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise SettingsError(
+                    f"Course setting {f.name!r} must be a whole number, got {value!r}."
+                )
+            if f.type is bool and not isinstance(value, bool):
+                raise SettingsError(
+                    f"Course setting {f.name!r} must be true or false, got {value!r}."
+                )
+        if not 1 <= self.execute_timeout <= EXECUTE_TIMEOUT_MAX:
+            raise SettingsError(
+                f"Course setting 'execute_timeout' must be between 1 and {EXECUTE_TIMEOUT_MAX} "
+                f"seconds, got {self.execute_timeout}."
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CourseSettings":
+        """Settings from stored or submitted data; missing keys take their defaults."""
+        if not isinstance(data, dict):
+            raise SettingsError(f"Course settings must be an object, got {type(data).__name__}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(
+                f"Unknown course setting(s) {', '.join(map(repr, unknown))}; "
+                f"known settings: {', '.join(sorted(known))}."
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def feedback_preprocessors(self) -> list[str]:
+        preprocessors = list(_FEEDBACK_BASE)
+        if self.remove_hidden_tests_in_feedback:
+            preprocessors.append(_CLEAR_HIDDEN_TESTS)
+            if self.reexecute_for_feedback:
+                preprocessors.append(_EXECUTE)
+        return preprocessors
+
+    def nbgrader_config(self, course_id: str) -> dict:
+        """The content of the course directory's ``nbgrader_config.json``.
+
+        The course directory (``CourseDirectory.root``) is not set: it is the grader's
+        home, the working directory of its server and of nbgrader's commands there, and
+        the home's path differs between the hub and the lab (systemd's
+        ``/var/lib/private/<user>`` against ``/var/lib/<user>``).
+        """
+        return {
+            "CourseDirectory": {"course_id": course_id},
+            "GenerateFeedback": {"preprocessors": self.feedback_preprocessors()},
+            "Execute": {"timeout": self.execute_timeout},
+        }
