@@ -13,7 +13,7 @@ from pathlib import Path
 from traitlets.config import Config
 
 from .fragments import load_fragments
-from .paths import StateLayout, config_dir
+from .paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from .persist import ensure_private_dir, read_or_create_secret
 from .spawner import systemd_is_pid1
 
@@ -21,7 +21,6 @@ log = logging.getLogger("ananke")
 
 KORE_SERVICE = "kore"
 KORE_ROLE = "kore-service"
-DEFAULT_KORE_PORT = 10101
 
 
 def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:

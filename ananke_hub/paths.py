@@ -15,6 +15,8 @@ CONFIG_DIR_ENV = "ANANKE_CONFIG_DIR"
 STATE_DIR_ENV = "ANANKE_STATE_DIR"
 
 DEFAULT_CONFIG_DIR = "/etc/ananke/config.d"
+#: Where Kore listens on 127.0.0.1 unless c.Kore.port says otherwise.
+DEFAULT_KORE_PORT = 10101
 DEFAULT_STATE_DIR = "/var/lib/ananke"
 
 #: The fragments shipped with the package, copied by ``ananke init-config``.

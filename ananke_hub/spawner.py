@@ -21,7 +21,7 @@ from systemdspawner import SystemdSpawner, systemd
 from traitlets import TraitError, Unicode, default, validate
 
 from .courses.layout import CourseLayout
-from .paths import StateLayout
+from .paths import DEFAULT_KORE_PORT, StateLayout
 from .persist import ensure_private_dir
 
 #: Jupyter config every lab reads (nbgrader's exchange and course settings, Ananke's
@@ -107,6 +107,10 @@ class LabEnvironment:
     def get_env(self):
         env = super().get_env()
         env.update(self.lab_environment())
+        # The lab's course list asks Kore directly on 127.0.0.1 (not through the proxy).
+        port = self.config.Kore.get("port") or DEFAULT_KORE_PORT
+        base = env.get("JUPYTERHUB_BASE_URL") or "/"
+        env["ANANKE_KORE_URL"] = f"http://127.0.0.1:{port}{base}services/kore/"
         return env
 
 

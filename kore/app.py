@@ -26,7 +26,7 @@ from traitlets.config import Application
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.fragments import FragmentError, load_fragments
 from ananke_hub.keys import KeyFileError, KeyStore
-from ananke_hub.paths import StateLayout, config_dir
+from ananke_hub.paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from ananke_hub.persist import ensure_private_dir, read_or_create_secret
 from ananke_hub.registration import LMSRegistration
 
@@ -64,7 +64,7 @@ class Kore(Application):
     }
 
     port = Integer(
-        10101,
+        DEFAULT_KORE_PORT,
         config=True,
         help="""Port Kore listens on, on 127.0.0.1.
 
