@@ -78,6 +78,11 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
     fragments = load_fragments(cfg_dir)
     c.merge(fragments.config)
 
+    if c.AnankeLTI13Authenticator.get("provision_courses") is False:
+        # A plain LTI login: the authenticator returns no groups or roles to manage.
+        c.Authenticator.manage_groups = False
+        c.Authenticator.manage_roles = False
+
     if c.JupyterHub.spawner_class == "ananke-local":
         log.warning(
             "PID 1 is not systemd: labs run as local processes of the hub's user, "

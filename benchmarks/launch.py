@@ -52,16 +52,23 @@ def upstream_config(stack: DemoStack) -> dict:
             "jwks_endpoint": reg["jwks_url"],
             "username_key": "sub",
         },
-        "Authenticator": {"allow_all": True},
+        # Upstream returns no groups or roles for the hub to manage.
+        "Authenticator": {"allow_all": True, "manage_groups": False, "manage_roles": False},
     }
 
 
-def make_stack(name: str, root: Path, platform_args=()) -> DemoStack:
+#: Set by --no-courses: ours as a plain LTI login, without course provisioning.
+OURS_LOGIN_ONLY = {"AnankeLTI13Authenticator": {"provision_courses": False}}
+
+
+def make_stack(name: str, root: Path, platform_args=(), ours_config=None) -> DemoStack:
     stack = DemoStack(root / name, platform_args=platform_args)
     # registration() needs the platform's port, chosen by the constructor: set after it.
     if name == "upstream":
         stack.extra_config = upstream_config(stack)
-    return stack  # "ours" is the shipped config as it is
+    elif ours_config:
+        stack.extra_config = ours_config
+    return stack  # otherwise "ours" is the shipped config as it is
 
 
 async def start_stacks(exits: AsyncExitStack, stacks: list[DemoStack]) -> None:
@@ -327,7 +334,11 @@ async def run(args, workdir: Path) -> dict:
     fetches = {}
     print("Starting two demo stacks (upstream, ours) ...", flush=True)
     async with AsyncExitStack() as exits:
-        stacks = {name: make_stack(name, workdir / "fast") for name in AUTHENTICATORS}
+        ours_config = OURS_LOGIN_ONLY if args.no_courses else None
+        stacks = {
+            name: make_stack(name, workdir / "fast", ours_config=ours_config)
+            for name in AUTHENTICATORS
+        }
         await start_stacks(exits, list(stacks.values()))
         targets = {n: Target(n, s, users, args.direct) for n, s in stacks.items()}
         scenarios = await fast_scenarios(args, targets, users)
@@ -341,7 +352,10 @@ async def run(args, workdir: Path) -> dict:
         )
         async with AsyncExitStack() as exits:
             platform_args = [f"--jwks-delay={args.jwks_delay:g}"]
-            stacks = {n: make_stack(n, workdir / "slow", platform_args) for n in AUTHENTICATORS}
+            stacks = {
+                n: make_stack(n, workdir / "slow", platform_args, ours_config)
+                for n in AUTHENTICATORS
+            }
             await start_stacks(exits, list(stacks.values()))
             targets = {n: Target(n, s, users, args.direct) for n, s in stacks.items()}
             scenarios["slow_keyset"] = await slow_scenario(args, targets)
@@ -418,6 +432,12 @@ def parse_args(argv=None):
         help="send launches straight to the hub's own server instead of through the proxy",
     )
     p.add_argument("--skip-slow", action="store_true", help="leave out the slow-keyset scenario")
+    p.add_argument(
+        "--no-courses",
+        action="store_true",
+        help="ours as a plain LTI login (provision_courses False), the same work as upstream; "
+        "by default ours also creates each launch's course and enrols the student",
+    )
     p.add_argument(
         "--quick",
         action="store_true",

@@ -9,7 +9,7 @@ from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
 from ltiauthenticator.lti13.error import LoginError
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from tornado.web import HTTPError
-from traitlets import Float, Instance, Unicode, default
+from traitlets import Bool, Float, Instance, Unicode, default
 
 from ..courses.identity import LaunchError, LaunchInfo
 from ..courses.provision import CourseProvisioner, ProvisioningError
@@ -39,6 +39,14 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     @default("registration")
     def _default_registration(self):
         return LMSRegistration(parent=self)
+
+    provision_courses = Bool(
+        True,
+        config=True,
+        help="""Make every launched LMS activity an nbgrader course (created at its first
+        launch), with groups and roles for its people. False makes the hub a plain LTI
+        login: no courses, and the hub's groups and roles are left alone.""",
+    )
 
     provisioner = Instance(
         CourseProvisioner,
@@ -197,6 +205,8 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         unfinished, since the next launch completes it.
         """
         auth_model = await super().run_post_auth_hook(handler, auth_model)
+        if not self.provision_courses:
+            return auth_model
         try:
             info = LaunchInfo.from_id_token(auth_model.get("auth_state") or {}, auth_model["name"])
         except LaunchError as exc:
