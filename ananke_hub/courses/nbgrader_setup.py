@@ -17,8 +17,6 @@ new uid.
 import json
 import logging
 import os
-import shutil
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -72,42 +70,47 @@ def _check(paths: CoursePaths, course_id: str) -> None:
 
 # -- the gradebook -----------------------------------------------------------------------------
 
-_alembic_guard = threading.Lock()
+_head_guard = threading.Lock()
+_alembic_head: str | None = None
 
 
-def _ensure_alembic_on_path() -> None:
-    """Make sure nbgrader finds the ``alembic`` command when it creates a gradebook.
+def _schema_version() -> str:
+    """The gradebook schema version of the installed nbgrader (its newest alembic revision).
 
-    nbgrader runs ``alembic heads`` through PATH (nbgrader/api.py, get_alembic_version)
-    with no way to pass an environment. A hub started as ``/venv/bin/jupyterhub`` by
-    systemd has no venv on PATH: then the venv's bin directory (where alembic is
-    installed with nbgrader) is appended to this process's PATH, once. Putting it on
-    the hub's PATH beforehand makes this a no-op.
+    nbgrader asks the ``alembic`` command for it when it creates a gradebook (nbgrader/api.py,
+    get_alembic_version): a second Python process per course, and a failure when the
+    venv's bin directory is not on PATH (a hub started by systemd). We read it from
+    nbgrader's migration scripts in this process instead, once.
     """
-    with _alembic_guard:
-        if shutil.which("alembic"):
-            return
-        bin_dir = os.path.dirname(sys.executable)
-        if not os.path.exists(os.path.join(bin_dir, "alembic")):
-            raise RuntimeError(
-                f"nbgrader needs the 'alembic' command to create a gradebook, and it is neither "
-                f"on PATH nor in {bin_dir}. Install nbgrader (it brings alembic) into the "
-                "hub's Python environment."
-            )
-        os.environ["PATH"] = os.pathsep.join(filter(None, [os.environ.get("PATH"), bin_dir]))
-        log.info("Added %s to PATH: nbgrader runs alembic from there", bin_dir)
+    global _alembic_head
+    with _head_guard:
+        if _alembic_head is None:
+            import nbgrader
+            from alembic.script import ScriptDirectory
+
+            scripts = os.path.join(os.path.dirname(nbgrader.__file__), "alembic")
+            _alembic_head = ScriptDirectory(scripts).get_current_head()
+        return _alembic_head
 
 
 def _new_gradebook(course_id: str) -> bytes:
     """The bytes of a new, empty gradebook of ``course_id``, made by nbgrader."""
-    from nbgrader.api import Gradebook
+    from sqlalchemy import create_engine, text
 
-    _ensure_alembic_on_path()
     with tempfile.TemporaryDirectory(prefix="ananke-gradebook-") as tmp:
         path = Path(tmp) / GRADEBOOK_FILE
-        gb = Gradebook(f"sqlite:///{path}", course_id)
-        gb.close()
-        gb.engine.dispose()
+        url = f"sqlite:///{path}"
+        # The version table nbgrader writes into a new gradebook, written first: nbgrader
+        # then sees an existing database, creates its tables and records the course.
+        engine = create_engine(url)
+        with engine.begin() as db:
+            db.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+            db.execute(
+                text("INSERT INTO alembic_version (version_num) VALUES (:v)"),
+                {"v": _schema_version()},
+            )
+        engine.dispose()
+        _with_gradebook(path, course_id, lambda gb: None)
         return path.read_bytes()
 
 
@@ -255,8 +258,11 @@ def write_settings(paths: CoursePaths, settings: CourseSettings) -> bool:
     data = (
         json.dumps(settings.nbgrader_config(paths.course_id), indent=2, sort_keys=True) + "\n"
     ).encode()
-    if fsutil.read_file_in_home(paths.home, CONFIG_FILE) == data:
-        return False
+    try:
+        if fsutil.read_file_in_home(paths.home, CONFIG_FILE) == data:
+            return False
+    except fsutil.UnsafePath:
+        pass  # a link or a FIFO in its place: replaced below, never followed
     fsutil.write_file_in_home(paths.home, CONFIG_FILE, data, 0o644)
     return True
 
@@ -325,7 +331,7 @@ def enrol_students(paths: CoursePaths, students: list[StudentRecord]) -> None:
         if not student.username or "/" in student.username or "+" in student.username:
             raise ValueError(f"{student.username!r} cannot be an nbgrader student id")
     with _course_lock(paths.course_id):
-        if not fsutil.exists_in_home(paths.home, GRADEBOOK_FILE):
+        if not paths.home.is_dir() or not fsutil.exists_in_home(paths.home, GRADEBOOK_FILE):
             raise FileNotFoundError(
                 f"course:{paths.course_id} has no gradebook yet: create the course "
                 "(ensure_course_files) before enrolling students"
@@ -337,4 +343,8 @@ def enrol_students(paths: CoursePaths, students: list[StudentRecord]) -> None:
             if (uid := _student_uid(paths, s.username)) is not None
         }
         if uids:
-            _record_uids(paths, uids)
+            try:
+                _record_uids(paths, uids)
+            except fsutil.UnsafePath as exc:
+                # Only the owner check of collect loses; the student is enrolled.
+                log.warning("course:%s cannot record students' uids: %s", paths.course_id, exc)
