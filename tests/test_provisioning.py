@@ -1,0 +1,217 @@
+"""Hub-level: every LMS activity becomes an nbgrader course at launch, no hub restart.
+
+A real JupyterHub with its proxy, Kore and the built-in LMS (DemoStack), real nbgrader
+gradebooks, the course registry in SQLite.
+"""
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from hubtest import admin_stack, callback, forge, hub_api, initiate, person
+from lti_browser import LTIBrowser
+from nbgrader.api import Gradebook
+
+from ananke_hub.courses.identity import TITLE_MAX, clean_text, course_id_for
+from ananke_hub.courses.layout import CourseLayout
+from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.exchange import INBOUND_MODE
+from ananke_hub.platform import demo_data
+
+pytestmark = pytest.mark.slow
+
+CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+M = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory):
+    async with admin_stack(tmp_path_factory.mktemp("hub")) as stack:
+        yield stack
+
+
+def course_of(stack, link_id: str) -> str:
+    return course_id_for(stack.platform_url, DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, link_id)
+
+
+def layout(stack) -> CourseLayout:
+    return CourseLayout(
+        homes_root=str(stack.layout.local_homes), exchange_root=str(stack.layout.root / "exchange")
+    )
+
+
+def registry(stack) -> CourseRegistry:
+    return CourseRegistry(url=f"sqlite:///{stack.layout.root / 'courses.sqlite'}")
+
+
+def hub_identity(stack) -> tuple[int, str]:
+    """The hub process and its start time (field 22 of /proc/<pid>/stat)."""
+    pid = stack.processes["jupyterhub"].pid
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return pid, stat.rsplit(")", 1)[1].split()[19]
+
+
+async def user(stack, name):
+    resp = await hub_api(stack, f"/users/{name}")
+    assert resp.status_code == 200, f"{name}: {resp.status_code}"
+    return resp.json()
+
+
+def gradebook_students(stack, course_id) -> dict:
+    with Gradebook(layout(stack).course(course_id).gradebook_url) as gb:
+        return {s.id: (s.lms_user_id, s.first_name, s.last_name, s.email) for s in gb.students}
+
+
+async def launch(stack, sub, link="homework", browser=None):
+    if browser is None:
+        async with LTIBrowser() as browser:
+            return await launch(stack, sub, link, browser)
+    resp = await browser.launch(stack.platform_url, sub, link)
+    assert resp.status_code == 200, resp.text[:300]
+
+
+async def forged_launch(stack, sub, *, link_id, role, title="Project", **claims):
+    overrides = {
+        CLAIM + "resource_link": {"id": link_id, "title": title},
+        CLAIM + "roles": [M + role],
+        **claims,
+    }
+    async with LTIBrowser() as browser:
+        state, nonce, _ = await initiate(browser, stack, sub)
+        return await callback(browser, stack, forge(stack, nonce, person(sub), overrides=overrides), state)
+
+
+async def test_instructor_launch_creates_the_course_without_restart(stack):
+    before = hub_identity(stack)
+    await launch(stack, "2")
+    assert hub_identity(stack) == before  # same process, never restarted
+
+    cid = course_of(stack, "homework")
+    course = registry(stack).get(cid)
+    assert course.title == "Data Science 101 - Homework"
+    ada = await user(stack, "u2")
+    assert f"formgrade-{cid}" in ada["groups"]
+    assert f"staff-{cid}" in ada["roles"] and "user" in ada["roles"]
+    grader = await user(stack, f"grader-{cid}")
+    assert grader["name"] == f"grader-{cid}"
+
+    paths = layout(stack).course(cid)
+    config = json.loads(paths.nbgrader_config.read_text())
+    assert config["CourseDirectory"]["course_id"] == cid
+    assert paths.gradebook.exists()
+    assert paths.inbound.stat().st_mode & 0o7777 == INBOUND_MODE  # students cannot list it
+
+
+async def test_teaching_assistant_shares_the_course(stack):
+    await launch(stack, "5")
+    cid = course_of(stack, "homework")
+    grace = await user(stack, "u5")
+    assert f"formgrade-{cid}" in grace["groups"] and f"staff-{cid}" in grace["roles"]
+    members = {m.username: m.role for m in registry(stack).members(cid)}
+    assert members["u5"] == "teaching_assistant" and members["u2"] == "instructor"
+
+
+async def test_student_launch_enrols_in_the_gradebook(stack):
+    await launch(stack, "3")
+    cid = course_of(stack, "homework")
+    alan = await user(stack, "u3")
+    assert alan["groups"] == [f"nbgrader-{cid}"]
+    assert f"staff-{cid}" not in alan["roles"]
+    students = gradebook_students(stack, cid)
+    assert students["u3"] == ("3", "Alan", "Turing", "alan.turing@example.edu")
+    assert "u2" not in students and "u5" not in students  # staff are no students
+
+
+async def test_names_and_email_kept_up_to_date(stack):
+    cid = course_of(stack, "homework")
+    resp = await forged_launch(
+        stack, "3", link_id="homework", role="Learner", title="Homework", email="alan@new.example"
+    )
+    assert resp.status_code == 302
+    assert gradebook_students(stack, cid)["u3"][3] == "alan@new.example"
+
+
+async def test_second_course_keeps_the_first(stack):
+    await launch(stack, "2", "exam")
+    ada = await user(stack, "u2")
+    for link in ("homework", "exam"):
+        cid = course_of(stack, link)
+        assert f"formgrade-{cid}" in ada["groups"] and f"staff-{cid}" in ada["roles"]
+
+
+async def test_student_before_any_instructor(stack):
+    resp = await forged_launch(stack, "931", link_id="lab-7", role="Learner", title="Lab 7")
+    assert resp.status_code == 302
+    cid = course_of(stack, "lab-7")
+    assert registry(stack).get(cid).title == "Data Science 101 - Lab 7"
+    assert "u931" in gradebook_students(stack, cid)
+    resp = await forged_launch(stack, "2", link_id="lab-7", role="Instructor", title="Lab 7")
+    assert resp.status_code == 302
+    assert f"formgrade-{cid}" in (await user(stack, "u2"))["groups"]
+    assert f"nbgrader-{cid}" in (await user(stack, "u931"))["groups"]
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["'); import os; os.system('id') #", 'Quotes "x" {braces} ${HOME}', "Line\nbreak", "x" * 2000, ""],
+)
+async def test_hostile_titles_are_data(stack, title):
+    link_id = "hostile-" + hashlib.sha256(title.encode()).hexdigest()[:12]
+    resp = await forged_launch(stack, "932", link_id=link_id, role="Instructor", title=title)
+    assert resp.status_code == 302
+    cid = course_of(stack, link_id)
+    course = registry(stack).get(cid)
+    assert course.link_title == clean_text(title, TITLE_MAX)  # stored as given, cleaned
+    assert "\n" not in course.title and len(course.link_title) <= TITLE_MAX
+    config = json.loads(layout(stack).course(cid).nbgrader_config.read_text())
+    assert config["CourseDirectory"]["course_id"] == cid  # the id, never the title
+
+
+async def test_launch_without_resource_link_is_refused(stack):
+    async with LTIBrowser() as browser:
+        state, nonce, _ = await initiate(browser, stack, "933")
+        token = forge(stack, nonce, person("933"), overrides={CLAIM + "resource_link": None})
+        resp = await callback(browser, stack, token, state)
+    assert resp.status_code == 400
+    assert "no activity" in resp.text or "resource_link" in resp.text
+    assert (await hub_api(stack, "/users/u933")).status_code == 404
+
+
+async def test_instructor_reaches_the_formgrader_from_kore(stack):
+    async with LTIBrowser() as browser:
+        await launch(stack, "2", browser=browser)
+        home = await browser.get(f"{stack.hub_url}/services/kore/")  # logs in to Kore (OAuth)
+        assert home.status_code == 200 and "Data Science 101 - Homework" in home.text
+        courses = (await browser.get(f"{stack.hub_url}/services/kore/api/courses")).json()
+        homework = next(c for c in courses if c["course_id"] == course_of(stack, "homework"))
+        assert homework["role"] == "instructor" and homework["formgrader_url"]
+        resp = await browser.get(stack.hub_url + homework["formgrader_url"])
+        for _ in range(60):  # the grader's server starts: Kore's page reloads until ready
+            if "/formgrader" in str(resp.url) and "/user/grader-" in str(resp.url):
+                break
+            await asyncio.sleep(1)
+            resp = await browser.get(str(resp.url))
+        assert resp.status_code == 200, (resp.status_code, str(resp.url), resp.text[:500])
+        assert f"/user/grader-{homework['course_id']}/formgrader" in str(resp.url)
+        assert "formgrader" in resp.text.lower()
+
+
+async def test_student_cannot_open_the_formgrader(stack):
+    cid = course_of(stack, "homework")
+    async with LTIBrowser() as browser:
+        await launch(stack, "3", browser=browser)
+        await browser.get(f"{stack.hub_url}/services/kore/")
+        courses = (await browser.get(f"{stack.hub_url}/services/kore/api/courses")).json()
+        assert [c["course_id"] for c in courses] == [cid]
+        assert all(not c.get("formgrader_url") for c in courses)
+        kore = await browser.get(f"{stack.hub_url}/services/kore/courses/{cid}/formgrader")
+        assert kore.status_code == 403
+        direct = await browser.get(f"{stack.hub_url}/user/grader-{cid}/formgrader")
+        assert direct.status_code in (403, 404) or "/user/grader-" not in str(direct.url)
+
+
+def test_demo_users_are_what_the_tests_expect():
+    assert demo_data.ALAN.sub == "3" and demo_data.ADA.sub == "2" and demo_data.GRACE.sub == "5"
