@@ -212,8 +212,8 @@ class PrivateExchangeMixin:
                 os.chmod(path, mode)
             except PermissionError:
                 self.fail(
-                    f"Cannot create {path}. The hub creates a course's exchange directories "
-                    "when the course is launched: launch it from the LMS again."
+                    f"Cannot create {path}. The hub creates a course's exchange directories: "
+                    "stop this server and start it again from the hub's home page."
                 )
             return
         if self.coursedir.groupshared:
@@ -222,8 +222,9 @@ class PrivateExchangeMixin:
         if owner != os.geteuid():
             self.fail(
                 f"The exchange directory {path} belongs to uid {owner}, not to this grader "
-                f"account (uid {os.geteuid()}). Launch the course from the LMS again: the hub "
-                "then gives the course's exchange directories to its grader account."
+                f"account (uid {os.geteuid()}). Stop this server and start it again from the "
+                "hub's home page: the hub gives the course's exchange directories to the "
+                "grader account when its server starts."
             )
 
 
