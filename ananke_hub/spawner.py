@@ -11,6 +11,7 @@ systemdspawner problems: the dangling ``/run/<unit>`` link (#76), list values in
 hub's user, for laptops, CI and the demo: no isolation at all.
 """
 
+import asyncio
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from systemdspawner import SystemdSpawner, systemd
 from traitlets import TraitError, Unicode, default, validate
 
-from .courses.layout import CourseLayout
+from .courses.layout import CourseLayout, course_of_grader
 from .paths import DEFAULT_KORE_PORT, StateLayout
 from .persist import ensure_private_dir
 
@@ -103,6 +104,20 @@ class LabEnvironment:
             "JUPYTER_CONFIG_PATH": str(LAB_CONFIG_DIR),
             "ANANKE_EXCHANGE_ROOT": layout.exchange_root,
         }
+
+    async def hand_course_to_grader(self) -> None:
+        """After a grader account's lab started, give it its course's exchange directories.
+
+        systemd hands a dynamic user its home (StateDirectory=) at unit start, so only now
+        is the grader's uid known; nbgrader's release refuses directories of another uid.
+        """
+        course_id = course_of_grader(self.user.name)
+        if course_id is None:
+            return
+        from .courses import nbgrader_setup
+
+        paths = CourseLayout(parent=self).course(course_id)
+        await asyncio.to_thread(nbgrader_setup.sync_exchange_owner, paths)
 
     def get_env(self):
         env = super().get_env()
@@ -273,11 +288,13 @@ class AnankeSystemdSpawner(LabEnvironment, SystemdSpawner):
         if self.exchange_root and not os.path.isdir(self.exchange_root):
             self.log.warning(
                 "user:%s the nbgrader exchange %s does not exist: systemd will refuse to "
-                "start the lab. Create it (mode 0777) or set AnankeSystemdSpawner.exchange_root.",
+                "start the lab. The hub creates it at start (mode 0755, owned by the hub).",
                 self.user.name,
                 self.exchange_root,
             )
-        return await super().start()
+        result = await super().start()
+        await self.hand_course_to_grader()
+        return result
 
 
 class AnankeLocalSpawner(LabEnvironment, SimpleLocalProcessSpawner):

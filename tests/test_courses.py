@@ -205,3 +205,14 @@ def test_staff_role_uses_leaf_scopes_of_the_grader_server_only():
         "start:servers!server=grader-c-0123456789abcdef/",
         "read:servers!server=grader-c-0123456789abcdef/",
     }
+
+
+def test_member_changed_only_when_something_changed(registry):
+    first = registry.record_launch(info(sub="3"))
+    assert first.member_changed  # new
+    assert registry.record_launch(info(sub="3")).member_changed  # not in the gradebook yet
+    registry.mark_in_gradebook(first.course_id, ["u3"])
+    assert not registry.record_launch(info(sub="3")).member_changed  # same again
+    t = token(sub="3", email="other@example.edu")
+    assert registry.record_launch(LaunchInfo.from_id_token(t, "u3")).member_changed
+    assert registry.record_launch(info(sub="3", role="Instructor")).member_changed  # role

@@ -125,6 +125,12 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
                 ", ".join(sorted(self.client_id)) or "(none)",
             )
 
+    def get_handlers(self, app):
+        # Called once, when the hub starts: the moment to prepare for course launches.
+        if self.provision_courses:
+            self.provisioner.prepare()
+        return super().get_handlers(app)
+
     @property
     def platform_keys(self) -> PlatformKeySet:
         if self._platform_keys is None or self._platform_keys.url != self.jwks_endpoint:

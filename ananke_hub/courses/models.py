@@ -67,6 +67,8 @@ class Member(Base):
     email: Mapped[str] = mapped_column(String(320), default="")
     #: False once the LMS roster no longer lists the person (NRPS sync).
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: The course's gradebook holds this member's current data (learners only).
+    in_gradebook: Mapped[bool] = mapped_column(Boolean, default=False)
     first_launch: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_launch: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

@@ -16,7 +16,10 @@ block lists). One launch:
    (group shares give no browser access; see DESIGN.md).
 """
 
+import importlib
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from traitlets import Instance, default
 from traitlets.config import LoggingConfigurable
@@ -25,6 +28,8 @@ from ..roles import Role
 from .identity import LaunchInfo
 from .layout import CourseLayout, grader_username
 from .registry import CourseRegistry
+
+NBGRADER_SETUP = "ananke_hub.courses.nbgrader_setup"
 
 #: Bump when provisioning gains a step: courses below it are finished at their next launch.
 PROVISION_VERSION = 1
@@ -107,11 +112,29 @@ class CourseProvisioner(LoggingConfigurable):
     def _default_layout(self):
         return CourseLayout(parent=self)
 
-    async def provision(self, handler, info: LaunchInfo) -> Entitlements:
-        from . import nbgrader_setup  # imports nbgrader: only when a course is touched
-        from .settings import CourseSettings
+    def prepare(self) -> None:
+        """At hub start, in the background: import nbgrader (seconds; the first launch
+        should not wait for it) and create the exchange root, which must exist before
+        any lab unit starts (systemd refuses a missing ReadWritePaths=)."""
 
+        def work():
+            nbgrader_setup = importlib.import_module(NBGRADER_SETUP)
+            try:
+                nbgrader_setup.ensure_exchange_root(Path(self.layout.exchange_root))
+            except OSError as exc:
+                self.log.error(
+                    "courses: cannot create the nbgrader exchange %s (%s): labs cannot "
+                    "exchange assignments until it exists.",
+                    self.layout.exchange_root,
+                    exc,
+                )
+
+        threading.Thread(target=work, name="courses-prepare", daemon=True).start()
+
+    async def provision(self, handler, info: LaunchInfo) -> Entitlements:
         registry = self.registry
+        # nbgrader takes seconds to import: never in the event loop (preloaded at start).
+        nbgrader_setup = await registry.run(importlib.import_module, NBGRADER_SETUP)
         record = await registry.run(registry.record_launch, info)
         log_prefix = f"course:{info.course_id} user:{info.username}"
         if record.created:
@@ -121,15 +144,17 @@ class CourseProvisioner(LoggingConfigurable):
         handler.user_from_username(grader_username(info.course_id))
         paths = self.layout.course(info.course_id)
         try:
-            if record.provisioned < PROVISION_VERSION:
+            fresh = record.provisioned < PROVISION_VERSION
+            if fresh:
                 course = await registry.run(registry.get, info.course_id)
-                settings = CourseSettings.from_dict(course.settings or {})
+                settings = nbgrader_setup.CourseSettings.from_dict(course.settings or {})
                 await registry.run(
                     nbgrader_setup.ensure_course_files, paths, info.course_id, settings
                 )
                 await registry.run(registry.mark_provisioned, info.course_id, PROVISION_VERSION)
                 self.log.info("%s course files ready in %s", log_prefix, paths.home)
-            if record.role == str(Role.LEARNER):
+            # The gradebook only changes when the student is new or their data changed.
+            if record.role == str(Role.LEARNER) and (record.member_changed or fresh):
                 student = nbgrader_setup.StudentRecord(
                     username=info.username,
                     lms_user_id=info.lms_user_id,
@@ -138,6 +163,7 @@ class CourseProvisioner(LoggingConfigurable):
                     email=info.email,
                 )
                 await registry.run(nbgrader_setup.enrol_students, paths, [student])
+                await registry.run(registry.mark_in_gradebook, info.course_id, [info.username])
         except Exception as exc:
             self.log.exception("%s provisioning failed", log_prefix)
             raise ProvisioningError(

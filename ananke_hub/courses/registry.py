@@ -34,6 +34,8 @@ class LaunchRecord:
     created: bool
     provisioned: int
     role: str
+    #: The gradebook must be told about the member: new, changed, or not written yet.
+    member_changed: bool = True
 
 
 def member_role(info: LaunchInfo) -> str:
@@ -150,6 +152,7 @@ class CourseRegistry(LoggingConfigurable):
                 session.execute(
                     update(Course).where(Course.id == info.course_id).values(**course_values)
                 )
+            member_changed = False
             if role:
                 member_values = {
                     "role": role,
@@ -160,6 +163,28 @@ class CourseRegistry(LoggingConfigurable):
                     "active": True,
                     "last_launch": now,
                 }
+                known = session.execute(
+                    select(
+                        Member.role,
+                        Member.lms_user_id,
+                        Member.given_name,
+                        Member.family_name,
+                        Member.email,
+                        Member.active,
+                        Member.in_gradebook,
+                    ).where(Member.course_id == info.course_id, Member.username == info.username)
+                ).first()
+                member_changed = known is None or tuple(known) != (
+                    role,
+                    info.lms_user_id,
+                    info.given_name,
+                    info.family_name,
+                    info.email,
+                    True,
+                    True,
+                )
+                if member_changed:
+                    member_values["in_gradebook"] = False
                 session.execute(
                     insert(Member)
                     .values(
@@ -175,7 +200,17 @@ class CourseRegistry(LoggingConfigurable):
             provisioned = session.scalar(
                 select(Course.provisioned).where(Course.id == info.course_id)
             )
-        return LaunchRecord(info.course_id, info.title, bool(created), provisioned, role)
+        return LaunchRecord(
+            info.course_id, info.title, bool(created), provisioned, role, member_changed
+        )
+
+    def mark_in_gradebook(self, course_id: str, usernames: list[str]) -> None:
+        with self.session() as session, session.begin():
+            session.execute(
+                update(Member)
+                .where(Member.course_id == course_id, Member.username.in_(usernames))
+                .values(in_gradebook=True)
+            )
 
     def mark_provisioned(self, course_id: str, version: int) -> None:
         with self.session() as session, session.begin():
