@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .paths import SHIPPED_CONFIG_DIR, StateLayout, config_dir
+from .paths import StateLayout, config_dir, shipped_fragments
 
 
 def _cmd_demo(args) -> int:
@@ -29,7 +29,7 @@ def _cmd_init_config(args) -> int:
     target = Path(args.directory)
     target.mkdir(parents=True, exist_ok=True)
     copied = []
-    for source in sorted(SHIPPED_CONFIG_DIR.iterdir()):
+    for source in shipped_fragments():
         dest = target / source.name
         if dest.exists():
             continue  # never overwrite an admin's edits

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .paths import SHIPPED_CONFIG_DIR, SHIPPED_HUB_CONFIG, StateLayout
+from .paths import SHIPPED_HUB_CONFIG, StateLayout, shipped_fragments
 
 DEMO_CLIENT_ID = "ananke-demo-client"
 DEMO_DEPLOYMENT_ID = "ananke-demo-deployment"
@@ -95,7 +95,7 @@ class DemoStack:
         """Write the demo's config directory: the shipped fragments plus 90_demo.json."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for source in SHIPPED_CONFIG_DIR.iterdir():
+        for source in shipped_fragments():
             target = self.config_dir / source.name
             if not target.exists():  # keep what a user edited in an earlier demo run
                 shutil.copyfile(source, target)

@@ -25,6 +25,14 @@ SHIPPED_CONFIG_DIR = Path(__file__).parent / "share" / "config.d"
 SHIPPED_HUB_CONFIG = Path(__file__).parent / "share" / "jupyterhub_config.py"
 
 
+def shipped_fragments() -> list[Path]:
+    """The shipped fragment files (not the __pycache__ a pip install may add)."""
+    suffixes = (".py", ".json", ".disabled")
+    return sorted(
+        p for p in SHIPPED_CONFIG_DIR.iterdir() if p.is_file() and p.name.endswith(suffixes)
+    )
+
+
 def config_dir() -> Path:
     return Path(os.environ.get(CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR))
 
