@@ -100,10 +100,6 @@ def test_second_spawn_works_and_keeps_uid_and_home(hub, labs):
     assert (marker.stat().st_uid, marker.stat().st_gid) == marker_owner
 
 
-@pytest.mark.xfail(
-    not (Path(__file__).resolve().parents[2] / "ananke_hub" / "fsutil.py").exists(),
-    reason="fsutil not yet in tree",
-)
 def test_hub_writes_into_running_home_keep_owner_and_lab_can_write(hub, labs):
     c = hub.container
     if c.unit_properties("jupyter-u3", "ActiveState")["ActiveState"] != "active":
