@@ -13,12 +13,11 @@ from traitlets import Bool, Float, Instance, Unicode, default
 
 from ..courses.identity import LaunchError, LaunchInfo
 from ..courses.provision import CourseProvisioner, ProvisioningError
+from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
 from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
 from .platform_keys import PlatformKeySet
 from .replay import NonceRegistry
-
-DEPLOYMENT_ID_CLAIM = "https://purl.imsglobal.org/spec/lti/claim/deployment_id"
 
 # Names usable as hub user, systemd unit and dynamic user name (systemd.exec(5) User=):
 # a letter first, then letters, digits, "_" or "-", at most 31 characters.
@@ -172,7 +171,7 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         return not allowed or deployment_id in allowed
 
     def check_deployment(self, id_token: dict) -> None:
-        deployment_id = id_token.get(DEPLOYMENT_ID_CLAIM)
+        deployment_id = id_token.get(DEPLOYMENT_ID)
         if not isinstance(deployment_id, str) or not self.deployment_allowed(deployment_id):
             raise LaunchRefused(
                 f"deployment {deployment_id!r} is not allowed on this hub "

@@ -16,17 +16,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from ..lti_spec import AGS_ENDPOINT, CONTEXT, CUSTOM, DEPLOYMENT_ID, NRPS, RESOURCE_LINK, ROLES
 from ..roles import LaunchRoles, parse_roles
-
-CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
-CONTEXT_CLAIM = CLAIM + "context"
-RESOURCE_LINK_CLAIM = CLAIM + "resource_link"
-DEPLOYMENT_CLAIM = CLAIM + "deployment_id"
-ROLES_CLAIM = CLAIM + "roles"
-CUSTOM_CLAIM = CLAIM + "custom"
-# LTI Advantage service claims (AGS 2.0 section 3.1, NRPS 2.0 section 3.6.1).
-AGS_CLAIM = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
-NRPS_CLAIM = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
 
 COURSE_ID_PREFIX = "c-"
 # 16 hex digits (64 bits): "grader-" + course id stays within the 31 characters of a
@@ -102,19 +93,19 @@ class LaunchInfo:
     def from_id_token(cls, token: dict, username: str) -> "LaunchInfo":
         aud = token.get("aud")
         client_id = token.get("azp") or (aud[0] if isinstance(aud, list) and aud else aud)
-        link = _dict(token.get(RESOURCE_LINK_CLAIM))
+        link = _dict(token.get(RESOURCE_LINK))
         link_id = link.get("id")
         if not isinstance(link_id, str) or not link_id.strip():
             raise LaunchError(
                 "This launch names no activity (no resource link id), so it cannot open a "
                 "course. Start from a Jupyter activity inside an LMS course."
             )
-        deployment_id = token.get(DEPLOYMENT_CLAIM)
+        deployment_id = token.get(DEPLOYMENT_ID)
         if not isinstance(deployment_id, str) or not isinstance(client_id, str):
             raise LaunchError("The launch has no deployment id or client id.")
-        context = _dict(token.get(CONTEXT_CLAIM))
-        ags = _dict(token.get(AGS_CLAIM))
-        nrps = _dict(token.get(NRPS_CLAIM))
+        context = _dict(token.get(CONTEXT))
+        ags = _dict(token.get(AGS_ENDPOINT))
+        nrps = _dict(token.get(NRPS))
         scopes = ags.get("scope")
         return cls(
             course_id=course_id_for(token["iss"], client_id, deployment_id, link_id),
@@ -131,7 +122,7 @@ class LaunchInfo:
             given_name=clean_text(token.get("given_name"), NAME_MAX),
             family_name=clean_text(token.get("family_name"), NAME_MAX),
             email=clean_text(token.get("email"), 320),
-            roles=parse_roles(token.get(ROLES_CLAIM)),
+            roles=parse_roles(token.get(ROLES)),
             lineitems_url=ags.get("lineitems") if isinstance(ags.get("lineitems"), str) else "",
             lineitem_url=ags.get("lineitem") if isinstance(ags.get("lineitem"), str) else "",
             ags_scopes=tuple(s for s in scopes if isinstance(s, str)) if isinstance(scopes, list) else (),
@@ -140,5 +131,5 @@ class LaunchInfo:
                 if isinstance(nrps.get("context_memberships_url"), str)
                 else ""
             ),
-            custom=_dict(token.get(CUSTOM_CLAIM)),
+            custom=_dict(token.get(CUSTOM)),
         )

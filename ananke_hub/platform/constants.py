@@ -1,53 +1,37 @@
 """The LTI 1.3 vocabulary the test platform speaks, as data.
 
-Claim names, role URIs and fixed parameter values, each with the spec section that
-defines it, so that no handler scatters claim URIs as literals.
+The spec's claim names and role URIs live in ananke_hub/lti_spec.py (shared with the
+tool); what is the platform's own choice (fixed parameters, token lifetime) is here.
 """
 
-# --- LTI 1.3 core message claims: https://www.imsglobal.org/spec/lti/v1p3/#required-message-claims
-_LTI = "https://purl.imsglobal.org/spec/lti/claim/"
-MESSAGE_TYPE = _LTI + "message_type"
-VERSION = _LTI + "version"
-DEPLOYMENT_ID = _LTI + "deployment_id"
-TARGET_LINK_URI = _LTI + "target_link_uri"
-RESOURCE_LINK = _LTI + "resource_link"
-ROLES = _LTI + "roles"
-# Optional claims: https://www.imsglobal.org/spec/lti/v1p3/#optional-message-claims
-CONTEXT = _LTI + "context"
-CUSTOM = _LTI + "custom"
-LAUNCH_PRESENTATION = _LTI + "launch_presentation"
-TOOL_PLATFORM = _LTI + "tool_platform"
-
-MESSAGE_TYPE_RESOURCE_LINK = "LtiResourceLinkRequest"
-LTI_VERSION = "1.3.0"
-
-# --- Assignment and Grade Services 2.0: https://www.imsglobal.org/spec/lti-ags/v2p0/#assignment-and-grade-service-claim
-AGS_ENDPOINT = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
-_AGS_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/"
-AGS_SCOPE_LINEITEM = _AGS_SCOPE + "lineitem"
-AGS_SCOPE_RESULT_READONLY = _AGS_SCOPE + "result.readonly"
-AGS_SCOPE_SCORE = _AGS_SCOPE + "score"
-AGS_SCOPES = (AGS_SCOPE_LINEITEM, AGS_SCOPE_RESULT_READONLY, AGS_SCOPE_SCORE)
-
-# --- Names and Role Provisioning Services 2.0: https://www.imsglobal.org/spec/lti-nrps/v2p0/#lti-1-3-integration
-NRPS = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
-NRPS_SCOPE = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
-NRPS_SERVICE_VERSIONS = ("2.0",)
-
-# --- Role vocabularies: https://www.imsglobal.org/spec/lti/v1p3/#role-vocabularies
-_LIS = "http://purl.imsglobal.org/vocab/lis/v2/"
-ROLE_INSTRUCTOR = _LIS + "membership#Instructor"
-ROLE_LEARNER = _LIS + "membership#Learner"
-# A context sub-role; by best practice the principal role (Instructor) is sent with it
-# (LTI 1.3 A.2.3.1, https://www.imsglobal.org/spec/lti/v1p3/#context-sub-roles).
-ROLE_TEACHING_ASSISTANT = _LIS + "membership/Instructor#TeachingAssistant"
-# Moodle adds these two for site administrators (its LTI 1.1 sysrole/instrole
-# Administrator, mapped to the LIS v2 URIs in LTI 1.3 launches).
-ROLE_INSTITUTION_ADMINISTRATOR = _LIS + "institution/person#Administrator"
-ROLE_SYSTEM_ADMINISTRATOR = _LIS + "system/person#Administrator"
-
-# Context types: https://www.imsglobal.org/spec/lti/v1p3/#context-type-vocabulary
-COURSE_OFFERING = "http://purl.imsglobal.org/vocab/lis/v2/course#CourseOffering"
+from ..lti_spec import (  # noqa: F401 (re-exported for the platform's modules)
+    AGS_ENDPOINT,
+    AGS_SCOPE_LINEITEM,
+    AGS_SCOPE_RESULT_READONLY,
+    AGS_SCOPE_SCORE,
+    AGS_SCOPES,
+    CONTEXT,
+    COURSE_OFFERING,
+    CUSTOM,
+    DEPLOYMENT_ID,
+    LAUNCH_PRESENTATION,
+    LTI_VERSION,
+    MESSAGE_TYPE,
+    MESSAGE_TYPE_RESOURCE_LINK,
+    NRPS,
+    NRPS_SCOPE,
+    NRPS_SERVICE_VERSIONS,
+    RESOURCE_LINK,
+    ROLE_INSTITUTION_ADMINISTRATOR,
+    ROLE_INSTRUCTOR,
+    ROLE_LEARNER,
+    ROLE_SYSTEM_ADMINISTRATOR,
+    ROLE_TEACHING_ASSISTANT,
+    ROLES,
+    TARGET_LINK_URI,
+    TOOL_PLATFORM,
+    VERSION,
+)
 
 # --- Security Framework 1.0, OIDC authentication request:
 # https://www.imsglobal.org/spec/security/v1p0/#step-2-authentication-request
