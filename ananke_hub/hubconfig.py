@@ -12,6 +12,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
+from .courses.layout import CourseLayout
 from .fragments import load_fragments
 from .paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from .persist import ensure_private_dir, read_or_create_secret
@@ -21,11 +22,15 @@ log = logging.getLogger("ananke")
 
 KORE_SERVICE = "kore"
 KORE_ROLE = "kore-service"
+#: The course layout the hub resolved (its own settings above, then the fragments),
+#: handed to Kore in these variables so both find course files in the same place.
+COURSE_LAYOUT_ENV = {"ANANKE_HOMES_ROOT": "homes_root", "ANANKE_EXCHANGE_ROOT": "exchange_root"}
 
 
 def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
     """The hub-managed Kore service, started by the hub as ``python -m kore``."""
     port = config.Kore.get("port") or DEFAULT_KORE_PORT
+    course_layout = CourseLayout(config=config)
     return {
         "name": KORE_SERVICE,
         "url": f"http://127.0.0.1:{port}",
@@ -33,6 +38,7 @@ def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
         "environment": {
             "ANANKE_CONFIG_DIR": str(cfg_dir),
             "ANANKE_STATE_DIR": str(layout.root),
+            **{var: getattr(course_layout, trait) for var, trait in COURSE_LAYOUT_ENV.items()},
         },
         # Instructors open Kore from their lab: no extra consent page for our own service.
         "oauth_no_confirm": True,

@@ -5,7 +5,8 @@ The hub starts Kore as a managed service (``python -m kore``, see
 listen (``JUPYTERHUB_SERVICE_URL``), its URL prefix (``JUPYTERHUB_SERVICE_PREFIX``)
 and its OAuth client credentials (``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_CLIENT_ID``).
 Kore reads the same config fragments as the hub (``ANANKE_CONFIG_DIR``) and keeps its
-keys in the state directory (``ANANKE_STATE_DIR``).
+keys in the state directory (``ANANKE_STATE_DIR``). Where course files live is the
+hub's resolved ``c.CourseLayout`` (``ANANKE_HOMES_ROOT``, ``ANANKE_EXCHANGE_ROOT``).
 """
 
 import asyncio
@@ -21,10 +22,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from tornado import web
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
-from traitlets.config import Application
+from traitlets.config import Application, Config
 
+from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.fragments import FragmentError, load_fragments
+from ananke_hub.hubconfig import COURSE_LAYOUT_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
 from ananke_hub.paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from ananke_hub.persist import ensure_private_dir, read_or_create_secret
@@ -161,6 +164,7 @@ class Kore(Application):
             self.init_lms_registration()
             self.init_keys()
             self.init_registry()
+            self.init_course_layout()
             self.init_hub_auth()
             self.init_grader_servers()
         except StartupError as exc:
@@ -175,12 +179,27 @@ class Kore(Application):
             raise StartupError(f"{exc}. Fix the fragment, then restart the hub.") from exc
         try:
             self.update_config(self.fragments.config)
+            self.update_config(self.hub_course_layout())
             # The command line wins over the fragments.
             self.update_config(self.cli_config)
         except TraitError as exc:
             raise StartupError(f"{exc} Check {self.fragments_setting('Kore')}.") from exc
         names = ", ".join(p.name for p in self.fragments.files)
         self.log.info("config: %s", names or "no fragments")
+
+    @staticmethod
+    def hub_course_layout() -> Config:
+        """The course layout the hub resolved, from the environment it gives Kore.
+
+        The hub sets c.CourseLayout in code (the local spawner's homes) before it
+        merges the fragments, and passes the result (hubconfig.kore_service): it wins
+        over what Kore read from the fragments alone.
+        """
+        cfg = Config()
+        for var, trait in COURSE_LAYOUT_ENV.items():
+            if os.environ.get(var):
+                cfg.CourseLayout[trait] = os.environ[var]
+        return cfg
 
     def fragments_setting(self, section: str) -> str:
         """Which fragments set ``c.<section>``, for error messages."""
@@ -242,6 +261,18 @@ class Kore(Application):
             raise StartupError(f"{exc} Check {self.fragments_setting('CourseRegistry')}.") from exc
         self.log.info("course registry: %s", shown)
 
+    def init_course_layout(self) -> None:
+        # Where course files are: the settings API writes nbgrader_config.json there.
+        self.course_layout = CourseLayout(parent=self)
+        for name in ("homes_root", "exchange_root"):
+            if not os.path.isabs(getattr(self.course_layout, name)):
+                raise StartupError(
+                    f"CourseLayout.{name} must be an absolute path, not "
+                    f"{getattr(self.course_layout, name)!r}. Check "
+                    f"{self.fragments_setting('CourseLayout')}."
+                )
+        self.log.info("course homes: %s", self.course_layout.homes_root)
+
     def init_hub_auth(self) -> None:
         # OAuth with the hub; its settings come from the environment the hub gives to
         # managed services (and may be tuned with c.HubOAuth in a fragment).
@@ -296,6 +327,7 @@ class Kore(Application):
             "jwks_max_age": self.jwks_max_age,
             "lms_registration": self.registration,
             "course_registry": self.registry,
+            "course_layout": self.course_layout,
             "grader_servers": self.grader_servers,
             "formgrader_wait": self.formgrader_wait,
         }
