@@ -22,8 +22,10 @@ from systemdspawner import SystemdSpawner, systemd
 from traitlets import TraitError, Unicode, default, validate
 
 from .courses.layout import CourseLayout, course_of_grader
+from .courses.registry import CourseRegistry
 from .paths import DEFAULT_KORE_PORT, StateLayout
 from .persist import ensure_private_dir
+from .roles import Role
 
 #: Jupyter config every lab reads (nbgrader's exchange and course settings, Ananke's
 #: server extension): put first on JUPYTER_CONFIG_PATH.
@@ -105,19 +107,24 @@ class LabEnvironment:
             "ANANKE_EXCHANGE_ROOT": layout.exchange_root,
         }
 
-    async def hand_course_to_grader(self) -> None:
-        """After a grader account's lab started, give it its course's exchange directories.
-
-        systemd hands a dynamic user its home (StateDirectory=) at unit start, so only now
-        is the grader's uid known; nbgrader's release refuses directories of another uid.
-        """
-        course_id = course_of_grader(self.user.name)
-        if course_id is None:
-            return
+    async def after_start(self) -> None:
+        """Once a lab started, systemd has handed its dynamic user the home (StateDirectory=)
+        and so its uid is known: a grader account gets its course's exchange directories
+        (nbgrader's release refuses directories of another uid), and a student's uid is
+        recorded in each course they learn in (collect's owner check)."""
         from .courses import nbgrader_setup
 
-        paths = CourseLayout(parent=self).course(course_id)
-        await asyncio.to_thread(nbgrader_setup.sync_exchange_owner, paths)
+        layout = CourseLayout(parent=self)
+        course_id = course_of_grader(self.user.name)
+        if course_id is not None:
+            await asyncio.to_thread(nbgrader_setup.sync_exchange_owner, layout.course(course_id))
+            return
+        registry = CourseRegistry(parent=self)
+        for course, role in await registry.run(registry.memberships, self.user.name):
+            if role == str(Role.LEARNER):
+                await asyncio.to_thread(
+                    nbgrader_setup.record_student_uid, layout.course(course.id), self.user.name
+                )
 
     def get_env(self):
         env = super().get_env()
@@ -293,7 +300,10 @@ class AnankeSystemdSpawner(LabEnvironment, SystemdSpawner):
                 self.exchange_root,
             )
         result = await super().start()
-        await self.hand_course_to_grader()
+        try:
+            await self.after_start()
+        except Exception:  # the lab runs; the next start tries again
+            self.log.exception("user:%s course bookkeeping after start failed", self.user.name)
         return result
 
 

@@ -215,3 +215,15 @@ async def test_student_cannot_open_the_formgrader(stack):
 
 def test_demo_users_are_what_the_tests_expect():
     assert demo_data.ALAN.sub == "3" and demo_data.ADA.sub == "2" and demo_data.GRACE.sub == "5"
+
+
+async def test_hub_admins_keep_admin_rights_when_they_launch(tmp_path):
+    config = {"Authenticator": {"admin_users": ["u2"]}}
+    async with admin_stack(tmp_path, extra_config=config) as admin_hub:
+        async with LTIBrowser() as browser:
+            await launch(admin_hub, "2", browser=browser)
+            ada = await user(admin_hub, "u2")
+            assert ada["admin"] is True and "admin" in ada["roles"]
+            assert any(r.startswith("staff-") for r in ada["roles"])
+            page = await browser.get(f"{admin_hub.hub_url}/hub/admin")
+            assert page.status_code == 200

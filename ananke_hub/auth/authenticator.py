@@ -224,6 +224,14 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         # manage_roles): they cover all the user's courses, not only this one.
         auth_model["groups"] = entitlements.groups
         auth_model["roles"] = entitlements.roles
+        # The managed roles replace all of the user's roles: keep a hub admin's admin
+        # role (JupyterHub grants it from admin_users just before applying these).
+        admin = auth_model.get("admin")
+        if admin is None:  # admin_users says nothing: the user's current state stands
+            existing = handler.find_user(auth_model["name"])
+            admin = existing is not None and existing.admin
+        if admin:
+            auth_model["roles"].append({"name": "admin"})
         return auth_model
 
     async def authenticate(self, handler, data=None):

@@ -297,6 +297,20 @@ def _record_uids(paths: CoursePaths, uids: dict[str, int]) -> None:
         fsutil.write_file_in_home(paths.home, STUDENT_UIDS_FILE, text.encode(), 0o644)
 
 
+def record_student_uid(paths: CoursePaths, username: str) -> bool:
+    """Record the uid of a student's home for the course, once their lab gave it one.
+
+    Under systemd a student's home gets its dynamic uid when their lab first starts,
+    usually after the launch that enrolled them; the spawner calls this after a start.
+    """
+    uid = _student_uid(paths, username)
+    if uid is None or not paths.home.is_dir():
+        return False
+    with _course_lock(paths.course_id):
+        _record_uids(paths, {username: uid})
+    return True
+
+
 def _update_students(gb, students: list[StudentRecord]) -> None:
     from nbgrader.api import InvalidEntry
 

@@ -58,6 +58,41 @@ class CourseHandlerMixin(HubUserHandler):
                 "if it persists, the hub admin finds why in Kore's log.",
             ) from exc
 
+    async def staff_course(self, course_id: str, action: str) -> Course:
+        """The course if the caller may grade it (or is a hub admin); else 403 or 404.
+
+        ``action`` completes the refusal: "Only instructors ... can <action>". Someone
+        who is not in the course learns nothing about it, not even whether it exists:
+        an unknown id and a course of others get the same answer. Hub admins may act on
+        every course and are told when an id names none.
+        """
+        user = self.hub_user
+        member = None
+        for course, role in await self.my_courses():
+            if course.id == course_id:
+                member = (course, role)
+                break
+        if member and member[1] in STAFF_ROLES:
+            return member[0]
+        if user.get("admin"):
+            course = await self._registry(self.registry.get, course_id)
+            if course is None:
+                raise web.HTTPError(404, "There is no course %s on this hub.", course_id)
+            self.log.info("course:%s user:%s acts as hub admin", course_id, user["name"])
+            return course
+        if member:  # a student: they know the course, so name it
+            raise web.HTTPError(
+                403,
+                f"Only instructors and teaching assistants of %s can {action}. "
+                "You take part in it as a student.",
+                member[0].title,
+            )
+        raise web.HTTPError(
+            403,
+            f"Only instructors and teaching assistants of this course can {action}. "
+            "If you teach it, open the activity once from your LMS: the launch adds you.",
+        )
+
     async def my_courses(self) -> list[tuple[Course, str]]:
         """The caller's active courses and their role in each, newest launch first."""
         return await self._registry(self.registry.memberships, self.hub_user["name"])
@@ -79,45 +114,6 @@ class CoursesAPIHandler(CourseHandlerMixin, APIHandler):
 class FormgraderHandler(CourseHandlerMixin, PageHandler):
     """Opens a course's formgrader: the default server of ``grader-<course id>``."""
 
-    async def staff_course(self, course_id: str) -> Course:
-        """The course if the caller may grade it; otherwise a 403 or 404 page.
-
-        Someone who is not in the course learns nothing about it, not even whether it
-        exists: an unknown id and a course of others get the same answer. Hub admins
-        may open every course and are told when an id names none.
-        """
-        user = self.hub_user
-        role = None
-        course = None
-        for member_course, member_role in await self.my_courses():
-            if member_course.id == course_id:
-                course, role = member_course, member_role
-                break
-        if role in STAFF_ROLES:
-            return course
-        if user.get("admin"):
-            course = await self._registry(self.registry.get, course_id)
-            if course is None:
-                raise web.HTTPError(404, "There is no course %s on this hub.", course_id)
-            self.log.info(
-                "course:%s user:%s opens the formgrader as hub admin", course_id, user["name"]
-            )
-            return course
-        if course is not None:
-            # A member (a student): they know the course, so name it.
-            raise web.HTTPError(
-                403,
-                "Only instructors and teaching assistants of %s can open its formgrader. "
-                "You take part in it as a student.",
-                course.title,
-            )
-        raise web.HTTPError(
-            403,
-            "Only instructors and teaching assistants of this course can open its "
-            "formgrader. If you teach it, open the activity once from your LMS: the "
-            "launch adds you, then come back here.",
-        )
-
     @web.authenticated
     async def get(self, raw_course_id):
         try:
@@ -128,7 +124,7 @@ class FormgraderHandler(CourseHandlerMixin, PageHandler):
                 "This link does not name a course (a course id is c- and 16 hex digits). "
                 "Open the formgrader from the course list of Kore or of your JupyterLab.",
             ) from None
-        course = await self.staff_course(course_id)
+        course = await self.staff_course(course_id, "open its formgrader")
         user = self.hub_user["name"]
         try:
             server = await self.settings["grader_servers"].ensure_running(

@@ -25,7 +25,9 @@ from ananke_hub.courses.nbgrader_setup import write_settings
 from ananke_hub.courses.settings import CourseSettings, SettingsError
 
 from .base import APIHandler
-from .courses import STAFF_ROLES, CourseHandlerMixin
+from .courses import CourseHandlerMixin
+
+SETTINGS_ACTION = "see or change its settings"
 
 #: Largest PATCH body accepted. The settings are a few booleans and numbers; a bigger
 #: body is a mistake or an attack, refused without keeping it in memory.
@@ -70,39 +72,6 @@ class CourseSettingsHandler(CourseHandlerMixin, APIHandler):
                 "Take the id from %sapi/courses.",
                 self.settings["kore_prefix"],
             ) from None
-
-    async def staff_course(self, course_id: str) -> Course:
-        """The course if the caller teaches it (or is a hub admin); otherwise 403 or 404.
-
-        As for the formgrader (courses.py), someone outside the course cannot tell an
-        unknown id from a course of others: both get the same 403.
-        """
-        user = self.hub_user
-        member = None
-        for course, role in await self.my_courses():
-            if course.id == course_id:
-                member = (course, role)
-                break
-        if member and member[1] in STAFF_ROLES:
-            return member[0]
-        if user.get("admin"):
-            course = await self._registry(self.registry.get, course_id)
-            if course is None:
-                raise web.HTTPError(404, "There is no course %s on this hub.", course_id)
-            return course
-        if member:
-            raise web.HTTPError(
-                403,
-                "Only instructors and teaching assistants of %s can see or change its "
-                "settings. You take part in it as a student.",
-                member[0].title,
-            )
-        raise web.HTTPError(
-            403,
-            "Only instructors and teaching assistants of this course can see or change its "
-            "settings. If you teach it, open the activity once from your LMS: the launch "
-            "adds you.",
-        )
 
     # --- the settings ---------------------------------------------------------------------
 
@@ -155,7 +124,7 @@ class CourseSettingsHandler(CourseHandlerMixin, APIHandler):
     @web.authenticated
     async def get(self, raw_course_id):
         course_id = self.checked_course_id(raw_course_id)
-        course = await self.staff_course(course_id)
+        course = await self.staff_course(course_id, SETTINGS_ACTION)
         self.answer(course_id, self.stored_settings(course))
 
     def require_user(self) -> None:
@@ -177,7 +146,7 @@ class CourseSettingsHandler(CourseHandlerMixin, APIHandler):
     async def patch(self, raw_course_id):
         self.require_user()
         course_id = self.checked_course_id(raw_course_id)
-        course = await self.staff_course(course_id)
+        course = await self.staff_course(course_id, SETTINGS_ACTION)
         changes = self.changes_from_body()
         user = self.hub_user["name"]
         async with _course_lock(course_id):

@@ -134,3 +134,18 @@ def test_hub_writes_into_running_home_keep_owner_and_lab_can_write(hub, labs):
     # The other student's lab is untouched by all this and still up.
     assert c.unit_properties("jupyter-u4", "ActiveState")["ActiveState"] == "active"
     assert c.uid_of("u4") == labs["u4"]
+
+
+def test_course_made_at_launch_and_student_uids_recorded(hub, labs):
+    """The launches made the course under systemd; once each student's lab started, the
+    hub recorded the student's dynamic uid for collect's owner check."""
+    import json
+
+    from ananke_hub.courses.nbgrader_setup import STUDENT_UIDS_FILE
+
+    (grader_home,) = hub.container.path("/var/lib/private").glob("grader-c-*")
+    gradebook = grader_home / "gradebook.db"
+    assert gradebook.exists()
+    record = json.loads((grader_home / STUDENT_UIDS_FILE).read_text())
+    for user in USERS:
+        assert labs[user] in record["students"][user], record
