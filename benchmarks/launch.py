@@ -11,19 +11,25 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 from hub_log import HubLog
-from report import AUTHENTICATORS, launch_table, ratio, slow_table, summary
+from report import (
+    AUTHENTICATORS,
+    environment,
+    launch_stats,
+    launch_table,
+    ratio,
+    slow_table,
+    summary,
+)
 from virtual_user import LaunchDriver, LaunchResult, bench_user
 
 from ananke_hub.demo import DemoStack
@@ -183,30 +189,6 @@ async def with_health_probes(
     }
 
 
-def launch_stats(results: list[LaunchResult], hub_times: dict[str, list[float]]) -> dict:
-    """Client-side timings of ``results``, and the hub's own handler times of the same requests."""
-    ok = [r for r in results if r.ok]
-    return {
-        "launches": len(results),
-        "ok": len(ok),
-        "failed": len(results) - len(ok),
-        "errors": sorted({r.error for r in results if r.error}),
-        "login_ms": summary([r.login_ms for r in ok]),
-        "initiation_ms": summary([r.initiation_ms for r in ok]),
-        "callback_ms": summary([r.callback_ms for r in ok]),
-        "hub_handler_ms": {step: summary(times) for step, times in hub_times.items()},
-        "samples": [
-            {
-                "sub": r.sub,
-                "ok": r.ok,
-                "initiation_ms": None if r.initiation_ms is None else round(r.initiation_ms, 2),
-                "callback_ms": None if r.callback_ms is None else round(r.callback_ms, 2),
-            }
-            for r in results
-        ],
-    }
-
-
 def compare(description: str, per_auth: dict, **extra) -> dict:
     scenario = {"description": description, **extra, **per_auth}
     up, ours = per_auth["upstream"]["login_ms"], per_auth["ours"]["login_ms"]
@@ -361,17 +343,6 @@ async def run(args, workdir: Path) -> dict:
             scenarios["slow_keyset"] = await slow_scenario(args, targets)
 
     return {"scenarios": scenarios, "platform_jwks_fetches": fetches}
-
-
-def environment() -> dict:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "jupyterhub": version("jupyterhub"),
-        "ltiauthenticator": version("jupyterhub-ltiauthenticator"),
-        "pyjwt": version("PyJWT"),
-    }
 
 
 def render(report: dict) -> str:

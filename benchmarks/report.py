@@ -1,6 +1,9 @@
-"""Summaries of timings and the table the launch benchmark prints."""
+"""Summaries of timings and the tables the benchmarks print."""
 
 import math
+import os
+import platform
+from importlib.metadata import version
 
 AUTHENTICATORS = ("upstream", "ours")
 
@@ -31,6 +34,31 @@ def summary(values: list[float]) -> dict:
     }
 
 
+def launch_stats(results: list, hub_times: dict[str, list[float]]) -> dict:
+    """Client-side timings of ``results`` (virtual_user.LaunchResult), and the hub's own
+    handler times of the same requests."""
+    ok = [r for r in results if r.ok]
+    return {
+        "launches": len(results),
+        "ok": len(ok),
+        "failed": len(results) - len(ok),
+        "errors": sorted({r.error for r in results if r.error}),
+        "login_ms": summary([r.login_ms for r in ok]),
+        "initiation_ms": summary([r.initiation_ms for r in ok]),
+        "callback_ms": summary([r.callback_ms for r in ok]),
+        "hub_handler_ms": {step: summary(times) for step, times in hub_times.items()},
+        "samples": [
+            {
+                "sub": r.sub,
+                "ok": r.ok,
+                "initiation_ms": None if r.initiation_ms is None else round(r.initiation_ms, 2),
+                "callback_ms": None if r.callback_ms is None else round(r.callback_ms, 2),
+            }
+            for r in results
+        ],
+    }
+
+
 def ratio(upstream: float | None, ours: float | None) -> float | None:
     if not upstream or not ours:
         return None
@@ -41,31 +69,36 @@ def _fmt(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def launch_table(title: str, scenario: dict) -> list[str]:
-    """Rows of one launch scenario, per authenticator: the login part as the client saw it
-    (p50/p95/max, and the p50 of its two steps), and the hub's own callback handler time."""
+def launch_table(
+    title: str,
+    scenario: dict,
+    names: tuple[str, ...] = AUTHENTICATORS,
+    ratio_key: str = "ratio_upstream_over_ours",
+    ratio_label: str = "ratio upstream/ours (login)",
+) -> list[str]:
+    """Rows of one launch scenario, per stack in ``names``: the login part as the client saw
+    it (p50/p95/max, and the p50 of its two steps), and the hub's own callback handler time."""
+    width = max(9, *(len(n) for n in names))
     lines = [title]
     lines.append(
-        f"  {'':9} {'ok/n':>7} {'login p50':>10} {'p95':>7} {'max':>7} {'init p50':>9} "
+        f"  {'':{width}} {'ok/n':>7} {'login p50':>10} {'p95':>7} {'max':>7} {'init p50':>9} "
         f"{'callb p50':>10} {'| hub callb p50':>15} {'p95':>6}"
     )
-    for name in AUTHENTICATORS:
+    for name in names:
         s = scenario[name]
         login, init, cb = s["login_ms"], s["initiation_ms"], s["callback_ms"]
         hub_cb = s["hub_handler_ms"]["callback"]
         lines.append(
-            f"  {name:9} {s['ok']:>3}/{s['launches']:<3} {_fmt(login['p50']):>10} "
+            f"  {name:{width}} {s['ok']:>3}/{s['launches']:<3} {_fmt(login['p50']):>10} "
             f"{_fmt(login['p95']):>7} {_fmt(login['max']):>7} {_fmt(init['p50']):>9} "
             f"{_fmt(cb['p50']):>10} {_fmt(hub_cb['p50']):>15} {_fmt(hub_cb['p95']):>6}"
         )
-    r = scenario["ratio_upstream_over_ours"]
-    lines.append(
-        f"  ratio upstream/ours (login): p50 {_fmt(r['p50'], 2)}x, p95 {_fmt(r['p95'], 2)}x"
-    )
-    if "throughput_per_s" in scenario["upstream"]:
+    r = scenario[ratio_key]
+    lines.append(f"  {ratio_label}: p50 {_fmt(r['p50'], 2)}x, p95 {_fmt(r['p95'], 2)}x")
+    if "throughput_per_s" in scenario[names[0]]:
         lines.append(
             "  throughput (launches/s): "
-            + ", ".join(f"{n} {_fmt(scenario[n]['throughput_per_s'])}" for n in AUTHENTICATORS)
+            + ", ".join(f"{n} {_fmt(scenario[n]['throughput_per_s'])}" for n in names)
         )
     return lines
 
@@ -98,3 +131,20 @@ def slow_table(title: str, scenario: dict) -> list[str]:
             f"p95 {_fmt(r['p95'], 2)}x, max {_fmt(r['max'], 2)}x"
         )
     return lines
+
+
+def environment(*packages: str) -> dict:
+    """The machine and the versions that matter for the numbers (plus ``packages``)."""
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    for key, dist in (
+        ("jupyterhub", "jupyterhub"),
+        ("ltiauthenticator", "jupyterhub-ltiauthenticator"),
+        ("pyjwt", "PyJWT"),
+        *((p, p) for p in packages),
+    ):
+        env[key] = version(dist)
+    return env

@@ -118,10 +118,18 @@ class LaunchDriver:
             verify=_TLS,
         )
 
-    async def launch(self, client: httpx.AsyncClient, user: User) -> LaunchResult:
+    async def launch(
+        self,
+        client: httpx.AsyncClient,
+        user: User,
+        *,
+        link: ResourceLink = BENCH_LINK,
+        context: Context | None = None,
+    ) -> LaunchResult:
+        """One launch of ``link`` (in ``context``, by default the benchmark course) by ``user``."""
         result = LaunchResult(sub=user.sub, ok=False)
         try:
-            await self._launch(client, user, result)
+            await self._launch(client, user, result, link, context or self.course)
             result.ok = True
         except LaunchFailed as exc:
             result.error = str(exc)
@@ -129,7 +137,14 @@ class LaunchDriver:
             result.error = f"{type(exc).__name__}: {exc}"
         return result
 
-    async def _launch(self, client: httpx.AsyncClient, user: User, result: LaunchResult):
+    async def _launch(
+        self,
+        client: httpx.AsyncClient,
+        user: User,
+        result: LaunchResult,
+        link: ResourceLink,
+        context: Context,
+    ):
         # 1. Third-party initiated login, as the LMS's auto-submitting form posts it.
         started = time.perf_counter()
         resp = await client.post(
@@ -157,7 +172,7 @@ class LaunchDriver:
             raise LaunchFailed("the redirect to /auth carries no single state and nonce") from None
 
         # 2. What the platform's /auth would answer: an id_token for this user and nonce.
-        claims = launch_claims(self.settings, user, BENCH_LINK, nonce, context=self.course)
+        claims = launch_claims(self.settings, user, link, nonce, context=context)
         id_token = sign_id_token(claims, self.signing_key)
 
         started = time.perf_counter()
