@@ -120,6 +120,7 @@ class CourseProvisioner(LoggingConfigurable):
         def work():
             nbgrader_setup = importlib.import_module(NBGRADER_SETUP)
             try:
+                nbgrader_setup.warm_up()
                 nbgrader_setup.ensure_exchange_root(Path(self.layout.exchange_root))
             except OSError as exc:
                 self.log.error(

@@ -93,6 +93,9 @@ class CourseRegistry(LoggingConfigurable):
                 cursor = dbapi_connection.cursor()
                 # WAL: the hub and Kore read while the other writes; foreign keys for cascades.
                 cursor.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL is crash-safe; a power loss may only lose the last
+                # launches' records, which the next launch writes again.
+                cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
 
