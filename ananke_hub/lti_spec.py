@@ -25,14 +25,27 @@ LTI_VERSION = "1.3.0"
 AGS_ENDPOINT = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
 _AGS_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/"
 AGS_SCOPE_LINEITEM = _AGS_SCOPE + "lineitem"
+AGS_SCOPE_LINEITEM_READONLY = _AGS_SCOPE + "lineitem.readonly"
 AGS_SCOPE_RESULT_READONLY = _AGS_SCOPE + "result.readonly"
 AGS_SCOPE_SCORE = _AGS_SCOPE + "score"
 AGS_SCOPES = (AGS_SCOPE_LINEITEM, AGS_SCOPE_RESULT_READONLY, AGS_SCOPE_SCORE)
+# Media types: https://www.imsglobal.org/spec/lti-ags/v2p0/#media-types-and-schemas
+AGS_MEDIA_LINEITEM = "application/vnd.ims.lis.v2.lineitem+json"
+AGS_MEDIA_LINEITEMS = "application/vnd.ims.lis.v2.lineitemcontainer+json"
+AGS_MEDIA_SCORE = "application/vnd.ims.lis.v1.score+json"
+AGS_MEDIA_RESULTS = "application/vnd.ims.lis.v2.resultcontainer+json"
 
 # --- Names and Role Provisioning Services 2.0: https://www.imsglobal.org/spec/lti-nrps/v2p0/#lti-1-3-integration
 NRPS = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
 NRPS_SCOPE = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
 NRPS_SERVICE_VERSIONS = ("2.0",)
+# https://www.imsglobal.org/spec/lti-nrps/v2p0/#membership-container-media-type
+NRPS_MEDIA_MEMBERSHIPS = "application/vnd.ims.lti-nrps.v2.membershipcontainer+json"
+
+# --- Security Framework 1.0 client credentials with a JWT assertion (RFC 7523):
+# https://www.imsglobal.org/spec/security/v1p0/#using-json-web-tokens-with-oauth-2-0-client-credentials-grant
+CLIENT_CREDENTIALS_GRANT = "client_credentials"
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 # --- Role vocabularies: https://www.imsglobal.org/spec/lti/v1p3/#role-vocabularies
 _LIS = "http://purl.imsglobal.org/vocab/lis/v2/"
