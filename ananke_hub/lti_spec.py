@@ -34,6 +34,18 @@ AGS_MEDIA_LINEITEM = "application/vnd.ims.lis.v2.lineitem+json"
 AGS_MEDIA_LINEITEMS = "application/vnd.ims.lis.v2.lineitemcontainer+json"
 AGS_MEDIA_SCORE = "application/vnd.ims.lis.v1.score+json"
 AGS_MEDIA_RESULTS = "application/vnd.ims.lis.v2.resultcontainer+json"
+#: Every AGS 2.0 scope, in the spec's order.
+AGS_ALL_SCOPES = (
+    AGS_SCOPE_LINEITEM,
+    AGS_SCOPE_LINEITEM_READONLY,
+    AGS_SCOPE_RESULT_READONLY,
+    AGS_SCOPE_SCORE,
+)
+# Score values: https://www.imsglobal.org/spec/lti-ags/v2p0/#score-publish-service
+ACTIVITY_PROGRESS = ("Initialized", "Started", "InProgress", "Submitted", "Completed")
+GRADING_PROGRESS = ("FullyGraded", "Pending", "PendingManual", "Failed", "NotReady")
+#: Only a FullyGraded score is final; Moodle drops the scoreGiven of any other.
+GRADING_FULLY_GRADED = "FullyGraded"
 
 # --- Names and Role Provisioning Services 2.0: https://www.imsglobal.org/spec/lti-nrps/v2p0/#lti-1-3-integration
 NRPS = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
@@ -41,11 +53,18 @@ NRPS_SCOPE = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.r
 NRPS_SERVICE_VERSIONS = ("2.0",)
 # https://www.imsglobal.org/spec/lti-nrps/v2p0/#membership-container-media-type
 NRPS_MEDIA_MEMBERSHIPS = "application/vnd.ims.lti-nrps.v2.membershipcontainer+json"
+# A member's status: https://www.imsglobal.org/spec/lti-nrps/v2p0/#membership-container-media-type
+MEMBER_ACTIVE = "Active"
+MEMBER_INACTIVE = "Inactive"
+MEMBER_DELETED = "Deleted"
+MEMBER_STATUSES = (MEMBER_ACTIVE, MEMBER_INACTIVE, MEMBER_DELETED)
 
 # --- Security Framework 1.0 client credentials with a JWT assertion (RFC 7523):
 # https://www.imsglobal.org/spec/security/v1p0/#using-json-web-tokens-with-oauth-2-0-client-credentials-grant
 CLIENT_CREDENTIALS_GRANT = "client_credentials"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: The token request's body: form parameters (RFC 6749 section 4.4.2); Moodle reads no JSON.
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 # --- Role vocabularies: https://www.imsglobal.org/spec/lti/v1p3/#role-vocabularies
 _LIS = "http://purl.imsglobal.org/vocab/lis/v2/"
