@@ -1,9 +1,6 @@
 """Ananke's LTI 1.3 authenticator: ltiauthenticator's login flow, hardened and configured
 from the one LMS registration in ``30_lms.py``."""
 
-import hashlib
-import re
-
 from ltiauthenticator.lti13.auth import LTI13Authenticator
 from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
 from ltiauthenticator.lti13.error import LoginError
@@ -15,13 +12,10 @@ from ..courses.identity import LaunchError, LaunchInfo
 from ..courses.provision import CourseProvisioner, ProvisioningError
 from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
+from ..usernames import hub_username
 from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
 from .platform_keys import PlatformKeySet
 from .replay import NonceRegistry
-
-# Names usable as hub user, systemd unit and dynamic user name (systemd.exec(5) User=):
-# a letter first, then letters, digits, "_" or "-", at most 31 characters.
-_SAFE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 
 
 class AnankeLTI13Authenticator(LTI13Authenticator):
@@ -196,11 +190,8 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         return self.username_from(str(value))
 
     def username_from(self, value: str) -> str:
-        name = (self.username_prefix + value).lower()
-        if _SAFE_NAME.match(name):
-            return name
-        digest = hashlib.sha256(value.encode("utf8")).hexdigest()
-        return (self.username_prefix + digest)[:31].lower()
+        # The same rule as Kore's roster sync (NRPS), which enrols people before they launch.
+        return hub_username(value, self.username_prefix)
 
     async def run_post_auth_hook(self, handler, auth_model):
         """After the allow/block checks, before the user is stored: provision the course.
