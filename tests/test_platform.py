@@ -56,8 +56,11 @@ class Platform:
 
 
 @contextmanager
-def running_platform(state_dir, port=0, **options):
-    """Start the platform as a subprocess; yield once it printed its URL."""
+def running_platform(state_dir, port=0, flags=(), **options):
+    """Start the platform as a subprocess; yield once it printed its URL.
+
+    ``options`` become `--name=value`; ``flags`` are passed as they are (`--test-api`).
+    """
     options = {"client_id": CLIENT_ID, "deployment_id": DEPLOYMENT_ID, **TOOL, **options}
     argv = [
         sys.executable,
@@ -67,6 +70,7 @@ def running_platform(state_dir, port=0, **options):
         f"--state-dir={state_dir}",
     ]
     argv += [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
+    argv += list(flags)
     log_path = state_dir.parent / f"{state_dir.name}-platform.log"
     with open(log_path, "a") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)

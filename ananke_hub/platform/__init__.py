@@ -6,5 +6,8 @@ against Moodle. Run it with ``python -m ananke_hub.platform --help-all``.
 
 Routes (relative to the issuer): ``GET /`` launch page, ``POST /launch`` login
 initiation, ``GET|POST /auth`` OIDC authorization endpoint, ``GET /jwks`` public keyset.
-``/token`` is reserved for the LTI Advantage token endpoint.
+LTI Advantage: ``POST /token`` (Security Framework 1.0 section 4.1), AGS 2.0 under
+``/ags/<context>/lineitems``, NRPS 2.0 at ``/nrps/<context>/memberships``, and the
+gradebook for people (``/gradebook``, ``/gradebook.json``). With ``--test-api``:
+``/_test/...`` (see handlers/testapi.py).
 """

@@ -3,7 +3,12 @@
     python -m ananke_hub.platform --port=9000 --state-dir=/tmp/lms \\
         --tool-login-url=http://127.0.0.1:8000/hub/lti13/oauth_login \\
         --tool-redirect-uri=http://127.0.0.1:8000/hub/lti13/oauth_callback \\
-        --tool-target-link-uri=http://127.0.0.1:8000/hub/
+        --tool-target-link-uri=http://127.0.0.1:8000/hub/ \\
+        --tool-jwks-url=http://127.0.0.1:8000/services/kore/jwks
+
+LTI Advantage options: ``--ags-scopes=score`` (Moodle's grade sync without column
+management), ``--roster-size=500`` (learners besides the launchable four),
+``--test-api`` (fault injection and score tallies for tests and benchmarks).
 """
 
 import asyncio
@@ -14,15 +19,20 @@ from urllib.parse import urlparse
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from traitlets import Float, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
 from ..keys import KeyStore
 from ..persist import read_or_create_secret
-from .handlers import jwks, launch, oidc
+from . import constants as C
+from .client_auth import ReplayGuard, ToolKeyset
+from .demo_data import DEFAULT_EXTRA_LEARNERS
+from .faults import Faults
+from .handlers import ags, gradebook, jwks, launch, nrps, oidc, testapi, token
 from .handlers.base import XSRF_COOKIE
 from .settings import PlatformSettings
+from .store import PlatformStore
 
 HOST = "127.0.0.1"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -37,12 +47,20 @@ def make_app(
         level = logging.INFO if status < 400 else logging.WARNING
         log.log(level, "%d %s %s", status, handler.request.method, handler.request.path)
 
+    routes = launch.ROUTES + oidc.ROUTES + jwks.ROUTES
+    routes += token.ROUTES + ags.ROUTES + nrps.ROUTES + gradebook.ROUTES
+    if settings.test_api:
+        routes += testapi.ROUTES
     return web.Application(
-        launch.ROUTES + oidc.ROUTES + jwks.ROUTES,
+        routes,
         log_function=log_request,
         platform=settings,
         platform_log=log,
         platform_keys=keys,
+        platform_store=PlatformStore(settings.roster_size),
+        platform_faults=Faults(),
+        platform_tool_keyset=ToolKeyset(settings.tool_jwks_url),
+        platform_replay_guard=ReplayGuard(),
         cookie_secret=cookie_secret,
         template_path=str(TEMPLATES),
         xsrf_cookies=True,
@@ -71,7 +89,16 @@ class TestPlatform(Application):
         "tool-target-link-uri": "TestPlatform.tool_target_link_uri",
         "tool-jwks-url": "TestPlatform.tool_jwks_url",
         "jwks-delay": "TestPlatform.jwks_delay",
+        "ags-scopes": "TestPlatform.ags_scopes",
+        "roster-size": "TestPlatform.roster_size",
         "log-level": "Application.log_level",
+    }
+    flags = {
+        **Application.flags,
+        "test-api": (
+            {"TestPlatform": {"test_api": True}},
+            "Serve the test API (/_test/...: faults, roster changes, score tallies).",
+        ),
     }
 
     port = Int(
@@ -120,7 +147,30 @@ class TestPlatform(Application):
     tool_jwks_url = Unicode(
         "",
         config=True,
-        help="The tool's public keyset URL (Kore's `<hub>/services/kore/jwks`).",
+        help="""The tool's public keyset URL (Kore's `<hub>/services/kore/jwks`). The token
+        endpoint verifies the tool's client assertions with it.""",
+    )
+    ags_scopes = Unicode(
+        "lineitem,result.readonly,score",
+        config=True,
+        help=f"""Comma-separated AGS scopes that launches advertise and the token endpoint
+        grants, by short name: {", ".join(C.AGS_SCOPE_NAMES)}. `score` alone plays
+        Moodle's grade sync without column management: the tool can only post scores to
+        the activity's own line item.""",
+    )
+    roster_size = Int(
+        DEFAULT_EXTRA_LEARNERS,
+        config=True,
+        help="""How many learners the demo course has besides the four people on the
+        launch page: they never launched the tool, but NRPS lists them and AGS takes their
+        scores. One of them (id 107, if there are 8 or more) dropped the course (Inactive).""",
+    )
+    test_api = Bool(
+        False,
+        config=True,
+        help="""Serve the test API under /_test/ (fault injection, roster changes, score
+        tallies, reset). For tests and benchmarks only: anyone who can reach the platform
+        can use it.""",
     )
     jwks_delay = Float(
         0.0,
@@ -146,6 +196,23 @@ class TestPlatform(Application):
     @default("log_level")
     def _default_log_level(self):
         return logging.INFO  # one line per request: paths only, no tokens
+
+    @validate("ags_scopes")
+    def _valid_scopes(self, proposal):
+        names = [name.strip() for name in proposal.value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in C.AGS_SCOPE_NAMES]
+        if unknown or not names:
+            raise TraitError(
+                f"--ags-scopes takes a comma-separated list of {', '.join(C.AGS_SCOPE_NAMES)}; "
+                f"got {proposal.value!r}."
+            )
+        return ",".join(names)
+
+    @validate("roster_size")
+    def _valid_roster_size(self, proposal):
+        if not 0 <= proposal.value <= 100_000:
+            raise TraitError(f"--roster-size must be 0 to 100000, got {proposal.value}.")
+        return proposal.value
 
     @validate("jwks_delay")
     def _valid_delay(self, proposal):
@@ -186,6 +253,9 @@ class TestPlatform(Application):
             tool_redirect_uri=self.tool_redirect_uri,
             tool_jwks_url=self.tool_jwks_url,
             jwks_delay=self.jwks_delay,
+            ags_scopes=tuple(C.AGS_SCOPE_NAMES[name] for name in self.ags_scopes.split(",")),
+            roster_size=self.roster_size,
+            test_api=self.test_api,
         )
         server = HTTPServer(make_app(settings, keys, cookie_secret, self.log))
         server.add_sockets(sockets)
@@ -193,6 +263,8 @@ class TestPlatform(Application):
         print(
             f"Ananke test platform listening on {local_url} (issuer {settings.issuer})", flush=True
         )
+        if settings.test_api:
+            self.log.warning("The test API is on (/_test/): for tests and benchmarks only.")
         await asyncio.Event().wait()
 
 

@@ -1,8 +1,12 @@
 """The test platform's course, activities and people, as data.
 
-One course with two activities that point at the hub, and four people, shaped like
-what Moodle sends: numeric user ids as `sub` (2 is Moodle's first admin), full LIS
-role URIs, and the Moodle username as the `username` custom parameter.
+One course with two activities that point at the hub, and four people who can launch,
+shaped like what Moodle sends: numeric user ids as `sub` (2 is Moodle's first admin),
+full LIS role URIs, and the Moodle username as the `username` custom parameter.
+
+The course roster (what NRPS lists and AGS accepts scores for) holds more: extra
+learners (subs 100, 101, ...) who never launched the tool, one of whom dropped the
+course (status Inactive). ``--roster-size`` sets how many.
 """
 
 from dataclasses import dataclass
@@ -117,3 +121,54 @@ def short_role(uri: str) -> str:
     if scope.endswith("/person"):  # institution/person, system/person
         return f"{scope.rsplit('/', 2)[-2]} {name}"
     return name
+
+
+# --- The roster: the launchable members plus learners who never launched.
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A member of a course as NRPS 2.0 lists them (section 2.2, member status)."""
+
+    user: User
+    roles: tuple[str, ...]
+    status: str = C.MEMBER_ACTIVE
+
+    @property
+    def is_learner(self) -> bool:
+        return C.ROLE_LEARNER in self.roles
+
+
+#: How many learners the demo course has besides the four launchable people.
+DEFAULT_EXTRA_LEARNERS = 25
+#: The `sub` of the first extra learner; the others follow (101, 102, ...).
+FIRST_EXTRA_SUB = 100
+#: The extra learner who dropped the course: NRPS lists them as Inactive (Moodle keeps a
+#: suspended enrolment in the roster, and still accepts scores for it).
+DROPPED_SUB = "107"
+
+# Names cycle through these lists; a few are non-ASCII, as names are data.
+_GIVEN = ("Amara", "Bo", "Chiara", "Dmitri", "Élodie", "Farid", "Giulia", "Hiroshi", "Ines")
+_FAMILY = ("Okafor", "Nguyen", "Rossi", "Ivanova", "Müller", "Haddad", "Sørensen", "Tanaka")
+
+
+def extra_learner(sub: str) -> User:
+    """A learner who never launched: a stable, made-up person for ``sub``."""
+    n = int(sub) if sub.isdigit() else sum(map(ord, sub))
+    given = _GIVEN[n % len(_GIVEN)]
+    family = _FAMILY[n % len(_FAMILY)]  # lengths 9 and 8: 72 distinct names in a row
+    username = f"learner{sub}"
+    return User(sub, given, family, f"{username}@example.edu", username)
+
+
+def roster(context: Context, extra_learners: int = DEFAULT_EXTRA_LEARNERS) -> list[Enrolment]:
+    """Everyone enrolled in ``context``: its launchable members first, then the extra
+    learners (only the demo course DS101 has extras)."""
+    enrolments = [Enrolment(USERS[m.sub], m.roles) for m in context.members]
+    if context.id != DS101.id:
+        return enrolments
+    for n in range(extra_learners):
+        sub = str(FIRST_EXTRA_SUB + n)
+        status = C.MEMBER_INACTIVE if sub == DROPPED_SUB else C.MEMBER_ACTIVE
+        enrolments.append(Enrolment(extra_learner(sub), (C.ROLE_LEARNER,), status))
+    return enrolments

@@ -8,6 +8,9 @@ not a setting.
 
 from dataclasses import dataclass
 
+from . import constants as C
+from .demo_data import DEFAULT_EXTRA_LEARNERS
+
 
 @dataclass(frozen=True)
 class PlatformSettings:
@@ -23,10 +26,16 @@ class PlatformSettings:
     tool_login_url: str = ""
     #: The one redirect URI registered for the tool; /auth accepts only this one.
     tool_redirect_uri: str = ""
-    #: The tool's public keyset, for the token endpoint of a later version.
+    #: The tool's public keyset: the token endpoint verifies client assertions with it.
     tool_jwks_url: str = ""
     #: Seconds /jwks waits before answering (to show a slow LMS does not block the hub).
     jwks_delay: float = 0.0
+    #: The AGS scopes launches advertise and the token endpoint grants.
+    ags_scopes: tuple[str, ...] = C.AGS_SCOPES
+    #: Learners in the demo course besides the four launchable people (NRPS, AGS).
+    roster_size: int = DEFAULT_EXTRA_LEARNERS
+    #: Whether the test API (/_test/...: faults, roster changes, score tallies) is on.
+    test_api: bool = False
 
     def url(self, path: str) -> str:
         return self.issuer.rstrip("/") + path
@@ -42,17 +51,34 @@ class PlatformSettings:
 
     @property
     def access_token_url(self) -> str:
-        """Reserved for the OAuth 2 token endpoint (LTI Advantage services)."""
+        """The OAuth 2 token endpoint (Security Framework 1.0 section 4.1); also the
+        `aud` client assertions must name."""
         return self.url("/token")
+
+    @property
+    def grantable_scopes(self) -> tuple[str, ...]:
+        """Every scope the token endpoint grants: the AGS scopes and NRPS."""
+        return (*self.ags_scopes, C.NRPS_SCOPE)
+
+    @property
+    def gradebook_url(self) -> str:
+        return self.url("/gradebook")
 
     # LTI Advantage service endpoints, advertised in launches:
     def lineitems_url(self, context_id: str) -> str:
         return self.url(f"/ags/{context_id}/lineitems")
 
-    def lineitem_url(self, context_id: str, link_id: str) -> str:
-        # Moodle's line item URLs carry a query (`.../lineitem?type_id=1`); ours do too,
-        # so that a tool that appends `/scores` to the whole URL fails here, not in Moodle.
-        return f"{self.lineitems_url(context_id)}/{link_id}/lineitem?type_id=1"
+    def lineitem_url(self, context_id: str, item_id: str, service: str = "") -> str:
+        """A line item's URL (its `id`); ``service`` "scores" or "results" for those.
+
+        The launch's own line item has the resource link's id as ``item_id``. Moodle's
+        line item URLs carry a query (`.../lineitem?type_id=1`); ours do too, so that a
+        tool that appends `/scores` to the whole URL fails here, not in Moodle.
+        """
+        path = f"{self.lineitems_url(context_id)}/{item_id}/lineitem"
+        if service:
+            path += "/" + service
+        return f"{path}?type_id={C.TYPE_ID}"
 
     def memberships_url(self, context_id: str) -> str:
         return self.url(f"/nrps/{context_id}/memberships")

@@ -84,7 +84,7 @@ def launch_claims(
             "product_family_code": "ananke-test-platform",
         },
         C.AGS_ENDPOINT: {
-            "scope": list(C.AGS_SCOPES),
+            "scope": list(settings.ags_scopes),
             "lineitems": settings.lineitems_url(context.id),
             "lineitem": settings.lineitem_url(context.id, link.id),
         },

@@ -1,0 +1,205 @@
+"""What the platform remembers while it runs: rosters, line items, scores, access tokens.
+
+In memory: the platform is a test double that starts afresh with each demo or test
+module. It runs on one event loop, so nothing here needs a lock. The rules that decide
+what a tool may send live in :mod:`.documents`; the HTTP lives in ``handlers/``.
+"""
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from . import constants as C
+from . import demo_data
+from .demo_data import Context, Enrolment
+
+
+@dataclass
+class LineItem:
+    """A gradebook column (AGS 2.0 section 3.2, https://www.imsglobal.org/spec/lti-ags/v2p0/#line-item-service)."""
+
+    item_id: str
+    label: str
+    score_maximum: float
+    resource_id: str = ""
+    tag: str = ""
+    resource_link_id: str = ""
+    start_date_time: str | None = None
+    end_date_time: str | None = None
+    #: The activity's own line item, made with the resource link (Moodle's "coupled"
+    #: grade item). The tool can post scores to it but not delete it.
+    coupled: bool = False
+
+
+@dataclass(frozen=True)
+class Score:
+    """The latest score of one learner on one line item (AGS 2.0 section 3.4)."""
+
+    user_id: str
+    score_given: float | None
+    score_maximum: float | None
+    activity_progress: str
+    grading_progress: str
+    timestamp: datetime
+    comment: str | None = None
+
+    def rescaled(self, maximum: float) -> float | None:
+        """The score on the line item's scale, as Moodle stores it: a score of 15 out
+        of 10 on a column with maximum 100 is 150."""
+        if self.score_given is None:
+            return None
+        if self.score_maximum is None or self.score_maximum == maximum:
+            return self.score_given
+        return self.score_given * maximum / self.score_maximum
+
+
+class ScoreConflict(Exception):
+    """A score is not newer than the one stored (Moodle answers 409)."""
+
+    def __init__(self, stored: Score):
+        super().__init__(stored.timestamp.isoformat())
+        self.stored = stored
+
+
+@dataclass
+class Tally:
+    """How often a tool posted a score for one learner on one line item."""
+
+    accepted: int = 0
+    #: Refused posts by HTTP status (400, 409, ...).
+    refused: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: str = field(repr=False)
+    scopes: tuple[str, ...]
+    expires: float
+
+
+class Course:
+    """One context: its roster, its line items and the scores they hold."""
+
+    def __init__(self, context: Context, enrolments: list[Enrolment]):
+        self.context = context
+        self.enrolments: dict[str, Enrolment] = {e.user.sub: e for e in enrolments}
+        # Each activity comes with its own line item, keyed by the resource link id.
+        self.lineitems: dict[str, LineItem] = {
+            link.id: LineItem(
+                item_id=link.id,
+                label=link.title,
+                score_maximum=C.LAUNCH_SCORE_MAXIMUM,
+                resource_link_id=link.id,
+                coupled=True,
+            )
+            for link in context.links
+        }
+        self.scores: dict[tuple[str, str], Score] = {}  # (item_id, user_id) -> latest
+
+    @property
+    def id(self) -> str:
+        return self.context.id
+
+    def link_ids(self) -> set[str]:
+        return {link.id for link in self.context.links}
+
+    def members(self) -> list[Enrolment]:
+        """The roster in enrolment order."""
+        return list(self.enrolments.values())
+
+    def learners(self) -> list[Enrolment]:
+        return [e for e in self.enrolments.values() if e.is_learner]
+
+    def is_gradable(self, user_id: str) -> bool:
+        """Moodle grades enrolled learners, suspended (Inactive) ones included."""
+        enrolment = self.enrolments.get(user_id)
+        return enrolment is not None and enrolment.is_learner
+
+    def find_lineitems(
+        self, resource_link_id: str | None, resource_id: str | None, tag: str | None
+    ) -> list[LineItem]:
+        """The line items matching every filter given (AGS 2.0 section 3.2.6)."""
+        return [
+            item
+            for item in self.lineitems.values()
+            if (resource_link_id is None or item.resource_link_id == resource_link_id)
+            and (resource_id is None or item.resource_id == resource_id)
+            and (tag is None or item.tag == tag)
+        ]
+
+    def delete_lineitem(self, item_id: str) -> None:
+        """Remove the column and its scores, as deleting a grade item in an LMS does."""
+        self.lineitems.pop(item_id, None)
+        for key in [key for key in self.scores if key[0] == item_id]:
+            del self.scores[key]
+
+    def record_score(self, item_id: str, score: Score) -> None:
+        """Keep ``score`` as the latest, unless the stored one is not older.
+
+        Moodle keeps the time of a grade in whole seconds and refuses a score whose
+        timestamp is not after it (``>=``, so two scores within one second conflict).
+        """
+        stored = self.scores.get((item_id, score.user_id))
+        if stored and int(stored.timestamp.timestamp()) >= int(score.timestamp.timestamp()):
+            raise ScoreConflict(stored)
+        self.scores[(item_id, score.user_id)] = score
+
+    def set_status(self, user_id: str, status: str) -> Enrolment | None:
+        """Change an enrolment's status; Deleted removes it (unenrolment). A new
+        ``user_id`` is enrolled as a learner."""
+        if status == C.MEMBER_DELETED:
+            return self.enrolments.pop(user_id, None)
+        current = self.enrolments.get(user_id)
+        if current is None:
+            current = Enrolment(demo_data.extra_learner(user_id), (C.ROLE_LEARNER,))
+        self.enrolments[user_id] = Enrolment(current.user, current.roles, status)
+        return self.enrolments[user_id]
+
+
+class PlatformStore:
+    """Everything the services change, for every course of the demo data."""
+
+    def __init__(self, extra_learners: int = demo_data.DEFAULT_EXTRA_LEARNERS):
+        self.extra_learners = extra_learners
+        self._tokens: dict[str, AccessToken] = {}
+        # Ids of created line items keep counting across resets: an id a tool
+        # remembers from before a reset never names a different column.
+        self._next_item_id = 1001
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the demo data: rosters as at start, launch line items only, no scores.
+        Access tokens stay valid."""
+        self.courses: dict[str, Course] = {
+            ctx.id: Course(ctx, demo_data.roster(ctx, self.extra_learners))
+            for ctx in demo_data.CONTEXTS.values()
+        }
+        self.tallies: dict[tuple[str, str, str], Tally] = {}
+
+    def course(self, context_id: str) -> Course | None:
+        return self.courses.get(context_id)
+
+    def new_lineitem_id(self) -> str:
+        item_id = str(self._next_item_id)
+        self._next_item_id += 1
+        return item_id
+
+    def tally(self, context_id: str, item_id: str, user_id: str) -> Tally:
+        return self.tallies.setdefault((context_id, item_id, user_id), Tally())
+
+    # --- access tokens (Security Framework 1.0 section 4.1): opaque, random, in memory
+
+    def issue_token(self, scopes: tuple[str, ...]) -> AccessToken:
+        now = time.time()
+        for value in [v for v, t in self._tokens.items() if t.expires <= now]:
+            del self._tokens[value]
+        token = AccessToken(secrets.token_urlsafe(32), scopes, now + C.ACCESS_TOKEN_LIFETIME)
+        self._tokens[token.value] = token
+        return token
+
+    def find_token(self, value: str) -> AccessToken | None:
+        token = self._tokens.get(value)
+        if token is None or token.expires <= time.time():
+            return None
+        return token
