@@ -1,0 +1,24 @@
+"""Kore's LTI Advantage client: tokens (Security Framework 1.0), AGS 2.0 and NRPS 2.0."""
+
+from .ags import AGSClient, LineItem, Score, scores_url
+from .client import LTIClient, ServiceSession
+from .errors import BadLMSResponse, LMSUnavailable, LTIServiceError, TokenRefused
+from .nrps import Membership, NRPSClient, Roster
+from .settings import LTIAdvantage
+
+__all__ = [
+    "AGSClient",
+    "BadLMSResponse",
+    "LMSUnavailable",
+    "LTIAdvantage",
+    "LTIClient",
+    "LTIServiceError",
+    "LineItem",
+    "Membership",
+    "NRPSClient",
+    "Roster",
+    "Score",
+    "ServiceSession",
+    "TokenRefused",
+    "scores_url",
+]

@@ -1,0 +1,122 @@
+"""Kore's LTI Advantage client: authorized requests to one LMS registration's services.
+
+A :class:`ServiceSession` is what a job uses: the course's client id, the token URL of
+the registration (``c.LMSRegistration`` in 30_lms.py) and the scopes the job needs
+(already cut down to what the launch granted). Each request carries a cached access
+token; a 401 makes the session fetch a new token and send the request once more (the
+LMS may have revoked it or let it expire early).
+"""
+
+from collections.abc import Iterable
+
+from ananke_hub.keys import KeyStore
+from ananke_hub.registration import LMSRegistration
+
+from .errors import LTIServiceError
+from .settings import LTIAdvantage
+from .tokens import AccessToken, TokenService
+from .transport import LMSResponse, LMSTransport
+
+
+class ServiceSession:
+    """Authorized requests for one course and one set of scopes."""
+
+    def __init__(
+        self, tokens: TokenService, *, token_url: str, client_id: str, audience: str, scopes
+    ):
+        self.tokens = tokens
+        self.token_url = token_url
+        self.client_id = client_id
+        self.audience = audience
+        self.scopes = frozenset(scopes)
+
+    @property
+    def transport(self) -> LMSTransport:
+        return self.tokens.transport
+
+    async def token(self) -> AccessToken:
+        return await self.tokens.token(
+            token_url=self.token_url,
+            client_id=self.client_id,
+            audience=self.audience,
+            scopes=self.scopes,
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        action: str,
+        accept: str,
+        content_type: str | None = None,
+        content: bytes | None = None,
+    ) -> LMSResponse:
+        refreshed = False
+        while True:
+            token = await self.token()
+            headers = {"Authorization": f"Bearer {token.value}", "Accept": accept}
+            if content_type:
+                headers["Content-Type"] = content_type
+            try:
+                return await self.transport.request(
+                    method, url, action=action, headers=headers, content=content
+                )
+            except LTIServiceError as exc:
+                if exc.status != 401 or refreshed:
+                    raise
+                # Once: a new token, then the same request again.
+                self.tokens.invalidate(token)
+                refreshed = True
+
+
+class LTIClient:
+    """The LTI Advantage services of the one LMS registration, for Kore's jobs."""
+
+    def __init__(
+        self,
+        *,
+        registration: LMSRegistration,
+        key_store: KeyStore,
+        settings: LTIAdvantage | None = None,
+        transport: LMSTransport | None = None,
+    ):
+        self.registration = registration
+        self.settings = settings or LTIAdvantage()
+        self.transport = transport or LMSTransport(
+            retry=self.settings.retry_policy(),
+            request_timeout=self.settings.request_timeout,
+            connect_timeout=self.settings.connect_timeout,
+            max_connections=self.settings.concurrency,
+        )
+        self.tokens = TokenService(self.transport, key_store.signing_key)
+
+    def session(self, *, issuer: str, client_id: str, scopes: Iterable[str]) -> ServiceSession:
+        """A session for a course launched from ``issuer`` with ``client_id``."""
+        registration = self.registration
+        if not registration.access_token_url:
+            raise LTIServiceError(
+                "c.LMSRegistration.access_token_url is not set in 30_lms.py: Kore cannot "
+                "get access tokens for grades and rosters. Moodle: <site>/mod/lti/token.php."
+            )
+        if registration.issuer and issuer != registration.issuer:
+            raise LTIServiceError(
+                f"This course was launched from {issuer!r}, but the hub is registered with "
+                f"{registration.issuer!r} (c.LMSRegistration.issuer): Kore sends its "
+                "credentials to the registered LMS only."
+            )
+        if registration.client_ids and client_id not in registration.client_ids:
+            raise LTIServiceError(
+                f"This course was launched with client id {client_id!r}, which "
+                "c.LMSRegistration.client_id in 30_lms.py no longer lists."
+            )
+        return ServiceSession(
+            self.tokens,
+            token_url=registration.access_token_url,
+            client_id=client_id,
+            audience=registration.token_audience or registration.access_token_url,
+            scopes=scopes,
+        )
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

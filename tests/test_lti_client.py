@@ -1,0 +1,467 @@
+"""Kore's LTI Advantage client against a fake LMS (tests/fake_lms.py): tokens, the one
+request helper (retries, refusals, garbage), AGS line items and scores, NRPS paging."""
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import jwt
+import pytest
+from fake_lms import LINEITEM, NRPS, SCORE, FakeLMS, free_port
+
+from ananke_hub.keys import KeyStore
+from ananke_hub.registration import LMSRegistration
+from kore.lti import (
+    AGSClient,
+    BadLMSResponse,
+    LMSUnavailable,
+    LTIAdvantage,
+    LTIClient,
+    LTIServiceError,
+    NRPSClient,
+    Score,
+    TokenRefused,
+    scores_url,
+)
+from kore.lti.ags import iso_timestamp, with_query
+from kore.lti.retry import RetryPolicy, parse_retry_after
+from kore.lti.transport import LMSResponse
+
+ISSUER = "https://lms.example.edu"
+CLIENT = "tool-client"
+
+
+@pytest.fixture
+def key_store(tmp_path):
+    store = KeyStore(tmp_path / "keys")
+    store.ensure()
+    return store
+
+
+@pytest.fixture
+async def lms(key_store):
+    fake = FakeLMS(jwks=key_store.jwks, client_id=CLIENT).start()
+    fake.users = {"101", "102"}
+    yield fake
+    fake.stop()
+
+
+def fast_settings(**overrides) -> LTIAdvantage:
+    values = dict(retry_delay=0.01, max_retry_delay=0.05, request_timeout=2.0, connect_timeout=1.0)
+    values.update(overrides)
+    return LTIAdvantage(**values)
+
+
+def make_client(lms, key_store, *, audience="", **overrides) -> LTIClient:
+    registration = LMSRegistration(
+        issuer=ISSUER,
+        client_id=CLIENT,
+        access_token_url=lms.token_url,
+        token_audience=audience,
+    )
+    return LTIClient(
+        registration=registration, key_store=key_store, settings=fast_settings(**overrides)
+    )
+
+
+@pytest.fixture
+async def client(lms, key_store):
+    c = make_client(lms, key_store)
+    yield c
+    await c.aclose()
+
+
+def session(client, *scopes):
+    return client.session(issuer=ISSUER, client_id=CLIENT, scopes=scopes or {SCORE, LINEITEM})
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+async def test_client_assertion_claims(client, lms, key_store):
+    token = await session(client, SCORE, LINEITEM).token()
+    assert token.scopes == {SCORE, LINEITEM}
+    (form,) = lms.token_forms
+    assert form["grant_type"] == "client_credentials"
+    assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert set(form["scope"].split()) == {SCORE, LINEITEM}
+    (assertion,) = lms.assertions
+    assert assertion["header"]["kid"] == key_store.signing_key().kid
+    assert assertion["header"]["alg"] == "RS256"
+    claims = assertion["claims"]
+    assert claims["iss"] == claims["sub"] == CLIENT
+    assert claims["aud"] == lms.token_url
+    assert claims["exp"] - claims["iat"] == 300
+    assert abs(claims["iat"] - time.time()) < 60
+    # the token itself never shows in a repr (logs, tracebacks)
+    assert token.value not in repr(token)
+
+
+async def test_token_audience_from_the_registration(lms, key_store):
+    lms.expected_aud = "https://lms.example.edu/oauth2/token"
+    c = make_client(lms, key_store, audience=lms.expected_aud)
+    try:
+        await session(c).token()
+    finally:
+        await c.aclose()
+    assert lms.assertions[0]["claims"]["aud"] == lms.expected_aud
+
+
+async def test_tokens_are_cached_per_scopes_and_each_assertion_is_new(client, lms):
+    import asyncio
+
+    s1 = session(client, SCORE)
+    tokens = await asyncio.gather(*(s1.token() for _ in range(10)))
+    assert len({t.value for t in tokens}) == 1
+    assert len(lms.token_forms) == 1  # ten at once: one request
+    assert (await s1.token()).value == tokens[0].value
+    await session(client, SCORE, LINEITEM).token()
+    assert len(lms.token_forms) == 2  # other scopes, other token
+    jtis = {a["claims"]["jti"] for a in lms.assertions}
+    assert len(jtis) == 2
+
+
+async def test_an_expired_token_is_renewed(client, lms):
+    lms.token_lifetime = 0
+    s = session(client, SCORE)
+    first = await s.token()
+    second = await s.token()
+    assert first.value != second.value
+    assert len(lms.token_forms) == 2
+
+
+async def test_token_with_the_wrong_key_is_refused(lms, tmp_path):
+    other = KeyStore(tmp_path / "other")
+    other.ensure()
+    lms.jwks = other.jwks  # the LMS knows another key than the one Kore signs with
+    c = make_client(lms, KeyStore(tmp_path / "mine"))
+    c.tokens.signing_key = KeyStore(tmp_path / "mine").ensure
+    try:
+        with pytest.raises(TokenRefused) as info:
+            await session(c).token()
+    finally:
+        await c.aclose()
+    assert info.value.status == 401
+    assert "invalid_client" in info.value.message
+    assert "keyset URL" in info.value.message
+    assert len(lms.token_forms) == 1  # a refusal is not retried
+
+
+async def test_token_with_the_wrong_audience_is_refused(client, lms):
+    lms.expected_aud = "https://somewhere.else/token"
+    with pytest.raises(TokenRefused) as info:
+        await session(client).token()
+    assert "assertion refused" in info.value.message and "Audience" in info.value.message
+
+
+async def test_token_endpoint_garbage_is_a_clear_error(client, lms):
+    lms.fail("POST", "/token", 200, body=b"<html>login</html>")
+    with pytest.raises(LTIServiceError) as info:
+        await session(client).token()
+    assert "not JSON" in info.value.message
+
+
+async def test_token_answer_without_access_token(client, lms):
+    lms.fail("POST", "/token", 200, body=json.dumps({"token_type": "Bearer"}).encode())
+    with pytest.raises(TokenRefused, match="without an access_token"):
+        await session(client).token()
+
+
+async def test_token_endpoint_errors_are_retried(client, lms):
+    lms.fail("POST", "/token", 503, times=2)
+    token = await session(client).token()
+    assert token.value
+    assert len([r for r in lms.requests if r[1] == "/token"]) == 3
+
+
+async def test_granted_scopes_come_from_the_answer(client, lms):
+    lms.grant = {SCORE}
+    token = await session(client, SCORE, LINEITEM).token()
+    assert token.scopes == {SCORE}
+
+
+# --- the request helper -----------------------------------------------------------------------
+
+
+async def test_429_with_retry_after_is_retried(client, lms):
+    lms.fail("GET", "/lineitems$", 429, times=2, headers={"Retry-After": "0"})
+    items = await AGSClient(session(client)).line_items(lms.lineitems_url)
+    assert [i.label for i in items] == ["Activity"]
+    assert len([r for r in lms.requests if r[1].endswith("/lineitems")]) == 3
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_5xx_is_retried_until_it_works(client, lms, status):
+    lms.fail("GET", "/lineitems$", status, times=3)
+    assert await AGSClient(session(client)).line_items(lms.lineitems_url)
+
+
+async def test_persistent_5xx_gives_up_after_the_attempts(client, lms):
+    lms.fail("GET", "/lineitems$", 500, times=100, body=b'{"message": "database down"}')
+    with pytest.raises(LMSUnavailable) as info:
+        await AGSClient(session(client)).line_items(lms.lineitems_url)
+    assert info.value.status == 500
+    assert "database down" in info.value.message and "5 times" in info.value.message
+    assert len([r for r in lms.requests if r[1].endswith("/lineitems")]) == 5
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 422])
+async def test_other_4xx_are_not_retried(client, lms, status):
+    lms.fail("GET", "/lineitems$", status, times=5, body=b'{"error": "nope"}')
+    with pytest.raises(LTIServiceError) as info:
+        await AGSClient(session(client)).line_items(lms.lineitems_url)
+    assert info.value.status == status
+    assert "nope" in info.value.message
+    assert len([r for r in lms.requests if r[1].endswith("/lineitems")]) == 1
+
+
+async def test_a_401_gets_a_new_token_once(client, lms):
+    s = session(client)
+    await s.token()
+    lms.tokens.clear()  # the LMS forgot (revoked) every token
+    assert await AGSClient(s).line_items(lms.lineitems_url)
+    assert len(lms.token_forms) == 2
+
+
+async def test_a_second_401_is_an_error(client, lms):
+    lms.fail("GET", "/lineitems$", 401, times=2)
+    with pytest.raises(LTIServiceError) as info:
+        await AGSClient(session(client)).line_items(lms.lineitems_url)
+    assert info.value.status == 401
+    assert len(lms.token_forms) == 2
+
+
+async def test_timeouts_are_retried(lms, key_store):
+    c = make_client(lms, key_store, request_timeout=0.3)
+    try:
+        lms.fail("GET", "/lineitems$", 200, delay=1.0)
+        assert await AGSClient(session(c)).line_items(lms.lineitems_url)
+    finally:
+        await c.aclose()
+    assert len([r for r in lms.requests if r[1].endswith("/lineitems")]) == 2
+
+
+async def test_no_lms_at_all(lms, key_store):
+    registration = LMSRegistration(
+        issuer=ISSUER, client_id=CLIENT, access_token_url=f"http://127.0.0.1:{free_port()}/token"
+    )
+    c = LTIClient(
+        registration=registration, key_store=key_store, settings=fast_settings(max_attempts=2)
+    )
+    try:
+        with pytest.raises(LMSUnavailable, match="connection failed"):
+            await c.session(issuer=ISSUER, client_id=CLIENT, scopes={SCORE}).token()
+    finally:
+        await c.aclose()
+
+
+async def test_garbage_json_is_a_clear_error(client, lms):
+    lms.fail("GET", "/lineitems$", 200, body=b"{not json")
+    with pytest.raises(BadLMSResponse, match="not JSON"):
+        await AGSClient(session(client)).line_items(lms.lineitems_url)
+    lms.fail("GET", "/lineitems$", 200, body=b'{"an": "object"}')
+    with pytest.raises(BadLMSResponse, match="not a list"):
+        await AGSClient(session(client)).line_items(lms.lineitems_url)
+
+
+async def test_service_urls_must_be_http(client):
+    with pytest.raises(LTIServiceError, match="not an http"):
+        await AGSClient(session(client)).line_items("file:///etc/passwd")
+
+
+def test_sessions_only_for_the_registered_lms(key_store):
+    registration = LMSRegistration(
+        issuer=ISSUER, client_id=CLIENT, access_token_url="https://lms/t"
+    )
+    c = LTIClient(registration=registration, key_store=key_store)
+    with pytest.raises(LTIServiceError, match="registered with"):
+        c.session(issuer="https://evil.example", client_id=CLIENT, scopes={SCORE})
+    with pytest.raises(LTIServiceError, match="no longer lists"):
+        c.session(issuer=ISSUER, client_id="other", scopes={SCORE})
+    unset = LTIClient(registration=LMSRegistration(issuer=ISSUER), key_store=key_store)
+    with pytest.raises(LTIServiceError, match="access_token_url is not set"):
+        unset.session(issuer=ISSUER, client_id=CLIENT, scopes={SCORE})
+
+
+def test_retry_after_and_backoff():
+    assert parse_retry_after("7") == 7.0
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert 20 < parse_retry_after(format_datetime(later, usegmt=True)) <= 30
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    policy = RetryPolicy(base_delay=1, max_delay=8, max_retry_after=60)
+    assert policy.delay(1, retry_after=7) == 7
+    assert policy.delay(1, retry_after=3600) == 60
+    for retry, cap in [(1, 1), (2, 2), (3, 4), (4, 8), (10, 8)]:
+        assert cap / 2 <= policy.delay(retry) <= cap
+
+
+def test_link_header_parsing():
+    import httpx
+
+    def response(*links):
+        headers = httpx.Headers([("Link", link) for link in links])
+        return LMSResponse(200, headers, b"", "https://lms/ags/c/lineitems?limit=2")
+
+    assert response('<https://lms/x?page=2>; rel="next"').next_link() == "https://lms/x?page=2"
+    assert (
+        response(
+            '<https://lms/first>; rel="first", </ags/c/lineitems?page=3>; rel=next'
+        ).next_link()
+        == "https://lms/ags/c/lineitems?page=3"
+    )
+    assert (
+        response('<https://lms/a>; rel="prev"', '<https://lms/b>; rel="next last"').next_link()
+        == "https://lms/b"
+    )
+    assert response('<https://lms/a>; rel="last"').next_link() is None
+    assert response().next_link() is None
+
+
+# --- AGS --------------------------------------------------------------------------------------
+
+
+def test_scores_url_keeps_the_query():
+    assert scores_url("https://lms/ags/c/lineitems/1/lineitem?type_id=1") == (
+        "https://lms/ags/c/lineitems/1/lineitem/scores?type_id=1"
+    )
+    assert scores_url("https://lms/ags/c/lineitems/7") == "https://lms/ags/c/lineitems/7/scores"
+    assert scores_url("https://lms/li/7/?a=1&b=2#frag") == "https://lms/li/7/scores?a=1&b=2"
+    assert with_query("https://lms/li?type_id=1", {"limit": "5", "tag": None}) == (
+        "https://lms/li?type_id=1&limit=5"
+    )
+
+
+def test_timestamps_are_iso_utc_with_milliseconds():
+    stamp = iso_timestamp(datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC))
+    assert stamp == "2025-01-02T03:04:05.678+00:00"
+
+
+async def test_line_items_are_paged_and_filtered(client, lms):
+    for n in range(5):
+        lms.add_item(f"hw{n}", 10, resource_id=f"nbgrader:hw{n}", tag="t", link="link1")
+    lms.add_item("other", 10, resource_id="x", link="link2")
+    ags = AGSClient(session(client))
+    everything = await ags.line_items(lms.lineitems_url)
+    assert len(everything) == 7
+    mine = await ags.line_items(lms.lineitems_url, resource_link_id="link1")
+    assert [i.label for i in mine] == [f"hw{n}" for n in range(5)]
+    assert mine[0].resource_id == "nbgrader:hw0" and mine[0].tag == "t"
+    # page_size 2: three pages were read for five items
+    assert len([r for r in lms.requests if r[1].endswith("/lineitems")]) == 4 + 3
+
+
+async def test_paging_is_bounded(lms, key_store):
+    for n in range(9):
+        lms.add_item(f"hw{n}", 10)
+    c = make_client(lms, key_store, max_pages=2)
+    try:
+        with pytest.raises(LTIServiceError, match="more than 2 pages"):
+            await AGSClient(session(c), max_pages=2).line_items(lms.lineitems_url)
+    finally:
+        await c.aclose()
+
+
+async def test_next_page_on_another_site_is_refused(client, lms):
+    lms.fail(
+        "GET",
+        "/lineitems$",
+        200,
+        body=b"[]",
+        headers={"Link": '<https://evil.example/p2>; rel="next"'},
+    )
+    with pytest.raises(BadLMSResponse, match="another site"):
+        await AGSClient(session(client)).line_items(lms.lineitems_url)
+
+
+async def test_create_read_update_line_item(client, lms):
+    ags = AGSClient(session(client))
+    item = await ags.create_line_item(
+        lms.lineitems_url,
+        label="hw1",
+        score_maximum=12.5,
+        resource_id="nbgrader:hw1",
+        tag="ananke-nbgrader",
+        resource_link_id="link1",
+    )
+    assert item.id.startswith(lms.lineitems_url + "/")
+    created = lms.created_items()[0]
+    assert (
+        created.label,
+        created.score_maximum,
+        created.resource_id,
+        created.tag,
+        created.resource_link_id,
+    ) == ("hw1", 12.5, "nbgrader:hw1", "ananke-nbgrader", "link1")
+    assert (await ags.line_item(item.id)).score_maximum == 12.5
+    updated = await ags.update_line_item(item, label="Homework 1", score_maximum=20)
+    assert (updated.label, created.score_maximum) == ("Homework 1", 20)
+
+
+async def test_scores_go_to_the_line_item_with_its_query(client, lms):
+    ags = AGSClient(session(client))
+    await ags.post_score(lms.lineitem_url, Score("101", "Completed", "FullyGraded", 7.5, 10))
+    await ags.post_score(lms.lineitem_url, Score("102", "Initialized", "NotReady"))
+    (sent,) = lms.scores_of(lms.launch_item, "101")
+    assert sent["scoreGiven"] == 7.5 and sent["scoreMaximum"] == 10
+    assert sent["userId"] == "101" and sent["gradingProgress"] == "FullyGraded"
+    (pending,) = lms.scores_of(lms.launch_item, "102")
+    assert "scoreGiven" not in pending and "scoreMaximum" not in pending
+    assert pending["activityProgress"] == "Initialized"
+
+
+async def test_unknown_student_is_a_clear_refusal(client, lms):
+    with pytest.raises(LTIServiceError) as info:
+        await AGSClient(session(client)).post_score(
+            lms.lineitem_url, Score("999", "Completed", "FullyGraded", 1, 10)
+        )
+    assert info.value.status == 422
+    assert "user 999 not in course" in info.value.message
+
+
+# --- NRPS -------------------------------------------------------------------------------------
+
+
+async def test_members_are_read_over_all_pages(client, lms):
+    lms.members = [
+        {"user_id": str(n), "roles": ["Learner"], "name": f"S {n}", "email": f"s{n}@x"}
+        for n in range(7)
+    ] + [
+        {"roles": ["Learner"]},  # no user id
+        "garbage",
+        {"user_id": 3, "roles": ["Learner"], "status": "Inactive"},  # again, numeric id
+    ]
+    roster = await NRPSClient(session(client, NRPS)).members(lms.memberships_url)
+    assert roster.pages == 5
+    assert roster.invalid == 2
+    assert sorted(m.user_id for m in roster.members) == [str(n) for n in range(7)]
+    three = next(m for m in roster.members if m.user_id == "3")
+    assert three.status == "Inactive" and not three.active
+    assert next(m for m in roster.members if m.user_id == "1").email == "s1@x"
+
+
+async def test_roster_without_members_list_is_an_error(client, lms):
+    lms.fail("GET", "/memberships$", 200, body=b'{"context": {}}')
+    with pytest.raises(BadLMSResponse, match="without a list of members"):
+        await NRPSClient(session(client, NRPS)).members(lms.memberships_url)
+
+
+async def test_roster_needs_the_nrps_scope(client, lms):
+    lms.grant = {SCORE}
+    with pytest.raises(LTIServiceError) as info:
+        await NRPSClient(session(client, NRPS, SCORE)).members(lms.memberships_url)
+    assert info.value.status == 403
+
+
+def test_assertion_is_verifiable_with_the_published_key(key_store):
+    from kore.lti.tokens import client_assertion
+
+    token = client_assertion(
+        key_store.signing_key(), client_id="c", audience="https://a/t", now=1000
+    )
+    key = jwt.PyJWK(key_store.jwks()["keys"][-1]).key
+    claims = jwt.decode(
+        token, key, algorithms=["RS256"], audience="https://a/t", options={"verify_exp": False}
+    )
+    assert claims["iat"] == 1000 and claims["exp"] == 1300 and claims["sub"] == "c"
