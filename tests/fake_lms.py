@@ -77,6 +77,7 @@ class FakeLMS:
         self.jtis: set[str] = set()
         self.requests: list[tuple[str, str]] = []
         self.faults: list[Fault] = []
+        self.ghosts: list[dict] = []  # listed line items that no longer exist (stale list)
         self.server = None
         # The activity's own line item, with a query as Moodle's.
         self.launch_item = self.add_item("Activity", 100, query="type_id=1")
@@ -327,9 +328,9 @@ class LineItemsHandler(Base):
             value = self.get_query_argument(arg, None)
             if value is not None:
                 items = [i for i in items if getattr(i, attr) == value]
-        chunk = self.page(items)
+        chunk = self.page([item_json(self.lms, i) for i in items] + self.lms.ghosts)
         self.json_reply(
-            [item_json(self.lms, i) for i in chunk],
+            chunk,
             content_type="application/vnd.ims.lis.v2.lineitemcontainer+json",
         )
 

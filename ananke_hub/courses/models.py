@@ -6,7 +6,18 @@ members. Names, titles and e-mail addresses are data for display; ids are the ke
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -73,3 +84,93 @@ class Member(Base):
     last_launch: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     course: Mapped[Course] = relationship(back_populates="members")
+
+
+# --- LMS syncs (grades through AGS, rosters through NRPS): see sync_store.py -----------------
+
+
+class SyncRun(Base):
+    """One grade or roster sync of a course: who started it, its options, how it went."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    course_id: Mapped[str] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), index=True
+    )
+    #: "grades" or "roster".
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The hub user who started it, or "cli:<os user>".
+    started_by: Mapped[str] = mapped_column(String(64), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Written while it runs; a "running" run without one for long was interrupted.
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: "running", "finished" (every result sent, unchanged or skipped), "failed" (some
+    #: results failed, or the run could not start its work: see message).
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    #: Results per status, e.g. {"sent": 40, "unchanged": 2}.
+    counts: Mapped[dict] = mapped_column(JSON, default=dict)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: What went wrong for the whole run, or what to know (warnings), for people.
+    message: Mapped[str] = mapped_column(Text, default="")
+    warnings: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class SyncResult(Base):
+    """What happened to one item of one person in one run (a score, a roster entry)."""
+
+    __tablename__ = "sync_results"
+    __table_args__ = (Index("ix_sync_results_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("sync_runs.id", ondelete="CASCADE"))
+    course_id: Mapped[str] = mapped_column(String(32))
+    username: Mapped[str] = mapped_column(String(64))
+    lms_user_id: Mapped[str] = mapped_column(String(255), default="")
+    #: "assignment:<name>", "total" or (roster) "membership".
+    item_key: Mapped[str] = mapped_column(String(300))
+    item_label: Mapped[str] = mapped_column(String(300), default="")
+    lineitem_url: Mapped[str] = mapped_column(String(1024), default="")
+    score_given: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score_maximum: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: grades: sent, unchanged, skipped, failed; roster: added, updated, unchanged,
+    #: deactivated, skipped, failed.
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SyncDelivery(Base):
+    """The last score the LMS accepted per person and item: a re-sync skips it unchanged."""
+
+    __tablename__ = "sync_deliveries"
+
+    course_id: Mapped[str] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    lineitem_url: Mapped[str] = mapped_column(String(1024), default="")
+    #: What was sent (URL, user, score, maximum, progress), hashed: equal = nothing new.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    score_given: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score_maximum: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+
+
+class SyncLock(Base):
+    """At most one running sync per course and kind, across Kore and the CLI."""
+
+    __tablename__ = "sync_locks"
+
+    course_id: Mapped[str] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,91 @@
+"""What a course's nbgrader gradebook says, read once per grade sync.
+
+The gradebook is the SQLite file nbgrader keeps in the grader account's home. It is
+read in a worker thread, confined to that home as its owner like every other access
+to it (:mod:`ananke_hub.courses.nbgrader_setup`), and turned into plain data: the
+assignments with their maximum, the students, and each submission's score.
+
+A submission's score is nbgrader's: the sum of its graded cells, minus the late
+penalty, never below 0 (as ``nbgrader export`` computes it). A submission that still
+has cells to grade by hand is "pending manual grading". In nbgrader a submission is in
+the gradebook once it was autograded; before that the student counts as "not submitted".
+"""
+
+from dataclasses import dataclass, field
+
+from ananke_hub import fsutil
+from ananke_hub.courses import nbgrader_setup
+from ananke_hub.courses.layout import CoursePaths
+
+
+class GradebookUnreadable(Exception):
+    """The course's gradebook exists but cannot be read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    name: str
+    max_score: float
+
+
+@dataclass(frozen=True)
+class Student:
+    username: str
+    lms_user_id: str = ""
+    given_name: str = ""
+    family_name: str = ""
+
+
+@dataclass(frozen=True)
+class Submission:
+    score: float
+    needs_manual_grade: bool = False
+
+
+@dataclass(frozen=True)
+class GradebookSnapshot:
+    #: In nbgrader's order (due date, then name).
+    assignments: list[Assignment] = field(default_factory=list)
+    students: dict[str, Student] = field(default_factory=dict)
+    #: (username, assignment name) -> submission; missing = not submitted.
+    submissions: dict[tuple[str, str], Submission] = field(default_factory=dict)
+    #: False when the course has no gradebook yet (its files are not created).
+    exists: bool = True
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _snapshot(gb) -> GradebookSnapshot:
+    assignments = [Assignment(a.name, _number(a.max_score)) for a in gb.assignments]
+    students = {
+        s.id: Student(s.id, s.lms_user_id or "", s.first_name or "", s.last_name or "")
+        for s in gb.students
+    }
+    submissions = {}
+    for assignment in assignments:
+        for sub in gb.assignment_submissions(assignment.name):
+            score = max(0.0, _number(sub.score) - _number(sub.late_submission_penalty))
+            submissions[(sub.student.id, assignment.name)] = Submission(
+                round(score, 6), bool(sub.needs_manual_grade)
+            )
+    return GradebookSnapshot(assignments, students, submissions)
+
+
+def read_gradebook(paths: CoursePaths) -> GradebookSnapshot:
+    """The course's gradebook as data. Blocking: call it in a thread."""
+    try:
+        present = paths.home.is_dir() and fsutil.exists_in_home(
+            paths.home, nbgrader_setup.GRADEBOOK_FILE
+        )
+    except (OSError, ValueError) as exc:
+        raise GradebookUnreadable(f"the course directory {paths.home} is unusable: {exc}") from exc
+    if not present:
+        return GradebookSnapshot(exists=False)
+    try:
+        return nbgrader_setup._in_gradebook(paths, _snapshot)  # noqa: SLF001 (the one confined access)
+    except Exception as exc:  # SQLAlchemy, nbgrader, fsutil: all mean "cannot read it"
+        raise GradebookUnreadable(
+            f"nbgrader's gradebook {paths.gradebook} cannot be read ({type(exc).__name__}: {exc})"
+        ) from exc

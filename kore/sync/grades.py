@@ -1,0 +1,612 @@
+"""Grade sync: every student's nbgrader scores into the LMS gradebook (LTI AGS 2.0).
+
+One job per request, for one course:
+
+1. Read the course's gradebook (in a thread): assignments with their maximum, each
+   student's score per assignment. Students are the gradebook's plus the course's
+   learners in the registry, so someone who never submitted (or never launched, once a
+   roster sync listed them) gets their 0 or "not submitted", as the instructor chose.
+2. If the launch granted the line item scope ("grade sync and column management" in
+   Moodle): find this course's line item of each assignment (``resourceId``
+   ``nbgrader:<assignment>``, ``tag`` :data:`TAG`, the activity's resource link), or
+   create it; then send each student's score per assignment, and the course total to
+   the activity's own line item. With only the score scope ("grade sync only"): only
+   the total, to the activity's own line item.
+3. Up to ``c.LTIAdvantage.concurrency`` requests at a time, each retried on 429, 5xx
+   and timeouts. Every (student, item) gets a result in the registry: sent, unchanged,
+   skipped or failed, with a message.
+
+Idempotent: what the LMS accepted is remembered (per student and item: the line item
+URL, the user id, score, maximum and progress), and a later sync sends only what
+changed or has not arrived yet, unless ``resend`` is set. A retry after failures thus
+sends only what failed or is missing.
+
+Decisions worth knowing:
+
+- Scores are nbgrader's (late penalty subtracted, never below 0). A submission that
+  still needs manual grading goes out as ``Submitted``/``PendingManual`` with its score
+  so far (Moodle shows no grade until it is ``FullyGraded``).
+- A score above the maximum (nbgrader extra credit) is sent as it is and reported
+  "sent" with a warning in its message: AGS allows it; some LMSs cap it.
+- A 404 to a score: Kore reads the line item. Gone: it is created once more (one new
+  line item per sync at most) and the score sent to it. Still there: the LMS does not
+  know the student; the result fails with the LMS's words.
+- After ``c.LTIAdvantage.abort_after`` scores in a row that failed because the LMS did
+  not answer, or once the LMS refuses Kore's token, the rest is reported as not sent
+  instead of hammering an LMS that is down.
+"""
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ananke_hub.courses.layout import CourseLayout
+from ananke_hub.courses.models import Course
+from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.courses.sync_store import DeliveryRecord, ResultRecord
+from ananke_hub.lti_spec import AGS_SCOPE_LINEITEM, AGS_SCOPE_SCORE
+from ananke_hub.roles import Role
+
+from ..lti import (
+    AGSClient,
+    LMSUnavailable,
+    LTIAdvantage,
+    LTIClient,
+    LTIServiceError,
+    Score,
+    TokenRefused,
+)
+from ..lti import ags as agsv
+from .gradebook import GradebookSnapshot, read_gradebook
+from .job import SyncFailed, SyncJob
+
+KIND = "grades"
+#: The ``tag`` of the line items Kore creates; with ``resourceId`` it finds them again.
+TAG = "ananke-nbgrader"
+RESOURCE_PREFIX = "nbgrader:"
+TOTAL_KEY = "total"
+TOTAL_LABEL = "Course total"
+
+
+def assignment_key(name: str) -> str:
+    return "assignment:" + name
+
+
+class Missing(StrEnum):
+    """What a student who did not submit an assignment gets."""
+
+    ZERO = "zero"
+    NOT_SUBMITTED = "not_submitted"
+
+
+class OptionsError(ValueError):
+    """The options of a sync request are not usable; the message says why."""
+
+
+@dataclass(frozen=True)
+class GradeSyncOptions:
+    missing: Missing = Missing.ZERO
+    resend: bool = False
+
+    @classmethod
+    def from_json(cls, data) -> "GradeSyncOptions":
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise OptionsError(
+                'Send a JSON object, e.g. {"missing": "zero", "resend": false}, not a '
+                f"{type(data).__name__}."
+            )
+        unknown = sorted(set(data) - {"missing", "resend"})
+        if unknown:
+            raise OptionsError(
+                "Unknown option(s) " + ", ".join(repr(k) for k in unknown) + ': use "missing" '
+                'and "resend".'
+            )
+        missing = data.get("missing", Missing.ZERO.value)
+        if missing not in {m.value for m in Missing}:
+            raise OptionsError(
+                '"missing" must be "zero" (no submission counts 0) or "not_submitted" '
+                "(no score is sent), not " + json.dumps(missing)[:50] + "."
+            )
+        resend = data.get("resend", False)
+        if not isinstance(resend, bool):
+            raise OptionsError('"resend" must be true or false.')
+        return cls(Missing(missing), resend)
+
+    def to_json(self) -> dict:
+        return {"missing": self.missing.value, "resend": self.resend}
+
+
+@dataclass
+class Target:
+    """Where the scores of one item go: a line item of the LMS."""
+
+    key: str
+    label: str
+    score_maximum: float
+    url: str = ""
+    #: Why nothing can be sent to it ("" if it can), and the status that gives.
+    problem: str = ""
+    problem_status: str = "failed"
+    #: Set for line items Kore made (per assignment): it may make them again.
+    resource_id: str = ""
+    recreated: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    username: str
+    lms_user_id: str
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class Work:
+    recipient: Recipient
+    target: Target
+    score: Score | None
+
+
+def fingerprint(url: str, score: Score) -> str:
+    data = [
+        url,
+        score.user_id,
+        score.score_given,
+        score.score_maximum,
+        score.activity_progress,
+        score.grading_progress,
+    ]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+# --- what each student gets -------------------------------------------------------------------
+
+
+def assignment_score(
+    snapshot: GradebookSnapshot, user: Recipient, name: str, maximum: float, missing: Missing
+) -> Score:
+    sub = snapshot.submissions.get((user.username, name))
+    if sub is not None:
+        if sub.needs_manual_grade:
+            return Score(
+                user.lms_user_id,
+                agsv.ACTIVITY_SUBMITTED,
+                agsv.GRADING_PENDING_MANUAL,
+                sub.score,
+                maximum,
+            )
+        return Score(
+            user.lms_user_id, agsv.ACTIVITY_COMPLETED, agsv.GRADING_FULLY_GRADED, sub.score, maximum
+        )
+    if missing is Missing.ZERO:
+        return Score(
+            user.lms_user_id, agsv.ACTIVITY_INITIALIZED, agsv.GRADING_FULLY_GRADED, 0.0, maximum
+        )
+    return Score(user.lms_user_id, agsv.ACTIVITY_INITIALIZED, agsv.GRADING_NOT_READY)
+
+
+def total_score(
+    snapshot: GradebookSnapshot, user: Recipient, names: list[str], maximum: float, missing: Missing
+) -> Score:
+    subs = [snapshot.submissions.get((user.username, name)) for name in names]
+    submitted = [s for s in subs if s is not None]
+    if not submitted:
+        if missing is Missing.NOT_SUBMITTED:
+            return Score(user.lms_user_id, agsv.ACTIVITY_INITIALIZED, agsv.GRADING_NOT_READY)
+        return Score(
+            user.lms_user_id, agsv.ACTIVITY_INITIALIZED, agsv.GRADING_FULLY_GRADED, 0.0, maximum
+        )
+    given = round(sum(s.score for s in submitted), 6)
+    pending = any(s.needs_manual_grade for s in submitted)
+    activity = (
+        agsv.ACTIVITY_COMPLETED if len(submitted) == len(names) else agsv.ACTIVITY_IN_PROGRESS
+    )
+    grading = agsv.GRADING_PENDING_MANUAL if pending else agsv.GRADING_FULLY_GRADED
+    return Score(user.lms_user_id, activity, grading, given, maximum)
+
+
+def recipients(snapshot: GradebookSnapshot, members) -> list[Recipient]:
+    """The gradebook's students and the course's learners, each once, by user name."""
+    by_name = {m.username: m for m in members}
+    names = set(snapshot.students) | {m.username for m in members if m.role == Role.LEARNER}
+    result = []
+    for username in sorted(names):
+        member = by_name.get(username)
+        student = snapshot.students.get(username)
+        lms_id = (member.lms_user_id if member else "") or (student.lms_user_id if student else "")
+        problem = ""
+        if member is not None and member.role != Role.LEARNER:
+            problem = f"Not sent: {username} is {member.role.replace('_', ' ')} of this course."
+        elif member is not None and not member.active:
+            problem = (
+                "Not sent: no longer in the LMS course (the roster sync marked them inactive)."
+            )
+        elif not lms_id:
+            problem = (
+                "Not sent: no LMS user id. The student never launched the activity and no "
+                "roster sync listed them; run a roster sync, or let them launch once."
+            )
+        result.append(Recipient(username, lms_id, problem))
+    return result
+
+
+# --- the job ----------------------------------------------------------------------------------
+
+
+class GradeSyncJob(SyncJob):
+    kind = KIND
+
+    def __init__(
+        self,
+        course_id: str,
+        options: GradeSyncOptions,
+        *,
+        registry: CourseRegistry,
+        layout: CourseLayout,
+        lti_client: LTIClient,
+        settings: LTIAdvantage | None = None,
+        **kwargs,
+    ):
+        super().__init__(course_id, registry=registry, options=options.to_json(), **kwargs)
+        self.grade_options = options
+        self.layout = layout
+        self.lti_client = lti_client
+        self.settings = settings or lti_client.settings
+        self.ags: AGSClient | None = None
+        self.abort_reason = ""
+        self._unavailable_streak = 0
+
+    # --- plan ---------------------------------------------------------------------------
+
+    async def work(self) -> None:
+        course: Course | None = await self.registry.run(self.registry.get, self.course_id)
+        if course is None:
+            raise SyncFailed(f"There is no course {self.course_id} on this hub.")
+        snapshot = await asyncio.to_thread(read_gradebook, self.layout.course(self.course_id))
+        if not snapshot.exists:
+            self.warn(
+                "The course has no nbgrader gradebook yet (the activity's first launch "
+                "creates it): every learner counts as not having submitted."
+            )
+        members = await self.registry.run(self.registry.members, self.course_id)
+        granted = set(course.ags_scopes or [])
+        per_assignment = AGS_SCOPE_LINEITEM in granted and bool(course.lineitems_url)
+        targets = self.plan_targets(course, snapshot, per_assignment)
+        users = recipients(snapshot, members)
+        names = [a.name for a in snapshot.assignments if a.max_score > 0]
+        works = []
+        missing = self.grade_options.missing
+        for user in users:
+            for target in targets:
+                if user.problem or target.problem:
+                    score = None
+                elif target.key == TOTAL_KEY:
+                    score = total_score(snapshot, user, names, target.score_maximum, missing)
+                else:
+                    name = target.key.removeprefix("assignment:")
+                    score = assignment_score(snapshot, user, name, target.score_maximum, missing)
+                works.append(Work(user, target, score))
+        self.set_total(len(works))
+        if not users:
+            self.warn("Nobody to send grades for: no students in the gradebook or the registry.")
+
+        sendable = [t for t in targets if not t.problem]
+        if sendable and any(w.score is not None for w in works):
+            if AGS_SCOPE_SCORE not in granted:
+                self.abort(
+                    "The LMS did not allow this activity to send grades (no AGS score scope "
+                    "in its launch). In Moodle, set the tool's \"IMS LTI Assignment and Grade "
+                    'Services" to "Use this service for grade sync only" (or with column '
+                    "management), then launch the activity once and sync again."
+                )
+            else:
+                scopes = {AGS_SCOPE_SCORE} | ({AGS_SCOPE_LINEITEM} if per_assignment else set())
+                await self.connect(course, scopes)
+                if per_assignment and not self.abort_reason:
+                    await self.resolve_line_items(course, [t for t in sendable if t.resource_id])
+        await self.send_all(works)
+
+    def plan_targets(
+        self, course: Course, snapshot: GradebookSnapshot, per_assignment: bool
+    ) -> list[Target]:
+        targets = []
+        if per_assignment:
+            for assignment in snapshot.assignments:
+                target = Target(
+                    assignment_key(assignment.name),
+                    assignment.name,
+                    assignment.max_score,
+                    resource_id=RESOURCE_PREFIX + assignment.name,
+                )
+                if assignment.max_score <= 0:
+                    target.problem = (
+                        f"Not sent: {assignment.name} has no points in nbgrader (maximum 0), "
+                        "and an LMS grade item needs a maximum above 0."
+                    )
+                    target.problem_status = "skipped"
+                targets.append(target)
+        elif course.lineitem_url:
+            self.warn(
+                "The LMS allows grade sync only (no line item management in the launch): "
+                "only the course total is sent, to the activity's own grade item."
+            )
+        maximum = round(sum(a.max_score for a in snapshot.assignments if a.max_score > 0), 6)
+        total = Target(TOTAL_KEY, TOTAL_LABEL, maximum, url=course.lineitem_url)
+        if not course.lineitem_url:
+            if per_assignment:
+                total.problem = (
+                    "Not sent: the activity has no grade item of its own in the LMS (it is "
+                    "not graded there); the assignments' grade items have the scores."
+                )
+                total.problem_status = "skipped"
+            else:
+                total.problem = (
+                    "Not sent: the launch gave Kore neither a grade item of the activity nor "
+                    "permission to create grade items. Make the activity graded in the LMS "
+                    "(and allow LTI grade services for the tool), launch it once, sync again."
+                )
+        elif maximum <= 0:
+            total.problem = "Not sent: no assignment with points in the gradebook yet."
+            total.problem_status = "skipped"
+        targets.append(total)
+        return targets
+
+    def abort(self, reason: str) -> None:
+        if not self.abort_reason:
+            self.abort_reason = reason
+            self.warn(reason)
+
+    async def connect(self, course: Course, scopes: set[str]) -> None:
+        """An AGS client with a token for ``scopes``; on failure, the reason to abort."""
+        try:
+            session = self.lti_client.session(
+                issuer=course.issuer, client_id=course.client_id, scopes=scopes
+            )
+            await session.token()
+        except LTIServiceError as exc:
+            self.abort(exc.message)
+            return
+        self.ags = AGSClient(session, max_pages=self.settings.max_pages)
+
+    async def resolve_line_items(self, course: Course, targets: list[Target]) -> None:
+        """Find this course's line item of each assignment; create what is missing."""
+        try:
+            existing = await self.ags.line_items(
+                course.lineitems_url, resource_link_id=course.resource_link_id or None
+            )
+        except LTIServiceError as exc:
+            for target in targets:
+                target.problem = f"Not sent: Kore could not look up the grade items. {exc.message}"
+            return
+        ours: dict[str, list[agsv.LineItem]] = {}
+        for item in existing:
+            if item.tag not in ("", TAG):
+                continue
+            if item.resource_link_id not in ("", course.resource_link_id):
+                continue
+            ours.setdefault(item.resource_id, []).append(item)
+        limit = asyncio.Semaphore(self.settings.concurrency)
+
+        async def resolve(target: Target):
+            async with limit:
+                found = ours.get(target.resource_id, [])
+                if len(found) > 1:
+                    self.warn(
+                        f"The LMS has {len(found)} grade items for {target.label}; Kore uses "
+                        f"the first ({found[0].id}). Delete the others in the LMS."
+                    )
+                try:
+                    if found:
+                        target.url = found[0].id
+                        await self.update_if_changed(found[0], target)
+                    else:
+                        target.url = (await self.create(course, target)).id
+                except LTIServiceError as exc:
+                    target.problem = f"Not sent: {exc.message}"
+
+        await asyncio.gather(*(resolve(t) for t in targets))
+
+    async def create(self, course: Course, target: Target) -> agsv.LineItem:
+        item = await self.ags.create_line_item(
+            course.lineitems_url,
+            label=target.label,
+            score_maximum=target.score_maximum,
+            resource_id=target.resource_id,
+            tag=TAG,
+            resource_link_id=course.resource_link_id,
+        )
+        self.log.info("%s created line item %s for %s", self.log_prefix, item.id, target.label)
+        return item
+
+    async def update_if_changed(self, item: agsv.LineItem, target: Target) -> None:
+        if item.score_maximum == target.score_maximum and item.label == target.label:
+            return
+        try:
+            await self.ags.update_line_item(
+                item, label=target.label, score_maximum=target.score_maximum
+            )
+        except LTIServiceError as exc:
+            # Scores carry their own maximum; the LMS's column keeps its old one.
+            self.warn(f"The grade item of {target.label} keeps its old maximum: {exc.message}")
+
+    # --- send ---------------------------------------------------------------------------
+
+    async def send_all(self, works: list[Work]) -> None:
+        delivered = await self.registry.run(self.store.deliveries, self.course_id)
+        queue: asyncio.Queue[Work] = asyncio.Queue()
+        for work in works:
+            queue.put_nowait(work)
+
+        async def worker():
+            while True:
+                try:
+                    work = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self.process(work, delivered)
+
+        count = max(1, min(self.settings.concurrency, len(works)))
+        await asyncio.gather(*(worker() for _ in range(count)))
+
+    def result(self, work: Work, status: str, message: str = "", url: str = "") -> ResultRecord:
+        score = work.score
+        return ResultRecord(
+            username=work.recipient.username,
+            lms_user_id=work.recipient.lms_user_id,
+            item_key=work.target.key,
+            item_label=work.target.label,
+            lineitem_url=url or work.target.url,
+            score_given=score.score_given if score else None,
+            score_maximum=score.score_maximum if score else None,
+            status=status,
+            message=message,
+        )
+
+    async def process(self, work: Work, delivered: dict) -> None:
+        target, user = work.target, work.recipient
+        if user.problem:
+            self.record(self.result(work, "skipped", user.problem))
+            return
+        if target.problem:
+            self.record(self.result(work, target.problem_status, target.problem))
+            return
+        if self.abort_reason:
+            self.record(self.result(work, "failed", "Not sent: " + self.abort_reason))
+            return
+        url = target.url
+        key = (user.username, target.key)
+        if not self.grade_options.resend and delivered.get(key) == fingerprint(url, work.score):
+            self.record(self.result(work, "unchanged", "The LMS has this score already."))
+            return
+        try:
+            url = await self.send(work, url)
+        except TokenRefused as exc:
+            self.abort(exc.message)
+            self.record(self.result(work, "failed", exc.message))
+            return
+        except LMSUnavailable as exc:
+            self._unavailable_streak += 1
+            if self._unavailable_streak >= self.settings.abort_after:
+                self.abort(
+                    f"the LMS did not answer {self._unavailable_streak} scores in a row; "
+                    "Kore stopped sending. Sync again later: only what is missing is sent."
+                )
+            self.record(self.result(work, "failed", exc.message))
+            return
+        except LTIServiceError as exc:
+            if exc.status == 401:
+                self.abort(
+                    "the LMS refuses Kore's access token even after a new one was issued: "
+                    + exc.message
+                )
+            self.record(self.result(work, "failed", self.explain(exc)))
+            return
+        self._unavailable_streak = 0
+        score = work.score
+        message = ""
+        if (
+            score.score_given is not None
+            and score.score_maximum is not None
+            and score.score_given > score.score_maximum
+        ):
+            message = (
+                f"Warning: the score {score.score_given:g} is above the maximum "
+                f"{score.score_maximum:g} (extra credit in nbgrader); sent as it is, and "
+                "some LMSs cap it."
+            )
+        self.record(
+            self.result(work, "sent", message, url),
+            DeliveryRecord(
+                user.username,
+                target.key,
+                url,
+                fingerprint(url, score),
+                score.score_given,
+                score.score_maximum,
+            ),
+        )
+
+    @staticmethod
+    def explain(exc: LTIServiceError) -> str:
+        if exc.status in (400, 404, 422):
+            return exc.message + (
+                " The LMS may not know this student in the course (enrolment ended?), or "
+                "refuses the score."
+            )
+        if exc.status == 403:
+            return exc.message + " The LMS does not let the tool change this grade."
+        if exc.status == 409:
+            return exc.message + " The LMS has a newer score for this student (clock skew?)."
+        return exc.message
+
+    async def send(self, work: Work, url: str) -> str:
+        """Post the score; the URL it went to (a new line item if the old one was gone)."""
+        try:
+            await self.ags.post_score(url, work.score)
+            return url
+        except LTIServiceError as exc:
+            if exc.status not in (404, 410) or isinstance(exc, LMSUnavailable):
+                raise
+            new_url = await self.replacement(work.target, url, exc)
+        await self.ags.post_score(new_url, work.score)
+        return new_url
+
+    async def replacement(self, target: Target, url: str, not_found: LTIServiceError) -> str:
+        """After a 404 to ``url``: the line item to send to instead, or re-raise."""
+        async with target.lock:
+            if target.url != url:
+                return target.url  # another worker made a new one meanwhile
+            if not target.resource_id or target.recreated:
+                raise not_found
+            try:
+                await self.ags.line_item(url)
+            except LTIServiceError as exc:
+                if exc.status not in (404, 410):
+                    raise not_found from None
+            else:
+                raise not_found  # the line item is there: the LMS does not know the student
+            course = await self.registry.run(self.registry.get, self.course_id)
+            item = await self.create(course, target)
+            self.warn(
+                f"The grade item of {target.label} was deleted in the LMS; Kore created it "
+                "again and sends its scores there."
+            )
+            target.url = item.id
+            target.recreated = True
+            return item.id
+
+
+async def run_grade_sync(
+    course_id: str,
+    options: GradeSyncOptions | dict | None = None,
+    *,
+    registry: CourseRegistry,
+    layout: CourseLayout,
+    lti_client: LTIClient,
+    progress=None,
+    who: str = "",
+    log=None,
+) -> dict:
+    """Run one grade sync of a course to its end; the run's final counters.
+
+    ``progress``: called with the job after every result (a progress bar). Raises
+    :class:`~ananke_hub.courses.sync_store.SyncAlreadyRunning` if one runs already.
+    """
+    if not isinstance(options, GradeSyncOptions):
+        options = GradeSyncOptions.from_json(options)
+    job = GradeSyncJob(
+        course_id,
+        options,
+        registry=registry,
+        layout=layout,
+        lti_client=lti_client,
+        who=who,
+        listener=progress,
+        log=log,
+    )
+    await job.begin()
+    return await job.run()

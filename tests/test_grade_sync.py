@@ -1,0 +1,578 @@
+"""The grade sync job (kore/sync/grades.py) against the fake LMS of tests/fake_lms.py.
+
+A course is recorded in a SQLite registry as launches record it (with the fake LMS's
+AGS and NRPS endpoints), its files and gradebook made by nbgrader_setup, and the
+gradebook filled through nbgrader's API. Each test runs the job in-process and looks
+at what arrived in the fake LMS and what the registry says.
+"""
+
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from fake_lms import LINEITEM, RESULT_READONLY, SCORE, FakeLMS
+from sqlalchemy import update
+
+from ananke_hub import lti_spec
+from ananke_hub.courses import nbgrader_setup
+from ananke_hub.courses.identity import LaunchInfo
+from ananke_hub.courses.layout import CourseLayout
+from ananke_hub.courses.models import Member, SyncLock
+from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.courses.settings import CourseSettings
+from ananke_hub.courses.sync_store import SyncAlreadyRunning, SyncStore
+from ananke_hub.keys import KeyStore
+from ananke_hub.registration import LMSRegistration
+from ananke_hub.usernames import hub_username
+from kore.lti import LTIAdvantage, LTIClient
+from kore.sync.grades import TAG, GradeSyncJob, GradeSyncOptions, OptionsError, run_grade_sync
+
+ISSUER = "https://lms.example.edu"
+CLIENT = "tool-client"
+LINK = "link1"
+ROLES = {
+    "instructor": [lti_spec.ROLE_INSTRUCTOR],
+    "ta": [lti_spec.ROLE_INSTRUCTOR, lti_spec.ROLE_TEACHING_ASSISTANT],
+    "learner": [lti_spec.ROLE_LEARNER],
+}
+ALL_SCOPES = (LINEITEM, RESULT_READONLY, SCORE)
+
+# nbgrader's own API warns while the tests make submissions; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
+
+
+# --- a course as launches leave it ------------------------------------------------------------
+
+
+def launch_claims(lms: FakeLMS, sub: str, role: str, *, scopes=ALL_SCOPES, link=LINK, **extra):
+    claims = {
+        "iss": ISSUER,
+        "aud": CLIENT,
+        "sub": sub,
+        lti_spec.DEPLOYMENT_ID: "d1",
+        lti_spec.RESOURCE_LINK: {"id": link, "title": "Homework"},
+        lti_spec.CONTEXT: {"id": lms.context, "title": "Data Science"},
+        lti_spec.ROLES: ROLES[role],
+        lti_spec.AGS_ENDPOINT: {
+            "scope": list(scopes),
+            "lineitems": lms.lineitems_url,
+            "lineitem": lms.lineitem_url,
+        },
+        lti_spec.NRPS: {
+            "context_memberships_url": lms.memberships_url,
+            "service_versions": ["2.0"],
+        },
+        "given_name": f"Given{sub}",
+        "family_name": f"Family{sub}",
+        "email": f"{sub}@example.edu",
+    }
+    claims.update(extra)
+    return claims
+
+
+def launch(registry, lms, sub, role, **kwargs) -> str:
+    info = LaunchInfo.from_id_token(launch_claims(lms, sub, role, **kwargs), hub_username(sub))
+    registry.record_launch(info)
+    return info.course_id
+
+
+@contextmanager
+def gradebook(layout: CourseLayout, course_id: str):
+    from nbgrader.api import Gradebook
+
+    gb = Gradebook(layout.course(course_id).gradebook_url, course_id)
+    try:
+        yield gb
+    finally:
+        gb.close()
+
+
+def add_assignment(layout, course_id, name, *cells):
+    """An assignment with grade cells of these maxima."""
+    with gradebook(layout, course_id) as gb:
+        gb.add_assignment(name)
+        gb.add_notebook("p1", name)
+        for n, maximum in enumerate(cells):
+            gb.add_grade_cell(f"q{n}", "p1", name, max_score=maximum, cell_type="markdown")
+
+
+def submit(layout, course_id, username, assignment, *scores, lms_id=None, manual=False):
+    """A graded submission; ``manual``: its cells still need manual grading."""
+    with gradebook(layout, course_id) as gb:
+        student = gb.update_or_create_student(username)
+        if lms_id is not None:
+            student.lms_user_id = lms_id
+        gb.db.commit()
+        gb.add_submission(assignment, username)
+        for n, score in enumerate(scores):
+            grade = gb.find_grade(f"q{n}", "p1", assignment, username)
+            grade.manual_score = score
+            grade.needs_manual_grade = manual
+        gb.db.commit()
+
+
+def set_score(layout, course_id, username, assignment, cell, score):
+    with gradebook(layout, course_id) as gb:
+        gb.find_grade(f"q{cell}", "p1", assignment, username).manual_score = score
+        gb.db.commit()
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def key_store(tmp_path):
+    store = KeyStore(tmp_path / "keys")
+    store.ensure()
+    return store
+
+
+@pytest.fixture
+async def lms(key_store):
+    fake = FakeLMS(jwks=key_store.jwks, client_id=CLIENT, link=LINK).start()
+    fake.users = {"101", "102", "103", "104"}
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    reg = CourseRegistry(url=f"sqlite:///{tmp_path / 'courses.sqlite'}")
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def layout(tmp_path):
+    return CourseLayout(
+        homes_root=str(tmp_path / "homes"), exchange_root=str(tmp_path / "exchange")
+    )
+
+
+def settings(**overrides):
+    values = dict(retry_delay=0.01, max_retry_delay=0.05, request_timeout=5.0)
+    values.update(overrides)
+    return LTIAdvantage(**values)
+
+
+@pytest.fixture
+def client_settings():
+    return settings()
+
+
+@pytest.fixture
+async def client(lms, key_store, client_settings):
+    registration = LMSRegistration(issuer=ISSUER, client_id=CLIENT, access_token_url=lms.token_url)
+    c = LTIClient(registration=registration, key_store=key_store, settings=client_settings)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+def course(registry, lms, layout):
+    """Instructor u1, learners u101 and u102 launched; course files on disk."""
+    course_id = launch(registry, lms, "1", "instructor")
+    launch(registry, lms, "101", "learner")
+    launch(registry, lms, "102", "learner")
+    nbgrader_setup.ensure_course_files(layout.course(course_id), course_id, CourseSettings())
+    return course_id
+
+
+@pytest.fixture
+def homework(course, layout):
+    """hw1 (max 10) and hw2 (max 5); u101 did both, u102 only hw1; u103 submitted hw1
+    without ever launching (in the gradebook with an LMS id)."""
+    add_assignment(layout, course, "hw1", 6, 4)
+    add_assignment(layout, course, "hw2", 5)
+    submit(layout, course, "u101", "hw1", 5, 2)
+    submit(layout, course, "u101", "hw2", 5)
+    submit(layout, course, "u102", "hw1", 3, 0)
+    submit(layout, course, "u103", "hw1", 1, 1, lms_id="103")
+    return course
+
+
+async def sync(course_id, registry, layout, client, **options):
+    return await run_grade_sync(
+        course_id, options, registry=registry, layout=layout, lti_client=client, who="uinst"
+    )
+
+
+def results(registry, run) -> dict:
+    _, rows = SyncStore(registry).results(run["run_id"])
+    return {(r["username"], r["item"]): r for r in rows}
+
+
+def item_for(lms: FakeLMS, resource_id: str):
+    (item,) = [i for i in lms.items.values() if i.resource_id == resource_id]
+    return item
+
+
+def last(lms, item, user):
+    return lms.scores_of(item, user)[-1]
+
+
+# --- per assignment and total -----------------------------------------------------------------
+
+
+async def test_scores_per_assignment_and_the_total(homework, registry, layout, client, lms):
+    run = await sync(homework, registry, layout, client)
+    assert run["state"] == "finished", run
+    # three students (two launched, one only in the gradebook) x (hw1, hw2, total)
+    assert run["total"] == run["done"] == 9
+    assert run["counts"] == {"sent": 9}
+
+    hw1, hw2 = item_for(lms, "nbgrader:hw1"), item_for(lms, "nbgrader:hw2")
+    assert (hw1.label, hw1.score_maximum, hw1.tag, hw1.resource_link_id) == ("hw1", 10, TAG, LINK)
+    assert hw2.score_maximum == 5
+    score = last(lms, hw1, "101")
+    assert (score["scoreGiven"], score["scoreMaximum"]) == (7, 10)
+    assert (score["activityProgress"], score["gradingProgress"]) == ("Completed", "FullyGraded")
+    # u102 did not submit hw2: 0 by default
+    missing = last(lms, hw2, "102")
+    assert (missing["scoreGiven"], missing["gradingProgress"]) == (0, "FullyGraded")
+    assert missing["activityProgress"] == "Initialized"
+    # the total goes to the activity's own line item (its URL has a query)
+    totals = {user: last(lms, lms.launch_item, user) for user in ("101", "102", "103")}
+    assert {u: (s["scoreGiven"], s["scoreMaximum"]) for u, s in totals.items()} == {
+        "101": (12, 15),
+        "102": (3, 15),
+        "103": (2, 15),
+    }
+    assert totals["101"]["activityProgress"] == "Completed"
+    assert totals["102"]["activityProgress"] == "InProgress"
+    # every score arrived once
+    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    # results per student and item in the registry
+    rows = results(registry, run)
+    assert rows[("u101", "assignment:hw1")]["status"] == "sent"
+    assert rows[("u101", "assignment:hw1")]["lineitem"] == lms.item_url(hw1)
+    assert rows[("u103", "total")]["score_given"] == 2
+    assert SyncStore(registry).get_run(homework, run["run_id"])["state"] == "finished"
+
+
+async def test_a_second_sync_sends_nothing_unchanged(homework, registry, layout, client, lms):
+    await sync(homework, registry, layout, client)
+    posts, items = lms.score_posts(), len(lms.items)
+    run = await sync(homework, registry, layout, client)
+    assert run["counts"] == {"unchanged": 9}
+    assert lms.score_posts() == posts
+    assert len(lms.items) == items  # line items found again, none created
+    # a changed score: only it and that student's total go out
+    set_score(layout, homework, "u102", "hw1", 0, 6)
+    run = await sync(homework, registry, layout, client)
+    assert run["counts"] == {"sent": 2, "unchanged": 7}
+    assert last(lms, item_for(lms, "nbgrader:hw1"), "102")["scoreGiven"] == 6
+    assert last(lms, lms.launch_item, "102")["scoreGiven"] == 6
+    # resend: everything again
+    run = await sync(homework, registry, layout, client, resend=True)
+    assert run["counts"] == {"sent": 9}
+
+
+async def test_missing_as_not_submitted(homework, registry, layout, client, lms):
+    launch(registry, lms, "104", "learner")  # launched, never submitted anything
+    run = await sync(homework, registry, layout, client, missing="not_submitted")
+    assert run["state"] == "finished"
+    hw2 = item_for(lms, "nbgrader:hw2")
+    for user in ("102", "104"):
+        score = last(lms, hw2, user)
+        assert "scoreGiven" not in score and "scoreMaximum" not in score
+        assert (score["activityProgress"], score["gradingProgress"]) == ("Initialized", "NotReady")
+    total = last(lms, lms.launch_item, "104")
+    assert "scoreGiven" not in total and total["gradingProgress"] == "NotReady"
+    assert last(lms, lms.launch_item, "102")["scoreGiven"] == 3  # submitted hw1 only
+
+
+async def test_a_learner_who_never_submitted_gets_zero(homework, registry, layout, client, lms):
+    launch(registry, lms, "104", "learner")
+    await sync(homework, registry, layout, client)
+    assert last(lms, item_for(lms, "nbgrader:hw1"), "104")["scoreGiven"] == 0
+    assert last(lms, lms.launch_item, "104")["scoreGiven"] == 0
+
+
+async def test_pending_manual_grading(course, registry, layout, client, lms):
+    add_assignment(layout, course, "hw1", 10)
+    submit(layout, course, "u101", "hw1", 4, manual=True)
+    run = await sync(course, registry, layout, client)
+    score = last(lms, item_for(lms, "nbgrader:hw1"), "101")
+    assert (score["activityProgress"], score["gradingProgress"]) == ("Submitted", "PendingManual")
+    assert score["scoreGiven"] == 4
+    assert last(lms, lms.launch_item, "101")["gradingProgress"] == "PendingManual"
+    assert run["state"] == "finished"
+
+
+async def test_existing_line_items_are_reused_and_updated(course, registry, layout, client, lms):
+    add_assignment(layout, course, "hw1", 10)
+    submit(layout, course, "u101", "hw1", 8)
+    mine = lms.add_item("old label", 20, resource_id="nbgrader:hw1", tag=TAG, link=LINK)
+    other_link = lms.add_item("hw1", 10, resource_id="nbgrader:hw1", tag=TAG, link="link2")
+    run = await sync(course, registry, layout, client)
+    assert run["state"] == "finished"
+    assert len(lms.created_items()) == 2  # nothing created
+    assert (mine.label, mine.score_maximum) == ("hw1", 10)  # updated to nbgrader's
+    assert last(lms, mine, "101")["scoreGiven"] == 8
+    assert not other_link.scores  # another activity's line item is left alone
+
+
+async def test_grade_sync_only_sends_the_total(homework, registry, layout, client, lms):
+    launch(registry, lms, "1", "instructor", scopes=[SCORE])  # Moodle: "grade sync only"
+    run = await sync(homework, registry, layout, client)
+    assert run["state"] == "finished"
+    assert run["counts"] == {"sent": 3}
+    assert not lms.created_items()
+    assert not any(p.endswith("/lineitems") for _, p in lms.requests)
+    assert {u: last(lms, lms.launch_item, u)["scoreGiven"] for u in ("101", "102", "103")} == {
+        "101": 12,
+        "102": 3,
+        "103": 2,
+    }
+    assert any("grade sync only" in w for w in run["warnings"])
+    assert set(lms.token_forms[0]["scope"].split()) == {SCORE}
+
+
+async def test_no_score_scope_fails_every_item_clearly(homework, registry, layout, client, lms):
+    launch(registry, lms, "1", "instructor", scopes=[RESULT_READONLY])
+    run = await sync(homework, registry, layout, client)
+    assert run["state"] == "failed"
+    assert run["counts"] == {"failed": 3}
+    assert all("no AGS score scope" in r["message"] for r in results(registry, run).values())
+    assert lms.score_posts() == 0 and not lms.token_forms
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+async def test_token_refused(homework, registry, layout, client, lms, tmp_path):
+    other = KeyStore(tmp_path / "other")
+    other.ensure()
+    lms.jwks = other.jwks
+    run = await sync(homework, registry, layout, client)
+    assert run["state"] == "failed"
+    assert run["counts"] == {"failed": 9}
+    rows = results(registry, run).values()
+    assert all("refused Kore's access token request" in r["message"] for r in rows)
+    assert lms.score_posts() == 0
+    assert len(lms.token_forms) == 1
+
+
+async def test_server_errors_and_429_are_retried(homework, registry, layout, client, lms):
+    lms.fail("POST", "/scores$", 500, times=3)
+    lms.fail("POST", "/scores$", 429, times=2, headers={"Retry-After": "0"})
+    lms.fail("POST", "/lineitems$", 503, times=1)
+    run = await sync(homework, registry, layout, client)
+    assert run["counts"] == {"sent": 9}, run
+    # retried requests arrived once each
+    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    assert len(lms.created_items()) == 2
+
+
+@pytest.mark.parametrize(("status", "words"), [(400, "refuses the score"), (403, "does not let")])
+async def test_a_refused_score_fails_only_that_item(
+    homework, registry, layout, client, lms, status, words
+):
+    lms.fail("POST", "/scores$", status, times=99, user="102", body=b'{"error": "no way"}')
+    run = await sync(homework, registry, layout, client)
+    assert run["state"] == "failed"
+    assert run["counts"] == {"sent": 6, "failed": 3}
+    rows = results(registry, run)
+    failed = rows[("u102", "assignment:hw1")]
+    assert failed["status"] == "failed"
+    assert "no way" in failed["message"] and words in failed["message"]
+    # a retry sends only what failed
+    lms.faults.clear()
+    posts = lms.score_posts()
+    run = await sync(homework, registry, layout, client)
+    assert run["counts"] == {"sent": 3, "unchanged": 6}
+    assert lms.score_posts() == posts + 3
+    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+
+
+async def test_unknown_student(homework, registry, layout, client, lms):
+    launch(registry, lms, "105", "learner")  # the LMS does not know 105 (anymore)
+    run = await sync(homework, registry, layout, client)
+    rows = results(registry, run)
+    for item in ("assignment:hw1", "assignment:hw2", "total"):
+        assert rows[("u105", item)]["status"] == "failed"
+        assert "user 105 not in course" in rows[("u105", item)]["message"]
+    assert run["counts"] == {"sent": 9, "failed": 3}
+
+
+async def test_404_for_a_student_of_an_existing_line_item(homework, registry, layout, client, lms):
+    lms.fail("POST", "/scores$", 404, times=99, user="101", body=b'{"error": "no such user"}')
+    run = await sync(homework, registry, layout, client)
+    rows = results(registry, run)
+    assert rows[("u101", "assignment:hw1")]["status"] == "failed"
+    assert "no such user" in rows[("u101", "assignment:hw1")]["message"]
+    assert len(lms.created_items()) == 2  # nothing recreated: the line item is there
+
+
+async def test_a_deleted_line_item_is_created_again_once(homework, registry, layout, client, lms):
+    await sync(homework, registry, layout, client)
+    hw1 = item_for(lms, "nbgrader:hw1")
+    # Deleted in the LMS, but still listed (a stale list, or deleted just after it).
+    del lms.items[hw1.id]
+    lms.ghosts = [
+        {
+            "id": lms.item_url(hw1),
+            "label": "hw1",
+            "scoreMaximum": 10,
+            "resourceId": "nbgrader:hw1",
+            "tag": TAG,
+            "resourceLinkId": LINK,
+        }
+    ]
+    run = await sync(homework, registry, layout, client, resend=True)
+    assert run["counts"] == {"sent": 9}, run
+    new = item_for(lms, "nbgrader:hw1")
+    assert new.id != hw1.id
+    assert {u: len(s) for u, s in new.scores.items()} == {"101": 1, "102": 1, "103": 1}
+    assert any("was deleted in the LMS" in w for w in run["warnings"])
+    assert results(registry, run)[("u101", "assignment:hw1")]["lineitem"] == lms.item_url(new)
+
+
+async def test_garbage_line_item_list(homework, registry, layout, client, lms):
+    lms.fail("GET", "/lineitems$", 200, body=b"<html>Please log in</html>")
+    run = await sync(homework, registry, layout, client)
+    rows = results(registry, run)
+    assert rows[("u101", "assignment:hw1")]["status"] == "failed"
+    assert "not JSON" in rows[("u101", "assignment:hw1")]["message"]
+    assert rows[("u101", "total")]["status"] == "sent"  # the total still went out
+    assert run["counts"] == {"sent": 3, "failed": 6}
+
+
+async def test_score_above_the_maximum_is_sent_with_a_warning(
+    course, registry, layout, client, lms
+):
+    add_assignment(layout, course, "hw1", 10)
+    submit(layout, course, "u101", "hw1", 12)  # extra credit
+    run = await sync(course, registry, layout, client)
+    assert last(lms, item_for(lms, "nbgrader:hw1"), "101")["scoreGiven"] == 12
+    row = results(registry, run)[("u101", "assignment:hw1")]
+    assert row["status"] == "sent" and "above the maximum" in row["message"]
+
+
+async def test_gradebook_without_submissions(course, registry, layout, client, lms):
+    add_assignment(layout, course, "hw1", 10)
+    run = await sync(course, registry, layout, client)
+    assert run["state"] == "finished" and run["counts"] == {"sent": 4}
+    assert last(lms, lms.launch_item, "101")["scoreGiven"] == 0
+    run = await sync(course, registry, layout, client, missing="not_submitted")
+    assert run["counts"] == {"sent": 4}
+    assert last(lms, lms.launch_item, "102")["gradingProgress"] == "NotReady"
+
+
+async def test_gradebook_without_assignments(course, registry, layout, client, lms):
+    run = await sync(course, registry, layout, client)
+    assert run["state"] == "finished"
+    assert run["counts"] == {"skipped": 2}
+    rows = results(registry, run)
+    assert "no assignment with points" in rows[("u101", "total")]["message"]
+    assert lms.score_posts() == 0
+
+
+async def test_course_without_files_yet(registry, layout, client, lms):
+    course_id = launch(registry, lms, "1", "instructor")
+    launch(registry, lms, "101", "learner")
+    run = await sync(course_id, registry, layout, client)
+    assert run["state"] == "finished" and run["counts"] == {"skipped": 1}
+    assert any("no nbgrader gradebook" in w for w in run["warnings"])
+
+
+async def test_who_is_not_sent(homework, registry, layout, client, lms):
+    submit(layout, homework, "uorphan", "hw2", 5)  # no LMS id, never launched
+    submit(layout, homework, "u1", "hw2", 5)  # the instructor tried it out
+    launch(registry, lms, "104", "learner")
+    with registry.session() as s, s.begin():
+        s.execute(update(Member).where(Member.username == "u104").values(active=False))
+    run = await sync(homework, registry, layout, client)
+    rows = results(registry, run)
+    assert "no LMS user id" in rows[("uorphan", "total")]["message"]
+    assert "instructor of this course" in rows[("u1", "total")]["message"]
+    assert "no longer in the LMS course" in rows[("u104", "total")]["message"]
+    assert {rows[(u, "total")]["status"] for u in ("uorphan", "u1", "u104")} == {"skipped"}
+    assert "1" not in lms.launch_item.scores and "104" not in lms.launch_item.scores
+    assert run["state"] == "finished"
+
+
+async def test_lms_down_stops_after_a_few(homework, registry, layout, lms, key_store):
+    registration = LMSRegistration(issuer=ISSUER, client_id=CLIENT, access_token_url=lms.token_url)
+    c = LTIClient(
+        registration=registration,
+        key_store=key_store,
+        settings=settings(max_attempts=2, abort_after=2, concurrency=1),
+    )
+    lms.fail("POST", "/scores$", 503, times=10_000)
+    try:
+        run = await sync(homework, registry, layout, c)
+    finally:
+        await c.aclose()
+    assert run["state"] == "failed"
+    assert run["counts"] == {"failed": 9}
+    assert lms.score_posts() == 4  # two scores, two attempts each; then it stopped
+    rows = results(registry, run).values()
+    assert sum("did not answer 2 scores in a row" in r["message"] for r in rows) == 7
+
+
+async def test_a_token_the_lms_keeps_refusing_stops_the_sync(
+    homework, registry, layout, client, lms
+):
+    lms.fail("POST", "/scores$", 401, times=10_000)
+    run = await sync(homework, registry, layout, client)
+    assert run["state"] == "failed" and run["counts"] == {"failed": 9}
+    assert lms.score_posts() < 9 * 2
+
+
+# --- the run record -----------------------------------------------------------------------
+
+
+async def test_progress_is_reported(homework, registry, layout, client):
+    seen = []
+    job = GradeSyncJob(
+        homework,
+        GradeSyncOptions(),
+        registry=registry,
+        layout=layout,
+        lti_client=client,
+        listener=lambda j: seen.append((j.progress.done, j.progress.total)),
+    )
+    run_id = await job.begin()
+    await job.run()
+    assert seen[-1] == (9, 9)
+    dones = [d for d, _ in seen]
+    assert dones == sorted(dones) and 1 in dones
+    stored = SyncStore(registry).get_run(homework, run_id)
+    assert (stored["done"], stored["total"], stored["options"]) == (
+        9,
+        9,
+        {"missing": "zero", "resend": False},
+    )
+
+
+def test_one_sync_at_a_time_per_course(registry, lms, course):
+    store = SyncStore(registry)
+    first = store.start_run(course, "grades", "uinst", {})
+    with pytest.raises(SyncAlreadyRunning) as info:
+        store.start_run(course, "grades", "uother", {})
+    assert info.value.run_id == first
+    assert store.start_run(course, "roster", "uinst", {})  # another kind may run
+    # a run whose process died (no heartbeat for long) no longer blocks
+    with registry.session() as s, s.begin():
+        s.execute(update(SyncLock).values(heartbeat_at=SyncLock.heartbeat_at - timedelta(hours=1)))
+    second = store.start_run(course, "grades", "uother", {})
+    assert second != first
+    assert store.get_run(course, first)["state"] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"missing": "nothing"}, '"missing" must be'),
+        ({"missing": 0}, '"missing" must be'),
+        ({"resend": "yes"}, '"resend" must be true or false'),
+        ({"force": True}, "Unknown option(s) 'force'"),
+        ([], "Send a JSON object"),
+    ],
+)
+def test_bad_options(body, message):
+    with pytest.raises(OptionsError) as info:
+        GradeSyncOptions.from_json(body)
+    assert message in str(info.value)

@@ -1,0 +1,357 @@
+"""The roster sync job (kore/sync/roster.py): NRPS members into the registry, the
+gradebook and the hub's learner group, against the fake LMS and a fake hub API."""
+
+# The course fixtures come from test_grade_sync; tests take them as arguments.
+# ruff: noqa: F811
+
+import json
+
+import pytest
+from fake_lms import FakeLMS, free_port
+from test_grade_sync import (  # noqa: F401 (fixtures)
+    CLIENT,
+    ISSUER,
+    client,
+    client_settings,
+    course,
+    key_store,
+    launch,
+    layout,
+    lms,
+    registry,
+    sync,
+)
+from tornado import httpserver, web
+
+from ananke_hub import lti_spec
+from ananke_hub.auth.authenticator import AnankeLTI13Authenticator
+from ananke_hub.courses.provision import learner_group
+from ananke_hub.courses.sync_store import SyncStore
+from ananke_hub.usernames import hub_username
+from kore.sync.hub_groups import HubGroups
+from kore.sync.roster import RosterSyncJob, UsernameRule
+
+pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
+
+HUB_TOKEN = "kore-hub-token"
+
+
+# --- a fake of the hub's users and groups API -------------------------------------------------
+
+
+class FakeHubAPI:
+    def __init__(self):
+        self.users: set[str] = set()
+        self.groups: dict[str, set[str]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.refuse_with: int | None = None
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/hub/api"
+        hub = self
+
+        class Handler(web.RequestHandler):
+            def check_xsrf_cookie(self):
+                pass
+
+            def prepare(self):
+                hub.calls.append((self.request.method, self.request.path))
+                if self.request.headers.get("Authorization") != f"token {HUB_TOKEN}":
+                    self.reply(403, {"status": 403, "message": "bad token"})
+                elif hub.refuse_with:
+                    self.reply(hub.refuse_with, {"status": hub.refuse_with, "message": "no scope"})
+
+            def reply(self, status, body=None):
+                self.set_status(status)
+                self.finish(json.dumps(body) if body is not None else b"")
+
+        class Group(Handler):
+            def get(self, name):
+                if name not in hub.groups:
+                    return self.reply(404, {"status": 404})
+                self.reply(200, {"name": name, "users": sorted(hub.groups[name])})
+
+            def post(self, name):
+                if name in hub.groups:
+                    return self.reply(409, {"status": 409})
+                hub.groups[name] = set()
+                self.reply(201, {"name": name, "users": []})
+
+        class GroupUsers(Handler):
+            def post(self, name):
+                users = json.loads(self.request.body)["users"]
+                if name not in hub.groups or not set(users) <= hub.users:
+                    return self.reply(404, {"status": 404})
+                hub.groups[name] |= set(users)
+                self.reply(200, {"name": name, "users": sorted(hub.groups[name])})
+
+            def delete(self, name):
+                hub.groups[name] -= set(json.loads(self.request.body)["users"])
+                self.reply(200, {"name": name, "users": sorted(hub.groups[name])})
+
+        class User(Handler):
+            def post(self, name):
+                if name in hub.users:
+                    return self.reply(409, {"status": 409})
+                hub.users.add(name)
+                self.reply(201, {"name": name})
+
+        self.app = web.Application(
+            [
+                (r"/hub/api/groups/([^/]+)", Group),
+                (r"/hub/api/groups/([^/]+)/users", GroupUsers),
+                (r"/hub/api/users/([^/]+)", User),
+            ]
+        )
+
+    def start(self):
+        self.server = httpserver.HTTPServer(self.app)
+        self.server.listen(self.port, "127.0.0.1")
+        return self
+
+
+@pytest.fixture
+async def hub():
+    fake = FakeHubAPI().start()
+    yield fake
+    fake.server.stop()
+
+
+def member(user_id, *roles, status=None, **fields):
+    data = {"user_id": user_id, "roles": list(roles), **fields}
+    if status:
+        data["status"] = status
+    return data
+
+
+LEARNER_URI = lti_spec.ROLE_LEARNER
+
+
+def roster(lms: FakeLMS):
+    """Instructor 1; learners 101, 102 (launched) and 103, 104 (never launched); a TA,
+    a mentor (no course role) and an inactive newcomer."""
+    lms.members = [
+        member("1", "Instructor", name="Ina Structor"),
+        member("101", "Learner", given_name="Lea", family_name="One", email="lea@x"),
+        member("102", LEARNER_URI),
+        member("103", "Learner", given_name="Max", family_name="Three", email="max@x"),
+        member("104", LEARNER_URI, given_name="Noa", family_name="Four"),
+        member("105", lti_spec.ROLE_INSTRUCTOR, lti_spec.ROLE_TEACHING_ASSISTANT),
+        member("106", "Mentor"),
+        member("107", "Learner", status="Inactive"),
+    ]
+
+
+async def roster_sync(course_id, registry, layout, client, hub=None, rule=None):
+    job = RosterSyncJob(
+        course_id,
+        registry=registry,
+        layout=layout,
+        lti_client=client,
+        hub=HubGroups(api_url=hub.api_url, token=HUB_TOKEN) if hub else None,
+        username_rule=rule,
+        who="uinst",
+    )
+    await job.begin()
+    return await job.run()
+
+
+def results(registry, run) -> dict:
+    _, rows = SyncStore(registry).results(run["run_id"])
+    return {r["lms_user_id"]: r for r in rows}
+
+
+def gradebook_students(layout, course_id) -> dict:
+    from nbgrader.api import Gradebook
+
+    gb = Gradebook(layout.course(course_id).gradebook_url, course_id)
+    try:
+        return {s.id: (s.lms_user_id, s.first_name, s.last_name, s.email) for s in gb.students}
+    finally:
+        gb.close()
+
+
+def members(registry, course_id) -> dict:
+    return {m.username: m for m in registry.members(course_id)}
+
+
+async def test_roster_enrols_everyone_before_they_launch(
+    course, registry, layout, client, lms, hub
+):
+    roster(lms)
+    run = await roster_sync(course, registry, layout, client, hub)
+    assert run["state"] == "finished", run
+    rows = results(registry, run)
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "1": "unchanged",
+        "101": "updated",  # the roster brought an e-mail/name change
+        "102": "unchanged",
+        "103": "added",
+        "104": "added",
+        "105": "added",
+        "106": "skipped",
+        "107": "skipped",
+    }
+    assert "Mentor" in rows["106"]["message"]
+    # paged: page size 2, eight members
+    assert sum(1 for _, p in lms.requests if p.endswith("/memberships")) == 4
+    people = members(registry, course)
+    assert (people["u103"].role, people["u103"].lms_user_id, people["u103"].active) == (
+        "learner",
+        "103",
+        True,
+    )
+    assert (people["u103"].given_name, people["u103"].email) == ("Max", "max@x")
+    assert people["u105"].role == "teaching_assistant"
+    assert people["u101"].given_name == "Lea"  # the roster's name wins ...
+    assert people["u102"].given_name == "Given102"  # ... but no name keeps the launch's
+    # learners are in the gradebook with their LMS ids
+    students = gradebook_students(layout, course)
+    assert students["u103"] == ("103", "Max", "Three", "max@x")
+    assert students["u104"][0] == "104"
+    assert "u105" not in students and "u1" not in students
+    assert all(people[u].in_gradebook for u in ("u101", "u103", "u104"))
+    # and in the hub's learner group, with hub users made for them
+    assert hub.groups[learner_group(course)] == {"u101", "u102", "u103", "u104"}
+    assert hub.users == {"u101", "u102", "u103", "u104"}
+
+
+async def test_a_second_roster_sync_changes_nothing(course, registry, layout, client, lms, hub):
+    roster(lms)
+    await roster_sync(course, registry, layout, client, hub)
+    calls = len(hub.calls)
+    run = await roster_sync(course, registry, layout, client, hub)
+    assert run["counts"] == {"unchanged": 6, "skipped": 2}
+    assert hub.calls[calls:] == [("GET", f"/hub/api/groups/{learner_group(course)}")]
+
+
+async def test_dropped_and_inactive_students(course, registry, layout, client, lms, hub):
+    roster(lms)
+    await roster_sync(course, registry, layout, client, hub)
+    lms.members = [m for m in lms.members if m["user_id"] != "102"]  # 102 left the course
+    next(m for m in lms.members if m["user_id"] == "103")["status"] = "Deleted"
+    run = await roster_sync(course, registry, layout, client, hub)
+    rows = results(registry, run)
+    assert rows["102"]["status"] == rows["103"]["status"] == "deactivated"
+    assert "No longer in the LMS course roster" in rows["102"]["message"]
+    people = members(registry, course)
+    assert not people["u102"].active and not people["u103"].active  # kept, inactive
+    assert course not in [c.id for c, _ in registry.memberships("u102")]
+    assert hub.groups[learner_group(course)] == {"u101", "u104"}
+    assert "u102" in gradebook_students(layout, course)  # grades stay
+    # back in the course: active again
+    lms.members.append(member("102", "Learner"))
+    run = await roster_sync(course, registry, layout, client, hub)
+    assert results(registry, run)["102"]["status"] == "updated"
+    assert members(registry, course)["u102"].active
+    assert "u102" in hub.groups[learner_group(course)]
+
+
+async def test_an_empty_roster_deactivates_nobody(course, registry, layout, client, lms, hub):
+    lms.members = []
+    run = await roster_sync(course, registry, layout, client, hub)
+    assert run["state"] == "finished"
+    assert any("empty roster" in w for w in run["warnings"])
+    assert all(m.active for m in registry.members(course))
+
+
+async def test_students_from_the_roster_get_grades(course, registry, layout, client, lms, hub):
+    from test_grade_sync import add_assignment, last, submit
+
+    roster(lms)
+    await roster_sync(course, registry, layout, client, hub)
+    add_assignment(layout, course, "hw1", 10)
+    submit(layout, course, "u101", "hw1", 9)
+    run = await sync(course, registry, layout, client)
+    assert run["state"] == "finished"
+    for user, given in (("101", 9), ("103", 0), ("104", 0)):
+        assert last(lms, lms.launch_item, user)["scoreGiven"] == given
+
+
+async def test_without_a_hub_token_groups_are_skipped(course, registry, layout, client, lms):
+    roster(lms)
+    run = await roster_sync(course, registry, layout, client, hub=None)
+    assert run["state"] == "finished"
+    assert any("was not updated: no hub API token" in w for w in run["warnings"])
+    assert members(registry, course)["u103"].active
+
+
+async def test_hub_refusing_group_changes(course, registry, layout, client, lms, hub):
+    roster(lms)
+    hub.refuse_with = 403
+    run = await roster_sync(course, registry, layout, client, hub)
+    assert run["state"] == "failed"
+    rows = results(registry, run)
+    assert rows["103"]["status"] == "failed"
+    assert "admin:users and admin:groups" in rows["103"]["message"]
+    assert rows["1"]["status"] == "unchanged"  # staff are not in the learner group
+    assert members(registry, course)["u103"].active  # the registry has them anyway
+
+
+async def test_course_without_files_cannot_enrol(registry, layout, client, lms, hub):
+    course_id = launch(registry, lms, "1", "instructor")
+    roster(lms)
+    run = await roster_sync(course_id, registry, layout, client, hub)
+    rows = results(registry, run)
+    assert rows["103"]["status"] == "failed"
+    assert "Not in the gradebook yet" in rows["103"]["message"]
+    assert not members(registry, course_id)["u103"].in_gradebook
+
+
+async def test_no_roster_service_in_the_launch(registry, layout, client, lms):
+    claims = {lti_spec.NRPS: {}}
+    course_id = launch(registry, lms, "1", "instructor", **claims)
+    run = await roster_sync(course_id, registry, layout, client)
+    assert run["state"] == "failed"
+    assert "no Names and Role Provisioning" in run["message"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "words"),
+    [
+        (403, b'{"error": "forbidden"}', "403 Forbidden"),
+        (200, b"<html>", "not JSON"),
+        (200, b'{"members": 3}', "without a list of members"),
+    ],
+)
+async def test_lms_errors_fail_the_run_clearly(
+    course, registry, layout, client, lms, status, body, words
+):
+    roster(lms)
+    lms.fail("GET", "/memberships$", status, body=body)
+    run = await roster_sync(course, registry, layout, client)
+    assert run["state"] == "failed"
+    assert words in run["message"]
+    assert all(m.active for m in registry.members(course))  # nothing changed
+
+
+async def test_server_errors_are_retried(course, registry, layout, client, lms):
+    roster(lms)
+    lms.fail("GET", "/memberships$", 502, times=2)
+    run = await roster_sync(course, registry, layout, client)
+    assert run["counts"]["added"] == 3
+
+
+async def test_username_rule_from_the_hub_config(course, registry, layout, client, lms):
+    from traitlets.config import Config
+
+    c = Config()
+    c.AnankeLTI13Authenticator.username_prefix = "lms-"
+    rule = UsernameRule.from_config(c)
+    assert rule.username("103") == "lms-103"
+    c.AnankeLTI13Authenticator.username_key = "custom_username"
+    rule = UsernameRule.from_config(c)
+    assert rule.username("103") is None
+    roster(lms)
+    run = await roster_sync(course, registry, layout, client, rule=rule)
+    rows = results(registry, run)
+    assert rows["103"]["status"] == "skipped"
+    assert "username_key" in rows["103"]["message"]
+    assert rows["101"]["status"] == "updated"  # known by LMS id: updated under their name
+
+
+def test_the_authenticator_names_users_as_the_roster_does():
+    auth = AnankeLTI13Authenticator()
+    for sub in ("123", "ABC-def", "x" * 40, "a b/c"):
+        assert auth.username_from(sub) == hub_username(sub)
+    assert hub_username("123") == "u123"
+    assert len(hub_username("x" * 40)) == 31
