@@ -10,14 +10,18 @@ Deleted; Active when missing) and, if the platform shares them, names and e-mail
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ananke_hub.lti_spec import NRPS_MEDIA_MEMBERSHIPS
+from ananke_hub.lti_spec import (
+    MEMBER_ACTIVE,
+    MEMBER_DELETED,
+    MEMBER_INACTIVE,
+    MEMBER_STATUSES,
+    NRPS_MEDIA_MEMBERSHIPS,
+)
 
 from .client import ServiceSession
 from .errors import BadLMSResponse, LTIServiceError, clean
 
-STATUS_ACTIVE = "Active"
-STATUS_INACTIVE = "Inactive"
-STATUS_DELETED = "Deleted"
+STATUS_ACTIVE, STATUS_INACTIVE, STATUS_DELETED = MEMBER_ACTIVE, MEMBER_INACTIVE, MEMBER_DELETED
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,7 @@ class Membership:
         return cls(
             user_id=user_id,
             roles=roles,
-            status=status
-            if status in (STATUS_ACTIVE, STATUS_INACTIVE, STATUS_DELETED)
-            else STATUS_ACTIVE,
+            status=status if status in MEMBER_STATUSES else STATUS_ACTIVE,
             name=text("name"),
             given_name=text("given_name"),
             family_name=text("family_name"),

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import jwt
 
 from ananke_hub.keys import ALGORITHM, SigningKey
-from ananke_hub.lti_spec import CLIENT_ASSERTION_TYPE, CLIENT_CREDENTIALS_GRANT
+from ananke_hub.lti_spec import CLIENT_ASSERTION_TYPE, CLIENT_CREDENTIALS_GRANT, FORM_CONTENT_TYPE
 
 from .errors import LTIServiceError, TokenRefused, clean
 from .transport import LMSTransport
@@ -120,7 +120,7 @@ class TokenService:
                 action="get an access token",
                 headers={
                     # Moodle's token.php reads a form body only (see DESIGN.md).
-                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Content-Type": FORM_CONTENT_TYPE,
                     "Accept": "application/json",
                 },
                 content=urlencode(form).encode(),
