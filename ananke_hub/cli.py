@@ -1,4 +1,4 @@
-"""The ``ananke`` command: demo, config checks, key rotation.
+"""The ``ananke`` command: demo, config checks, key rotation, grade and roster syncs.
 
 Each sub-command lives in the module of its responsibility; this file only wires
 argparse to them. Library code raises; errors become exit codes here.
@@ -69,6 +69,20 @@ def _cmd_keys_rotate(args) -> int:
     return 0
 
 
+def _cmd_grades_sync(args) -> int:
+    from kore.sync.command import run_command
+
+    return run_command(
+        "grades", args.course, missing=args.missing, resend=args.resend, config_dir=config_dir()
+    )
+
+
+def _cmd_roster_sync(args) -> int:
+    from kore.sync.command import run_command
+
+    return run_command("roster", args.course, config_dir=config_dir())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ananke", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ananke {__version__}")
@@ -102,6 +116,34 @@ def build_parser() -> argparse.ArgumentParser:
         # accepted after the sub-command too: `ananke keys rotate --state-dir X`
         cmd.add_argument("--state-dir", default=argparse.SUPPRESS, help=state_help)
         cmd.set_defaults(func=func)
+
+    course_help = "the course id (c- and 16 hex digits, as Kore's api/courses shows it)"
+    grades = sub.add_parser("grades", help="send nbgrader grades to the LMS (LTI AGS)")
+    grades_sub = grades.add_subparsers(dest="grades_command", required=True)
+    grades_sync = grades_sub.add_parser(
+        "sync",
+        help="send every student's score per assignment and the course total to the LMS",
+    )
+    grades_sync.add_argument("course", help=course_help)
+    grades_sync.add_argument(
+        "--missing",
+        choices=["zero", "not_submitted"],
+        default="zero",
+        help="what a student without a submission gets: 0, or no score (default: zero)",
+    )
+    grades_sync.add_argument(
+        "--resend", action="store_true", help="send scores the LMS has already, too"
+    )
+    grades_sync.set_defaults(func=_cmd_grades_sync)
+
+    roster = sub.add_parser("roster", help="the LMS course roster (LTI NRPS)")
+    roster_sub = roster.add_subparsers(dest="roster_command", required=True)
+    roster_sync = roster_sub.add_parser(
+        "sync",
+        help="enrol the LMS's course members in the registry, gradebook and hub group",
+    )
+    roster_sync.add_argument("course", help=course_help)
+    roster_sync.set_defaults(func=_cmd_roster_sync)
     return parser
 
 

@@ -576,3 +576,111 @@ def test_bad_options(body, message):
     with pytest.raises(OptionsError) as info:
         GradeSyncOptions.from_json(body)
     assert message in str(info.value)
+
+
+# --- the CLI: `ananke grades sync` / `ananke roster sync` -------------------------------------
+
+
+@pytest.fixture
+def admin_env(tmp_path, monkeypatch):
+    """What an admin on the hub host has: config fragments, state (registry, Kore's keys)."""
+    from fake_lms import ThreadedLMS
+
+    from ananke_hub.paths import StateLayout
+
+    state = StateLayout(tmp_path / "state")
+    keys = KeyStore(state.kore_keys)
+    keys.ensure()
+    config = tmp_path / "config.d"
+    config.mkdir()
+    homes, exchange = tmp_path / "homes", tmp_path / "exchange"
+    for var, value in {
+        "ANANKE_STATE_DIR": state.root,
+        "ANANKE_CONFIG_DIR": config,
+        "ANANKE_HOMES_ROOT": homes,
+        "ANANKE_EXCHANGE_ROOT": exchange,
+    }.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    with ThreadedLMS(jwks=keys.jwks, client_id=CLIENT, link=LINK) as fake:
+        fake.users = {"101", "102"}
+        (config / "30_lms.py").write_text(
+            "c = get_config()  # noqa\n"
+            f"c.LMSRegistration.issuer = {ISSUER!r}\n"
+            f"c.LMSRegistration.client_id = {CLIENT!r}\n"
+            f"c.LMSRegistration.access_token_url = {fake.token_url!r}\n"
+            "c.LTIAdvantage.retry_delay = 0.01\n"
+        )
+        registry = CourseRegistry(url=f"sqlite:///{state.root / 'courses.sqlite'}")
+        layout = CourseLayout(homes_root=str(homes), exchange_root=str(exchange))
+        course_id = launch(registry, fake, "1", "instructor")
+        launch(registry, fake, "101", "learner")
+        launch(registry, fake, "102", "learner")
+        nbgrader_setup.ensure_course_files(layout.course(course_id), course_id, CourseSettings())
+        add_assignment(layout, course_id, "hw1", 10)
+        submit(layout, course_id, "u101", "hw1", 8)
+        registry.close()
+        yield {"lms": fake, "course": course_id, "config": config, "keys": keys}
+
+
+def test_cli_grade_sync(admin_env, capsys):
+    from ananke_hub.cli import main
+
+    lms, course_id = admin_env["lms"], admin_env["course"]
+    assert main(["grades", "sync", course_id]) == 0
+    out, err = capsys.readouterr()
+    assert f"Grade sync of {course_id}" in out and "finished" in out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("item"))
+    assert header.split() == ["item", "sent", "unchanged", "skipped", "failed"]
+    assert next(line for line in lines if line.startswith("hw1")).split() == [
+        "hw1",
+        "2",
+        "0",
+        "0",
+        "0",
+    ]
+    assert "[" + "#" * 30 + "] 4/4" in err  # the progress bar, done
+    assert lms.scores_of(lms.launch_item, "101")[-1]["scoreGiven"] == 8
+    # again: nothing new to send
+    assert main(["grades", "sync", course_id, "--missing", "not_submitted"]) == 0
+    out, _ = capsys.readouterr()
+    assert "Course total" in out
+
+
+def test_cli_exit_status_and_failures(admin_env, capsys):
+    from ananke_hub.cli import main
+
+    lms, course_id = admin_env["lms"], admin_env["course"]
+    lms.fail("POST", "/scores$", 400, times=99, user="102", body=b'{"error": "closed"}')
+    assert main(["grades", "sync", course_id, "--resend"]) == 1
+    out, _ = capsys.readouterr()
+    assert "Failed (2):" in out and "u102" in out and "closed" in out
+    assert main(["grades", "sync", "c-0123456789abcdef"]) == 2
+    assert "no course c-0123456789abcdef" in capsys.readouterr().err
+    assert main(["grades", "sync", "../etc"]) == 2
+
+
+def test_cli_roster_sync_without_a_hub_token(admin_env, capsys):
+    from ananke_hub.cli import main
+
+    lms, course_id = admin_env["lms"], admin_env["course"]
+    lms.members = [
+        {"user_id": "1", "roles": ["Instructor"]},
+        {"user_id": "101", "roles": ["Learner"]},
+        {"user_id": "103", "roles": ["Learner"]},
+    ]
+    assert main(["roster", "sync", course_id]) == 0
+    out, _ = capsys.readouterr()
+    assert "Roster sync of" in out and "added 1" in out and "deactivated 1" in out
+    assert "no hub API token" in out
+
+
+def test_cli_without_keys(admin_env, capsys):
+    import shutil
+
+    from ananke_hub.cli import main
+
+    shutil.rmtree(admin_env["keys"].directory)
+    assert main(["roster", "sync", admin_env["course"]]) == 2
+    assert "no signing key" in capsys.readouterr().err

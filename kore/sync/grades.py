@@ -532,16 +532,17 @@ class GradeSyncJob(SyncJob):
 
     @staticmethod
     def explain(exc: LTIServiceError) -> str:
+        said = exc.message if exc.message.endswith(".") else exc.message + "."
         if exc.status in (400, 404, 422):
-            return exc.message + (
+            return said + (
                 " The LMS may not know this student in the course (enrolment ended?), or "
                 "refuses the score."
             )
         if exc.status == 403:
-            return exc.message + " The LMS does not let the tool change this grade."
+            return said + " The LMS does not let the tool change this grade."
         if exc.status == 409:
-            return exc.message + " The LMS has a newer score for this student (clock skew?)."
-        return exc.message
+            return said + " The LMS has a newer score for this student (clock skew?)."
+        return said
 
     async def send(self, work: Work, url: str) -> str:
         """Post the score; the URL it went to (a new line item if the old one was gone)."""
