@@ -114,8 +114,11 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
         },
         {
             "name": KORE_ROLE,
-            "description": "Kore starts the grader servers of courses for their instructors.",
-            "scopes": ["servers", "read:users:name"],
+            "description": "Kore starts the grader servers of courses for their instructors "
+            "and puts learners from the LMS roster in their course group before they launch.",
+            # admin:users creates hub users for learners who never launched (roster sync);
+            # admin:groups creates nbgrader-<course> if nobody launched yet and sets members.
+            "scopes": ["servers", "read:users:name", "admin:users", "admin:groups"],
             "services": [KORE_SERVICE],
         },
     ]
