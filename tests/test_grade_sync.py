@@ -684,3 +684,90 @@ def test_cli_without_keys(admin_env, capsys):
     shutil.rmtree(admin_env["keys"].directory)
     assert main(["roster", "sync", admin_env["course"]]) == 2
     assert "no signing key" in capsys.readouterr().err
+
+
+# --- against the built-in test platform (a subprocess), as a quick interop check ---------------
+
+
+@pytest.fixture(scope="module")
+async def platform_lms(tmp_path_factory):
+    """`python -m ananke_hub.platform --test-api` that verifies assertions with our keys."""
+    from test_platform import CLIENT_ID, DEPLOYMENT_ID, TOOL, running_platform
+    from tornado import web
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from ananke_hub.platform.settings import PlatformSettings
+
+    keys = KeyStore(tmp_path_factory.mktemp("tool") / "keys")
+    keys.ensure()
+
+    class Keyset(web.RequestHandler):
+        def get(self):
+            self.write(keys.jwks())
+
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(web.Application([(r"/jwks", Keyset)]))
+    server.add_sockets(sockets)
+    jwks_url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/jwks"
+    state = tmp_path_factory.mktemp("platform") / "state"
+    with running_platform(state, flags=["--test-api"], tool_jwks_url=jwks_url) as p:
+        settings_ = PlatformSettings(
+            issuer=p.url,
+            client_id=CLIENT_ID,
+            deployment_id=DEPLOYMENT_ID,
+            tool_target_link_uri=TOOL["tool_target_link_uri"],
+        )
+        yield settings_, keys
+    server.stop()
+
+
+async def test_against_the_built_in_platform(platform_lms, registry, layout, tmp_path):
+    import httpx
+
+    from ananke_hub.platform import demo_data
+    from ananke_hub.platform.tokens import launch_claims
+    from kore.sync.roster import RosterSyncJob
+
+    platform, keys = platform_lms
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.post(platform.url("/_test/reset"))).status_code == 204
+
+        def record(user):
+            claims = launch_claims(platform, user, demo_data.HOMEWORK, "nonce")
+            info = LaunchInfo.from_id_token(claims, hub_username(user.sub))
+            registry.record_launch(info)
+            return info.course_id
+
+        course_id = record(demo_data.ADA)
+        record(demo_data.ALAN)
+        paths = layout.course(course_id)
+        nbgrader_setup.ensure_course_files(paths, course_id, CourseSettings())
+        add_assignment(layout, course_id, "hw1", 6, 4)
+        submit(layout, course_id, "u3", "hw1", 5, 2)
+        registration = LMSRegistration(
+            issuer=platform.issuer,
+            client_id=platform.client_id,
+            access_token_url=platform.access_token_url,
+        )
+        client = LTIClient(registration=registration, key_store=keys, settings=settings())
+        try:
+            roster = RosterSyncJob(course_id, registry=registry, layout=layout, lti_client=client)
+            await roster.begin()
+            run = await roster.run()
+            assert run["counts"].get("failed", 0) == 0, run
+            assert run["counts"]["added"] >= 20  # the learners who never launched
+            run = await sync(course_id, registry, layout, client)
+            assert run["state"] == "finished", run
+            again = await sync(course_id, registry, layout, client)
+            assert set(again["counts"]) == {"unchanged"}
+        finally:
+            await client.aclose()
+        book = (await http.get(platform.url("/gradebook.json"))).json()
+        tally = (await http.get(platform.url("/_test/scores.json"))).json()
+    (ds101,) = [c for c in book["contexts"] if c["id"] == "ds101"]
+    labels = {i["label"] for i in ds101["lineitems"]}
+    assert "hw1" in labels
+    alan = {s["lineitem"]: s for s in ds101["scores"] if s["userId"] == "3"}
+    assert sorted(s["scoreGiven"] for s in alan.values()) == [7, 7]  # hw1 and the total
+    assert all(post["accepted"] == 1 for post in tally["posts"]), tally
