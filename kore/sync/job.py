@@ -191,8 +191,10 @@ class SyncJob:
             self.message = message
             try:
                 await self.flush(finish=self.state, message=message)
-            except SQLAlchemyError:
-                self.log.error("%s: its end could not be recorded", self.log_prefix)
+            except Exception as exc:  # the registry is gone (shutdown) or failing
+                # The run shows as interrupted once its heartbeat is old; what was sent
+                # and not recorded is sent again by the next sync.
+                self.log.error("%s: its end could not be recorded: %s", self.log_prefix, exc)
             self.log.info(
                 "%s %s: %s%s",
                 self.log_prefix,
