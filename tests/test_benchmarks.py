@@ -176,3 +176,106 @@ def test_profile_summary_counts_inclusive_time_per_launch(tmp_path, monkeypatch)
     assert ms["SQLite commits, all threads"] == round(5 * per_sample, 1)
     assert ms["gradebook thread (confined to the home), all"] == round(3 * per_sample, 1)
     assert ms["  CourseRegistry.mark_in_gradebook"] == 0
+
+
+GRADE_SYNC_BENCHMARK = BENCHMARK.parent / "grade_sync.py"
+GRADE_SYNC_SCENARIOS = {"ours", "resync", "sequential_total", "sequential_all"}
+
+
+@pytest.mark.slow
+def test_grade_sync_benchmark_quick(tmp_path):
+    out = tmp_path / "grade_sync.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(GRADE_SYNC_BENCHMARK),
+            "--quick",
+            "--no-cache",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Every score delivered exactly once: yes" in proc.stdout
+
+    report = json.loads(out.read_text())
+    assert report["every_score_once"] is True and report["all_ok"] is True
+    # 20 students x (2 assignments + the course total)
+    assert report["sizes"] == {"students": 20, "assignments": 2, "scores": 60}
+    scenarios = report["scenarios"]
+    assert set(scenarios) == GRADE_SYNC_SCENARIOS
+    for name, scenario in scenarios.items():
+        delivery = scenario["delivery"]
+        assert delivery["delivered_once"] == delivery["expected"] > 0, name
+        for problem in ("missing", "duplicated", "refused", "unexpected"):
+            assert delivery[problem] == 0, (name, problem, delivery["examples"])
+        assert scenario["ok"] is True, name
+
+    ours = scenarios["ours"]
+    assert ours["state"] == "finished" and ours["counts"] == {"sent": 60}
+    assert ours["line_items"] == {"created": 2, "problems": []}
+    assert ours["delivery"]["expected"] == 60
+    assert ours["values"] == {"checked": 60, "wrong": 0, "examples": []}
+    # Nothing changed: the second sync sends nothing and the LMS still has each score once.
+    assert scenarios["resync"]["counts"] == {"unchanged": 60}
+    assert scenarios["sequential_total"]["delivery"]["expected"] == 20
+    every = scenarios["sequential_all"]
+    assert every["extrapolated"] is False and every["scores_sent"] == every["scores"] == 60
+    assert every["line_items_created"] == 2
+    assert set(report["ratios"]) == {
+        "sequential_all_over_ours",
+        "sequential_total_over_ours",
+        "requests_per_s_ours_over_sequential",
+        "sending_phase_over_sequential_all",
+    }
+    assert report["target"]["compared"] == "sequential_all / ours"
+
+
+def test_grade_sync_benchmark_refuses_nonsense_sizes():
+    proc = subprocess.run(
+        [sys.executable, str(GRADE_SYNC_BENCHMARK), "--students", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "--students must be 1 to 100000" in proc.stderr
+
+
+def test_grade_sync_delivery_check_finds_missing_duplicated_refused_and_stray(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    from grade_sync import check_delivery
+
+    item, other = "https://lms/item1", "https://lms/item2"
+
+    def post(lineitem, user, accepted=1, refused=None):
+        return {
+            "lineitem": lineitem,
+            "userId": user,
+            "accepted": accepted,
+            "refused": refused or {},
+        }
+
+    expected = {item: {"1", "2", "3", "4"}}
+    good = check_delivery([post(item, u) for u in ("1", "2", "3", "4")], expected)
+    assert good["ok"] is True and good["delivered_once"] == 4
+
+    bad = check_delivery(
+        [
+            post(item, "1"),
+            post(item, "2", accepted=2),  # sent twice
+            post(item, "3", accepted=1, refused={"409": 1}),  # arrived, but also refused once
+            post(other, "1"),  # not asked for
+        ],  # "4" never arrived
+        expected,
+    )
+    assert bad["ok"] is False
+    assert (bad["missing"], bad["duplicated"], bad["refused"], bad["unexpected"]) == (1, 1, 1, 1)
+    assert bad["delivered_once"] == 2
+    assert bad["examples"]["missing"] == [f"{item} user 4"]
+    assert bad["examples"]["duplicated"] == [f"{item} user 2"]
