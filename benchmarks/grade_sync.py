@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import shutil
-import ssl
 import sys
 import tempfile
 import time
@@ -42,8 +41,10 @@ import httpx
 from report import environment, summary
 from sqlalchemy.exc import SAWarning
 from tornado import web
+from tornado.httpclient import HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 from ananke_hub import fsutil
 from ananke_hub.courses import nbgrader_setup
@@ -611,36 +612,41 @@ async def scenario_ours(bench: Bench, concurrency: int, resync: bool) -> dict:
 
 class SequentialSender:
     """One request after the other, each with a new HTTP client and connection (no
-    keep-alive), as the original sends its grades. The TLS context is made once, so the
-    baseline does not pay for loading CA certificates per request (plain http here anyway)."""
+    keep-alive), as the original sends its grades. The client is tornado's simple one,
+    the leanest at hand (measured here: ~2 ms less CPU per request than a fresh httpx
+    client), so the baseline is not slowed by its own client."""
 
     def __init__(self, bench: Bench):
         self.bench = bench
-        self.ssl = ssl.create_default_context()
         self.latencies_ms: list[float] = []
         self.errors: list[str] = []
 
     async def send(self, url: str, media: str, doc: dict) -> dict | None:
         started = time.perf_counter()
-        async with httpx.AsyncClient(
-            verify=self.ssl,
-            timeout=30,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        ) as http:
-            r = await http.post(
-                url,
-                content=json.dumps(doc).encode(),
-                headers={
-                    "Authorization": f"Bearer {self.bench.token}",
-                    "Content-Type": media,
-                    "Connection": "close",
-                },
+        http = SimpleAsyncHTTPClient(force_instance=True)
+        try:
+            r = await http.fetch(
+                HTTPRequest(
+                    url,
+                    method="POST",
+                    body=json.dumps(doc).encode(),
+                    headers={
+                        "Authorization": f"Bearer {self.bench.token}",
+                        "Content-Type": media,
+                        "Connection": "close",
+                    },
+                    request_timeout=30,
+                ),
+                raise_error=False,
             )
+        finally:
+            http.close()
         self.latencies_ms.append((time.perf_counter() - started) * 1000)
-        if not 200 <= r.status_code < 300:
-            self.errors.append(f"{r.status_code} {url}: {r.text[:200]}")
+        if not 200 <= r.code < 300:
+            body = (r.body or b"").decode(errors="replace")[:200]
+            self.errors.append(f"{r.code} {url}: {body or r.error}")
             return None
-        return r.json() if r.content else {}
+        return json.loads(r.body) if r.body else {}
 
     async def score(self, lineitem: str, user_id: str, given: float, maximum: float) -> None:
         doc = {
