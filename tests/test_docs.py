@@ -24,6 +24,7 @@ MAIN_PAGES = [
     "admin/lms.html",
     "admin/config.html",
     "admin/courses.html",
+    "admin/grades.html",
     "admin/security.html",
     "admin/reference.html",
     "developer/index.html",
@@ -98,6 +99,8 @@ def _help_paragraph(cls, name: str) -> str:
         ("ananke_hub.auth", "AnankeLTI13Authenticator", "provision_courses"),
         ("kore.app", "Kore", "formgrader_wait"),
         ("ananke_hub.labext.kore_client", "KoreCourseList", "kore_url"),
+        ("kore.lti.settings", "LTIAdvantage", "concurrency"),
+        ("ananke_hub.registration", "LMSRegistration", "token_audience"),
     ],
 )
 def test_reference_shows_the_course_settings(built, module, class_name, setting):
@@ -114,7 +117,7 @@ def test_toctree_reaches_the_course_pages(built):
     """The new pages are in the navigation, not only built as orphans."""
     out, _ = built
     index = (out / "index.html").read_text("utf8")
-    for page in ("user/instructors.html", "admin/courses.html"):
+    for page in ("user/instructors.html", "admin/courses.html", "admin/grades.html"):
         assert f'href="{page}"' in index, f"{page} is not linked from the table of contents"
 
 
