@@ -513,12 +513,19 @@ async def test_lms_down_stops_after_a_few(homework, registry, layout, lms, key_s
 
 
 async def test_a_token_the_lms_keeps_refusing_stops_the_sync(
-    homework, registry, layout, client, lms
+    homework, registry, layout, lms, key_store
 ):
+    registration = LMSRegistration(issuer=ISSUER, client_id=CLIENT, access_token_url=lms.token_url)
+    c = LTIClient(registration=registration, key_store=key_store, settings=settings(concurrency=1))
     lms.fail("POST", "/scores$", 401, times=10_000)
-    run = await sync(homework, registry, layout, client)
+    try:
+        run = await sync(homework, registry, layout, c)
+    finally:
+        await c.aclose()
     assert run["state"] == "failed" and run["counts"] == {"failed": 9}
-    assert lms.score_posts() < 9 * 2
+    assert lms.score_posts() == 2  # the first score, again with a new token; then it stopped
+    assert len(lms.token_forms) == 2
+    assert any("even after a new one was issued" in w for w in run["warnings"])
 
 
 # --- the run record -----------------------------------------------------------------------

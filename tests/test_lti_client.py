@@ -465,3 +465,16 @@ def test_assertion_is_verifiable_with_the_published_key(key_store):
         token, key, algorithms=["RS256"], audience="https://a/t", options={"verify_exp": False}
     )
     assert claims["iat"] == 1000 and claims["exp"] == 1300 and claims["sub"] == "c"
+
+
+async def test_oversized_answers_are_not_read(lms, key_store, monkeypatch):
+    from kore.lti import transport
+
+    monkeypatch.setattr(transport, "MAX_BODY", 1024)
+    c = make_client(lms, key_store)
+    try:
+        lms.fail("GET", "/lineitems$", 200, body=b"[" + b" " * 4096 + b"]")
+        with pytest.raises(BadLMSResponse, match="larger than 1024 bytes"):
+            await AGSClient(session(c)).line_items(lms.lineitems_url)
+    finally:
+        await c.aclose()
