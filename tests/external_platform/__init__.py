@@ -10,9 +10,22 @@ someone else's reading of the specs. Run it with ``tests/`` on PYTHONPATH::
         --tool-target-link-uri=http://127.0.0.1:8000/hub/
 
 Routes: ``GET /`` launch page, ``POST /launch`` login initiation, ``GET|POST /auth`` OIDC
-authorization endpoint, ``GET /jwks`` public keyset. The library does the LTI work
-(login initiation parameters, checking the authentication request, the launch message,
-signing the id_token, the keyset); our code is the HTTP glue and the demo people.
+authorization endpoint, ``GET /jwks`` public keyset; LTI Advantage (the built-in
+platform's layout): ``POST /token``, ``/ags/<context>/lineitems`` (GET list, POST
+create), ``.../lineitems/<key>/lineitem`` (GET, PUT, DELETE; the activity's own line item
+is advertised with Moodle's ``?type_id=1``), ``.../lineitem/scores`` (POST),
+``.../lineitem/results`` (GET), ``/nrps/<context>/memberships`` (GET, paged by Link
+header). With ``--test-api`` also ``GET /_test/scores.json`` and ``POST /_test/reset``
+(testapi.py). Flags besides the built-in platform's: ``--ags-scopes`` (``score`` alone:
+Moodle's grade sync only), ``--nrps-page-size``.
+
+The library does the LTI work (login initiation parameters, checking the authentication
+request, the launch message with its AGS and NRPS claims, signing the id_token, the
+keyset, issuing access tokens, checking them at the services, routing AGS and NRPS
+requests to storage, next-page links, answer media types); our code is the HTTP glue
+(service_handlers.py), in-memory storage for its abstract methods (services.py,
+store.py) and the demo people (people.py: a learner, an instructor and 15 learners who
+never launched, one of them Inactive).
 
 What the library offers (read in its 0.1.8 source):
 
@@ -27,8 +40,7 @@ What the library offers (read in its 0.1.8 source):
   deep linking claims; ``LTI1P3PlatformConfAbstract.get_access_token`` is an OAuth 2
   client-credentials token endpoint (JWT client assertion); ``service_connector`` has
   framework-neutral AGS (line items, scores, results) and NRPS (memberships) handlers
-  over abstract storage methods. Enough for later grade and roster tests, with the
-  quirks below.
+  over abstract storage methods. Served here (items 8-10 below for what they lack).
 
 Quirks, and what we do about them:
 
@@ -56,11 +68,37 @@ Quirks, and what we do about them:
 6. id_tokens live 300 s by default (Moodle: 60 s). We keep the library's default.
 7. Identity claims are sub, name, email and preferred_username only (no given_name /
    family_name); the Moodle-like ``username`` custom parameter we add as custom claim.
-8. For later grade tests: the tool keyset for the token endpoint is fetched with a
-   blocking ``requests.get`` (run it in an executor inside tornado); the client
-   assertion is decoded without checking aud, iss, sub or jti; a token with ANY one of
-   the AGS scopes passes every AGS handler (``validate_token`` uses ``any``); scores
-   are not validated (a TODO in the source); paging ``page + 1`` adds an int to the
-   query string value; and ``get_lti_ags_launch_claim`` removes scopes from the list it
-   iterates when only ``lineitem`` is given (``result.readonly`` survives).
+8. Token endpoint (``get_access_token``): the tool's keyset is fetched with a blocking
+   ``requests.get`` and the decoded JWT is kept in an attribute of the shared conf object;
+   we run it on one worker thread. It checks the grant type, the assertion's signature
+   (by kid and alg in the tool's keyset) and expiry, nothing else: not aud (decoded with
+   ``verify_aud=False``), iss, sub, nor the assertion type's value; no jti replay guard;
+   the keyset is cached at the first request and never fetched again (a tool's key
+   rotation is refused until restart); every supported scope asked for is granted (no
+   per-registration policy, an empty grant is a token too). Refusals are exceptions
+   (``MissingRequiredClaim``, ``UnsupportedGrantType``, ``LtiException``, PyJWT's) that we
+   map to RFC 6749 error answers (400 invalid_request / unsupported_grant_type, 401
+   invalid_client). Tokens: RS256 JWTs, 3600 s, ``token_type`` "bearer".
+9. Services (``service_connector``): a token with ANY one of the service's scopes passes
+   every handler (``validate_token`` uses ``any``): a score-only token creates line items.
+   A forged or expired bearer token raises instead of answering; we answer 401. Request
+   bodies are not checked: neither Content-Type nor the score (its ``# TODO: validate
+   score``) nor the line item; a body that is not JSON would reach the storage as None,
+   so we answer 400 first. Every query parameter reaches the storage methods as a keyword
+   argument, as text (they take ``**unknown`` and convert page/limit). Paging computes
+   ``page + 1`` on that text: the next link of page 2 and later is a TypeError (500), in
+   the line item list, results and NRPS alike; two pages work. NRPS pages only when the
+   tool sends ``limit``: we add the platform's page size when it does not. The library's
+   page object (``content``/``next``) becomes a JSON array and a ``Link: rel="next"``
+   header here; NRPS keeps its ``next`` in the body as well. No NRPS ``since``
+   (differences) support in our storage.
+10. Launch claim: ``get_lti_ags_launch_claim`` removes scopes from the list it iterates
+   when only a line item URL is given; with the two switches our ``--ags-scopes=score``
+   sets, that leaves exactly ``[score]`` (Moodle's grade sync only), but with all
+   services on, ``result.readonly`` survives. Without a line items URL the library
+   cannot advertise line item management at all; with one it always advertises
+   lineitem or lineitem.readonly.
+
+``tests/test_external_platform_ags.py`` runs Kore's grade and roster sync against this
+platform and marks each of these shortcomings that a test meets as a strict xfail.
 """

@@ -2,20 +2,25 @@
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from traitlets import Int, Unicode, default
+from traitlets import Bool, Int, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from ananke_hub.keys import KeyStore
 from ananke_hub.persist import read_or_create_secret
 
+from . import people, service_handlers, testapi
 from .handlers import ROUTES, XSRF_COOKIE
 from .lti import PlatformConf, ToolSettings
+from .services import AGS_SCOPE_NAMES, ServiceSettings
+from .store import PlatformStore
+from .urls import ServiceURLs
 
 HOST = "127.0.0.1"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -33,7 +38,12 @@ def library_conf(tool: ToolSettings, keys: KeyStore) -> PlatformConf:
 
 
 def make_app(
-    tool: ToolSettings, conf: PlatformConf, cookie_secret: str, log: logging.Logger
+    tool: ToolSettings,
+    conf: PlatformConf,
+    cookie_secret: str,
+    log: logging.Logger,
+    services: ServiceSettings | None = None,
+    test_api: bool = False,
 ) -> web.Application:
     def log_request(handler: web.RequestHandler) -> None:
         # The path only: queries carry nonces and hints.
@@ -41,11 +51,15 @@ def make_app(
         level = logging.INFO if status < 400 else logging.WARNING
         log.log(level, "%d %s %s", status, handler.request.method, handler.request.path)
 
+    routes = ROUTES + service_handlers.ROUTES + (testapi.ROUTES if test_api else [])
     return web.Application(
-        ROUTES,
+        routes,
         log_function=log_request,
         tool=tool,
         lti_conf=conf,
+        lti_services=services or ServiceSettings(),
+        platform_store=PlatformStore(ServiceURLs(tool.issuer), people.COURSE, people.LINKS),
+        token_executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="token"),
         platform_log=log,
         cookie_secret=cookie_secret,
         template_path=str(TEMPLATES),
@@ -71,7 +85,16 @@ class ExternalPlatform(Application):
         "tool-redirect-uri": "ExternalPlatform.tool_redirect_uri",
         "tool-target-link-uri": "ExternalPlatform.tool_target_link_uri",
         "tool-jwks-url": "ExternalPlatform.tool_jwks_url",
+        "ags-scopes": "ExternalPlatform.ags_scopes",
+        "nrps-page-size": "ExternalPlatform.nrps_page_size",
         "log-level": "Application.log_level",
+    }
+    flags = {
+        **Application.flags,
+        "test-api": (
+            {"ExternalPlatform": {"test_api": True}},
+            "Serve /_test/scores.json and /_test/reset (tests only).",
+        ),
     }
 
     port = Int(0, config=True, help="Port on 127.0.0.1; 0 picks a free one.")
@@ -86,7 +109,45 @@ class ExternalPlatform(Application):
     tool_login_url = Unicode("", config=True, help="The tool's login initiation URL.")
     tool_redirect_uri = Unicode("", config=True, help="The tool's one registered redirect URI.")
     tool_target_link_uri = Unicode("", config=True, help="Where the resource link points.")
-    tool_jwks_url = Unicode("", config=True, help="The tool's public keyset URL.")
+    tool_jwks_url = Unicode(
+        "", config=True, help="The tool's public keyset URL (the token endpoint needs it)."
+    )
+    ags_scopes = Unicode(
+        "lineitem,result.readonly,score",
+        config=True,
+        help=f"""Comma-separated AGS scopes, by short name ({", ".join(AGS_SCOPE_NAMES)}),
+        turned into the library's switches: `lineitem` lets the tool create line items,
+        `result.readonly` the result service, `score` scores; without `lineitem` and
+        `lineitem.readonly` launches name only the activity's own line item (`score`
+        alone: Moodle's grade sync only). The library computes the claim from these.""",
+    )
+    nrps_page_size = Int(
+        10,
+        config=True,
+        help="Members per NRPS page when the tool sends no `limit` (the library pages by it).",
+    )
+    test_api = Bool(
+        False,
+        config=True,
+        help="Serve /_test/scores.json and /_test/reset. Tests only: anyone may call them.",
+    )
+
+    @validate("ags_scopes")
+    def _valid_scopes(self, proposal):
+        names = [name.strip() for name in proposal.value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in AGS_SCOPE_NAMES]
+        if unknown or not names:
+            raise TraitError(
+                f"--ags-scopes takes a comma-separated list of {', '.join(AGS_SCOPE_NAMES)}; "
+                f"got {proposal.value!r}."
+            )
+        return ",".join(names)
+
+    @validate("nrps_page_size")
+    def _valid_page_size(self, proposal):
+        if not 1 <= proposal.value <= 10_000:
+            raise TraitError(f"--nrps-page-size must be 1 to 10000, got {proposal.value}.")
+        return proposal.value
 
     @default("log_level")
     def _default_log_level(self):
@@ -112,7 +173,12 @@ class ExternalPlatform(Application):
             target_link_uri=self.tool_target_link_uri,
             jwks_url=self.tool_jwks_url,
         )
-        app = make_app(tool, library_conf(tool, keys), cookie_secret, self.log)
+        services = ServiceSettings(
+            ags_scopes=tuple(self.ags_scopes.split(",")), nrps_page_size=self.nrps_page_size
+        )
+        app = make_app(
+            tool, library_conf(tool, keys), cookie_secret, self.log, services, self.test_api
+        )
         try:
             asyncio.run(self._serve(app, sockets, local_url, tool.issuer))
         except KeyboardInterrupt:

@@ -99,7 +99,11 @@ class Authorize(Handler):
 
     def get(self):
         launch = MessageLaunch(
-            TornadoRequest(self.request), self.conf, tool=self.tool, session=self.session_person()
+            TornadoRequest(self.request),
+            self.conf,
+            tool=self.tool,
+            services=self.settings["lti_services"],
+            session=self.session_person(),
         )
         try:
             post = launch.lti_launch()

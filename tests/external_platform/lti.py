@@ -18,6 +18,8 @@ from tornado.httputil import HTTPServerRequest
 
 from . import people
 from .people import Person
+from .services import ServiceSettings
+from .urls import ServiceURLs
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class TornadoRequest(Request):
             "headers": request.headers,
             "content_type": request.headers.get("Content-Type"),
             "path": request.path,
+            # The service handlers put the parsed body here (they know its media type).
             "json": None,
         }
 
@@ -108,10 +111,17 @@ class MessageLaunch(LTIAdvantageMessageLaunchAbstract):
     """The authorization endpoint's work: check the request, build and sign the id_token."""
 
     def __init__(
-        self, request: Request, conf: PlatformConf, *, tool: ToolSettings, session: Person | None
+        self,
+        request: Request,
+        conf: PlatformConf,
+        *,
+        tool: ToolSettings,
+        services: ServiceSettings,
+        session: Person | None,
     ):
         super().__init__(request, conf)
         self.tool = tool
+        self.services = services
         self.session = session
 
     def prepare_launch(self, preflight_response: dict[str, Any]) -> None:
@@ -143,12 +153,17 @@ class MessageLaunch(LTIAdvantageMessageLaunchAbstract):
         )
         self.set_custom_parameters_claim({"username": user.username})
         self.set_launch_presentation_claim("window", self.tool.url("/"))
-        # Claims only: this platform does not serve AGS or NRPS yet (see the docstring).
+        # The library computes the AGS claim's scopes from these switches (see the
+        # package docstring for what it advertises); the services check tokens the same way.
+        urls, ags = ServiceURLs(self.tool.issuer), self.services
         self.set_ags(
-            self.tool.url(f"/ags/{course.id}/lineitems"),
-            self.tool.url(f"/ags/{course.id}/lineitems/{link.id}/lineitem"),
+            urls.lineitems(course.id) if ags.container else None,
+            urls.launch_lineitem(course.id, link.id),
+            allow_creating_lineitems=ags.manage_lineitems,
+            results_service_enabled=ags.results,
+            scores_service_enabled=ags.scores,
         )
-        self.set_nrps(self.tool.url(f"/nrps/{course.id}/memberships"))
+        self.set_nrps(urls.memberships(course.id))
 
     def render_launch_form(self, launch_data: dict[str, Any], **kwargs: Any) -> FormPost:
         # launch_url is the redirect_uri checked above; the handler renders the form.

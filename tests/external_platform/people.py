@@ -13,6 +13,11 @@ ROLE_INSTRUCTOR = "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"
 COURSE_OFFERING = "http://purl.imsglobal.org/vocab/lis/v2/course#CourseOffering"
 
 
+#: NRPS 2.0 member status, section 2.2 (https://www.imsglobal.org/spec/lti-nrps/v2p0#membership-container-media-type)
+ACTIVE = "Active"
+INACTIVE = "Inactive"
+
+
 @dataclass(frozen=True)
 class Person:
     sub: str
@@ -20,6 +25,21 @@ class Person:
     email: str
     username: str
     roles: tuple[str, ...]
+    #: Their enrolment in the course, as the roster (NRPS) reports it.
+    status: str = ACTIVE
+
+    def member(self) -> dict:
+        """This person as an NRPS member (section 2.2): the library adds nothing."""
+        given, _, family = self.name.partition(" ")
+        return {
+            "user_id": self.sub,
+            "roles": list(self.roles),
+            "status": self.status,
+            "name": self.name,
+            "given_name": given,
+            "family_name": family,
+            "email": self.email,
+        }
 
 
 @dataclass(frozen=True)
@@ -45,4 +65,19 @@ PEOPLE = {
         Person("101", "Lise Meitner", "lise@example.org", "lmeitner", (ROLE_LEARNER,)),
         Person("102", "Niels Bohr", "niels@example.org", "nbohr", (ROLE_INSTRUCTOR,)),
     )
+}
+
+
+def _extra_learner(n: int) -> Person:
+    sub = str(200 + n)
+    status = INACTIVE if n == EXTRA_LEARNERS else ACTIVE
+    return Person(sub, f"Student {sub}", f"s{sub}@example.org", f"s{sub}", (ROLE_LEARNER,), status)
+
+
+#: Learners who never launched: only the roster (NRPS) knows them. The last one dropped
+#: the course (Inactive).
+EXTRA_LEARNERS = 15
+#: Everyone enrolled in the course, in roster order: the launch page's people first.
+ROSTER = {
+    p.sub: p for p in (*PEOPLE.values(), *(_extra_learner(n) for n in range(1, EXTRA_LEARNERS + 1)))
 }
