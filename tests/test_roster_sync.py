@@ -29,7 +29,7 @@ from ananke_hub.courses.provision import learner_group
 from ananke_hub.courses.sync_store import SyncStore
 from ananke_hub.usernames import hub_username
 from kore.sync.hub_groups import HubGroups
-from kore.sync.roster import RosterSyncJob, UsernameRule
+from kore.sync.roster import UsernameRule, run_roster_sync
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 
@@ -142,7 +142,7 @@ def roster(lms: FakeLMS):
 
 
 async def roster_sync(course_id, registry, layout, client, hub=None, rule=None):
-    job = RosterSyncJob(
+    return await run_roster_sync(
         course_id,
         registry=registry,
         layout=layout,
@@ -151,8 +151,6 @@ async def roster_sync(course_id, registry, layout, client, hub=None, rule=None):
         username_rule=rule,
         who="uinst",
     )
-    await job.begin()
-    return await job.run()
 
 
 def results(registry, run) -> dict:

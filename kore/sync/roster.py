@@ -260,3 +260,36 @@ class RosterSyncJob(SyncJob):
             for name, problem in result.items()
             if problem
         }
+
+
+async def run_roster_sync(
+    course_id: str,
+    *,
+    registry: CourseRegistry,
+    layout: CourseLayout,
+    lti_client: LTIClient,
+    hub: HubGroups | None = None,
+    username_rule: UsernameRule | None = None,
+    progress=None,
+    who: str = "",
+    log=None,
+) -> dict:
+    """Run one roster sync of a course to its end; the run's final counters.
+
+    ``hub``: the hub API client for the learner group (None skips that step with a
+    warning). Raises :class:`~ananke_hub.courses.sync_store.SyncAlreadyRunning` if one
+    runs already.
+    """
+    job = RosterSyncJob(
+        course_id,
+        registry=registry,
+        layout=layout,
+        lti_client=lti_client,
+        hub=hub,
+        username_rule=username_rule,
+        who=who,
+        listener=progress,
+        log=log,
+    )
+    await job.begin()
+    return await job.run()
