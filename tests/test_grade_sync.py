@@ -778,3 +778,19 @@ async def test_against_the_built_in_platform(platform_lms, registry, layout, tmp
     alan = {s["lineitem"]: s for s in ds101["scores"] if s["userId"] == "3"}
     assert sorted(s["scoreGiven"] for s in alan.values()) == [7, 7]  # hw1 and the total
     assert all(post["accepted"] == 1 for post in tally["posts"]), tally
+
+
+async def test_an_unexpected_error_fails_one_result_not_the_run(
+    homework, registry, layout, client, lms, monkeypatch
+):
+    original = GradeSyncJob.send
+
+    async def broken(self, work, url):
+        if work.recipient.username == "u102" and work.target.key == "total":
+            raise RuntimeError("bug")
+        return await original(self, work, url)
+
+    monkeypatch.setattr(GradeSyncJob, "send", broken)
+    run = await sync(homework, registry, layout, client)
+    assert run["counts"] == {"sent": 8, "failed": 1}
+    assert "Kore's log" in results(registry, run)[("u102", "total")]["message"]

@@ -447,7 +447,18 @@ class GradeSyncJob(SyncJob):
                     work = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                await self.process(work, delivered)
+                try:
+                    await self.process(work, delivered)
+                except Exception:  # a bug: this result fails, the others go on
+                    self.log.exception("%s: sending failed", self.log_prefix)
+                    self.record(
+                        self.result(
+                            work,
+                            "failed",
+                            "Kore failed to send this score; the hub admin finds why in "
+                            "Kore's log. Sync again to retry it.",
+                        )
+                    )
 
         count = max(1, min(self.settings.concurrency, len(works)))
         await asyncio.gather(*(worker() for _ in range(count)))
