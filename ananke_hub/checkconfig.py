@@ -55,7 +55,10 @@ ANANKE_CLASSES = (
     "ananke_hub.spawner:AnankeSystemdSpawner",
     "ananke_hub.spawner:AnankeLocalSpawner",
     "ananke_hub.auth:AnankeLTI13Authenticator",
+    "ananke_hub.courses.registry:CourseRegistry",
+    "ananke_hub.courses.layout:CourseLayout",
     "kore.app:Kore",
+    "kore.lti.settings:LTIAdvantage",
 )
 
 # The settings an LTI launch cannot do without (IMS Security Framework 5.1.3: the tool

@@ -361,7 +361,8 @@ class Kore(Application):
         """Serve until SIGTERM or SIGINT (the hub stops its services with these)."""
         try:
             host, port = self.listen_address()
-            server = self.make_web_app().listen(port, address=host, xheaders=True)
+            app = self.make_web_app()
+            server = app.listen(port, address=host, xheaders=True)
         except StartupError as exc:
             self.log.critical("Kore cannot start: %s", exc)
             return 1
@@ -386,6 +387,9 @@ class Kore(Application):
             await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
         except TimeoutError:
             self.log.warning("closed connections still open after %ss", SHUTDOWN_GRACE)
+        manager = app.settings.get("sync_manager")
+        if manager is not None:  # let running syncs record where they stopped
+            await manager.aclose()
         if JupyterHubHTTPClient.initialized():
             await JupyterHubHTTPClient.instance().close()
         self.registry.close()

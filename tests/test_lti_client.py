@@ -317,6 +317,9 @@ def test_link_header_parsing():
     )
     assert response('<https://lms/a>; rel="last"').next_link() is None
     assert response().next_link() is None
+    # Moodle's lineitems.php writes typographic quotes (rel=“next”) as UTF-8 bytes.
+    moodle = "<https://lms/p2>; rel=\u201cnext\u201d".encode()
+    assert response(moodle).next_link() == "https://lms/p2"
 
 
 # --- AGS --------------------------------------------------------------------------------------

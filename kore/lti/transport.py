@@ -13,6 +13,7 @@ opens a connection per request; against a real LMS the request itself costs far 
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import urljoin, urlsplit
@@ -78,6 +79,9 @@ class LMSResponse:
         return None
 
 
+_LINK_WORD = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+
+
 def _parse_links(value: str):
     """``<url>; rel="next", <url>; rel=prev`` -> [(url, {"rel": "next"}), ...]."""
     position = 0
@@ -95,7 +99,9 @@ def _parse_links(value: str):
         for part in segment.split(";"):
             name, _, raw = part.strip().strip(",").partition("=")
             if name:
-                params[name.strip().lower()] = raw.strip().strip('"')
+                # Keep the ASCII words only: Moodle writes rel=“next” with typographic
+                # quotes, which arrive as UTF-8 bytes read as Latin-1 ("â\x80\x9c").
+                params[name.strip().lower()] = " ".join(_LINK_WORD.findall(raw))
         yield target, params
         position = end + 1
 

@@ -84,7 +84,7 @@ def read_gradebook(paths: CoursePaths) -> GradebookSnapshot:
     if not present:
         return GradebookSnapshot(exists=False)
     try:
-        return nbgrader_setup._in_gradebook(paths, _snapshot)  # noqa: SLF001 (the one confined access)
+        return nbgrader_setup.read_gradebook(paths, _snapshot)
     except Exception as exc:  # SQLAlchemy, nbgrader, fsutil: all mean "cannot read it"
         raise GradebookUnreadable(
             f"nbgrader's gradebook {paths.gradebook} cannot be read ({type(exc).__name__}: {exc})"

@@ -10,3 +10,8 @@ c.Kore.port = 10101
 
 # Kore's log level: DEBUG, INFO, WARNING or ERROR.
 # c.Kore.log_level = "INFO"
+
+# Grades and rosters (LTI Advantage): how many requests Kore sends the LMS at once, and
+# how long it waits. Lower the concurrency for a small LMS.
+# c.LTIAdvantage.concurrency = 16
+# c.LTIAdvantage.request_timeout = 30.0
