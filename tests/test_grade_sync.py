@@ -794,3 +794,31 @@ async def test_an_unexpected_error_fails_one_result_not_the_run(
     run = await sync(homework, registry, layout, client)
     assert run["counts"] == {"sent": 8, "failed": 1}
     assert "Kore's log" in results(registry, run)[("u102", "total")]["message"]
+
+
+def test_snapshot_scores_are_nbgraders_own(course, layout):
+    """The grouped queries give what nbgrader computes per submission object: grades
+    (manual over automatic, plus extra credit), minus the late penalty, never below 0."""
+    from nbgrader.api import Gradebook
+
+    from kore.sync.gradebook import read_gradebook
+
+    add_assignment(layout, course, "hw9", 5, 5)
+    submit(layout, course, "u101", "hw9", 4, 3)
+    submit(layout, course, "u102", "hw9", 1, 0, manual=True)
+    submit(layout, course, "u103", "hw9", 0, 1)
+    with gradebook(layout, course) as gb:
+        gb.find_grade("q0", "p1", "hw9", "u101").extra_credit = 0.5
+        gb.find_submission_notebook("p1", "hw9", "u101").late_submission_penalty = 2.0
+        gb.find_submission_notebook("p1", "hw9", "u103").late_submission_penalty = 3.0
+        gb.db.commit()
+    snapshot = read_gradebook(layout.course(course))
+    with Gradebook(layout.course(course).gradebook_url, course) as gb:
+        for sub in gb.assignment_submissions("hw9"):
+            expected = max(0.0, sub.score - (sub.late_submission_penalty or 0))
+            got = snapshot.submissions[(sub.student.id, "hw9")]
+            assert got.score == pytest.approx(expected)
+            assert got.needs_manual_grade == bool(sub.needs_manual_grade)
+    assert snapshot.submissions[("u101", "hw9")].score == pytest.approx(5.5)  # 4+3+0.5-2
+    assert snapshot.submissions[("u103", "hw9")].score == 0.0  # 1-3, never below 0
+    assert snapshot.submissions[("u102", "hw9")].needs_manual_grade

@@ -284,21 +284,33 @@ class SyncStore:
                     )
                     for r in results
                 )
-            for d in deliveries:
-                values = {
-                    "lineitem_url": d.lineitem_url[:1024],
-                    "fingerprint": d.fingerprint,
-                    "score_given": d.score_given,
-                    "score_maximum": d.score_maximum,
-                    "sent_at": d.at,
-                    "run_id": run_id,
-                }
+            if deliveries:
+                # One statement for the batch (executemany), not one per score.
+                stmt = insert(SyncDelivery)
+                updated = ("lineitem_url", "fingerprint", "score_given", "score_maximum")
                 session.execute(
-                    insert(SyncDelivery)
-                    .values(course_id=course_id, username=d.username, item_key=d.item_key, **values)
-                    .on_conflict_do_update(
-                        index_elements=["course_id", "username", "item_key"], set_=values
-                    )
+                    stmt.on_conflict_do_update(
+                        index_elements=["course_id", "username", "item_key"],
+                        set_={
+                            **{name: stmt.excluded[name] for name in updated},
+                            "sent_at": stmt.excluded.sent_at,
+                            "run_id": stmt.excluded.run_id,
+                        },
+                    ),
+                    [
+                        {
+                            "course_id": course_id,
+                            "username": d.username,
+                            "item_key": d.item_key,
+                            "lineitem_url": d.lineitem_url[:1024],
+                            "fingerprint": d.fingerprint,
+                            "score_given": d.score_given,
+                            "score_maximum": d.score_maximum,
+                            "sent_at": d.at,
+                            "run_id": run_id,
+                        }
+                        for d in deliveries
+                    ],
                 )
             values = {
                 "heartbeat_at": now,
