@@ -192,3 +192,49 @@ class NotFoundHandler(PageHandler):
         raise web.HTTPError(404, "There is no page %s in Kore.", self.request.path)
 
     post = put = patch = delete = get
+
+
+#: Largest JSON body Kore's changing routes accept: their bodies are a few options; a
+#: bigger one is a mistake or an attack, refused without keeping it in memory.
+MAX_BODY = 16 * 1024
+
+
+class ChangeRequestMixin:
+    """For POST/PATCH API routes: a bounded body and an explained refusal of a login.
+
+    Handlers using it are decorated with ``@web.stream_request_body``, so an oversized
+    body is counted and dropped as it arrives, never held in memory.
+    """
+
+    async def prepare(self):
+        self._body = bytearray()
+        self._body_too_large = False
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body_too_large or len(self._body) + len(chunk) > MAX_BODY:
+            self._body_too_large = True
+            self._body.clear()
+            return
+        self._body.extend(chunk)
+
+    def body_bytes(self, too_large: str = "The body is larger than %d bytes.") -> bytes:
+        """The request body; 413 with ``too_large`` (a %d gets MAX_BODY) if it was cut."""
+        if self._body_too_large:
+            raise web.HTTPError(413, too_large, MAX_BODY)
+        return bytes(self._body)
+
+    def require_user(self) -> None:
+        """Like ``@web.authenticated``, which answers a bare 403 to a change: say why."""
+        if self.current_user:
+            return
+        if self.get_cookie(self.hub_auth.cookie_name):
+            # HubOAuth ignored the login cookie: no valid XSRF token, or an expired login.
+            raise web.HTTPError(
+                403,
+                "Kore did not accept its login cookie for this request: it needs the XSRF "
+                "token of Kore's page (header X-XSRFToken) and a current login (reload "
+                "Kore's page). Scripts may send a hub token instead (Authorization: token ...).",
+            )
+        self.get_login_url()  # APIs raise a 403 there: not logged in, or not allowed
+        raise web.HTTPError(403)

@@ -31,11 +31,9 @@ from ..sync.grades import KIND as GRADES
 from ..sync.grades import GradeSyncOptions, OptionsError
 from ..sync.job import SyncJob
 from ..sync.manager import SyncManager, sync_manager
-from .base import APIHandler
+from .base import APIHandler, ChangeRequestMixin
 from .courses import CourseHandlerMixin
 
-#: Largest POST body accepted: the options are two small values.
-MAX_BODY = 16 * 1024
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_PAGE, MAX_PAGE, MAX_RUNS = 1000, 5000, 100
 STATUSES = frozenset({"sent", "unchanged", "skipped", "failed", "added", "updated", "deactivated"})
@@ -95,48 +93,20 @@ class SyncRoutesMixin(CourseHandlerMixin):
 
 
 @web.stream_request_body
-class SyncRunsHandler(SyncRoutesMixin, APIHandler):
+class SyncRunsHandler(ChangeRequestMixin, SyncRoutesMixin, APIHandler):
     """Start a sync (POST) or list the latest ones (GET)."""
-
-    async def prepare(self):
-        # Streamed so that an oversized body is counted and dropped, never kept (413).
-        self._body = bytearray()
-        self._body_too_large = False
-        await super().prepare()
-
-    def data_received(self, chunk: bytes) -> None:
-        if self._body_too_large or len(self._body) + len(chunk) > MAX_BODY:
-            self._body_too_large = True
-            self._body.clear()
-            return
-        self._body.extend(chunk)
 
     def json_body(self):
         """The body as JSON; None if empty."""
-        if self._body_too_large:
-            raise web.HTTPError(413, "The body is larger than %d bytes.", MAX_BODY)
-        if not bytes(self._body).strip():
+        body = self.body_bytes()
+        if not body.strip():
             return None
         try:
-            return json.loads(bytes(self._body))
+            return json.loads(body)
         except (ValueError, RecursionError):
             raise web.HTTPError(
                 400, 'The body is not valid JSON. Send e.g. {"missing": "zero"} or nothing.'
             ) from None
-
-    def require_user(self) -> None:
-        """Like ``@web.authenticated``, which answers a bare 403 to a POST: say why."""
-        if self.current_user:
-            return
-        if self.get_cookie(self.hub_auth.cookie_name):
-            raise web.HTTPError(
-                403,
-                "Kore did not accept its login cookie for this request: it needs the XSRF "
-                "token of Kore's page (header X-XSRFToken) and a current login (reload "
-                "Kore's page). Scripts may send a hub token instead (Authorization: token ...).",
-            )
-        self.get_login_url()  # APIs raise a 403 there: not logged in, or not allowed
-        raise web.HTTPError(403)
 
     def make_job(self, course_id: str, body, who: str) -> SyncJob:
         try:

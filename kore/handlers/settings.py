@@ -24,14 +24,10 @@ from ananke_hub.courses.models import Course
 from ananke_hub.courses.nbgrader_setup import write_settings
 from ananke_hub.courses.settings import CourseSettings, SettingsError
 
-from .base import APIHandler
+from .base import APIHandler, ChangeRequestMixin
 from .courses import CourseHandlerMixin
 
 SETTINGS_ACTION = "see or change its settings"
-
-#: Largest PATCH body accepted. The settings are a few booleans and numbers; a bigger
-#: body is a mistake or an attack, refused without keeping it in memory.
-MAX_BODY = 16 * 1024
 
 # Changes of one course are applied one after the other, so that the file in the
 # grader's home ends up as the registry's last state, not an older one written late.
@@ -43,22 +39,8 @@ def _course_lock(course_id: str) -> asyncio.Lock:
 
 
 @web.stream_request_body
-class CourseSettingsHandler(CourseHandlerMixin, APIHandler):
+class CourseSettingsHandler(ChangeRequestMixin, CourseHandlerMixin, APIHandler):
     """Read and change the nbgrader settings of one course."""
-
-    async def prepare(self):
-        # The body is streamed (stream_request_body) so that an oversized one is
-        # counted and dropped, never held in memory; patch() answers 413 for it.
-        self._body = bytearray()
-        self._body_too_large = False
-        await super().prepare()
-
-    def data_received(self, chunk: bytes) -> None:
-        if self._body_too_large or len(self._body) + len(chunk) > MAX_BODY:
-            self._body_too_large = True
-            self._body.clear()
-            return
-        self._body.extend(chunk)
 
     # --- who may ------------------------------------------------------------------------
 
@@ -99,12 +81,9 @@ class CourseSettingsHandler(CourseHandlerMixin, APIHandler):
             ) from exc
 
     def changes_from_body(self) -> dict:
-        if self._body_too_large:
-            raise web.HTTPError(
-                413, "The settings sent are larger than %d bytes: send only the changes.", MAX_BODY
-            )
+        body = self.body_bytes("The settings sent are larger than %d bytes: send only the changes.")
         try:
-            changes = json.loads(bytes(self._body))
+            changes = json.loads(body)
         except (ValueError, RecursionError):
             # ValueError covers bad JSON, bad UTF-8 and integers too long to convert.
             raise web.HTTPError(
@@ -126,22 +105,6 @@ class CourseSettingsHandler(CourseHandlerMixin, APIHandler):
         course_id = self.checked_course_id(raw_course_id)
         course = await self.staff_course(course_id, SETTINGS_ACTION)
         self.answer(course_id, self.stored_settings(course))
-
-    def require_user(self) -> None:
-        """Like ``@web.authenticated``, which answers a bare 403 to a PATCH: say why."""
-        if self.current_user:
-            return
-        if self.get_cookie(self.hub_auth.cookie_name):
-            # HubOAuth ignored the login cookie: no valid XSRF token (see base.py), or
-            # the login expired.
-            raise web.HTTPError(
-                403,
-                "Kore did not accept its login cookie for this change: it needs the XSRF "
-                "token of Kore's page (header X-XSRFToken) and a current login (reload "
-                "Kore's page). Scripts may send a hub token instead (Authorization: token ...).",
-            )
-        self.get_login_url()  # APIs raise a 403 there: not logged in, or not allowed
-        raise web.HTTPError(403)
 
     async def patch(self, raw_course_id):
         self.require_user()
