@@ -58,6 +58,18 @@ class CourseHandlerMixin(HubUserHandler):
                 "if it persists, the hub admin finds why in Kore's log.",
             ) from exc
 
+    def checked_course_id(self, raw_course_id: str) -> str:
+        """The course id of an API URL; 400 if it is not one (never a path)."""
+        try:
+            return check_course_id(raw_course_id)
+        except InvalidCourseId:
+            raise web.HTTPError(
+                400,
+                "The URL does not name a course (a course id is c- and 16 hex digits). "
+                "Take the id from %sapi/courses.",
+                self.settings["kore_prefix"],
+            ) from None
+
     async def staff_course(self, course_id: str, action: str) -> Course:
         """The course if the caller may grade it (or is a hub admin); else 403 or 404.
 

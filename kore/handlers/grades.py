@@ -24,7 +24,6 @@ import re
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 
-from ananke_hub.courses.layout import InvalidCourseId, check_course_id
 from ananke_hub.courses.sync_store import SyncAlreadyRunning, SyncStore, UnknownCourse
 
 from ..sync.grades import KIND as GRADES
@@ -54,17 +53,6 @@ class SyncRoutesMixin(CourseHandlerMixin):
     @property
     def store(self) -> SyncStore:
         return SyncStore(self.registry)
-
-    def checked_course_id(self, raw_course_id: str) -> str:
-        try:
-            return check_course_id(raw_course_id)
-        except InvalidCourseId:
-            raise web.HTTPError(
-                400,
-                "The URL does not name a course (a course id is c- and 16 hex digits). "
-                "Take the id from %sapi/courses.",
-                self.settings["kore_prefix"],
-            ) from None
 
     def run_url(self, course_id: str, run_id: str) -> str:
         return f"{self.settings['kore_prefix']}api/courses/{course_id}/{self.path}/{run_id}"

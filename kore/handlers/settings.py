@@ -19,7 +19,6 @@ import json
 
 from tornado import web
 
-from ananke_hub.courses.layout import InvalidCourseId, check_course_id
 from ananke_hub.courses.models import Course
 from ananke_hub.courses.nbgrader_setup import write_settings
 from ananke_hub.courses.settings import CourseSettings, SettingsError
@@ -43,17 +42,6 @@ class CourseSettingsHandler(ChangeRequestMixin, CourseHandlerMixin, APIHandler):
     """Read and change the nbgrader settings of one course."""
 
     # --- who may ------------------------------------------------------------------------
-
-    def checked_course_id(self, raw_course_id: str) -> str:
-        try:
-            return check_course_id(raw_course_id)
-        except InvalidCourseId:
-            raise web.HTTPError(
-                400,
-                "The URL does not name a course (a course id is c- and 16 hex digits). "
-                "Take the id from %sapi/courses.",
-                self.settings["kore_prefix"],
-            ) from None
 
     # --- the settings ---------------------------------------------------------------------
 
