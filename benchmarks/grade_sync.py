@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from report import environment, summary
+from report import keep_traffic_local, parse_sizes, report_header, summary, work_directory
 from sqlalchemy.exc import SAWarning
 from tornado import web
 from tornado.httpclient import HTTPRequest
@@ -984,10 +984,7 @@ def parse_args(argv=None):
         help="directory for the LMS's state and log, the course files and registries "
         "(kept); default: a temporary one, removed unless a check failed",
     )
-    args = p.parse_args(argv)
-    if args.quick:  # smaller defaults; sizes given on the command line still win
-        p.set_defaults(**QUICK)
-        args = p.parse_args(argv)
+    args = parse_sizes(p, argv, QUICK)
     if not 1 <= args.students <= 100_000:
         p.error("--students must be 1 to 100000")
     if args.assignments < 1:
@@ -1011,18 +1008,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    no_proxy = [v for v in (os.environ.get("no_proxy"), "127.0.0.1", "localhost") if v]
-    os.environ["no_proxy"] = os.environ["NO_PROXY"] = ",".join(no_proxy)
+    keep_traffic_local()
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ananke-bench-grades-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = work_directory(args.workdir, "ananke-bench-grades-")
     started = time.monotonic()
-    report = {
-        "benchmark": "lti-ags-grade-sync",
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "environment": environment("nbgrader", "httpx"),
-    }
+    report = report_header("lti-ags-grade-sync", args, "nbgrader", "httpx")
     try:
         report.update(asyncio.run(run(args, workdir)))
     except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:

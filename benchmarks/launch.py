@@ -10,25 +10,25 @@ See benchmarks/README.md for what each scenario measures.
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import AsyncExitStack, suppress
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from hub_log import HubLog
 from report import (
     AUTHENTICATORS,
-    environment,
+    keep_traffic_local,
     launch_stats,
     launch_table,
+    parse_sizes,
     ratio,
+    report_header,
     slow_table,
     summary,
+    work_directory,
 )
 from virtual_user import LaunchDriver, LaunchResult, bench_user
 
@@ -428,10 +428,7 @@ def parse_args(argv=None):
         help="directory for the stacks' state and logs (kept); default: a temporary one, "
         "removed unless a launch failed",
     )
-    args = p.parse_args(argv)
-    if args.quick:  # smaller defaults; sizes given on the command line still win
-        p.set_defaults(**QUICK)
-        args = p.parse_args(argv)
+    args = parse_sizes(p, argv, QUICK)
     for name in ("users", "sequential", "concurrency", "rounds", "slow_launches"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be 1 or more")
@@ -440,21 +437,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # Upstream fetches the keyset with urllib, which honours proxy variables: keep the
-    # benchmark's traffic on 127.0.0.1 whatever the environment says.
-    no_proxy = [v for v in (os.environ.get("no_proxy"), "127.0.0.1", "localhost") if v]
-    os.environ["no_proxy"] = os.environ["NO_PROXY"] = ",".join(no_proxy)
+    keep_traffic_local()
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ananke-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = work_directory(args.workdir, "ananke-bench-")
     started = time.monotonic()
-    report = {
-        "benchmark": "lti13-launch-login",
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "authenticators": AUTHENTICATOR_CLASSES,
-        "environment": environment(),
-    }
+    report = report_header("lti13-launch-login", args)
+    report["authenticators"] = AUTHENTICATOR_CLASSES
     try:
         report.update(asyncio.run(run(args, workdir)))
     except (RuntimeError, TimeoutError) as exc:

@@ -19,22 +19,27 @@ benchmarks/README.md.
 import argparse
 import asyncio
 import json
-import os
 import random
 import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from hub_log import HubLog
-from report import environment, launch_stats, launch_table, ratio
+from report import (
+    keep_traffic_local,
+    launch_stats,
+    launch_table,
+    parse_sizes,
+    ratio,
+    report_header,
+    work_directory,
+)
 from virtual_user import LaunchDriver, LaunchResult
 
 from ananke_hub.courses.identity import course_id_for
@@ -701,10 +706,7 @@ def parse_args(argv=None):
         help="directory for the stacks' state and logs (kept); default: a temporary one, "
         "removed unless a launch failed or a record was lost",
     )
-    args = p.parse_args(argv)
-    if args.quick:  # smaller defaults; sizes given on the command line still win
-        p.set_defaults(**QUICK)
-        args = p.parse_args(argv)
+    args = parse_sizes(p, argv, QUICK)
     for name in ("activities", "students"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be 1 or more")
@@ -715,23 +717,16 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    no_proxy = [v for v in (os.environ.get("no_proxy"), "127.0.0.1", "localhost") if v]
-    os.environ["no_proxy"] = os.environ["NO_PROXY"] = ",".join(no_proxy)
+    keep_traffic_local()
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ananke-bench-provision-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = work_directory(args.workdir, "ananke-bench-provision-")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    report = {
-        "benchmark": "lti13-launch-provisioning",
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "stacks": {
-            PROVISIONING: "shipped configuration (course provisioning on)",
-            BASELINE: BASELINE_CONFIG,
-        },
-        "environment": environment("nbgrader"),
+    report = report_header("lti13-launch-provisioning", args, "nbgrader")
+    report["stacks"] = {
+        PROVISIONING: "shipped configuration (course provisioning on)",
+        BASELINE: BASELINE_CONFIG,
     }
     try:
         report.update(asyncio.run(run(args, workdir)))

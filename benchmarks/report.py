@@ -148,3 +148,45 @@ def environment(*packages: str) -> dict:
     ):
         env[key] = version(dist)
     return env
+
+
+# --- what every benchmark's command line does first ------------------------------------------
+
+
+def parse_sizes(parser, argv, quick: dict):
+    """Parse ``argv``; with --quick, ``quick`` gives smaller defaults (flags still win)."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        parser.set_defaults(**quick)
+        args = parser.parse_args(argv)
+    return args
+
+
+def keep_traffic_local() -> None:
+    """Keep the benchmark's HTTP on 127.0.0.1 whatever proxy variables say (urllib, as
+    upstream ltiauthenticator uses it, honours them)."""
+    no_proxy = [v for v in (os.environ.get("no_proxy"), "127.0.0.1", "localhost") if v]
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = ",".join(no_proxy)
+
+
+def work_directory(given, prefix: str):
+    """The benchmark's work directory: the one given, or a new temporary one."""
+    import tempfile
+    from pathlib import Path
+
+    workdir = given or Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def report_header(name: str, args, *packages: str) -> dict:
+    """The first keys of a benchmark's JSON report: what ran, when, with what."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    return {
+        "benchmark": name,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "environment": environment(*packages),
+    }
