@@ -1,0 +1,3 @@
+"""Course management routes (backups, reset, delete, import, audit log)."""
+
+handlers: list[tuple] = []

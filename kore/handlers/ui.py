@@ -1,0 +1,3 @@
+"""Kore's web pages for instructors."""
+
+handlers: list[tuple] = []
