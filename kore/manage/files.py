@@ -123,7 +123,7 @@ def _refuse_link(shown: str) -> UnsafePath:
     )
 
 
-def _open_dir_at(dir_fd: int, name: str, shown: str, *, trust_links: bool = False) -> int:
+def open_dir_at(dir_fd: int, name: str, shown: str, *, trust_links: bool = False) -> int:
     """Open directory ``name`` below ``dir_fd``; a link is refused unless root's own."""
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -146,7 +146,7 @@ def _open_parent(path: str | os.PathLike) -> tuple[int, str, str]:
     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for i, name in enumerate(parts[:-1]):
-            next_fd = _open_dir_at(fd, name, _shown(parts[: i + 1]), trust_links=True)
+            next_fd = open_dir_at(fd, name, _shown(parts[: i + 1]), trust_links=True)
             os.close(fd)
             fd = next_fd
     except BaseException:
@@ -156,7 +156,7 @@ def _open_parent(path: str | os.PathLike) -> tuple[int, str, str]:
 
 
 @contextlib.contextmanager
-def _parent(path: str | os.PathLike) -> Iterator[tuple[int, str, str]]:
+def parent_dir(path: str | os.PathLike) -> Iterator[tuple[int, str, str]]:
     fd, name, shown = _open_parent(path)
     try:
         yield fd, name, shown
@@ -165,7 +165,7 @@ def _parent(path: str | os.PathLike) -> Iterator[tuple[int, str, str]]:
 
 
 @contextlib.contextmanager
-def _opened(fd: int) -> Iterator[int]:
+def opened(fd: int) -> Iterator[int]:
     try:
         yield fd
     finally:
@@ -174,14 +174,14 @@ def _opened(fd: int) -> Iterator[int]:
 
 def open_dir(path: str | os.PathLike) -> int:
     """A descriptor of the real directory ``path`` (UnsafePath if it is a link)."""
-    with _parent(path) as (parent_fd, name, shown):
-        return _open_dir_at(parent_fd, name, shown)
+    with parent_dir(path) as (parent_fd, name, shown):
+        return open_dir_at(parent_fd, name, shown)
 
 
 def open_regular(path: str | os.PathLike) -> int:
     """A read descriptor of the regular file ``path`` (UnsafePath for a link or special file)."""
-    with _parent(path) as (parent_fd, name, shown):
-        fd = _open_regular_at(parent_fd, name, shown)
+    with parent_dir(path) as (parent_fd, name, shown):
+        fd = open_regular_at(parent_fd, name, shown)
         if fd is None:
             raise UnsafePath(
                 f"Refusing to read {shown}: it is not a regular file (a link, a device, a "
@@ -190,7 +190,7 @@ def open_regular(path: str | os.PathLike) -> int:
         return fd
 
 
-def _open_regular_at(dir_fd: int, name: str, shown: str) -> int | None:
+def open_regular_at(dir_fd: int, name: str, shown: str) -> int | None:
     """A read descriptor of regular file ``name``; None for anything else (or a hard link).
 
     The entry is looked at before it is opened (opening a device can have effects) and
@@ -219,7 +219,7 @@ def _is_copyable(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
 
 
-def _fsync(fd: int) -> None:
+def fsync_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):  # some file systems cannot fsync directories
         os.fsync(fd)
 
@@ -227,24 +227,24 @@ def _fsync(fd: int) -> None:
 # -- creating entries ----------------------------------------------------------------------------
 
 
-def _plain_mode(st_mode: int) -> int:
+def plain_mode(st_mode: int) -> int:
     """The permission bits kept on copies: no setuid, setgid or sticky bit."""
     return stat.S_IMODE(st_mode) & ~_SPECIAL_BITS
 
 
-def _set_owner(fd: int, owner: Owner | None) -> None:
+def set_owner(fd: int, owner: Owner | None) -> None:
     if owner is not None:
         st = os.fstat(fd)
         if (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
             os.fchown(fd, owner.uid, owner.gid)
 
 
-def _make_dir_at(dir_fd: int, name: str, owner: Owner | None, mode: int = 0o700) -> int:
+def make_dir_at(dir_fd: int, name: str, owner: Owner | None, mode: int = 0o700) -> int:
     """Create directory ``name`` (``owner``, ``mode``) and return its descriptor."""
     os.mkdir(name, 0o700, dir_fd=dir_fd)
     fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     try:
-        _set_owner(fd, owner)
+        set_owner(fd, owner)
         os.fchmod(fd, mode)  # after chown, which may clear bits; umask does not apply
     except BaseException:
         os.close(fd)
@@ -252,9 +252,9 @@ def _make_dir_at(dir_fd: int, name: str, owner: Owner | None, mode: int = 0o700)
     return fd
 
 
-def _make_private_top(parent_fd: int, name: str, shown: str) -> int:
+def make_private_top(parent_fd: int, name: str, shown: str) -> int:
     """The temporary top directory of a copy: root's, 0700, so nobody reaches inside."""
-    fd = _make_dir_at(parent_fd, name, None, 0o700)
+    fd = make_dir_at(parent_fd, name, None, 0o700)
     st = os.fstat(fd)
     if st.st_uid != os.geteuid():  # swapped for somebody else's directory before we opened it
         os.close(fd)
@@ -262,7 +262,7 @@ def _make_private_top(parent_fd: int, name: str, shown: str) -> int:
     return fd
 
 
-def _temp_name(name: str) -> str:
+def temp_name(name: str) -> str:
     return f".{name[:150]}.partial-{secrets.token_hex(6)}"
 
 
@@ -279,14 +279,14 @@ def ensure_dir(path: str | os.PathLike, *, owner: Owner | None = None, mode: int
             last = i == len(parts) - 1
             shown = _shown(parts[: i + 1])
             try:
-                next_fd = _open_dir_at(fd, name, shown, trust_links=not last)
+                next_fd = open_dir_at(fd, name, shown, trust_links=not last)
             except FileNotFoundError:
                 try:
-                    next_fd = _make_dir_at(fd, name, owner, mode)
+                    next_fd = make_dir_at(fd, name, owner, mode)
                 except FileExistsError:  # made meanwhile
-                    next_fd = _open_dir_at(fd, name, shown, trust_links=not last)
+                    next_fd = open_dir_at(fd, name, shown, trust_links=not last)
                 else:
-                    _fsync(fd)
+                    fsync_quietly(fd)
             os.close(fd)
             fd = next_fd
     except BaseException:
@@ -340,7 +340,7 @@ def _exists_at(dir_fd: int, name: str) -> bool:
     return True
 
 
-def _refuse_existing(dir_fd: int, name: str, shown: str) -> None:
+def refuse_existing(dir_fd: int, name: str, shown: str) -> None:
     if _exists_at(dir_fd, name):
         raise FileExistsError(
             errno.EEXIST, f"{shown} already exists; Kore does not replace it", shown
@@ -353,7 +353,7 @@ def publish(parent_fd: int, temp: str, top_fd: int, name: str) -> None:
     if (st.st_dev, st.st_ino) != (top.st_dev, top.st_ino):
         raise UnsafePath(f"{temp} was replaced while Kore filled it; nothing was published")
     rename_noreplace(parent_fd, temp, parent_fd, name)
-    _fsync(parent_fd)
+    fsync_quietly(parent_fd)
 
 
 def discard(parent_fd: int, temp: str) -> None:
@@ -414,7 +414,7 @@ def walk(
                     raise
                 skipped(path)  # replaced by a link meanwhile
                 continue
-            with _opened(fd):
+            with opened(fd):
                 entry = Entry(path, name, top_fd, os.fstat(fd), fd)
                 yield "dir", entry
                 yield from walk(fd, skipped, avoid=avoid, rel=path, depth=depth + 1)
@@ -439,7 +439,7 @@ def _copy_data(src_fd: int, dest_fd: int, limit: int | None = None) -> int:
     return copied
 
 
-def _write_file_at(
+def write_file_at(
     dir_fd: int,
     name: str,
     fill: Callable[[int], int],
@@ -451,7 +451,7 @@ def _write_file_at(
     """Create ``name`` (must not exist), owner and mode first, then ``fill(fd)``; fsynced."""
     fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
     try:
-        _set_owner(fd, owner)
+        set_owner(fd, owner)
         os.fchmod(fd, mode)
         size = fill(fd)
         if times_ns is not None:
@@ -463,10 +463,10 @@ def _write_file_at(
 
 
 def _finish_dir(fd: int, st: os.stat_result, owner: Owner | None) -> None:
-    _set_owner(fd, owner)
-    os.fchmod(fd, _plain_mode(st.st_mode))
+    set_owner(fd, owner)
+    os.fchmod(fd, plain_mode(st.st_mode))
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-    _fsync(fd)
+    fsync_quietly(fd)
 
 
 # -- the public functions ------------------------------------------------------------------------
@@ -482,12 +482,12 @@ def copy_tree(src: Path, dest: Path, *, owner: Owner | None = None) -> CopyRepor
     ``src`` must be a real directory (UnsafePath if it is a link).
     """
     report = CopyReport()
-    with _opened(open_dir(src)) as src_fd, _parent(dest) as (parent_fd, name, shown):
-        _refuse_existing(parent_fd, name, shown)
-        temp = _temp_name(name)
-        top_fd = _make_private_top(parent_fd, temp, shown)
+    with opened(open_dir(src)) as src_fd, parent_dir(dest) as (parent_fd, name, shown):
+        refuse_existing(parent_fd, name, shown)
+        temp = temp_name(name)
+        top_fd = make_private_top(parent_fd, temp, shown)
         try:
-            with _opened(top_fd):
+            with opened(top_fd):
                 top_st = os.fstat(top_fd)
                 _copy_into(src_fd, top_fd, owner, report, avoid=(top_st.st_dev, top_st.st_ino))
                 _finish_dir(top_fd, os.fstat(src_fd), owner)
@@ -507,10 +507,10 @@ def _copy_into(
         with contextlib.closing(events):
             for kind, entry in events:
                 if kind == "dir":
-                    dests.append(_make_dir_at(dests[-1], entry.name, owner, 0o700))
+                    dests.append(make_dir_at(dests[-1], entry.name, owner, 0o700))
                 elif kind == "end":
                     fd = dests.pop()
-                    with _opened(fd):
+                    with opened(fd):
                         _finish_dir(fd, entry.st, owner)
                 else:
                     _copy_entry(entry, dests[-1], owner, report)
@@ -520,17 +520,17 @@ def _copy_into(
 
 
 def _copy_entry(entry: Entry, dest_dir_fd: int, owner: Owner | None, report: CopyReport) -> None:
-    src_fd = _open_regular_at(entry.parent_fd, entry.name, entry.rel)
+    src_fd = open_regular_at(entry.parent_fd, entry.name, entry.rel)
     if src_fd is None:  # changed into something else meanwhile
         report.skipped.append(entry.rel)
         return
-    with _opened(src_fd):
+    with opened(src_fd):
         st = os.fstat(src_fd)
-        size = _write_file_at(
+        size = write_file_at(
             dest_dir_fd,
             entry.name,
             lambda fd: _copy_data(src_fd, fd),
-            mode=_plain_mode(st.st_mode),
+            mode=plain_mode(st.st_mode),
             owner=owner,
             times_ns=(st.st_atime_ns, st.st_mtime_ns),
         )
@@ -546,14 +546,14 @@ def copy_file(src: Path, dest: Path, *, owner: Owner | None = None) -> int:
     written to a temporary name, fsynced and renamed, with ``owner`` and ``src``'s mode
     (minus setuid/setgid/sticky).
     """
-    with _opened(open_regular(src)) as src_fd, _parent(dest) as (parent_fd, name, shown):
-        _refuse_existing(parent_fd, name, shown)
+    with opened(open_regular(src)) as src_fd, parent_dir(dest) as (parent_fd, name, shown):
+        refuse_existing(parent_fd, name, shown)
         st = os.fstat(src_fd)
         return write_new_file(
             parent_fd,
             name,
             lambda fd: _copy_data(src_fd, fd),
-            mode=_plain_mode(st.st_mode),
+            mode=plain_mode(st.st_mode),
             owner=owner,
             times_ns=(st.st_atime_ns, st.st_mtime_ns),
         )
@@ -569,15 +569,15 @@ def write_new_file(
     times_ns: tuple[int, int] | None = None,
 ) -> int:
     """Make file ``name`` in ``parent_fd`` complete or not at all (temp, fsync, rename)."""
-    temp = _temp_name(name)
+    temp = temp_name(name)
     try:
-        size = _write_file_at(parent_fd, temp, fill, mode=mode, owner=owner, times_ns=times_ns)
+        size = write_file_at(parent_fd, temp, fill, mode=mode, owner=owner, times_ns=times_ns)
         rename_noreplace(parent_fd, temp, parent_fd, name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp, dir_fd=parent_fd)
         raise
-    _fsync(parent_fd)
+    fsync_quietly(parent_fd)
     return size
 
 
@@ -592,7 +592,7 @@ def remove_tree(path: Path) -> bool:
         parent_fd, name, shown = _open_parent(path)
     except FileNotFoundError:
         return False
-    with _opened(parent_fd):
+    with opened(parent_fd):
         for _ in range(5):
             try:
                 st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
@@ -611,7 +611,7 @@ def remove_tree(path: Path) -> bool:
                 ):
                     raise
                 continue
-            _fsync(parent_fd)
+            fsync_quietly(parent_fd)
             return True
     raise UnsafePath(f"{shown} keeps changing while Kore removes it; try again")
 
@@ -630,20 +630,20 @@ def move_aside(path: Path, aside_dir: Path, *, owner: Owner | None = None) -> Pa
     rename, so both must be on one file system (they are: both are in one home).
     A link at ``path`` is moved as a link.
     """
-    with _parent(path) as (parent_fd, name, shown):
+    with parent_dir(path) as (parent_fd, name, shown):
         if not _exists_at(parent_fd, name):
             raise FileNotFoundError(errno.ENOENT, f"{shown} does not exist", shown)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{name[:200]}-{stamp}"
-        with _opened(ensure_dir(aside_dir, owner=owner, mode=0o700)) as aside_fd:
+        with opened(ensure_dir(aside_dir, owner=owner, mode=0o700)) as aside_fd:
             for n in range(1, 1000):
                 new = base if n == 1 else f"{base}-{n}"
                 try:
                     rename_noreplace(parent_fd, name, aside_fd, new)
                 except FileExistsError:
                     continue
-                _fsync(aside_fd)
-                _fsync(parent_fd)
+                fsync_quietly(aside_fd)
+                fsync_quietly(parent_fd)
                 return Path(aside_dir) / new
     raise FileExistsError(errno.EEXIST, f"No free name for {shown} in {aside_dir}", shown)
 
@@ -659,7 +659,7 @@ def clear_dir(path: Path, keep: set[str] | frozenset[str] = frozenset()) -> int:
     except FileNotFoundError:
         return 0
     removed = 0
-    with _opened(fd):
+    with opened(fd):
         for name in os.listdir(fd):
             if name in keep:
                 continue
@@ -672,7 +672,7 @@ def clear_dir(path: Path, keep: set[str] | frozenset[str] = frozenset()) -> int:
             except FileNotFoundError:
                 continue
             removed += 1
-        _fsync(fd)
+        fsync_quietly(fd)
     return removed
 
 
@@ -681,14 +681,14 @@ def tree_size(path: Path) -> tuple[int, int]:
 
     ``path`` may be a directory or a regular file; a link there is refused.
     """
-    with _parent(path) as (parent_fd, name, shown):
+    with parent_dir(path) as (parent_fd, name, shown):
         st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         if stat.S_ISLNK(st.st_mode):
             raise _refuse_link(shown)
         if not stat.S_ISDIR(st.st_mode):
             return (1, st.st_size) if _is_copyable(st) else (0, 0)
         files = size = 0
-        with _opened(_open_dir_at(parent_fd, name, shown)) as fd:
+        with opened(open_dir_at(parent_fd, name, shown)) as fd:
             events = walk(fd, lambda rel: None)
             with contextlib.closing(events):
                 for kind, entry in events:
