@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .container.commands import add_container_commands
 from .paths import StateLayout, config_dir, shipped_fragments
 
 
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roster_sync.add_argument("course", help=course_help)
     roster_sync.set_defaults(func=_cmd_roster_sync)
+
+    add_container_commands(sub)
     return parser
 
 

@@ -1,0 +1,118 @@
+"""The ``ananke container`` sub-commands: argparse wiring, errors turned into exit codes."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError
+from .manager import (
+    CONTAINERS_DIR_ENV,
+    ContainerError,
+    create,
+    default_containers_dir,
+    list_containers,
+    logs,
+    print_list,
+    remove,
+    shell,
+)
+
+#: Exit code when the admin has something to fix (config.py, a missing directory, podman).
+EXIT_FIX = 2
+
+
+def _containers_dir(args) -> Path:
+    return Path(args.containers_dir) if args.containers_dir else default_containers_dir()
+
+
+def _guarded(func):
+    """Run a command; a ConfigError or ContainerError is one message on stderr."""
+
+    def run(args) -> int:
+        try:
+            return func(args)
+        except (ConfigError, ContainerError) as exc:
+            print(f"ananke container {args.container_command}: {exc}", file=sys.stderr)
+            return EXIT_FIX
+
+    return run
+
+
+@_guarded
+def _cmd_create(args) -> int:
+    return create(
+        _containers_dir(args),
+        args.name,
+        dry_run=args.dry_run,
+        check_config=not args.no_check_config,
+    )
+
+
+@_guarded
+def _cmd_remove(args) -> int:
+    return remove(_containers_dir(args), args.name)
+
+
+@_guarded
+def _cmd_list(args) -> int:
+    print_list(list_containers(_containers_dir(args)))
+    return 0
+
+
+@_guarded
+def _cmd_shell(args) -> int:
+    return shell(_containers_dir(args), args.name)
+
+
+@_guarded
+def _cmd_logs(args) -> int:
+    return logs(_containers_dir(args), args.name, follow=args.follow, console=args.console)
+
+
+def add_container_commands(subparsers) -> argparse.ArgumentParser:
+    """Add ``container create|remove|list|shell|logs`` to the ``ananke`` parser."""
+    container = subparsers.add_parser(
+        "container", help="create, remove, list and enter Ananke's Podman containers"
+    )
+    dir_help = (
+        f"directory of the container directories (default: ${CONTAINERS_DIR_ENV}, "
+        "else ./containers)"
+    )
+    container.add_argument("--containers-dir", help=dir_help)
+    sub = container.add_subparsers(dest="container_command", required=True)
+    name_help = "the container's directory name in the containers directory, e.g. my-hub"
+
+    def command(name: str, func, text: str, with_name: bool = True):
+        parser = sub.add_parser(name, help=text, description=text)
+        if with_name:
+            parser.add_argument("name", help=name_help)
+        # accepted after the sub-command too: `ananke container create my-hub --containers-dir D`
+        parser.add_argument("--containers-dir", default=argparse.SUPPRESS, help=dir_help)
+        parser.set_defaults(func=func)
+        return parser
+
+    create_parser = command(
+        "create",
+        _cmd_create,
+        "turn NAME/config.py into `podman run` and start the container; "
+        "runtime data (homes, state, exchange) is created once and reused",
+    )
+    create_parser.add_argument(
+        "--dry-run", action="store_true", help="print the podman command, run nothing"
+    )
+    create_parser.add_argument(
+        "--no-check-config",
+        action="store_true",
+        help="do not refuse when `ananke check-config` finds errors in jupyterhub_config.d",
+    )
+    command("remove", _cmd_remove, "stop and remove the container; NAME/runtime/ stays")
+    command("list", _cmd_list, "the containers of this directory and their state", False)
+    command("shell", _cmd_shell, "a bash shell in the running container")
+    logs_parser = command("logs", _cmd_logs, "the hub's log (journalctl -u jupyterhub)")
+    logs_parser.add_argument("-f", "--follow", action="store_true", help="keep printing")
+    logs_parser.add_argument(
+        "--console",
+        action="store_true",
+        help="podman's log of the container's console (systemd's boot) instead",
+    )
+    return container
