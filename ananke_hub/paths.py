@@ -73,6 +73,11 @@ class StateLayout:
         return f"sqlite:///{self.root / 'jupyterhub.sqlite'}"
 
     @property
+    def backups(self) -> Path:
+        """Course backups (Kore): one archive per backup, readable by the hub's user only."""
+        return self.root / "backups"
+
+    @property
     def local_homes(self) -> Path:
         """Homes for the local-process spawner (laptops and CI without systemd)."""
         return self.root / "homes"

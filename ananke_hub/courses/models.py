@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -17,8 +18,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+#: Course.state values.
+COURSE_ACTIVE = "active"
+COURSE_DELETING = "deleting"
 
 
 def utcnow() -> datetime:
@@ -57,6 +63,11 @@ class Course(Base):
     provisioned: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: "active", or "deleting" while Kore deletes it: launches are refused meanwhile.
+    #: Added after the first release: registry.py adds the column to older databases.
+    state: Mapped[str] = mapped_column(
+        String(16), default=COURSE_ACTIVE, server_default=COURSE_ACTIVE
+    )
 
     members: Mapped[list["Member"]] = relationship(
         back_populates="course", cascade="all, delete-orphan"
@@ -174,3 +185,83 @@ class SyncLock(Base):
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(32))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- course management (Kore): backups, reset/delete journal, audit log ---------------------
+# No foreign keys to courses: backups and audit events outlive a deleted course.
+
+
+class Backup(Base):
+    """A course backup: an archive in the backups directory, named after its id."""
+
+    __tablename__ = "backups"
+
+    #: "b-" + 32 hex; the archive is <backups dir>/<id>.tar.gz.
+    id: Mapped[str] = mapped_column(String(34), primary_key=True)
+    course_id: Mapped[str] = mapped_column(String(32), index=True)
+    course_title: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: The hub user who asked for it, or "cli:<os user>".
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    #: "manual", "before-reset" or "before-delete".
+    reason: Mapped[str] = mapped_column(String(16), default="manual")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: What it holds: assignments, students, submissions, files, bytes.
+    contents: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: Hub users who may use it: the course's instructors and TAs when it was made,
+    #: and who made it; they keep it after the course is deleted.
+    owners: Mapped[list] = mapped_column(JSON, default=list)
+    #: Set when it was deleted (by a person or by retention); the archive is gone then.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CourseOperation(Base):
+    """The journal of a reset or delete: the last step done, so a re-run finishes it."""
+
+    __tablename__ = "course_operations"
+    __table_args__ = (
+        # At most one running operation per course, enforced by the database.
+        Index(
+            "ux_course_operations_running",
+            "course_id",
+            unique=True,
+            sqlite_where=text("state = 'running'"),
+            postgresql_where=text("state = 'running'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    course_id: Mapped[str] = mapped_column(String(32), index=True)
+    #: "reset" or "delete".
+    kind: Mapped[str] = mapped_column(String(16))
+    #: "running", "finished" or "failed" (a step raised: running it again goes on).
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    #: The last step completed (0: none).
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    #: The backup made first (its id is chosen when the operation starts).
+    backup_id: Mapped[str] = mapped_column(String(34), default="")
+    started_by: Mapped[str] = mapped_column(String(80), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditEvent(Base):
+    """Who did what to which course, when, and how it ended."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_course", "course_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: The hub user, or "cli:<os user>", or "kore" for work Kore resumed by itself.
+    actor: Mapped[str] = mapped_column(String(80), default="")
+    course_id: Mapped[str] = mapped_column(String(32), default="")
+    #: e.g. "backup.create", "course.reset", "course.import", "settings.update".
+    action: Mapped[str] = mapped_column(String(40))
+    #: Ids involved (backup, operation, source course, assignment...).
+    target: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: "ok", "refused", "failed" or "started".
+    outcome: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")

@@ -27,7 +27,7 @@ from traitlets.config import LoggingConfigurable
 from ..roles import Role
 from .identity import LaunchInfo
 from .layout import CourseLayout, grader_username
-from .registry import CourseRegistry
+from .registry import CourseBeingDeleted, CourseRegistry
 
 NBGRADER_SETUP = "ananke_hub.courses.nbgrader_setup"
 
@@ -136,7 +136,18 @@ class CourseProvisioner(LoggingConfigurable):
         registry = self.registry
         # nbgrader takes seconds to import: never in the event loop (preloaded at start).
         nbgrader_setup = await registry.run(importlib.import_module, NBGRADER_SETUP)
-        record = await registry.run(registry.record_launch, info)
+        try:
+            record = await registry.run(registry.record_launch, info)
+        except CourseBeingDeleted:
+            self.log.info(
+                "course:%s user:%s launch refused: the course is being deleted",
+                info.course_id,
+                info.username,
+            )
+            raise ProvisioningError(
+                "This course is being deleted on the hub. Try again in a minute: once the "
+                "deletion is done, launching from the LMS sets the course up anew."
+            ) from None
         log_prefix = f"course:{info.course_id} user:{info.username}"
         if record.created:
             self.log.info("%s created course %r", log_prefix, record.title)

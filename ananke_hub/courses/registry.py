@@ -12,9 +12,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Int, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -22,7 +23,34 @@ from traitlets.config import LoggingConfigurable
 from ..paths import StateLayout
 from ..roles import Role
 from .identity import LaunchInfo
-from .models import Base, Course, Member, utcnow
+from .models import COURSE_DELETING, Base, Course, Member, utcnow
+
+
+class CourseBeingDeleted(RuntimeError):
+    """A launch of a course that Kore is deleting: refused until the deletion is done."""
+
+    def __init__(self, course_id: str):
+        super().__init__(f"course {course_id} is being deleted")
+        self.course_id = course_id
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Add the columns later releases gave existing tables (create_all only makes new
+    tables). Idempotent: each column is added once, if missing."""
+    columns = {c["name"] for c in inspect(engine).get_columns("courses")}
+    if "state" not in columns:
+        try:
+            with engine.begin() as db:
+                db.execute(
+                    text(
+                        "ALTER TABLE courses ADD COLUMN state VARCHAR(16) NOT NULL "
+                        "DEFAULT 'active'"
+                    )
+                )
+        except DBAPIError:
+            # The hub and Kore open the registry at the same time: the other one won.
+            if "state" not in {c["name"] for c in inspect(engine).get_columns("courses")}:
+                raise
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,7 @@ class CourseRegistry(LoggingConfigurable):
             if self._engine is None:
                 engine = self._create_engine()
                 Base.metadata.create_all(engine)
+                upgrade_schema(engine)
                 self._sessions = sessionmaker(engine, expire_on_commit=False)
                 self._engine = engine
         return self._engine
@@ -152,6 +181,9 @@ class CourseRegistry(LoggingConfigurable):
                 .returning(Course.id)
             ).first()
             if not created:
+                state = session.scalar(select(Course.state).where(Course.id == info.course_id))
+                if state == COURSE_DELETING:
+                    raise CourseBeingDeleted(info.course_id)
                 session.execute(
                     update(Course).where(Course.id == info.course_id).values(**course_values)
                 )

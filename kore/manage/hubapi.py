@@ -1,0 +1,172 @@
+"""The hub's side of resetting and deleting a course, through the hub's REST API.
+
+Kore's hub token has the scopes ``servers`` (stop the grader's server),
+``read:users:name``, ``admin:users`` (delete the grader account) and ``admin:groups``
+(change and delete the course's groups); see the ``kore-service`` role in the hub config.
+Every call is idempotent: what is already gone (404) counts as done, so a step that was
+interrupted half-way is simply run again.
+
+JupyterHub REST API: https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html
+"""
+
+import asyncio
+import json
+import time
+from urllib.parse import quote
+
+import httpx
+
+from ..lti.errors import clean
+from .errors import Unavailable
+
+#: A server that is stopping gets this long before the grader account is deleted anyway
+#: (JupyterHub refuses to delete a user whose server is stopping: 400).
+STOP_WAIT = 120.0
+POLL_INTERVAL = 1.0
+
+
+class HubAdmin:
+    """The few hub API calls course management needs, each idempotent."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token: str,
+        timeout: float = 20.0,
+        stop_wait: float = STOP_WAIT,
+        poll_interval: float = POLL_INTERVAL,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.stop_wait = stop_wait
+        self.poll_interval = poll_interval
+        # Tests give an httpx.MockTransport; Kore the default network transport.
+        self.transport = transport
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
+
+    async def _call(self, client: httpx.AsyncClient, method: str, path: str, body=None):
+        try:
+            response = await client.request(
+                method,
+                self.api_url + path,
+                headers={"Authorization": f"token {self.token}"},
+                content=json.dumps(body).encode() if body is not None else None,
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"The hub API at {self.api_url} does not answer ({type(exc).__name__}). "
+                "Try again in a minute; the operation goes on where it stopped."
+            ) from exc
+        data = None
+        if response.content:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+        return response.status_code, data
+
+    @staticmethod
+    def _refused(method: str, path: str, code: int, data) -> Unavailable:
+        said = clean(str(data.get("message", ""))) if isinstance(data, dict) else ""
+        hint = ""
+        if code == 403:
+            hint = (
+                " Kore's hub token needs the scopes servers, admin:users and admin:groups "
+                "(the kore-service role in the hub's config)."
+            )
+        return Unavailable(
+            f"The hub answered {code} to {method} {path}"
+            + (f": {said}" if said else "")
+            + "."
+            + hint
+            + " Try again: the operation goes on where it stopped."
+        )
+
+    # --- groups -------------------------------------------------------------------------
+
+    async def group_members(self, group: str) -> set[str] | None:
+        """The users of ``group``; None if there is no such group."""
+        path = f"/groups/{quote(group, safe='')}"
+        async with self._client() as client:
+            code, data = await self._call(client, "GET", path)
+        if code == 404:
+            return None
+        if code != 200 or not isinstance(data, dict):
+            raise self._refused("GET", path, code, data)
+        return {u for u in data.get("users", []) if isinstance(u, str)}
+
+    async def empty_group(self, group: str) -> list[str]:
+        """Take every user out of ``group`` (kept); the names that left."""
+        members = await self.group_members(group)
+        if not members:
+            return []
+        leaving = sorted(members)
+        path = f"/groups/{quote(group, safe='')}/users"
+        async with self._client() as client:
+            code, data = await self._call(client, "DELETE", path, {"users": leaving})
+        if code == 404:
+            return []  # the group (or a user) went meanwhile: nothing left to take out
+        if code != 200:
+            raise self._refused("DELETE", path, code, data)
+        return leaving
+
+    async def delete_group(self, group: str) -> bool:
+        """Delete ``group``; False if it did not exist."""
+        path = f"/groups/{quote(group, safe='')}"
+        async with self._client() as client:
+            code, data = await self._call(client, "DELETE", path)
+        if code == 404:
+            return False
+        if code not in (200, 204):
+            raise self._refused("DELETE", path, code, data)
+        return True
+
+    # --- users --------------------------------------------------------------------------
+
+    async def _server_pending(self, client: httpx.AsyncClient, username: str) -> bool | None:
+        """Whether the user's default server is still stopping; None if no such user."""
+        path = f"/users/{quote(username, safe='')}"
+        code, data = await self._call(client, "GET", path)
+        if code == 404:
+            return None
+        if code != 200 or not isinstance(data, dict):
+            raise self._refused("GET", path, code, data)
+        server = (data.get("servers") or {}).get("")
+        # Without read:servers the model has no servers; the DELETE below reports a stop
+        # still under way (400), which then fails the step with the hub's message.
+        return bool(isinstance(server, dict) and server.get("pending"))
+
+    async def delete_user(self, username: str) -> bool:
+        """Stop the user's server and delete the user; False if there was no such user."""
+        user_path = f"/users/{quote(username, safe='')}"
+        async with self._client() as client:
+            code, data = await self._call(client, "DELETE", user_path + "/server")
+            if code == 404:
+                return False
+            if code not in (202, 204):
+                raise self._refused("DELETE", user_path + "/server", code, data)
+            deadline = time.monotonic() + self.stop_wait
+            while code == 202:  # stopping: wait for it (the hub refuses to delete meanwhile)
+                pending = await self._server_pending(client, username)
+                if pending is None:
+                    return False
+                if not pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"The hub is still stopping the server of {username} after "
+                        f"{self.stop_wait:.0f} s. Try again later; the operation goes on "
+                        "where it stopped."
+                    )
+                await asyncio.sleep(self.poll_interval)
+            code, data = await self._call(client, "DELETE", user_path)
+        if code == 404:
+            return False
+        if code not in (200, 204):
+            raise self._refused("DELETE", user_path, code, data)
+        return True
