@@ -561,3 +561,56 @@ def test_a_truncated_archive_is_refused_without_leftovers(course, tmp_path):
     with pytest.raises(BadArchive):
         archive.extract_tree(path, "course", tmp_path / "dest")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz", "home"]
+
+
+def test_odd_member_times_do_not_break_extraction(tmp_path):
+    odd = [
+        member("course/nan.ipynb", data=b"{}", pax_headers={"mtime": "nan"}),
+        member("course/old.ipynb", data=b"{}", mtime=-5),
+        member("course/far.ipynb", data=b"{}", mtime=1 << 40),
+    ]
+    path = build(tmp_path / "odd.tar.gz", good_members() + odd)
+    report = archive.extract_tree(path, "course", tmp_path / "dest")
+    assert report.files == 4
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == [
+        "far.ipynb",
+        "nan.ipynb",
+        "ok.ipynb",
+        "old.ipynb",
+    ]
+
+
+def test_files_changing_while_archived_are_reported(course, tmp_path, monkeypatch):
+    """A running lab may write while a backup reads: the size at the start is stored."""
+    big = course / "source" / "hw1" / "data" / "x.csv"
+
+    class Shrinking(archive._ExactReader):
+        def __init__(self, fd, size):
+            super().__init__(fd, size)
+            if os.path.samestat(os.fstat(fd), big.stat()):
+                os.truncate(big, 10)  # after its size went into the member's header
+
+    monkeypatch.setattr(archive, "_ExactReader", Shrinking)
+    path = tmp_path / "b.tar.gz"
+    report = archive.write_archive(path, MANIFEST, {"course": course})
+    assert report.changed == ["course/source/hw1/data/x.csv"]
+    with tarfile.open(path) as tar:
+        data = tar.extractfile("course/source/hw1/data/x.csv").read()
+    assert data[:10] == b"a,b\n" * 2 + b"a," and set(data[10:]) == {0}
+
+
+def test_leftovers_of_a_crashed_copy_are_removed(course, tmp_path, monkeypatch):
+    dest = tmp_path / "copy"
+    monkeypatch.setattr(files, "discard", lambda parent_fd, temp: None)  # as if killed
+    monkeypatch.setattr(files, "publish", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        files.copy_tree(course, dest)
+    monkeypatch.undo()
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.partial-")]
+    assert len(left) == 1
+    (tmp_path / ".copyright").write_text("not ours")
+    assert files.remove_leftovers(dest) == 1
+    assert files.remove_leftovers(dest) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".copyright", "home"]
+    files.copy_tree(course, dest)
+    assert (dest / "gradebook.db").is_file()

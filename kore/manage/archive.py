@@ -236,7 +236,7 @@ def write_archive(
     *,
     max_bytes: int | None = None,
 ) -> ArchiveReport:
-    """Write the backup ``archive`` (a new ``.tar.gz``): manifest, trees, in-memory fileops.
+    """Write the backup ``archive`` (a new ``.tar.gz``): manifest, trees, in-memory files.
 
     ``trees`` maps an arcname prefix (``"course"``) to a real directory; ``files``
     maps arcnames to content, which replaces a same-named file of a tree (and leaves
@@ -246,13 +246,15 @@ def write_archive(
     """
     extra = dict(files or {})
     prefixes = [_check_arcname(prefix) for prefix in trees]
+    if any(prefix.split("/")[0] == MANIFEST_NAME for prefix in prefixes):
+        raise ValueError(f"{MANIFEST_NAME} cannot be the name of a tree in a backup")
     for a in prefixes:
         for b in prefixes:
             if a != b and (b + "/").startswith(a + "/"):
                 raise ValueError(f"Archive trees {a!r} and {b!r} overlap")
     for name in extra:
         _check_arcname(name)
-        if name == MANIFEST_NAME or name in prefixes:
+        if name == MANIFEST_NAME or name in prefixes or name.split("/")[0] == MANIFEST_NAME:
             raise ValueError(f"{name!r} cannot be an in-memory file of a backup")
     leave_out = set(extra) | {name + suffix for name in extra for suffix in _SQLITE_COMPANIONS}
     manifest_data = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -394,6 +396,17 @@ def _check_member(archive: Path, info: tarfile.TarInfo) -> None:
             raise BadArchive(f"{archive}: {exc}; the archive is refused") from None
 
 
+def _mtime_ns(info: tarfile.TarInfo) -> int:
+    """The member's time for utime(2), whatever a header says (NaN, negative, far future)."""
+    try:
+        seconds = float(info.mtime)
+    except (TypeError, ValueError):
+        return 0
+    if not 0 <= seconds < 1 << 34:  # also false for NaN
+        return 0
+    return int(seconds * 1_000_000_000)
+
+
 def _file_mode(info: tarfile.TarInfo) -> int:
     # tarfile's 'data' filter: no group/other write, no special bits, owner may read and
     # write, no execute at all unless the owner may execute.
@@ -521,7 +534,7 @@ def _extract_into(archive, tar, chosen, skip: int, top_fd: int, owner, report) -
                 lambda fd, info=info: _read_member(archive, tar, info, fd),
                 mode=_file_mode(info),
                 owner=owner,
-                times_ns=(int(info.mtime * 1e9),) * 2,
+                times_ns=(_mtime_ns(info),) * 2,
             )
         report.files += 1
         report.bytes += size
@@ -530,7 +543,7 @@ def _extract_into(archive, tar, chosen, skip: int, top_fd: int, owner, report) -
         with fileops.opened(_open_or_make(top_fd, parts, owner, made)) as fd:
             os.fchmod(fd, _dir_mode(dirs.get(parts)))
             if parts in dirs:
-                mtime_ns = int(dirs[parts].mtime * 1e9)
+                mtime_ns = _mtime_ns(dirs[parts])
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
             fileops.fsync_quietly(fd)
 
@@ -556,5 +569,5 @@ def extract_file(archive: Path, member: str, dest: Path, *, owner: Owner | None 
                 lambda fd: _read_member(archive, tar, info, fd),
                 mode=_file_mode(info),
                 owner=owner,
-                times_ns=(int(info.mtime * 1e9),) * 2,
+                times_ns=(_mtime_ns(info),) * 2,
             )

@@ -48,6 +48,7 @@ __all__ = [
     "copy_file",
     "copy_tree",
     "move_aside",
+    "remove_leftovers",
     "remove_tree",
     "tree_size",
 ]
@@ -298,7 +299,6 @@ def ensure_dir(path: str | os.PathLike, *, owner: Owner | None = None, mode: int
 # -- renaming without replacing ------------------------------------------------------------------
 
 _RENAME_NOREPLACE = 1  # renameat2(2)
-_AT_FDCWD = -100
 _libc = None
 
 
@@ -593,26 +593,31 @@ def remove_tree(path: Path) -> bool:
     except FileNotFoundError:
         return False
     with opened(parent_fd):
-        for _ in range(5):
-            try:
-                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                return False
-            try:
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(name, dir_fd=parent_fd)
-                else:
-                    os.unlink(name, dir_fd=parent_fd)
-            except OSError as exc:
-                # rmtree refuses a link put in place of the directory meanwhile, and
-                # entries may vanish under a running lab: look again.
-                if exc.errno != errno.ENOENT and _kind_at(parent_fd, name) == stat.S_IFMT(
-                    st.st_mode
-                ):
-                    raise
-                continue
+        removed = _remove_entry(parent_fd, name, shown)
+        if removed:
             fsync_quietly(parent_fd)
-            return True
+        return removed
+
+
+def _remove_entry(dir_fd: int, name: str, shown: str) -> bool:
+    """Remove entry ``name`` of ``dir_fd`` (a whole tree for a directory); False if absent."""
+    for _ in range(5):
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=dir_fd)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+        except OSError as exc:
+            # rmtree refuses a link put in place of the directory meanwhile, and entries
+            # may vanish under a running lab: look again.
+            if exc.errno != errno.ENOENT and _kind_at(dir_fd, name) == stat.S_IFMT(st.st_mode):
+                raise
+            continue
+        return True
     raise UnsafePath(f"{shown} keeps changing while Kore removes it; try again")
 
 
@@ -621,6 +626,27 @@ def _kind_at(dir_fd: int, name: str) -> int | None:
         return stat.S_IFMT(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except FileNotFoundError:
         return None
+
+
+def remove_leftovers(dest: Path) -> int:
+    """Remove the temporaries (``.<name>.partial-*``) a crashed copy to ``dest`` left.
+
+    For operations resumed after a crash: the copy is then simply made again. Returns
+    how many went; a missing parent directory has none.
+    """
+    try:
+        parent_fd, name, shown = _open_parent(dest)
+    except FileNotFoundError:
+        return 0
+    prefix = f".{name[:150]}.partial-"
+    removed = 0
+    with opened(parent_fd):
+        for entry in os.listdir(parent_fd):
+            if entry.startswith(prefix) and _remove_entry(parent_fd, entry, shown):
+                removed += 1
+        if removed:
+            fsync_quietly(parent_fd)
+    return removed
 
 
 def move_aside(path: Path, aside_dir: Path, *, owner: Owner | None = None) -> Path:
@@ -663,15 +689,8 @@ def clear_dir(path: Path, keep: set[str] | frozenset[str] = frozenset()) -> int:
         for name in os.listdir(fd):
             if name in keep:
                 continue
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(name, dir_fd=fd)
-                else:
-                    os.unlink(name, dir_fd=fd)
-            except FileNotFoundError:
-                continue
-            removed += 1
+            if _remove_entry(fd, name, os.path.join(os.fspath(path), name)):
+                removed += 1
         fsync_quietly(fd)
     return removed
 
