@@ -614,3 +614,32 @@ def test_leftovers_of_a_crashed_copy_are_removed(course, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".copyright", "home"]
     files.copy_tree(course, dest)
     assert (dest / "gradebook.db").is_file()
+
+
+@needs_root
+def test_nothing_is_removed_through_a_link_in_a_users_directory(course, outside):
+    course.chmod(0o755)
+    os.chown(course, GRADER.uid, GRADER.gid)
+    (course / "ln").symlink_to(outside)
+    before = snapshot(outside)
+    for remove in (
+        lambda: files.remove_tree(course / "ln" / "secret"),
+        lambda: files.clear_dir(course / "ln" / "secret"),
+        lambda: files.move_aside(course / "ln" / "sentinel", course / "aside"),
+        lambda: files.move_aside(course / "gradebook.db", course / "ln" / "aside"),
+    ):
+        with pytest.raises(UnsafePath):
+            remove()
+    assert snapshot(outside) == before
+    assert (course / "gradebook.db").is_file()
+
+
+def test_too_deep_a_tree_is_refused_without_leftovers(tmp_path):
+    deep = tmp_path / "deep"
+    path = deep
+    for _ in range(files.MAX_DEPTH + 3):
+        path = path / "d"
+    path.mkdir(parents=True)
+    with pytest.raises(UnsafePath, match="deep"):
+        files.copy_tree(deep, tmp_path / "copy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]

@@ -158,6 +158,7 @@ def _open_parent(path: str | os.PathLike) -> tuple[int, str, str]:
 
 @contextlib.contextmanager
 def parent_dir(path: str | os.PathLike) -> Iterator[tuple[int, str, str]]:
+    """(descriptor of the directory holding ``path``, last name, ``path`` to show), closed after."""
     fd, name, shown = _open_parent(path)
     try:
         yield fd, name, shown
@@ -167,6 +168,7 @@ def parent_dir(path: str | os.PathLike) -> Iterator[tuple[int, str, str]]:
 
 @contextlib.contextmanager
 def opened(fd: int) -> Iterator[int]:
+    """``fd``, closed at the end of the block."""
     try:
         yield fd
     finally:
