@@ -37,6 +37,17 @@ TEMPLATES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def zoneinfo(tmp_path_factory, monkeypatch):
+    """A zoneinfo directory of our own: the tests do not depend on the host's tzdata."""
+    root = tmp_path_factory.mktemp("zoneinfo")
+    for zone in ("UTC", "Europe/Berlin", "Europe/Paris", "America/New_York"):
+        (root / zone).parent.mkdir(parents=True, exist_ok=True)
+        (root / zone).write_bytes(b"TZif2")
+    monkeypatch.setattr("ananke_hub.container.config.ZONEINFO_DIR", root)
+    return root
+
+
 def make_container(root: Path, body: str, name: str = "my-hub") -> Path:
     """A container directory with this config.py and an (empty) fragments directory."""
     directory = root / name
@@ -188,6 +199,7 @@ BAD = [
     ('c.Container.timezone = "Europe/Berlim"', "timezone", ["Did you mean 'Europe/Berlin'"]),
     ('c.Container.timezone = "../../etc/passwd"', "timezone", ["unknown time zone"]),
     ('c.Container.timezone = "/usr/share/zoneinfo/UTC"', "timezone", ["unknown time zone"]),
+    ('c.Container.timezone = "Europe"', "timezone", ["unknown time zone"]),
     ('c.Container.timezone = ""', "timezone", ["unknown time zone"]),
     ("c.Container.cpus = 0", "cpus", ["above 0"]),
     ("c.Container.cpus = -2.0", "cpus", ["above 0"]),
