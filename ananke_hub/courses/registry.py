@@ -43,8 +43,7 @@ def upgrade_schema(engine: Engine) -> None:
             with engine.begin() as db:
                 db.execute(
                     text(
-                        "ALTER TABLE courses ADD COLUMN state VARCHAR(16) NOT NULL "
-                        "DEFAULT 'active'"
+                        "ALTER TABLE courses ADD COLUMN state VARCHAR(16) NOT NULL DEFAULT 'active'"
                     )
                 )
         except DBAPIError:

@@ -30,7 +30,6 @@ import asyncio
 import errno
 import getpass
 import json
-import logging
 import os
 import secrets
 import stat
@@ -70,8 +69,6 @@ from .names import (
     new_backup_id,
 )
 from .store import FAILED, FINISHED, RUNNING, CourseFacts, ManageStore, OperationRunning, iso
-
-log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "ananke-course-backup"
 MANIFEST_VERSION = 1
@@ -285,7 +282,7 @@ class CourseManager(LoggingConfigurable):
                 self.store.record, actor, action, course_id or "", target, outcome, message
             )
         except Exception:
-            log.exception("audit: could not record %s %s %s", action, course_id, outcome)
+            self.log.exception("audit: could not record %s %s %s", action, course_id, outcome)
 
     async def audit(
         self, *, course_id: str | None = None, limit: int = 100, before: int | None = None
@@ -457,7 +454,7 @@ class CourseManager(LoggingConfigurable):
             )
             raise
         except Exception as exc:
-            log.exception("course:%s backup %s failed", facts.course_id, backup_id)
+            self.log.exception("course:%s backup %s failed", facts.course_id, backup_id)
             await self.record(
                 actor,
                 "backup.create",
@@ -467,7 +464,7 @@ class CourseManager(LoggingConfigurable):
                 f"{type(exc).__name__} (details in Kore's log)",
             )
             raise
-        log.info(
+        self.log.info(
             "course:%s user:%s backup %s made (%s, %d bytes)",
             facts.course_id,
             actor,
@@ -500,7 +497,7 @@ class CourseManager(LoggingConfigurable):
     async def _remove_backup(self, backup: Backup, actor: str, why: str) -> None:
         await self._thread(files.remove_tree, self.archive_path(backup.id))
         if await self._db(self.store.mark_backup_deleted, backup.id):
-            log.info("course:%s backup %s deleted (%s)", backup.course_id, backup.id, why)
+            self.log.info("course:%s backup %s deleted (%s)", backup.course_id, backup.id, why)
             await self.record(
                 actor, "backup.delete", backup.course_id, {"backup_id": backup.id}, "ok", why
             )
@@ -658,7 +655,7 @@ class CourseManager(LoggingConfigurable):
             raise Conflict(
                 f"Another operation on course {course_id} is running. Try again later."
             ) from exc
-        log.info("course:%s user:%s %s started (%s)", course_id, actor, kind, op.id)
+        self.log.info("course:%s user:%s %s started (%s)", course_id, actor, kind, op.id)
         await self.record(
             actor,
             f"course.{kind}",
@@ -708,9 +705,9 @@ class CourseManager(LoggingConfigurable):
                 await work(op)
                 await self._db(self.store.step_done, op.id, number)
                 step = number
-                log.info("%s: step %d (%s) done", prefix, number, names[number - 1])
+                self.log.info("%s: step %d (%s) done", prefix, number, names[number - 1])
             op = await self._db(self.store.end_operation, op.id, FINISHED, "")
-            log.info("%s finished", prefix)
+            self.log.info("%s finished", prefix)
             await self.record(
                 actor,
                 f"course.{op.kind}",
@@ -722,10 +719,10 @@ class CourseManager(LoggingConfigurable):
             failed = step + 1
             if isinstance(exc, ManageError):
                 why = exc.message
-                log.warning("%s: step %d failed: %s", prefix, failed, why)
+                self.log.warning("%s: step %d failed: %s", prefix, failed, why)
             else:
                 why = f"an unexpected error ({type(exc).__name__}; details in Kore's log)"
-                log.exception("%s: step %d failed", prefix, failed)
+                self.log.exception("%s: step %d failed", prefix, failed)
             message = (
                 f"Step {failed} of {len(names)} ({names[failed - 1]}) failed: {why} "
                 f"Run the {op.kind} again to go on from there; the backup "
@@ -750,7 +747,7 @@ class CourseManager(LoggingConfigurable):
         for op in await self._db(self.store.unfinished):
             if op.id in self._active:
                 continue
-            log.warning(
+            self.log.warning(
                 "course:%s %s %s was interrupted after step %d: finishing it",
                 op.course_id,
                 op.kind,
@@ -788,7 +785,9 @@ class CourseManager(LoggingConfigurable):
         paths = self.layout.course(op.course_id)
         if self._is_real_dir(paths.home):
             removed = await self._thread(gradebook.remove_students, paths)
-            log.info("course:%s reset: %d students left the gradebook", op.course_id, len(removed))
+            self.log.info(
+                "course:%s reset: %d students left the gradebook", op.course_id, len(removed)
+            )
 
     def _remove_student_files(self, paths: CoursePaths) -> None:
         if not self._is_real_dir(paths.home):
@@ -822,7 +821,7 @@ class CourseManager(LoggingConfigurable):
 
     async def _reset_hub_group(self, op: CourseOperation) -> None:
         left = await self._hub().empty_group(learner_group(op.course_id))
-        log.info("course:%s reset: %d learners left the group", op.course_id, len(left))
+        self.log.info("course:%s reset: %d learners left the group", op.course_id, len(left))
 
     async def _reset_registry(self, op: CourseOperation) -> None:
         await self._db(self.store.forget_learners, op.course_id)
@@ -1034,7 +1033,7 @@ class CourseManager(LoggingConfigurable):
             if _is_unsafe(exc):
                 await self.record(actor, "course.import", target_id, target, "refused", str(exc))
                 raise InvalidRequest(f"The source cannot be imported safely: {exc}") from None
-            log.exception("course:%s user:%s import failed", target_id, actor)
+            self.log.exception("course:%s user:%s import failed", target_id, actor)
             await self.record(
                 actor,
                 "course.import",
@@ -1044,7 +1043,7 @@ class CourseManager(LoggingConfigurable):
                 f"{type(exc).__name__} (details in Kore's log)",
             )
             raise
-        log.info(
+        self.log.info(
             "course:%s user:%s imported %s from %s: %s",
             target_id,
             actor,
@@ -1118,7 +1117,9 @@ class CourseManager(LoggingConfigurable):
                 result,
                 is_file=True,
             )
-            self._register(paths, src, {assignment: dest_name}, result)
+            # The assignment is made known to the gradebook if new; an existing one
+            # keeps its due date (one notebook does not bring the source's).
+            self._register(paths, src, {assignment: dest_name}, result, with_dates=False)
             return result
 
         existing = [dest for dest in chosen.values() if _lexists(paths.source / dest)]
@@ -1195,13 +1196,23 @@ class CourseManager(LoggingConfigurable):
                 files.remove_tree(staging)
 
     def _register(
-        self, paths: CoursePaths, src: ImportSource, names: dict[str, str], result: dict
+        self,
+        paths: CoursePaths,
+        src: ImportSource,
+        names: dict[str, str],
+        result: dict,
+        *,
+        with_dates: bool = True,
     ) -> None:
         """Record the imported assignments (due dates from the source) in the gradebook."""
         if not gradebook.exists(paths):
             result["skipped"].append("gradebook (the course has none yet)")
             return
-        dates = {a["name"]: a.get("duedate") for a in self._gradebook_assignments(src)}
+        dates = (
+            {a["name"]: a.get("duedate") for a in self._gradebook_assignments(src)}
+            if with_dates
+            else {}
+        )
         gradebook.register_assignments(
             paths,
             [{"name": dest, "duedate": dates.get(name)} for name, dest in sorted(names.items())],
