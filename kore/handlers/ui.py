@@ -1,3 +1,119 @@
-"""Kore's web pages for instructors."""
+"""Kore's web pages for instructors: a course's page, and the files the pages use.
 
-handlers: list[tuple] = []
+- ``<prefix>courses/<course id>``: the course page of an instructor or teaching
+  assistant (and of hub admins): grade and roster sync with live progress and results,
+  and course management (backups, reset, delete, import) when Kore offers it. The page
+  is rendered on the server with the data it can show without JavaScript; its buttons
+  work through Kore's JSON API (``kore/static/kore.js``), the same routes scripts use.
+  A student who opens it gets the "Kore is for instructors" page (403).
+- ``<prefix>static/<file>``: Kore's stylesheet and script.
+
+The pages take the hub's look from the hub itself: JupyterHub serves its stylesheet
+(Bootstrap and its own rules) at ``<hub base>hub/static/css/style.min.css``.
+"""
+
+import os
+from pathlib import Path
+
+from tornado import web
+
+from ananke_hub.courses.sync_store import SyncStore
+
+from ..sync.grades import KIND as GRADES
+from ..sync.roster import KIND as ROSTER
+from .base import PageHandler
+from .courses import STAFF_ROLES, CourseHandlerMixin, formgrader_path
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+ROLE_NAMES = {
+    "instructor": "Instructor",
+    "teaching_assistant": "Teaching assistant",
+    "learner": "Student",
+    "admin": "Hub admin",
+}
+
+#: Runs listed on the course page without JavaScript (the script shows the latest).
+RUNS_SHOWN = 5
+
+
+def hub_base_url() -> str:
+    """The hub's public base path (``/`` or ``/jupyter/``), which the hub gives its services."""
+    base = os.environ.get("JUPYTERHUB_BASE_URL", "/").strip("/")
+    return f"/{base}/" if base else "/"
+
+
+def hub_css_url() -> str:
+    """JupyterHub's own stylesheet, served by the hub (the pages look like the hub's)."""
+    return f"{hub_base_url()}hub/static/css/style.min.css"
+
+
+def static_url(prefix: str, name: str) -> str:
+    """A file of kore/static with a version in the query, so browsers refetch changes."""
+    version = web.StaticFileHandler.get_version({"static_path": str(STATIC)}, name)
+    return f"{prefix}static/{name}?v={version}" if version else f"{prefix}static/{name}"
+
+
+class KoreStaticHandler(web.StaticFileHandler):
+    """Kore's CSS and JavaScript: public files, with the headers of Kore's pages."""
+
+    def set_default_headers(self):
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+
+class CoursePageHandler(CourseHandlerMixin, PageHandler):
+    """``<prefix>courses/<course id>``: what staff can do with one course."""
+
+    @web.authenticated
+    async def get(self, raw_course_id):
+        course_id = self.checked_course_id(raw_course_id)
+        memberships = await self.my_courses()
+        try:
+            course = await self.staff_course(course_id, "manage it in Kore")
+        except web.HTTPError as exc:
+            if exc.status_code != 403:
+                raise
+            # A student (or someone outside the course): the friendly page, no controls.
+            self.set_status(403)
+            self.set_header("Cache-Control", "no-store")
+            self.render(
+                "for_instructors.html",
+                user=self.hub_user,
+                message=self.error_message(403, (type(exc), exc, None)),
+            )
+            return
+        role = next((r for c, r in memberships if c.id == course_id), "")
+        if role not in STAFF_ROLES:
+            role = "admin"  # staff_course let a hub admin in
+        store = SyncStore(self.registry)
+        runs = {
+            kind: await self._registry(store.runs, course_id, kind, RUNS_SHOWN)
+            for kind in (GRADES, ROSTER)
+        }
+        prefix = self.settings["kore_prefix"]
+        # The page carries the XSRF token for its API calls (header X-XSRFToken);
+        # rendering it also sets the matching _xsrf cookie (jupyterhub.services.auth).
+        xsrf = self.xsrf_token
+        self.set_header("Cache-Control", "no-store")
+        self.render(
+            "course.html",
+            course=course,
+            role=role,
+            role_names=ROLE_NAMES,
+            runs=runs,
+            api=f"{prefix}api/courses/{course.id}/",
+            formgrader_url=formgrader_path(prefix, course.id),
+            xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf,
+            manage=bool(self.settings.get("course_manager")),
+            other_courses=[
+                {"course_id": c.id, "title": c.title}
+                for c, r in memberships
+                if c.id != course.id and r in STAFF_ROLES
+            ],
+        )
+
+
+handlers = [
+    (r"static/(.*)", KoreStaticHandler, {"path": str(STATIC)}),
+    (r"courses/([^/]+)", CoursePageHandler),
+]
