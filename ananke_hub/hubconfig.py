@@ -42,6 +42,10 @@ def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
         },
         # Instructors open Kore from their lab: no extra consent page for our own service.
         "oauth_no_confirm": True,
+        # Listed in the Services menu of the hub's pages (JupyterHub shows a service there
+        # when it has a url, display is true and the user holds
+        # access:services!service=kore, which the "user" role of configure() gives everyone).
+        "display": True,
     }
 
 

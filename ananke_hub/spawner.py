@@ -104,6 +104,9 @@ class LabEnvironment:
             # nbgrader_config.py (exchange, student id = hub user) and our server
             # extension's config come first; the user's own config dirs still follow.
             "JUPYTER_CONFIG_PATH": str(LAB_CONFIG_DIR),
+            # Data files too: JupyterLab finds the prebuilt extensions we ship (the Kore
+            # menu) in <dir>/labextensions, whatever prefix the package was installed in.
+            "JUPYTER_PATH": str(LAB_CONFIG_DIR),
             "ANANKE_EXCHANGE_ROOT": layout.exchange_root,
         }
 

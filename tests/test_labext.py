@@ -25,6 +25,7 @@ from tornado.ioloop import IOLoop
 
 from ananke_hub.labext import EXTENSION
 from ananke_hub.labext.kore_client import KORE_URL_ENV, KoreCourseList, KoreUnavailable
+from ananke_hub.labext.kore_entry import browser_kore_url, kore_entry
 from ananke_hub.spawner import LAB_CONFIG_DIR
 
 KORE_PREFIX = "/services/kore/"
@@ -79,6 +80,7 @@ class FakeKore:
     def __init__(self):
         self.mode = "ok"
         self.delay = 5.0
+        self.courses = COURSES
         self.tokens: list[str] = []
         fake = self
 
@@ -100,7 +102,7 @@ class FakeKore:
                     self.finish({"status": 403, "message": "Not logged in"})
                 else:
                     self.set_header("Content-Type", "application/json")
-                    self.finish(json.dumps(COURSES))
+                    self.finish(json.dumps(fake.courses))
 
         self.app = web.Application([(KORE_PREFIX + "api/courses", CoursesHandler)])
         self.ready = threading.Event()
@@ -143,6 +145,7 @@ def kore_server():
 def kore(kore_server):
     yield kore_server
     kore_server.mode = "ok"
+    kore_server.courses = COURSES
 
 
 @pytest.fixture
@@ -350,12 +353,19 @@ def test_server_reports_kore_errors_in_the_panels_format(server, kore, mode):
     assert "Traceback" not in r.text
 
 
-def test_server_formgraders_with_kore_down(tmp_path):
-    down = JupyterServer(tmp_path, f"http://127.0.0.1:{free_port()}{KORE_PREFIX}").start()
-    try:
-        r = down.get("formgraders")
-    finally:
-        down.stop()
+@pytest.fixture(scope="module")
+def down_server(tmp_path_factory):
+    """A lab whose Kore does not listen."""
+    s = JupyterServer(
+        tmp_path_factory.mktemp("lab-down"), f"http://127.0.0.1:{free_port()}{KORE_PREFIX}"
+    ).start()
+    yield s
+    s.stop()
+
+
+def test_server_formgraders_with_kore_down(down_server):
+    down = down_server
+    r = down.get("formgraders")
     assert r.status_code == 200
     assert r.json() == {
         "success": False,
@@ -381,3 +391,138 @@ def test_nbgrader_version_check_is_still_served(server):
     other = server.get("nbgrader_version", params={"version": "0.0.1"}).json()
     assert other["success"] is False
     assert "0.0.1" in other["message"]
+
+
+# --- the Kore menu's route: ananke/kore ---------------------------------------------------------
+
+BROWSER_KORE = "/services/kore/"  # the test servers have no JUPYTERHUB_BASE_URL: base "/"
+STUDENT_COURSES = [
+    {"course_id": "c-00000000000000bb", "title": "Art", "role": "learner", "current": True},
+    {"course_id": "c-00000000000000dd", "title": "Music", "role": "learner", "current": False},
+]
+KORE_MENU = {
+    "instructor": True,
+    "kore_url": BROWSER_KORE,
+    "courses": [
+        {
+            "course_id": "c-00000000000000aa",
+            "title": "Data Science 101 - Homework",
+            "role": "instructor",
+            "current": True,
+            "url": BROWSER_KORE + "courses/c-00000000000000aa",
+        },
+        {
+            "course_id": "c-00000000000000cc",
+            "title": "Stats",
+            "role": "teaching_assistant",
+            "current": False,
+            "url": BROWSER_KORE + "courses/c-00000000000000cc",
+        },
+    ],
+}
+
+
+def test_kore_entry_lists_staff_courses_current_first():
+    courses = [
+        {"course_id": "c-0000000000000001", "title": "Old", "role": "instructor", "current": False},
+        {"course_id": "c-0000000000000002", "title": "Taken", "role": "learner", "current": False},
+        {
+            "course_id": "c-0000000000000003",
+            "title": "Now",
+            "role": "teaching_assistant",
+            "current": True,
+        },
+        {"course_id": "c-0000000000000004", "role": "instructor"},  # no title: the id
+    ]
+    entry = kore_entry(courses, "/jhub/services/kore/")
+    assert entry["instructor"] is True
+    assert [c["title"] for c in entry["courses"]] == ["Now", "Old", "c-0000000000000004"]
+    assert entry["courses"][0]["url"] == "/jhub/services/kore/courses/c-0000000000000003"
+    assert [c["current"] for c in entry["courses"]] == [True, False, False]
+
+
+def test_kore_entry_for_a_student_is_empty():
+    assert kore_entry(STUDENT_COURSES, BROWSER_KORE) == {
+        "instructor": False,
+        "kore_url": BROWSER_KORE,
+        "courses": [],
+    }
+    assert kore_entry([], BROWSER_KORE)["instructor"] is False
+
+
+@pytest.mark.parametrize(
+    "course",
+    [
+        "not a dict",
+        {"course_id": "../../etc", "title": "x", "role": "instructor"},
+        {"course_id": "c-00000000000000aa/../x", "role": "instructor"},
+        {"course_id": None, "role": "instructor"},
+        {"course_id": "c-00000000000000aa", "role": "administrator"},
+        {"course_id": "c-00000000000000aa"},
+    ],
+)
+def test_kore_entry_builds_urls_only_from_course_ids_of_staff(course):
+    assert kore_entry([course], BROWSER_KORE) == {
+        "instructor": False,
+        "kore_url": BROWSER_KORE,
+        "courses": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({}, "/services/kore/"),
+        ({"JUPYTERHUB_BASE_URL": "/jhub/"}, "/jhub/services/kore/"),
+        ({"JUPYTERHUB_BASE_URL": "/jhub"}, "/jhub/services/kore/"),
+        (
+            {
+                "JUPYTERHUB_BASE_URL": "/jhub/",
+                "JUPYTERHUB_PUBLIC_HUB_URL": "https://hub.example.edu/jhub/hub/",
+            },
+            "https://hub.example.edu/jhub/services/kore/",
+        ),
+    ],
+)
+def test_browser_reaches_kore_through_the_hub(environ, expected):
+    assert browser_kore_url(environ) == expected
+
+
+def test_server_kore_menu_for_an_instructor(server, kore):
+    r = server.get("ananke/kore")
+    assert r.status_code == 200
+    assert r.json() == KORE_MENU
+    assert r.headers["Cache-Control"] == "no-store"
+    assert kore.tokens[-1] == f"token {LAB_TOKEN}"  # asked with the lab's own token
+
+
+def test_server_kore_menu_for_a_student(server, kore):
+    kore.courses = STUDENT_COURSES
+    r = server.get("ananke/kore")
+    assert r.status_code == 200
+    assert r.json() == {"instructor": False, "kore_url": BROWSER_KORE, "courses": []}
+
+
+@pytest.mark.parametrize("mode", ["forbidden", "error", "garbage"])
+def test_server_kore_menu_when_kore_fails(server, kore, mode):
+    kore.mode = mode
+    r = server.get("ananke/kore")
+    assert r.status_code == 503
+    assert set(r.json()) == {"message"}
+    assert "Kore" in r.json()["message"]
+    assert "Traceback" not in r.text
+
+
+def test_server_kore_menu_with_kore_down(down_server):
+    r = down_server.get("ananke/kore")
+    assert r.status_code == 503
+    assert r.json() == {
+        "message": "Kore, the course service, is not reachable right now. Refresh the "
+        "list in a minute; if it keeps failing, tell the hub admin."
+    }
+    assert "ananke kore menu: GET http://127.0.0.1:" in down_server.log
+
+
+def test_server_kore_menu_needs_login(server):
+    r = httpx.get(f"{server.base}/ananke/kore", timeout=60, follow_redirects=False)
+    assert r.status_code == 403

@@ -4,6 +4,10 @@ Instructors reach the formgrader of each of their courses from their lab: nbgrad
 Courses panel (Nbgrader menu -> Courses) lists the courses they teach, and one click
 opens the course's formgrader through Kore, which starts the course's grader server.
 
+It also answers ``ananke/kore``, from which the JupyterLab extension ``@ananke/lab-kore``
+(prebuilt in ``share/jupyter/labextensions``) draws the "Kore" menu of instructors
+(:mod:`.kore_entry`).
+
 Enabled, with nbgrader's own ``course_list`` extension disabled, by
 ``ananke_hub/share/jupyter/jupyter_server_config.d/ananke.json``; the spawners put that
 directory on every lab's ``JUPYTER_CONFIG_PATH``. Settings: ``c.KoreCourseList``.

@@ -1,4 +1,5 @@
-"""The lab's ``/formgraders`` and ``/nbgrader_version`` routes, in place of nbgrader's.
+"""The lab's ``/formgraders`` and ``/nbgrader_version`` routes, in place of nbgrader's,
+and ``/ananke/kore``, which the lab's "Kore" menu asks (:mod:`.kore_entry`).
 
 nbgrader's JupyterLab "Courses" panel fetches ``<server>/formgraders`` and shows
 ``{"success": true, "value": [{"course_id", "url", "kind"}, ...]}`` as links. nbgrader's
@@ -18,6 +19,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .kore_client import KoreUnavailable
+from .kore_entry import browser_kore_url, kore_entry
 
 
 def nbgrader_version() -> str:
@@ -76,6 +78,34 @@ class NbGraderVersionHandler(APIHandler):
         self.finish(json.dumps(reply))
 
 
+class KoreEntryHandler(APIHandler):
+    """``{"instructor", "kore_url", "courses"}``: whether and what the lab's Kore menu shows.
+
+    When Kore cannot be asked the answer is 503 with ``{"message": ...}``: the menu
+    extension logs it in the browser's console and adds nothing, and the lab works on.
+    """
+
+    @property
+    def course_list(self):
+        return self.settings["ananke_course_list"]
+
+    @web.authenticated
+    async def get(self):
+        self.set_header("Cache-Control", "no-store")
+        try:
+            courses = await self.course_list.fetch_courses()
+        except KoreUnavailable as exc:
+            self.log.warning("ananke kore menu: %s", exc.detail)
+            self.set_status(503)
+            self.finish(json.dumps({"message": str(exc)}))
+            return
+        self.finish(json.dumps(kore_entry(courses, browser_kore_url())))
+
+
 def handlers() -> list[tuple[str, type]]:
     """Paths relative to the server's base URL."""
-    return [("formgraders", FormgradersHandler), ("nbgrader_version", NbGraderVersionHandler)]
+    return [
+        ("formgraders", FormgradersHandler),
+        ("nbgrader_version", NbGraderVersionHandler),
+        ("ananke/kore", KoreEntryHandler),
+    ]
