@@ -28,7 +28,6 @@ again (:meth:`CourseManager.resume_unfinished` at Kore's start does it for crash
 
 import asyncio
 import errno
-import getpass
 import json
 import os
 import secrets
@@ -102,14 +101,6 @@ DELETE_STEPS = (
     "registry",
 )
 STEPS = {"reset": RESET_STEPS, "delete": DELETE_STEPS}
-
-
-def cli_actor() -> str:
-    """The actor of a command run on the hub host: ``cli:<os user>``."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return f"cli:uid-{os.geteuid()}"
 
 
 def backup_entry(backup: Backup, course_exists: bool) -> dict:
