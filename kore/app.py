@@ -36,6 +36,8 @@ from ananke_hub.registration import LMSRegistration
 from .graders import GraderServers
 from .handlers import routes
 from .handlers.base import HubUserHandler, NotFoundHandler
+from .manage.hubapi import HubAdmin
+from .manage.service import CourseManager
 
 HERE = Path(__file__).parent
 DEFAULT_PREFIX = "/services/kore/"
@@ -167,6 +169,7 @@ class Kore(Application):
             self.init_course_layout()
             self.init_hub_auth()
             self.init_grader_servers()
+            self.init_course_manager()
         except StartupError as exc:
             self.log.critical("Kore cannot start: %s", exc)
             self.exit(1)
@@ -295,6 +298,42 @@ class Kore(Application):
             log=self.log,
         )
 
+    def init_course_manager(self) -> None:
+        # Backups, reset, delete and import (kore.manage), configured as c.CourseManager.
+        # It changes hub users and groups with Kore's own hub token: without one (no hub
+        # login either) there is nothing to manage and the routes answer 503.
+        self.course_manager = None
+        if not self.hub_login_enabled:
+            return
+        try:
+            self.course_manager = CourseManager(
+                parent=self,
+                registry=self.registry,
+                layout=self.course_layout,
+                hub=HubAdmin(api_url=self.hub_auth.api_url, token=self.hub_auth.api_token),
+            )
+        except TraitError as exc:
+            raise StartupError(f"{exc} Check {self.fragments_setting('CourseManager')}.") from exc
+        self.log.info("course backups: %s", self.course_manager.backups_dir)
+
+    async def resume_operations(self) -> None:
+        """Finish the resets and deletions a stopped Kore left half-done (in the background)."""
+        try:
+            resumed = await self.course_manager.resume_unfinished()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # Kore serves on; the next start tries again
+            self.log.exception("could not resume unfinished course operations")
+            return
+        for entry in resumed:
+            self.log.info(
+                "course:%s resumed %s %s: %s",
+                entry.get("course_id"),
+                entry.get("kind"),
+                entry.get("operation_id"),
+                entry.get("state"),
+            )
+
     def listen_address(self) -> tuple[str, int]:
         """Where to listen: the hub's JUPYTERHUB_SERVICE_URL, else 127.0.0.1:<port>."""
         service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
@@ -330,6 +369,7 @@ class Kore(Application):
             "course_layout": self.course_layout,
             "grader_servers": self.grader_servers,
             "formgrader_wait": self.formgrader_wait,
+            "course_manager": self.course_manager,
         }
         return web.Application(routes(self.base_url), **settings)
 
@@ -380,13 +420,22 @@ class Kore(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         self.log.info("Kore serving http://%s:%d%s", host, port, self.base_url)
+        # Operations a crash interrupted go on while Kore already serves: a long one
+        # must not keep the keyset and the other courses waiting.
+        resuming = asyncio.create_task(self.resume_operations()) if self.course_manager else None
         await stop.wait()
         self.log.info("Kore stopping")
         server.stop()
+        if resuming is not None and not resuming.done():
+            # Each step is saved when done: the next start continues where this one stopped.
+            resuming.cancel()
+            await asyncio.gather(resuming, return_exceptions=True)
         try:
             await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
         except TimeoutError:
             self.log.warning("closed connections still open after %ss", SHUTDOWN_GRACE)
+        if self.course_manager is not None:  # running resets and deletes resume next start
+            await self.course_manager.aclose()
         manager = app.settings.get("sync_manager")
         if manager is not None:  # let running syncs record where they stopped
             await manager.aclose()
