@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from traitlets.config import Config
+from traitlets.config import Config, LazyConfigValue
 
 from .courses.layout import CourseLayout
 from .fragments import load_fragments
@@ -20,11 +20,20 @@ from .spawner import systemd_is_pid1
 
 log = logging.getLogger("ananke")
 
+#: Page templates that extend JupyterHub's own (see share/templates/page.html).
+TEMPLATES_DIR = Path(__file__).parent / "share" / "templates"
 KORE_SERVICE = "kore"
 KORE_ROLE = "kore-service"
 #: The course layout the hub resolved (its own settings above, then the fragments),
 #: handed to Kore in these variables so both find course files in the same place.
 COURSE_LAYOUT_ENV = {"ANANKE_HOMES_ROOT": "homes_root", "ANANKE_EXCHANGE_ROOT": "exchange_root"}
+
+
+def _as_list(section: Config, name: str) -> list:
+    """A list setting of the fragments, also when they only appended to it."""
+    value = section.get(name, [])
+    # `c.JupyterHub.services.append(...)` in a fragment leaves a lazy value, not a list.
+    return value.get_value([]) if isinstance(value, LazyConfigValue) else list(value)
 
 
 def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
@@ -99,7 +108,10 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
             "without dynamic users or resource limits. Fine for a demo, not for teaching."
         )
 
-    services = [s for s in c.JupyterHub.get("services", []) if s.get("name") != KORE_SERVICE]
+    # Our templates first: they extend the hub's own (Kore under Services for staff only).
+    c.JupyterHub.template_paths = [str(TEMPLATES_DIR), *c.JupyterHub.get("template_paths", [])]
+
+    services = [s for s in _as_list(c.JupyterHub, "services") if s.get("name") != KORE_SERVICE]
     services.append(kore_service(c, layout, cfg_dir))
     c.JupyterHub.services = services
 
@@ -108,7 +120,7 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
     c.JupyterHub.load_roles = [
         *[
             r
-            for r in c.JupyterHub.get("load_roles", [])
+            for r in _as_list(c.JupyterHub, "load_roles")
             if r.get("name") not in ("user", KORE_ROLE)
         ],
         {

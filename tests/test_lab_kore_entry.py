@@ -236,4 +236,10 @@ async def test_instructor_opens_kore_from_the_lab_and_students_get_no_menu(tmp_p
         assert await menu_bar_item(page, "Kore").count() == 0
         assert await page.locator("#jp-mainmenu-ananke-kore").count() == 0
         await page.screenshot(path=SCREENSHOTS / "lab-student-no-kore.png")
+
+        # ... and no Kore under Services in the hub control panel (share/templates/page.html).
+        hub_page = await context.new_page()
+        await hub_page.goto(f"{stack.hub_url}/hub/home")
+        await hub_page.get_by_text("Logout").first.wait_for()
+        assert await hub_page.locator("a.dropdown-item", has_text=re.compile("^kore$")).count() == 0
         await browser.close()
