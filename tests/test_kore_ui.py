@@ -54,11 +54,26 @@ def kore_url(stack, path: str = "") -> str:
     return f"{stack.hub_url}/services/kore/{path}"
 
 
-async def screenshot(page, name: str) -> None:
+#: The screenshots the instructor guide shows (docs/user/instructors.md).
+DOC_SCREENSHOTS = {
+    "kore-home.png",
+    "kore-course.png",
+    "kore-grades-sent.png",
+    "kore-grades-failed.png",
+    "kore-reset-dialog.png",
+    "kore-student.png",
+}
+
+
+async def screenshot(target, name: str, *, full_page: bool = True) -> None:
+    """Save a screenshot of a page (whole, or what the window shows) or of one element."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / name
-    await page.screenshot(path=path, full_page=True)
-    if UPDATE_DOC_SHOTS:
+    if isinstance(target, playwright.Locator):
+        await target.screenshot(path=path)
+    else:
+        await target.screenshot(path=path, full_page=full_page)
+    if UPDATE_DOC_SHOTS and name in DOC_SCREENSHOTS:
         DOC_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOC_SHOTS / name)
 
@@ -238,7 +253,8 @@ async def test_send_grades_shows_progress_and_results_and_they_reach_the_lms(ada
     await expect(ada.locator("#grades-panel .kore-results-table tbody tr")).to_have_count(4)
     await expect(ada.locator("#grades-panel td.kore-status-sent")).to_have_count(4)
     await expect(ada.locator("#grades-panel .kore-alert")).to_be_hidden()  # no 409 (dblclick)
-    await screenshot(ada, "kore-grades-sent.png")
+    await ada.evaluate("getSelection().removeAllRanges()")  # the double click selected a word
+    await screenshot(ada.locator("#grades-panel"), "kore-grades-sent.png")
 
     token = await user_token(stack, "u2")
     runs = (await kore_api(stack, token, "GET", "grades/sync")).json()["runs"]
@@ -303,7 +319,7 @@ async def test_lms_failures_are_listed_first_and_retry_sends_them(ada, stack):
         assert row_failed == (i < failed)
     retry = ada.locator("#grades-panel .kore-retry")
     await expect(retry).to_be_visible()
-    await screenshot(ada, "kore-grades-failed.png")
+    await screenshot(ada.locator("#grades-panel"), "kore-grades-failed.png")
     await ada.locator("#grades-panel .kore-failed-only").check()
     await expect(ada.locator("#grades-panel .kore-page-status")).to_contain_text(f"of {failed}")
     await expect(rows).to_have_count(failed)
@@ -326,7 +342,7 @@ async def test_roster_sync_with_the_lms_down_says_why_then_succeeds(ada, stack):
         await expect(ada.locator("#roster-panel .kore-run-heading")).to_contain_text("stopped")
     finally:
         await clear_faults(stack)
-    await screenshot(ada, "kore-roster-lms-down.png")
+    await screenshot(ada.locator("#roster-panel"), "kore-roster-lms-down.png")
     await click_and_wait(ada, "roster", ".kore-retry")
     await expect(ada.locator("#roster-panel .kore-run-heading")).to_contain_text("sync finished (")
     await expect(message).to_be_hidden()
@@ -462,7 +478,7 @@ async def test_course_page_is_usable_without_javascript(chromium, stack, ada):
         await context.close()
 
 
-# --- course management (backups, reset) ---------------------------------------------------
+# --- course management (backups, reset, import, delete) ------------------------------------
 
 
 async def management_api(stack) -> bool:
@@ -470,9 +486,23 @@ async def management_api(stack) -> bool:
     return (await kore_api(stack, token, "GET", "backups")).status_code == 200
 
 
-async def test_back_up_and_reset_with_confirmation(ada, stack):
+@pytest.fixture
+async def management(stack):
     if not await management_api(stack):
         pytest.skip("this Kore has no course management API yet")
+
+
+async def confirm(page, typed: str = "") -> None:
+    """Answer the page's confirmation dialog: type ``typed`` if asked, then confirm."""
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_be_visible()
+    if typed:
+        await dialog.get_by_label("type the course title").fill(typed)
+    await dialog.locator(".kore-confirm-ok").click()
+    await expect(dialog).to_be_hidden()
+
+
+async def test_back_up_and_reset_with_confirmation(ada, stack, management):
     cid = course(stack)
     await open_course_page(ada, stack)
     panel = ada.locator("#backups-panel")
@@ -495,7 +525,7 @@ async def test_back_up_and_reset_with_confirmation(ada, stack):
     await expect(ok).to_be_disabled()
     await dialog.get_by_label("type the course title").fill("Data Science 101 - Homework")
     await expect(ok).to_be_enabled()
-    await screenshot(ada, "kore-reset-dialog.png")
+    await screenshot(ada, "kore-reset-dialog.png", full_page=False)  # the dialog, centred
     await ok.click()
     done = ada.locator("#danger-panel .kore-alert.alert-success")
     await expect(done).to_contain_text("is reset", timeout=WAIT)
@@ -505,3 +535,38 @@ async def test_back_up_and_reset_with_confirmation(ada, stack):
     with gradebook(layout(stack), cid) as gb:
         assert gb.students == []
         assert {"hw1", "hw2"} <= {a.name for a in gb.assignments}
+
+    # A manual backup is deleted after a (simple) confirmation; the reset's stays.
+    await backups.nth(1).get_by_role("button", name="Delete").click()
+    await confirm(ada)
+    await expect(backups).to_have_count(1)
+    await expect(backups.nth(0)).to_contain_text("before-reset")
+
+
+def write_notebook(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
+
+
+async def test_import_an_assignment_from_another_course_then_delete_that_course(
+    ada, stack, management
+):
+    homework, exam = course(stack), course(stack, "exam")
+    write_notebook(layout(stack).course(homework).home / "source" / "hw1" / "p1.ipynb")
+    await ada.goto(kore_url(stack, f"courses/{exam}"))
+    panel = ada.locator("#import-panel")
+    await panel.get_by_label("From", exact=True).select_option(f"course:{homework}")
+    await panel.get_by_label("one assignment").check()
+    await expect(panel.get_by_label("Assignment", exact=True)).to_have_value("hw1")
+    await panel.get_by_role("button", name="Import").click()
+    await expect(panel.locator(".kore-alert.alert-success")).to_contain_text("Imported")
+    assert (layout(stack).course(exam).home / "source" / "hw1" / "p1.ipynb").is_file()
+
+    # Delete the Exam course: the dialog names it; the page then says it is gone.
+    await ada.locator("#danger-panel .kore-delete").click()
+    await expect(ada.get_by_role("dialog")).to_contain_text("Delete Data Science 101 - Exam?")
+    await confirm(ada, "Data Science 101 - Exam")
+    await expect(ada.get_by_role("heading", name="Course deleted")).to_be_visible(timeout=WAIT)
+    await ada.get_by_role("link", name="Back to your courses").click()
+    await expect(ada.locator("table.courses tbody tr")).to_have_count(1)
+    assert not layout(stack).course(exam).home.exists()
