@@ -119,6 +119,9 @@ class CourseSettingsHandler(ChangeRequestMixin, CourseHandlerMixin, APIHandler):
                 user,
                 json.dumps(changes, sort_keys=True),
             )
+            await self.settings["course_manager"].record(
+                user, "settings.update", course_id, changes, "ok"
+            )
             await self.apply_to_course_files(course, settings, user)
         self.answer(course_id, settings)
 
