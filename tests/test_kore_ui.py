@@ -514,6 +514,10 @@ async def test_back_up_and_reset_with_confirmation(ada, stack, management):
     download = backups.nth(0).get_by_role("link", name="Download")
     archive = await ada.context.request.get(stack.hub_url + await download.get_attribute("href"))
     assert archive.status == 200 and (await archive.body())[:2] == b"\x1f\x8b"  # gzip
+    # Without the page's script, the list and its download links are in the page itself.
+    html = await (await ada.context.request.get(kore_url(stack, f"courses/{cid}"))).text()
+    backup_id = await backups.nth(0).get_attribute("data-backup-id")
+    assert f'href="/services/kore/api/backups/{backup_id}/download"' in html
 
     await ada.locator("#danger-panel .kore-reset").click()
     dialog = ada.get_by_role("dialog")

@@ -19,6 +19,7 @@ from tornado import web
 
 from ananke_hub.courses.sync_store import SyncStore
 
+from ..manage.errors import ManageError
 from ..sync.grades import KIND as GRADES
 from ..sync.roster import KIND as ROSTER
 from .base import PageHandler
@@ -46,6 +47,30 @@ def hub_base_url() -> str:
 def hub_css_url() -> str:
     """JupyterHub's own stylesheet, served by the hub (the pages look like the hub's)."""
     return f"{hub_base_url()}hub/static/css/style.min.css"
+
+
+def human_size(size) -> str:
+    """1536 -> "1.5 KB", as the page's script shows sizes."""
+    if size is None:
+        return ""
+    value, unit = float(size), "B"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def contents_summary(contents) -> str:
+    """A backup's contents in words: "2 assignments, 26 students, ..."."""
+    if not isinstance(contents, dict):
+        return ""
+    parts = []
+    for key in ("assignments", "students", "submissions", "files"):
+        if key in contents:
+            value = contents[key]
+            parts.append(f"{len(value) if isinstance(value, list) else value} {key}")
+    return ", ".join(parts)
 
 
 def static_url(prefix: str, name: str) -> str:
@@ -91,6 +116,8 @@ class CoursePageHandler(CourseHandlerMixin, PageHandler):
             for kind in (GRADES, ROSTER)
         }
         prefix = self.settings["kore_prefix"]
+        staff_ids = [c.id for c, r in memberships if r in STAFF_ROLES]
+        backups = await self.course_backups(course.id, staff_ids)
         # The page carries the XSRF token for its API calls (header X-XSRFToken);
         # rendering it also sets the matching _xsrf cookie (jupyterhub.services.auth).
         xsrf = self.xsrf_token
@@ -104,13 +131,36 @@ class CoursePageHandler(CourseHandlerMixin, PageHandler):
             api=f"{prefix}api/courses/{course.id}/",
             formgrader_url=formgrader_path(prefix, course.id),
             xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf,
-            manage=bool(self.settings.get("course_manager")),
+            manage=self.settings.get("course_manager") is not None,
+            backups=backups,
+            human_size=human_size,
+            contents_summary=contents_summary,
             other_courses=[
                 {"course_id": c.id, "title": c.title}
                 for c, r in memberships
                 if c.id != course.id and r in STAFF_ROLES
             ],
         )
+
+    async def course_backups(self, course_id: str, staff_ids: list[str]) -> list[dict] | None:
+        """The course's backups for the page without its script; None if unknown.
+
+        The script reads them again from the API (and says what went wrong, if anything).
+        """
+        manager = self.settings.get("course_manager")
+        if manager is None:
+            return None
+        user = self.hub_user
+        try:
+            return await manager.list_backups(
+                user["name"],
+                bool(user.get("admin")),
+                course_id=course_id,
+                staff_course_ids=staff_ids,
+            )
+        except ManageError as exc:
+            self.log.warning("course:%s backups not listed on the page: %s", course_id, exc)
+            return None
 
 
 handlers = [
