@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 import schemathesis
 import yaml
@@ -45,7 +46,7 @@ OPENAPI = Path(__file__).resolve().parent.parent / "kore" / "openapi.yaml"
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 #: Generated examples per operation and generation mode: enough to find the malformed
 #: inputs each route must refuse, few enough for the 2-core CI machine.
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 25
 #: The document as schemathesis reads it; generated Authorization headers are left out
 #: (the token is always the instructor's: test_kore_security walks the token checks).
 SCHEMA = schemathesis.openapi.from_dict(yaml.safe_load(OPENAPI.read_text()))
@@ -92,6 +93,21 @@ def test_every_json_route_is_documented_and_every_operation_served():
     served, described = json_routes(), documented()
     assert served - described == set(), "JSON routes missing in kore/openapi.yaml"
     assert described - served == set(), "operations in kore/openapi.yaml that Kore does not serve"
+
+
+def test_the_document_is_valid_openapi_3_1_and_every_reference_resolves():
+    from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
+
+    doc = document()
+    assert doc["openapi"].startswith("3.1")
+    assert [str(error) for error in OPENAPI_31_VALIDATOR.iter_errors(doc)] == []
+    for section, name in set(re.findall(r"#/components/(\w+)/(\w+)", OPENAPI.read_text())):
+        assert name in doc["components"][section], f"#/components/{section}/{name}"
+    for schema in doc["components"]["schemas"].values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    # schemathesis resolves every operation (an Err has no .ok())
+    unusable = [str(r.err()) for r in SCHEMA.get_all_operations() if not hasattr(r, "ok")]
+    assert unusable == []
 
 
 def test_every_operation_documents_its_refusals():
