@@ -59,6 +59,7 @@ ANANKE_CLASSES = (
     "ananke_hub.courses.layout:CourseLayout",
     "kore.app:Kore",
     "kore.lti.settings:LTIAdvantage",
+    "kore.manage.service:CourseManager",
 )
 
 # The settings an LTI launch cannot do without (IMS Security Framework 5.1.3: the tool

@@ -99,7 +99,7 @@ def lab_student_id(environ=os.environ) -> str | None:
     account keeps nbgrader's default ("*": every student) for collect and autograde.
     """
     user = environ.get("JUPYTERHUB_USER", "")
-    if not user or GRADER_ACCOUNT_RE.match(user):
+    if not user or GRADER_ACCOUNT_RE.fullmatch(user):
         return None
     return user
 

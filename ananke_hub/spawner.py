@@ -64,7 +64,7 @@ def remove_dangling_runtime_link(root: Path, unit_name: str) -> bool:
     Only a dangling link is removed: the link itself, never what it points at (os.unlink
     does not follow links). A live link and a real directory are left alone.
     """
-    if not _UNIT_NAME_RE.match(unit_name):
+    if not _UNIT_NAME_RE.fullmatch(unit_name):
         raise ValueError(f"not a valid systemd unit name: {unit_name!r}")
     path = Path(root) / unit_name
     if path.is_symlink() and not path.exists():
@@ -269,7 +269,7 @@ class AnankeSystemdSpawner(LabEnvironment, SystemdSpawner):
     def _unit_name(self) -> str:
         template = self.named_server_unit_name_template if self.name else self.unit_name_template
         name = self._expand_user_vars(template)
-        if not _UNIT_NAME_RE.match(name) or len(name) > _UNIT_NAME_MAX:
+        if not _UNIT_NAME_RE.fullmatch(name) or len(name) > _UNIT_NAME_MAX:
             raise ValueError(
                 f"The systemd unit name {name!r} for user {self.user.name!r} "
                 f"(server {self.name!r}) is not valid: use letters, digits, '-', '_', '.' "

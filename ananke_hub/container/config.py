@@ -101,7 +101,7 @@ class ConfigError(Exception):
 
 def parse_size(value: str) -> int:
     """Bytes of a podman size ("8g", "512m", "1048576"); ValueError if it is none."""
-    match = _SIZE_RE.match(value.strip())
+    match = _SIZE_RE.fullmatch(value.strip())
     if not match:
         raise ValueError(value)
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
@@ -364,7 +364,7 @@ class Container(Configurable):
     @validate("name")
     def _valid_name(self, proposal):
         value = proposal["value"]
-        if value and not _NAME_RE.match(value):
+        if value and not _NAME_RE.fullmatch(value):
             raise TraitError(
                 f"{value!r} is not a container name. Use letters, digits, '_', '.', '-', "
                 'starting with a letter or digit, e.g. "my-hub".'
@@ -451,7 +451,7 @@ class Container(Configurable):
     def _valid_gpus(self, proposal):
         gpus = list(proposal["value"])
         for gpu in gpus:
-            if gpu != "all" and not _GPU_RE.match(gpu):
+            if gpu != "all" and not _GPU_RE.fullmatch(gpu):
                 raise TraitError(
                     f'unknown GPU {gpu!r}. Write "all" or NVIDIA CDI device names such as '
                     '"nvidia.com/gpu=0" (see `nvidia-ctk cdi list` on the host).'
@@ -503,7 +503,7 @@ class Container(Configurable):
     @validate("runtime")
     def _valid_runtime(self, proposal):
         value = proposal["value"]
-        if os.path.isabs(value) or _RUNTIME_NAME_RE.match(value):
+        if os.path.isabs(value) or _RUNTIME_NAME_RE.fullmatch(value):
             return value
         raise TraitError(
             f'{value!r} is not an OCI runtime. Write "runc", "crun" or the absolute '
@@ -547,7 +547,7 @@ class Container(Configurable):
 
 
 def _is_hostname(value: str) -> bool:
-    return len(value) <= 253 and all(_HOST_LABEL_RE.match(p) for p in value.split("."))
+    return len(value) <= 253 and all(_HOST_LABEL_RE.fullmatch(p) for p in value.split("."))
 
 
 def _zone_names() -> list[str]:

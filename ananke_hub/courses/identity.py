@@ -39,7 +39,7 @@ def course_id_for(issuer: str, client_id: str, deployment_id: str, resource_link
 
 
 def is_course_id(value: str) -> bool:
-    return isinstance(value, str) and bool(COURSE_ID_RE.match(value))
+    return isinstance(value, str) and bool(COURSE_ID_RE.fullmatch(value))
 
 
 def clean_text(value, limit: int) -> str:

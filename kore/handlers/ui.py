@@ -85,6 +85,12 @@ class KoreStaticHandler(web.StaticFileHandler):
     def set_default_headers(self):
         self.set_header("X-Content-Type-Options", "nosniff")
 
+    def validate_absolute_path(self, root, absolute_path):
+        # tornado's os.stat fails with a ValueError (a 500) on a NUL byte in the path.
+        if "\0" in absolute_path:
+            raise web.HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
 
 class CoursePageHandler(CourseHandlerMixin, PageHandler):
     """``<prefix>courses/<course id>``: what staff can do with one course."""

@@ -30,7 +30,7 @@ def _shown(value) -> str:
 
 
 def check_backup_id(value) -> str:
-    if not isinstance(value, str) or not BACKUP_ID_RE.match(value):
+    if not isinstance(value, str) or not BACKUP_ID_RE.fullmatch(value):
         raise InvalidName(
             f"{_shown(value)} is not a backup id (b- and 32 lowercase hex digits). "
             "Take the id from the list of backups."
@@ -39,13 +39,13 @@ def check_backup_id(value) -> str:
 
 
 def check_operation_id(value) -> str:
-    if not isinstance(value, str) or not OPERATION_ID_RE.match(value):
+    if not isinstance(value, str) or not OPERATION_ID_RE.fullmatch(value):
         raise InvalidName(f"{_shown(value)} is not an operation id (32 lowercase hex digits).")
     return value
 
 
 def check_assignment_id(value) -> str:
-    if not isinstance(value, str) or not ASSIGNMENT_ID_RE.match(value) or value.endswith("."):
+    if not isinstance(value, str) or not ASSIGNMENT_ID_RE.fullmatch(value) or value.endswith("."):
         raise InvalidName(
             f"{_shown(value)} is not an assignment name: up to 64 letters, digits, '_', "
             "'.' or '-', starting with a letter or digit and not ending in '.'. Take the "
@@ -55,7 +55,7 @@ def check_assignment_id(value) -> str:
 
 
 def check_notebook_name(value) -> str:
-    if not isinstance(value, str) or not NOTEBOOK_NAME_RE.match(value):
+    if not isinstance(value, str) or not NOTEBOOK_NAME_RE.fullmatch(value):
         raise InvalidName(
             f"{_shown(value)} is not a notebook name: a file name ending in .ipynb made of "
             "letters, digits, spaces and '_ . ( ) -', starting with a letter or digit. "

@@ -874,7 +874,7 @@ class CourseManager(LoggingConfigurable):
                 raise NotFound(
                     f"The archive of backup {backup_id} is missing. Ask the hub's administrators."
                 ) from None
-            except archive.BadArchive as exc:
+            except (archive.BadArchive, files.UnsafePath) as exc:
                 raise InvalidRequest(f"Backup {backup_id} cannot be read: {exc}") from None
             settings = manifest.get("settings") if isinstance(manifest, dict) else None
             return ImportSource(
