@@ -208,6 +208,7 @@ async def test_backup_contents_offer_its_assignments(school):
 
 async def test_import_an_assignment_from_another_course(stack, school):
     ada, homework, exam = school["ada"], school["homework"], school["exam"]
+    refusals = (await audit(school, homework)).count(("course.import", "refused"))
     r = await ada("GET", f"courses/{exam}/contents")
     assert r.json()["assignments"] == [{"name": "exam1", "notebooks": ["q1.ipynb"]}]
     body = {"from": {"course_id": exam}, "what": "assignment", "assignment": "exam1"}
@@ -227,6 +228,9 @@ async def test_import_an_assignment_from_another_course(stack, school):
     assert again.status_code == 409, again.text
     assert "overwrite" in again.json()["message"]
     assert "edited in homework" in copied.read_text()
+    # One audit event for the refusal: the manager's, not a second one from the route.
+    refused = (await audit(school, homework)).count(("course.import", "refused"))
+    assert refused == refusals + 1
     r = await ada("POST", f"courses/{homework}/import", {**body, "overwrite": True})
     assert r.status_code == 200, r.text
     (aside,) = r.json()["replaced"]

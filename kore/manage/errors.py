@@ -44,3 +44,9 @@ class Unavailable(ManageError):
     """Something the operation needs is down or full (the hub API, the disk): try later."""
 
     status = 503
+
+
+def audited(exc: ManageError) -> ManageError:
+    """Mark a refusal the manager already wrote to the audit log (handlers skip it)."""
+    exc.audited = True
+    return exc

@@ -56,7 +56,15 @@ from ananke_hub.courses.settings import CourseSettings, SettingsError
 from ananke_hub.paths import StateLayout
 
 from . import archive, files, gradebook
-from .errors import Conflict, InvalidRequest, ManageError, NotFound, TooLarge, Unavailable
+from .errors import (
+    Conflict,
+    InvalidRequest,
+    ManageError,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    audited,
+)
 from .hubapi import HubAdmin
 from .names import (
     InvalidName,
@@ -443,6 +451,7 @@ class CourseManager(LoggingConfigurable):
                 "failed",
                 str(exc),
             )
+            audited(exc)
             raise
         except Exception as exc:
             self.log.exception("course:%s backup %s failed", facts.course_id, backup_id)
@@ -570,9 +579,11 @@ class CourseManager(LoggingConfigurable):
                 "refused",
                 "an unfinished reset or delete needs it",
             )
-            raise Conflict(
-                f"Backup {backup.id} belongs to a reset or delete of course "
-                f"{backup.course_id} that has not finished. Finish that operation first."
+            raise audited(
+                Conflict(
+                    f"Backup {backup.id} belongs to a reset or delete of course "
+                    f"{backup.course_id} that has not finished. Finish that operation first."
+                )
             )
         await self._remove_backup(backup, actor, "asked")
 
@@ -609,9 +620,11 @@ class CourseManager(LoggingConfigurable):
                     "refused",
                     f"a {op.kind} is running",
                 )
-                raise Conflict(
-                    f"A {op.kind} of course {course_id} started by {op.started_by} is "
-                    "running. Wait for it to end, then look at the course's operations."
+                raise audited(
+                    Conflict(
+                        f"A {op.kind} of course {course_id} started by {op.started_by} is "
+                        "running. Wait for it to end, then look at the course's operations."
+                    )
                 )
         again = [op for op in unfinished if op.kind == kind]
         if again:
@@ -1014,16 +1027,19 @@ class CourseManager(LoggingConfigurable):
         except ManageError as exc:
             outcome = "refused" if exc.status < 500 else "failed"
             await self.record(actor, "course.import", target_id, target, outcome, exc.message)
+            audited(exc)
             raise
         except fsutil.UnsafePath as exc:
             await self.record(actor, "course.import", target_id, target, "refused", str(exc))
-            raise InvalidRequest(
-                f"{exc} Nothing was imported into a path that leads elsewhere."
+            raise audited(
+                InvalidRequest(f"{exc} Nothing was imported into a path that leads elsewhere.")
             ) from None
         except Exception as exc:
             if _is_unsafe(exc):
                 await self.record(actor, "course.import", target_id, target, "refused", str(exc))
-                raise InvalidRequest(f"The source cannot be imported safely: {exc}") from None
+                raise audited(
+                    InvalidRequest(f"The source cannot be imported safely: {exc}")
+                ) from None
             self.log.exception("course:%s user:%s import failed", target_id, actor)
             await self.record(
                 actor,
