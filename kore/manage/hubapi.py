@@ -10,13 +10,12 @@ JupyterHub REST API: https://jupyterhub.readthedocs.io/en/stable/reference/rest-
 """
 
 import asyncio
-import json
 import time
 from urllib.parse import quote
 
 import httpx
 
-from ..lti.errors import clean
+from ..hub_api import HubAPIClient
 from .errors import Unavailable
 
 #: A server that is stopping gets this long before the grader account is deleted anyway
@@ -25,8 +24,11 @@ STOP_WAIT = 120.0
 POLL_INTERVAL = 1.0
 
 
-class HubAdmin:
+class HubAdmin(HubAPIClient):
     """The few hub API calls course management needs, each idempotent."""
+
+    error = Unavailable
+    scopes = "servers, admin:users and admin:groups"
 
     def __init__(
         self,
@@ -38,54 +40,18 @@ class HubAdmin:
         poll_interval: float = POLL_INTERVAL,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        self.api_url = api_url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
+        super().__init__(api_url=api_url, token=token, timeout=timeout, transport=transport)
         self.stop_wait = stop_wait
         self.poll_interval = poll_interval
-        # Tests give an httpx.MockTransport; Kore the default network transport.
-        self.transport = transport
 
-    def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
-
-    async def _call(self, client: httpx.AsyncClient, method: str, path: str, body=None):
-        try:
-            response = await client.request(
-                method,
-                self.api_url + path,
-                headers={"Authorization": f"token {self.token}"},
-                content=json.dumps(body).encode() if body is not None else None,
-            )
-        except httpx.HTTPError as exc:
-            raise Unavailable(
-                f"The hub API at {self.api_url} does not answer ({type(exc).__name__}). "
-                "Try again in a minute; the operation goes on where it stopped."
-            ) from exc
-        data = None
-        if response.content:
-            try:
-                data = response.json()
-            except ValueError:
-                data = None
-        return response.status_code, data
-
-    @staticmethod
-    def _refused(method: str, path: str, code: int, data) -> Unavailable:
-        said = clean(str(data.get("message", ""))) if isinstance(data, dict) else ""
-        hint = ""
-        if code == 403:
-            hint = (
-                " Kore's hub token needs the scopes servers, admin:users and admin:groups "
-                "(the kore-service role in the hub's config)."
-            )
+    def no_answer(self, exc: httpx.HTTPError) -> Exception:
         return Unavailable(
-            f"The hub answered {code} to {method} {path}"
-            + (f": {said}" if said else "")
-            + "."
-            + hint
-            + " Try again: the operation goes on where it stopped."
+            f"The hub API at {self.api_url} does not answer ({type(exc).__name__}). "
+            "Try again in a minute; the operation goes on where it stopped."
         )
+
+    def what_next(self) -> str:
+        return " Try again: the operation goes on where it stopped."
 
     # --- groups -------------------------------------------------------------------------
 

@@ -11,58 +11,21 @@ At a launch the authenticator sets the user's groups from the registry
 """
 
 import asyncio
-import json
 from urllib.parse import quote
 
-import httpx
-
-from ..lti.errors import clean
+from ..hub_api import HubAPIClient
 
 
 class HubAPIError(Exception):
     """The hub API refused or failed; the message says what to do."""
 
 
-class HubGroups:
+class HubGroups(HubAPIClient):
+    error = HubAPIError
+
     def __init__(self, *, api_url: str, token: str, timeout: float = 20.0, concurrency: int = 8):
-        self.api_url = api_url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
+        super().__init__(api_url=api_url, token=token, timeout=timeout)
         self.concurrency = concurrency
-
-    async def _call(self, client: httpx.AsyncClient, method: str, path: str, body=None):
-        try:
-            response = await client.request(
-                method,
-                self.api_url + path,
-                headers={"Authorization": f"token {self.token}"},
-                content=json.dumps(body).encode() if body is not None else None,
-            )
-        except httpx.HTTPError as exc:
-            raise HubAPIError(f"no answer from the hub API at {self.api_url}: {exc}") from exc
-        data = None
-        if response.content:
-            try:
-                data = response.json()
-            except ValueError:
-                data = None
-        return response.status_code, data
-
-    @staticmethod
-    def _refused(method: str, path: str, code: int, data) -> HubAPIError:
-        said = clean(str(data.get("message", ""))) if isinstance(data, dict) else ""
-        hint = ""
-        if code == 403:
-            hint = (
-                " Kore's hub token needs the scopes admin:users and admin:groups (the "
-                "kore-service role in the hub's config)."
-            )
-        return HubAPIError(
-            f"the hub answered {code} to {method} {path}"
-            + (f": {said}" if said else "")
-            + "."
-            + hint
-        )
 
     async def sync_group(self, group: str, members: set[str], former: set[str]) -> dict[str, str]:
         """Put ``members`` in ``group`` (creating users as needed), take ``former`` out.
@@ -72,7 +35,7 @@ class HubGroups:
         """
         problems = dict.fromkeys(members | former, "")
         group_path = f"/groups/{quote(group, safe='')}"
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
+        async with self._client() as client:
             code, data = await self._call(client, "GET", group_path)
             if code == 404:
                 code, data = await self._call(client, "POST", group_path)

@@ -1,0 +1,82 @@
+"""One JSON call to the hub's REST API with Kore's token: what Kore's hub clients share.
+
+The roster sync (:mod:`kore.sync.hub_groups`) and course management
+(:mod:`kore.manage.hubapi`) call the hub the same way and differ only in the error
+they raise and what it tells the reader to do, which subclasses set.
+
+JupyterHub REST API: https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html
+"""
+
+import json
+
+import httpx
+
+from .lti.errors import clean
+
+
+class HubAPIClient:
+    """httpx calls to ``<api_url><path>`` with ``Authorization: token <token>``."""
+
+    #: The exception raised for no answer or a refusal (a subclass sets its own).
+    error: type[Exception] = RuntimeError
+    #: The scopes Kore's token needs for this client's calls, named on a 403.
+    scopes = "admin:users and admin:groups"
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token: str,
+        timeout: float = 20.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        # Tests give an httpx.MockTransport; Kore the default network transport.
+        self.transport = transport
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
+
+    def no_answer(self, exc: httpx.HTTPError) -> Exception:
+        return self.error(f"no answer from the hub API at {self.api_url}: {exc}")
+
+    def what_next(self) -> str:
+        """Appended to a refusal's message: what the reader does about it."""
+        return ""
+
+    async def _call(self, client: httpx.AsyncClient, method: str, path: str, body=None):
+        """The status and the JSON body (None if there is none) of one call."""
+        try:
+            response = await client.request(
+                method,
+                self.api_url + path,
+                headers={"Authorization": f"token {self.token}"},
+                content=json.dumps(body).encode() if body is not None else None,
+            )
+        except httpx.HTTPError as exc:
+            raise self.no_answer(exc) from exc
+        data = None
+        if response.content:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+        return response.status_code, data
+
+    def _refused(self, method: str, path: str, code: int, data) -> Exception:
+        said = clean(str(data.get("message", ""))) if isinstance(data, dict) else ""
+        hint = ""
+        if code == 403:
+            hint = (
+                f" Kore's hub token needs the scopes {self.scopes} (the kore-service role "
+                "in the hub's config)."
+            )
+        return self.error(
+            f"the hub answered {code} to {method} {path}"
+            + (f": {said}" if said else "")
+            + "."
+            + hint
+            + self.what_next()
+        )
