@@ -12,9 +12,10 @@
 #
 # Options:
 #   --tag TAG             tag of ananke-base and ananke-nbgrader (default: latest)
-#   --base-image IMAGE    build ananke-base FROM this image instead of the local Debian
-#                         (e.g. docker.io/library/debian:bookworm; missing packages are
-#                         then installed with apt during the build)
+#   --base-image IMAGE    build ananke-base (and the kernels stage of ananke-nbgrader)
+#                         FROM this image instead of the local Debian, e.g.
+#                         docker.io/library/debian:bookworm (missing packages are then
+#                         installed with apt during the build)
 #   --debian-image NAME   name of the local Debian image (default localhost/ananke-debian:bookworm)
 #   --rootfs DIR          import this Debian root directory as the local Debian image
 #                         instead of running mmdebstrap (the tests pass their cached one)
@@ -132,6 +133,11 @@ if [ -z "$BASE_IMAGE" ]; then
     BASE_IMAGE=$DEBIAN_IMAGE
 fi
 
+# Image ids before this build: an image that a new build replaced is removed at the end
+# (its tag moved on), so repeated builds do not pile up untagged images.
+image_id() { podman image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+OLD_IDS=("$(image_id "localhost/ananke-nbgrader:$TAG")" "$(image_id "localhost/ananke-base:$TAG")")
+
 # The root CAs into a build context's ca/ directory.
 copy_cas() {
     local dir=$1 i=0
@@ -185,10 +191,21 @@ if [ "$ONLY" != base ]; then
     mkdir -p "$CTX"
     copy_cas "$CTX/ca"
     cp -r images/ananke-nbgrader/Containerfile images/ananke-nbgrader/assets "$CTX/"
-    step "building localhost/ananke-nbgrader:$TAG (kernels: $KERNELS)"
-    "${PODMAN_BUILD[@]}" ${CACHE_ARGS[@]+"${CACHE_ARGS[@]}"} \
-        --build-arg SYSTEM_IMAGE="$BASE_IMAGE" --build-arg BASE_IMAGE="localhost/ananke-base:$TAG" \
-        --build-arg KERNELS="$KERNELS" \
-        -t "localhost/ananke-nbgrader:$TAG" -f "$CTX/Containerfile" "$CTX"
+    NBGRADER_ARGS=(--build-arg SYSTEM_IMAGE="$BASE_IMAGE" --build-arg KERNELS="$KERNELS"
+                   --build-arg BASE_IMAGE="localhost/ananke-base:$TAG" -f "$CTX/Containerfile")
+    step "building the kernels (localhost/ananke-kernels:$TAG, kernels: $KERNELS)"
+    # The kernels stage gets a tag of its own, so that `podman image prune` keeps it: it
+    # is the slow part, and does not change with Ananke's code.
+    "${PODMAN_BUILD[@]}" ${CACHE_ARGS[@]+"${CACHE_ARGS[@]}"} "${NBGRADER_ARGS[@]}" \
+        --target kernels -t "localhost/ananke-kernels:$TAG" "$CTX"
+    step "building localhost/ananke-nbgrader:$TAG"
+    "${PODMAN_BUILD[@]}" "${NBGRADER_ARGS[@]}" -t "localhost/ananke-nbgrader:$TAG" "$CTX"
 fi
+
+for old in "${OLD_IDS[@]}"; do
+    if [ -n "$old" ] && [ "$(podman image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
+        # Untagged now; still in use (a container runs it) means podman keeps it.
+        podman rmi "$old" >/dev/null 2>&1 && step "removed the replaced image ${old:0:12}" || true
+    fi
+done
 step "done"

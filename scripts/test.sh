@@ -45,5 +45,26 @@ if ! command -v systemd-nspawn >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/
 fi
 # --- end of the real-systemd block ---
 
+# --- Podman tests (tests/container/, marker "podman"): self-contained block. ---
+# They build the real images (scripts/build-images.sh) and drive a container made by
+# `ananke container create`. Rootful podman needs only podman and runc here
+# (--no-install-recommends: fuse-overlayfs, slirp4netns, uidmap and dbus-user-session are
+# for rootless podman; the kernel's overlayfs and podman's default CNI bridge serve root).
+# runc, not crun: crun refuses hybrid cgroups. mmdebstrap makes the Debian base.
+# As root they run; in CI (CI set) a missing tool fails them instead of skipping.
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
+        || ! command -v mmdebstrap >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing podman, runc and mmdebstrap for the Podman tests ..."
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            podman runc mmdebstrap >/dev/null
+    else
+        echo "podman, runc or mmdebstrap missing: Podman tests are skipped" \
+            "(apt-get install --no-install-recommends podman runc mmdebstrap)." >&2
+    fi
+fi
+# --- end of the Podman block ---
+
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -ra "$@"

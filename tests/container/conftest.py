@@ -23,7 +23,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS / "systemd"))
 sys.path.insert(0, str(TESTS))  # hubtest.py, lti_browser.py
 import rootfs  # noqa: E402  (tests/systemd/rootfs.py: the cached Debian base)
-from podman_hub import timings  # noqa: E402
+from podman_hub import forget_old_images, timings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-images.sh"
@@ -65,10 +65,11 @@ def podman_images() -> str:
     except rootfs.RootfsError as exc:
         pytest.fail(str(exc), pytrace=False)
     log = rootfs.cache_root() / "podman-build.log"
+    debian_image = f"localhost/ananke-debian:{base.name}"
     argv = [
         str(BUILD_SCRIPT), "--tag", IMAGE_TAG, "--rootfs", str(base),
         # One local Debian image per cached rootfs: a new rootfs is imported again.
-        "--debian-image", f"localhost/ananke-debian:{base.name}",
+        "--debian-image", debian_image,
         # conda-forge is not reachable in CI: venv kernels, without probing for it.
         "--kernels", "venv",
     ]
@@ -83,6 +84,7 @@ def podman_images() -> str:
         tail = log.read_text(errors="replace")[-4000:]
         pytest.fail(f"scripts/build-images.sh failed ({proc.returncode}); log {log}:\n{tail}",
                     pytrace=False)
+    forget_old_images("localhost/ananke-debian", "rootfs-", keep=debian_image)
     return f"localhost/ananke-nbgrader:{IMAGE_TAG}"
 
 

@@ -60,6 +60,27 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return proc
 
 
+def remove_stale_containers(prefix: str) -> None:
+    """Remove containers named ``<prefix><pid>-...`` whose test process is gone (killed)."""
+    names = podman("ps", "--all", "--format", "{{.Names}}", "--filter", f"name=^{prefix}",
+                   check=False).stdout.split()
+    for name in names:
+        pid = name.removeprefix(prefix).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            podman("rm", "--force", "--time=5", name, check=False)
+
+
+def forget_old_images(repository: str, tag_prefix: str, keep: str) -> None:
+    """Untag ``repository:<tag_prefix>*`` images other than ``keep`` (the Debian bases of
+    older cached rootfs layers); their layers go once no image is built on them any more.
+    Other tags (a developer's own ``:bookworm``) stay."""
+    refs = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                  f"reference={repository}", check=False).stdout.split()
+    for ref in refs:
+        if ref.startswith(f"{repository}:{tag_prefix}") and ref != keep:
+            podman("untag", ref, check=False)
+
+
 def bridge_gateway(network: str = "podman") -> str:
     """The host's address on podman's default bridge (podman-network-inspect(1))."""
     info = json.loads(podman("network", "inspect", network).stdout)

@@ -12,6 +12,7 @@ boot unit created the secrets once in the state volume and never again.
 """
 
 import asyncio
+import os
 import secrets
 import shutil
 import time
@@ -20,7 +21,15 @@ from dataclasses import dataclass, field
 import pytest
 from hubtest import wait_for_lab
 from lti_browser import LTIBrowser
-from podman_hub import ManagedHub, Platform, TcpRelay, bridge_gateway, podman, timings
+from podman_hub import (
+    ManagedHub,
+    Platform,
+    TcpRelay,
+    bridge_gateway,
+    podman,
+    remove_stale_containers,
+    timings,
+)
 
 from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
@@ -28,6 +37,8 @@ pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 #: LMS user ids of the demo course's students -> hub user names.
 STUDENTS = {"3": "u3", "4": "u4"}
+#: Containers are named after the test process, so a later run removes what a killed one left.
+CONTAINER_PREFIX = "ananke-e2e-"
 NOTE = "notes/persist.txt"
 NOTE_TEXT = "written through the lab before the container was re-created\n"
 
@@ -64,8 +75,10 @@ def launch_all(deployment: Deployment, subs) -> list[str]:
 
 @pytest.fixture(scope="module")
 def deployment(podman_images, tmp_path_factory):
+    remove_stale_containers(CONTAINER_PREFIX)
     root = tmp_path_factory.mktemp("podman-e2e")
-    hub = ManagedHub(root, podman_images, f"ananke-e2e-{secrets.token_hex(3)}")
+    name = f"{CONTAINER_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+    hub = ManagedHub(root, podman_images, name)
     platform = Platform(root, hub.url)
     relay = None
     try:
@@ -126,6 +139,14 @@ def test_file_written_through_the_lab_belongs_to_the_student(deployment):
     on_host = hub.host_home("u3") / NOTE
     assert on_host.read_text() == NOTE_TEXT
     assert (on_host.stat().st_uid, on_host.stat().st_gid) == (uid, uid)
+
+
+def test_lab_offers_the_images_teaching_kernel(deployment):
+    specs = deployment.hub.api("GET", "/user/u3/api/kernelspecs")
+    assert specs.status_code == 200, specs.text
+    teaching = specs.json()["kernelspecs"]["teaching"]["spec"]
+    assert teaching["display_name"] == "Python 3 (teaching)"
+    assert teaching["argv"][0] == "/opt/ananke/kernels/teaching/bin/python"
 
 
 def test_recreated_container_keeps_files_owners_and_kore_key(deployment):
