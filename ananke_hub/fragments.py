@@ -55,7 +55,8 @@ def fragment_files(directory: Path) -> list[Path]:
     )
 
 
-def _line_of(exc: BaseException, path: Path) -> int | None:
+def line_of(exc: BaseException, path: Path) -> int | None:
+    """The line of ``path`` where a config file failed (syntax error or exception)."""
     if isinstance(exc, SyntaxError) and exc.lineno:
         return exc.lineno
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
@@ -73,7 +74,7 @@ def load_fragment(path: Path) -> Config:
         return loader.load_config()
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-        raise FragmentError(path, _line_of(exc, path), message) from exc
+        raise FragmentError(path, line_of(exc, path), message) from exc
 
 
 def load_fragments(directory: Path) -> LoadedFragments:

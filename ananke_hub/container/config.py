@@ -14,12 +14,13 @@ import difflib
 import ipaddress
 import os
 import re
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable, PyFileConfigLoader
+
+from ..fragments import line_of
 
 #: The hub's config fragments, mounted read-only from ``<container>/jupyterhub_config.d``.
 IN_CONTAINER_CONFIG_DIR = "/etc/ananke/config.d"
@@ -615,15 +616,6 @@ class LoadedContainer:
         return self.name.replace("_", "-").strip("-.")
 
 
-def _line_in(exc: BaseException, path: Path) -> int | None:
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return exc.lineno
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if Path(frame.filename) == path:
-            return frame.lineno
-    return None
-
-
 def read_config_file(path: Path) -> Config:
     """The traitlets Config of a container's config.py (traitlets' loader runs it)."""
     path = Path(path)
@@ -639,7 +631,7 @@ def read_config_file(path: Path) -> Config:
     try:
         return loader.load_config()
     except Exception as exc:  # anything the file raises: report where, do not crash
-        line = _line_in(exc, path)
+        line = line_of(exc, path)
         where = f"line {line}: " if line else ""
         raise ConfigError(
             path,
