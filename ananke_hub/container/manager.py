@@ -187,7 +187,7 @@ def ensure_runtime(layout: ContainerLayout, persist_journal: bool) -> list[Path]
     others = [layout.exchange] + ([layout.logs] if persist_journal else [])
     for path in others:
         if not path.exists():
-            # The image's boot gives the exchange nbgrader's modes (0777 root).
+            # The image's boot unit sets the exchange root's owner and mode (root, 0755).
             path.mkdir(mode=0o755)
             created.append(path)
     return created
@@ -236,8 +236,8 @@ def create(
         )
     if not _exists(podman, "image", container.settings.image):
         raise ContainerError(
-            f"image {container.settings.image} not found. Build it (podman build -t "
-            f"{container.settings.image} images/{container.settings.image}) or load it "
+            f"image {container.settings.image} not found. Build it (scripts/build-images.sh "
+            "builds ananke-base and ananke-nbgrader) or load it "
             f"(podman load -i {container.settings.image}.tar.gz); see docs/admin/containers.md."
         )
     created = ensure_runtime(container.layout, container.settings.persist_journal)

@@ -12,7 +12,8 @@
 
 c = get_config()  # noqa
 
-# The image: "ananke-base" (hub and LTI login, no courses) or "ananke-nbgrader".
+# The image: "ananke-base" (hub, LTI login, Kore; no teaching kernels) or
+# "ananke-nbgrader" (the same plus the course kernels).
 # It must exist locally (`podman images`); the manager never pulls.
 c.Container.image = "ananke-base"
 
