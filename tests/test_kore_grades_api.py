@@ -206,6 +206,7 @@ def test_roster_sync_through_the_api(kore, school, lms):
     run = wait(kore, school["A"], r.json()["run_id"], kind="roster")
     rows = {x["lms_user_id"]: x for x in run["results"]}
     assert rows["103"]["username"] == "u103"
+    assert rows["103"]["name"] == "New"  # the name the roster gave, for the result table
     # Added to the registry and the gradebook; the fake hub has no groups API, so the
     # hub step fails for learners and says what Kore's token needs.
     assert "Not in the hub group" in rows["103"]["message"]

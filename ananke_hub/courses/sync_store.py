@@ -145,9 +145,11 @@ def run_dict(run: SyncRun, now: datetime | None = None) -> dict:
     }
 
 
-def result_dict(result: SyncResult) -> dict:
+def result_dict(result: SyncResult, name: str = "") -> dict:
     data = {
         "username": result.username,
+        # The person's name as the LMS gave it, for people reading the results.
+        "name": name,
         "lms_user_id": result.lms_user_id,
         "item": result.item_key,
         "label": result.item_label,
@@ -372,10 +374,22 @@ class SyncStore:
             if status:
                 where.append(SyncResult.status == status)
             count = session.scalar(select(func.count()).select_from(SyncResult).where(*where))
-            query = select(SyncResult).where(*where).order_by(SyncResult.id).offset(offset)
+            member = (Member.course_id == SyncResult.course_id) & (
+                Member.username == SyncResult.username
+            )
+            query = (
+                select(SyncResult, Member.given_name, Member.family_name)
+                .outerjoin(Member, member)
+                .where(*where)
+                .order_by(SyncResult.id)
+                .offset(offset)
+            )
             if limit is not None:
                 query = query.limit(limit)
-            return count or 0, [result_dict(r) for r in session.scalars(query)]
+            return count or 0, [
+                result_dict(result, " ".join(filter(None, (given, family))))
+                for result, given, family in session.execute(query)
+            ]
 
     # --- the roster ---------------------------------------------------------------------
 

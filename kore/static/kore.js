@@ -440,7 +440,9 @@
     rows.forEach(function (r) {
       var failed = r.status === "failed";
       var tr = el("tr", failed ? { class: "kore-failed" } : {});
-      tr.appendChild(el("th", { scope: "row" }, r.username));
+      var who = el("th", { scope: "row" }, r.name || r.username);
+      if (r.name) who.appendChild(el("span", { class: "kore-username" }, " " + r.username));
+      tr.appendChild(who);
       tr.appendChild(el("td", {}, r.lms_user_id));
       tr.appendChild(el("td", {}, r.label || r.item));
       if (grades) {
