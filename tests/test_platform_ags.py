@@ -213,17 +213,18 @@ async def test_token_refuses_a_reused_jti(tool):
 @pytest.mark.parametrize(
     "claims, message",
     [
-        ({"aud": "http://127.0.0.1:1/token"}, "aud must be the token URL"),
-        ({"aud": None}, "lacks the aud claim"),
-        ({"exp": int(time.time()) - 60, "iat": int(time.time()) - 360}, "expired"),
-        ({"iat": int(time.time()) + 600}, "issued in the future"),
-        ({"sub": "someone-else"}, "Unknown client"),
-        ({"iss": "someone-else"}, "iss must be the client id"),
-        ({"jti": None}, "lacks the jti claim"),
+        # Functions of the time the test runs (not of collection, long before).
+        (lambda now: {"aud": "http://127.0.0.1:1/token"}, "aud must be the token URL"),
+        (lambda now: {"aud": None}, "lacks the aud claim"),
+        (lambda now: {"exp": now - 60, "iat": now - 360}, "expired"),
+        (lambda now: {"iat": now + 600}, "issued in the future"),
+        (lambda now: {"sub": "someone-else"}, "Unknown client"),
+        (lambda now: {"iss": "someone-else"}, "iss must be the client id"),
+        (lambda now: {"jti": None}, "lacks the jti claim"),
     ],
 )
 async def test_token_refuses_bad_assertions(tool, claims, message):
-    resp = await tool.request_token(assertion=tool.assertion(**claims))
+    resp = await tool.request_token(assertion=tool.assertion(**claims(int(time.time()))))
     assert resp.status_code == 401
     assert resp.json()["error"] == "invalid_client"
     assert message in resp.json()["error_description"]
