@@ -13,6 +13,7 @@ and the grader account from the hub; the backup still listed and downloadable), 
 audit log of each. One hub for the module: they are slow to start.
 """
 
+import asyncio
 import io
 import json
 import re
@@ -276,6 +277,43 @@ async def test_import_from_a_backup_and_a_whole_course(stack, school):
     assert {"source/hw1", "source/exam1"} <= set(r.json()["imported"])
     # A student may import nothing, from nowhere.
     assert (await school["alan"]("POST", f"courses/{homework}/import", body)).status_code == 403
+
+
+async def test_import_while_the_grader_server_runs(stack, school):
+    """The formgrader's server (the grader account's lab) keeps running through an import
+    and sees the new notebook at once, through its own contents API."""
+    ada, homework, exam = school["ada"], school["homework"], school["exam"]
+    grader = grader_username(exam)
+    started = await hub_api(stack, f"/users/{grader}/server", method="POST")
+    assert started.status_code in (201, 202), started.text
+    deadline = time.monotonic() + 120
+    while True:
+        model = (await hub_api(stack, f"/users/{grader}")).json()
+        server = (model.get("servers") or {}).get("")
+        if server and server.get("ready"):
+            break
+        assert time.monotonic() < deadline, model
+        await asyncio.sleep(0.5)
+    try:
+        body = {
+            "from": {"course_id": homework},
+            "what": "notebook",
+            "assignment": "hw1",
+            "notebook": "problem1.ipynb",
+            "as_assignment": "exam1",
+        }
+        r = await ada("POST", f"courses/{exam}/import", body)
+        assert r.status_code == 200, r.text
+        # Ada's token reaches the grader's server (her staff role), like her formgrader.
+        contents = f"{stack.hub_url}/user/{grader}/api/contents/source/exam1/problem1.ipynb"
+        async with httpx.AsyncClient(timeout=60) as http:
+            seen = await http.get(contents, headers=ada.headers)
+        assert seen.status_code == 200, seen.text
+        assert "homework 1, problem 1" in json.dumps(seen.json()["content"])
+        model = (await hub_api(stack, f"/users/{grader}")).json()
+        assert model["servers"][""]["ready"]  # still running
+    finally:
+        await hub_api(stack, f"/users/{grader}/server", method="DELETE")
 
 
 # --- reset --------------------------------------------------------------------------------------
