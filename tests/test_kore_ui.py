@@ -1,8 +1,8 @@
 """Kore's pages in a real browser: headless Chromium (Playwright) against one real hub,
 Kore and the built-in LMS (with its test API, for faults).
 
-The instructor (Ada, sub 2) launches from the LMS, opens Kore from the hub's Services
-menu, sends grades and watches them arrive in the LMS's gradebook; a sync started
+The instructor (Ada, sub 2) launches from the LMS, opens Kore from her JupyterLab's
+Kore menu and from the hub's Services menu, sends grades and watches them arrive in the LMS's gradebook; a sync started
 elsewhere is shown instead of a second one; the LMS failing shows failures first and
 "Retry failed" sends them; a student gets the "Kore is for instructors" page. Tests run
 in file order and share the stack and the instructor's browser page.
@@ -13,6 +13,7 @@ ANANKE_UPDATE_SCREENSHOTS=1 they also replace the copies the instructor guide sh
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,8 @@ UPDATE_DOC_SHOTS = os.environ.get("ANANKE_UPDATE_SCREENSHOTS") == "1"
 #: Playwright waits this long (ms) for a page or a sync to get where a test expects it.
 WAIT = 60_000
 LOGIN_WAIT = 90_000
+#: The first lab start of a busy CI machine.
+LAB_WAIT = 180_000
 
 
 def course(stack, link: str = "homework") -> str:
@@ -212,6 +215,28 @@ async def click_and_wait(page, panel: str, button: str = ".kore-start", *, doubl
 
 
 # --- the instructor -----------------------------------------------------------------------
+
+
+async def test_instructor_opens_kore_from_her_jupyterlab(ada, stack):
+    """The way in from the lab: JupyterLab's Kore menu opens Kore's home in a new tab
+    (the lab runs in a second tab of Ada's browser, already logged in to the hub)."""
+    lab = await ada.context.new_page()
+    await lab.goto(f"{stack.hub_url}/hub/spawn")
+    await lab.wait_for_url(f"{stack.hub_url}/user/u2/lab**", timeout=LAB_WAIT)
+    await lab.wait_for_selector("#jp-main-dock-panel", timeout=LAB_WAIT)
+    await lab.locator("#jp-menu-panel .lm-MenuBar-itemLabel", has_text=re.compile("^Kore$")).click()
+    async with ada.context.expect_page() as new_tab:
+        await lab.locator(
+            "#jp-mainmenu-ananke-kore .lm-Menu-item", has_text="Course management"
+        ).click()
+    kore = await new_tab.value
+    await kore.wait_for_url(kore_url(stack), timeout=WAIT)
+    rows = kore.locator("table.courses tbody tr")
+    await rows.first.wait_for(timeout=WAIT)
+    assert await rows.count() == 2
+    assert await rows.nth(0).get_attribute("data-course-id") == course(stack)
+    await kore.close()
+    await lab.close()
 
 
 async def test_instructor_opens_kore_from_the_hub_and_sees_courses_current_first(ada, stack):
