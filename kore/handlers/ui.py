@@ -6,6 +6,9 @@
   is rendered on the server with the data it can show without JavaScript; its buttons
   work through Kore's JSON API (``kore/static/kore.js``), the same routes scripts use.
   A student who opens it gets the "Kore is for instructors" page (403).
+  Its "Course settings" panel shows the course's nbgrader settings filled in on the
+  server (:func:`setting_fields`); saving sends the changes to the settings API
+  (``PATCH <prefix>api/courses/<course id>/settings``), which checks and applies them.
 - ``<prefix>static/<file>``: Kore's stylesheet and script.
 
 The pages take the hub's look from the hub itself: JupyterHub serves its stylesheet
@@ -13,10 +16,12 @@ The pages take the hub's look from the hub itself: JupyterHub serves its stylesh
 """
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 from tornado import web
 
+from ananke_hub.courses.settings import EXECUTE_TIMEOUT_MAX, CourseSettings, SettingsError
 from ananke_hub.courses.sync_store import SyncStore
 
 from ..manage.errors import ManageError
@@ -36,6 +41,31 @@ ROLE_NAMES = {
 
 #: Runs listed on the course page without JavaScript (the script shows the latest).
 RUNS_SHOWN = 5
+
+#: How the course page names and explains each course setting
+#: (:class:`ananke_hub.courses.settings.CourseSettings`, whose module docstring says how
+#: each maps onto nbgrader): a label, a help text, and for numbers their limits and unit.
+SETTING_TEXT = {
+    "remove_hidden_tests_in_feedback": {
+        "label": "Remove hidden tests from the feedback",
+        "help": "Students' feedback leaves out the hidden tests (between ### BEGIN HIDDEN "
+        "TESTS and ### END HIDDEN TESTS), which nbgrader would otherwise put back in.",
+    },
+    "reexecute_for_feedback": {
+        "label": "Run the notebooks again to make the feedback",
+        "help": "The feedback shows the outputs of each notebook run without the hidden "
+        "tests, so a failed hidden test's error cannot quote it. Costs one more run of "
+        "every notebook; outputs may differ from the graded run (random numbers, time). "
+        "Scores always come from autograding. Only used with the setting above on.",
+    },
+    "execute_timeout": {
+        "label": "Time limit per cell during autograding",
+        "help": "Seconds one cell may run before it is interrupted and counts as failed.",
+        "min": 1,
+        "max": EXECUTE_TIMEOUT_MAX,
+        "unit": "seconds",
+    },
+}
 
 
 def hub_base_url() -> str:
@@ -71,6 +101,32 @@ def contents_summary(contents) -> str:
             value = contents[key]
             parts.append(f"{len(value) if isinstance(value, list) else value} {key}")
     return ", ".join(parts)
+
+
+def setting_fields(stored: dict | None) -> list[dict]:
+    """The settings panel's controls: one per course setting, with the current value.
+
+    Each is ``{"name", "kind" ("checkbox" or "number"), "value", "default", "label",
+    "help", ...}``; the value is what the course stores, or the default. Raises
+    :class:`SettingsError` if the stored settings are unusable (the API answers 409 then).
+    """
+    current = CourseSettings.from_dict(stored or {}).to_dict()
+    defaults = CourseSettings().to_dict()
+    controls = []
+    for f in fields(CourseSettings):
+        # A setting added without page text still gets a control, named by its key.
+        text = SETTING_TEXT.get(f.name, {"label": f.name, "help": ""})
+        kind = "checkbox" if f.type is bool else "number"
+        controls.append(
+            {
+                **text,
+                "name": f.name,
+                "kind": kind,
+                "value": current[f.name],
+                "default": defaults[f.name],
+            }
+        )
+    return controls
 
 
 def static_url(prefix: str, name: str) -> str:
@@ -124,6 +180,16 @@ class CoursePageHandler(CourseHandlerMixin, PageHandler):
         prefix = self.settings["kore_prefix"]
         staff_ids = [c.id for c, r in memberships if r in STAFF_ROLES]
         backups = await self.course_backups(course.id, staff_ids)
+        try:
+            settings_fields, settings_problem = setting_fields(course.settings), ""
+        except SettingsError as exc:
+            # The settings API refuses them too (409): say so instead of a form.
+            self.log.error("course:%s stored settings are unusable: %s", course.id, exc)
+            settings_fields = []
+            settings_problem = (
+                f"The stored settings of this course are unusable ({exc}) Ask the hub admin "
+                "to correct them in the course registry."
+            )
         # The page carries the XSRF token for its API calls (header X-XSRFToken);
         # rendering it also sets the matching _xsrf cookie (jupyterhub.services.auth).
         xsrf = self.xsrf_token
@@ -141,6 +207,8 @@ class CoursePageHandler(CourseHandlerMixin, PageHandler):
             backups=backups,
             human_size=human_size,
             contents_summary=contents_summary,
+            setting_fields=settings_fields,
+            settings_problem=settings_problem,
             other_courses=[
                 {"course_id": c.id, "title": c.title}
                 for c, r in memberships

@@ -508,6 +508,151 @@
     new SyncPanel(section);
   });
 
+  // --- the course settings panel ---------------------------------------------------------
+  //
+  // The server fills the form with the course's settings (it shows them without this
+  // script). Save sends only what changed to the settings API (PATCH <API>settings), which
+  // checks and applies it; its refusal (400) is shown next to the setting it names.
+
+  function SettingsPanel(section) {
+    var self = this;
+    this.section = section;
+    this.url = section.dataset.settingsUrl;
+    this.form = section.querySelector(".kore-settings-form");
+    this.fieldset = section.querySelector(".kore-settings-fields");
+    this.save = section.querySelector(".kore-settings-save");
+    this.status = section.querySelector(".kore-settings-status");
+    this.alert = section.querySelector(".kore-alert");
+    this.inputs = Array.prototype.slice.call(this.form.querySelectorAll("input[data-kind]"));
+    this.inputs.forEach(function (input) {
+      input.addEventListener("input", function () {
+        self.clearError(input);
+        self.status.textContent = "";
+      });
+    });
+    this.form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      self.submit();
+    });
+    this.save.disabled = false;
+  }
+
+  // A control's value as the API takes it. A number field sends what was typed when it is
+  // no whole number, so that the API's message says what is wrong with it.
+  SettingsPanel.prototype.value = function (input) {
+    if (input.dataset.kind === "checkbox") return input.checked;
+    var text = input.value.trim();
+    if (/^-?\d+$/.test(text)) return parseInt(text, 10);
+    return text !== "" && isFinite(Number(text)) ? Number(text) : text;
+  };
+
+  SettingsPanel.prototype.saved = function (input) {
+    var raw = input.dataset.saved;
+    if (input.dataset.kind === "checkbox") return raw === "true";
+    return /^-?\d+$/.test(raw) ? parseInt(raw, 10) : raw;
+  };
+
+  SettingsPanel.prototype.changes = function () {
+    var changes = {};
+    this.inputs.forEach(function (input) {
+      var value = this.value(input);
+      if (value !== this.saved(input)) changes[input.name] = value;
+    }, this);
+    return changes;
+  };
+
+  SettingsPanel.prototype.errorBox = function (input) {
+    return this.section.querySelector("#" + input.id + "-error");
+  };
+
+  SettingsPanel.prototype.clearError = function (input) {
+    var box = this.errorBox(input);
+    box.hidden = true;
+    box.textContent = "";
+    input.removeAttribute("aria-invalid");
+    input.classList.remove("is-invalid");
+    input.setAttribute("aria-describedby", input.id + "-help");
+  };
+
+  // The field a refusal is about: the API's messages quote the setting ('name').
+  SettingsPanel.prototype.fieldOf = function (message, changes) {
+    var names = Object.keys(changes);
+    for (var i = 0; i < names.length; i++) {
+      if (message.indexOf("'" + names[i] + "'") >= 0) {
+        return this.form.querySelector('input[name="' + names[i] + '"]');
+      }
+    }
+    return null;
+  };
+
+  SettingsPanel.prototype.showSaved = function (settings) {
+    this.inputs.forEach(function (input) {
+      if (!(input.name in settings)) return;
+      var value = settings[input.name];
+      if (input.dataset.kind === "checkbox") {
+        input.checked = value === true;
+        input.dataset.saved = value === true ? "true" : "false";
+      } else {
+        input.value = String(value);
+        input.dataset.saved = String(value);
+      }
+    });
+  };
+
+  SettingsPanel.prototype.submit = function () {
+    var self = this;
+    if (this.save.dataset.busy === "1") return Promise.resolve();
+    this.inputs.forEach(function (input) { self.clearError(input); });
+    showAlert(this.alert, "");
+    var changes = this.changes();
+    if (!Object.keys(changes).length) {
+      this.status.className = "kore-settings-status ms-2";
+      this.status.textContent = "Nothing to save: no setting changed.";
+      return Promise.resolve();
+    }
+    this.status.className = "kore-settings-status ms-2";
+    this.status.textContent = "Saving…";
+    this.fieldset.disabled = true;
+    this.section.setAttribute("aria-busy", "true");
+    return whileBusy([this.save], function () {
+      return api("PATCH", self.url, changes).then(
+        function (data) {
+          self.showSaved((data && data.settings) || {});
+          self.status.className = "kore-settings-status ms-2 text-success";
+          self.status.textContent = "Saved.";
+        },
+        function (err) {
+          var message = errorText(err);
+          var field = err.status === 400 ? self.fieldOf(message, changes) : null;
+          self.status.className = "kore-settings-status ms-2 text-danger";
+          self.status.textContent = "Not saved: " + message;
+          if (field) {
+            var box = self.errorBox(field);
+            box.textContent = message;
+            box.hidden = false;
+            field.setAttribute("aria-invalid", "true");
+            field.classList.add("is-invalid");
+            field.setAttribute("aria-describedby", field.id + "-error " + field.id + "-help");
+          } else {
+            showAlert(self.alert, message);
+          }
+          self.failedField = field;
+        }
+      );
+    }).finally(function () {
+      self.fieldset.disabled = false;
+      self.section.removeAttribute("aria-busy");
+      if (self.failedField) self.failedField.focus();
+      else if (document.activeElement === document.body) self.save.focus();
+      self.failedField = null;
+    });
+  };
+
+  var settingsSection = document.getElementById("settings-panel");
+  if (settingsSection && settingsSection.querySelector(".kore-settings-form")) {
+    new SettingsPanel(settingsSection);
+  }
+
   // --- course management (backups, import, reset, delete) ------------------------------
 
   var confirmDialog = document.getElementById("kore-confirm");
