@@ -34,7 +34,6 @@ from test_kore_ui import (
 )
 
 from ananke_hub.courses.settings import CourseSettings
-from kore.handlers.ui import SETTING_TEXT
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
@@ -77,8 +76,8 @@ async def api_settings(stack) -> dict:
 
 def test_every_setting_has_a_label_and_help_on_the_page():
     for f in fields(CourseSettings):
-        assert SETTING_TEXT.get(f.name, {}).get("label"), f.name
-        assert SETTING_TEXT[f.name].get("help"), f.name
+        assert f.metadata.get("label"), f.name
+        assert f.metadata.get("help"), f.name
 
 
 async def test_panel_shows_the_settings_with_labels_and_help(ada, stack):

@@ -27,7 +27,7 @@ How each setting maps onto nbgrader 0.9.6:
     kernel is interrupted and the cell counts as failed.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 # GenerateFeedback's default preprocessors in nbgrader 0.9.6 (converters/generate_feedback.py);
 # we list them explicitly because setting the trait replaces the whole list.
@@ -47,9 +47,37 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class CourseSettings:
-    remove_hidden_tests_in_feedback: bool = True
-    reexecute_for_feedback: bool = False
-    execute_timeout: int = 30
+    # The metadata is what instructors read next to each setting (Kore's course page).
+    remove_hidden_tests_in_feedback: bool = field(
+        default=True,
+        metadata={
+            "label": "Remove hidden tests from the feedback",
+            "help": "Students' feedback leaves out the hidden tests (between ### BEGIN "
+            "HIDDEN TESTS and ### END HIDDEN TESTS), which nbgrader would otherwise put "
+            "back in.",
+        },
+    )
+    reexecute_for_feedback: bool = field(
+        default=False,
+        metadata={
+            "label": "Run the notebooks again to make the feedback",
+            "help": "The feedback shows the outputs of each notebook run without the "
+            "hidden tests, so a failed hidden test's error cannot quote it. Costs one more "
+            "run of every notebook; outputs may differ from the graded run (random "
+            "numbers, time). Scores always come from autograding. Only used with the "
+            "setting above on.",
+        },
+    )
+    execute_timeout: int = field(
+        default=30,
+        metadata={
+            "label": "Time limit per cell during autograding",
+            "help": "Seconds one cell may run before it is interrupted and counts as failed.",
+            "min": 1,
+            "max": EXECUTE_TIMEOUT_MAX,
+            "unit": "seconds",
+        },
+    )
 
     def __post_init__(self):
         for f in fields(self):

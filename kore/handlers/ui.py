@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tornado import web
 
-from ananke_hub.courses.settings import EXECUTE_TIMEOUT_MAX, CourseSettings, SettingsError
+from ananke_hub.courses.settings import CourseSettings, SettingsError
 from ananke_hub.courses.sync_store import SyncStore
 
 from ..manage.errors import ManageError
@@ -45,29 +45,6 @@ RUNS_SHOWN = 5
 #: How the course page names and explains each course setting
 #: (:class:`ananke_hub.courses.settings.CourseSettings`, whose module docstring says how
 #: each maps onto nbgrader): a label, a help text, and for numbers their limits and unit.
-SETTING_TEXT = {
-    "remove_hidden_tests_in_feedback": {
-        "label": "Remove hidden tests from the feedback",
-        "help": "Students' feedback leaves out the hidden tests (between ### BEGIN HIDDEN "
-        "TESTS and ### END HIDDEN TESTS), which nbgrader would otherwise put back in.",
-    },
-    "reexecute_for_feedback": {
-        "label": "Run the notebooks again to make the feedback",
-        "help": "The feedback shows the outputs of each notebook run without the hidden "
-        "tests, so a failed hidden test's error cannot quote it. Costs one more run of "
-        "every notebook; outputs may differ from the graded run (random numbers, time). "
-        "Scores always come from autograding. Only used with the setting above on.",
-    },
-    "execute_timeout": {
-        "label": "Time limit per cell during autograding",
-        "help": "Seconds one cell may run before it is interrupted and counts as failed.",
-        "min": 1,
-        "max": EXECUTE_TIMEOUT_MAX,
-        "unit": "seconds",
-    },
-}
-
-
 def hub_base_url() -> str:
     """The hub's public base path (``/`` or ``/jupyter/``), which the hub gives its services."""
     base = os.environ.get("JUPYTERHUB_BASE_URL", "/").strip("/")
@@ -115,7 +92,7 @@ def setting_fields(stored: dict | None) -> list[dict]:
     controls = []
     for f in fields(CourseSettings):
         # A setting added without page text still gets a control, named by its key.
-        text = SETTING_TEXT.get(f.name, {"label": f.name, "help": ""})
+        text = {"label": f.name, "help": "", **f.metadata}
         kind = "checkbox" if f.type is bool else "number"
         controls.append(
             {
