@@ -279,3 +279,66 @@ def test_grade_sync_delivery_check_finds_missing_duplicated_refused_and_stray(mo
     assert bad["delivered_once"] == 2
     assert bad["examples"]["missing"] == [f"{item} user 4"]
     assert bad["examples"]["duplicated"] == [f"{item} user 2"]
+
+
+COURSE_MANAGE_BENCHMARK = BENCHMARK.parent / "course_manage.py"
+
+
+def test_course_manage_benchmark_quick(tmp_path):
+    out = tmp_path / "course_manage.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(COURSE_MANAGE_BENCHMARK),
+            "--quick",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "checks: all passed" in proc.stdout
+
+    report = json.loads(out.read_text())
+    assert report["all_ok"] is True
+    assert list(report["sizes"]) == ["3x2"]
+    result = report["sizes"]["3x2"]
+    assert result["size"]["students"] == 3 and result["size"]["assignments"] == 2
+    backup = result["backup"]
+    # Every file of the course and its exchange is in the backup, nothing left out.
+    assert backup["ours"]["files"] == result["size"]["files"] and backup["ours"]["skipped"] == []
+    for name in ("ours", "make_archive", "tarfile_level6"):
+        assert backup[name]["archive_bytes"] > 0, name
+        assert set(backup[name]["memory"]) >= {"peak_rss_mb", "ru_maxrss_mb"}, name
+    assert backup["ratio_ours_over_make_archive"] is not None
+    imports = result["import"]
+    assert imports["from_course"]["ok"] and imports["from_backup"]["ok"]
+    assert imports["from_course"]["archive_reads"] == 0
+    assert imports["from_backup"]["archive_reads"] >= 1
+    assert imports["copytree"]["files"] == imports["tar_extract"]["files"] > 0
+    reset = result["reset"]
+    assert reset["state"] == "finished" and reset["problems"] == []
+    assert list(reset["steps_s"]) == [
+        "backup",
+        "gradebook",
+        "course files",
+        "exchange",
+        "hub group",
+        "registry",
+    ]
+    assert all(reset["checks"].values()), reset["checks"]
+
+
+def test_course_manage_benchmark_refuses_nonsense_sizes():
+    proc = subprocess.run(
+        [sys.executable, str(COURSE_MANAGE_BENCHMARK), "--sizes", "50"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "is not a course size" in proc.stderr
