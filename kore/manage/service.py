@@ -34,7 +34,8 @@ import secrets
 import stat
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from traitlets import Integer, TraitError, Unicode, default, validate
@@ -944,17 +945,10 @@ class CourseManager(LoggingConfigurable):
         }
 
     def _gradebook_assignments(self, src: ImportSource) -> list[dict]:
-        if src.paths is not None:
-            if not self._is_real_dir(src.paths.home):
-                return []
-            return gradebook.summary(src.paths)["assignments"]
-        with tempfile.TemporaryDirectory(prefix="ananke-import-") as tmp:
-            dest = Path(tmp) / "gradebook.db"
-            try:
-                archive.extract_file(src.archive, GRADEBOOK_MEMBER, dest)
-            except archive.NotInArchive:
-                return []
-            return gradebook.summary_of(dest.read_bytes())["assignments"]
+        """The source's assignments with due dates (a backup is unpacked by now)."""
+        if src.paths is None or not self._is_real_dir(src.paths.home):
+            return []
+        return gradebook.summary(src.paths)["assignments"]
 
     async def import_into(
         self,
@@ -1086,6 +1080,43 @@ class CourseManager(LoggingConfigurable):
                 f"Course {target_id} has no course directory yet. Launch it from the LMS "
                 "once, then import."
             )
+        with self._unpacked(src) as src:
+            return self._import_from(
+                paths, src, what, assignment, notebook, as_assignment, overwrite
+            )
+
+    @contextmanager
+    def _unpacked(self, src: ImportSource):
+        """A backup's ``source/`` and gradebook, unpacked once into a temporary course
+        directory (the archive checked as a whole on the way): an import then reads the
+        gzip stream twice, not once per assignment and listing."""
+        if src.paths is not None:
+            yield src
+            return
+        with tempfile.TemporaryDirectory(prefix="ananke-import-") as tmp:
+            home = Path(tmp) / "course"
+            home.mkdir()
+            for unpack, member, dest in (
+                (archive.extract_tree, f"{COURSE_PREFIX}/source", home / "source"),
+                (archive.extract_file, GRADEBOOK_MEMBER, home / gradebook.GRADEBOOK_FILE),
+            ):
+                try:
+                    unpack(src.archive, member, dest)
+                except archive.NotInArchive:
+                    pass
+            exchange = Path(tmp) / "exchange"
+            yield replace(src, paths=CoursePaths(src.course_id, home, exchange))
+
+    def _import_from(
+        self,
+        paths: CoursePaths,
+        src: ImportSource,
+        what: str,
+        assignment: str | None,
+        notebook: str | None,
+        as_assignment: str | None,
+        overwrite: bool,
+    ) -> dict:
         listing = self._listing(src)
         if what == "course":
             chosen = {name: name for name in listing}
@@ -1164,22 +1195,15 @@ class CourseManager(LoggingConfigurable):
         owner = fsutil.home_owner(paths.home)
         staging = dest.parent / f".{dest.name[:100]}.import-{secrets.token_hex(6)}"
         try:
-            if src.paths is not None:
-                # Opened component by component from the source's home: a link on the
-                # way is refused (files.UnsafePath), links inside are skipped.
-                origin = src.paths.home / rel
-                if is_file:
-                    files.copy_file(origin, staging, owner=owner)
-                    report = None
-                else:
-                    report = files.copy_tree(origin, staging, owner=owner)
+            # Opened component by component from the source's home (a backup's is
+            # unpacked by now): a link on the way is refused (files.UnsafePath), links
+            # inside are skipped.
+            origin = src.paths.home / rel
+            if is_file:
+                files.copy_file(origin, staging, owner=owner)
+                report = None
             else:
-                member = f"{COURSE_PREFIX}/{rel}"
-                if is_file:
-                    archive.extract_file(src.archive, member, staging, owner=owner)
-                    report = None
-                else:
-                    report = archive.extract_tree(src.archive, member, staging, owner=owner)
+                report = files.copy_tree(origin, staging, owner=owner)
             if report is not None:
                 result["skipped"].extend(f"{rel}/{s}" for s in report.skipped)
             if _lexists(dest):
