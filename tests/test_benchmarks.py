@@ -14,27 +14,35 @@ BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "launch.py"
 AUTHENTICATORS = ("upstream", "ours")
 
 
-@pytest.mark.slow
-def test_launch_benchmark_quick(tmp_path):
-    out = tmp_path / "launch.json"
+def run_quick(
+    script: Path, tmp_path: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a benchmark at its --quick size; its output and its JSON report."""
+    out = tmp_path / f"{script.stem}.json"
+    command = [sys.executable, str(script), "--quick", *extra, "--json", str(out)]
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK),
-            "--quick",
-            "--json",
-            str(out),
-            "--workdir",
-            str(tmp_path / "w"),
-        ],
+        [*command, "--workdir", str(tmp_path / "w")],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ratio upstream/ours (login)" in proc.stdout
+    return proc, json.loads(out.read_text())
 
-    report = json.loads(out.read_text())
+
+def refused(script: Path, *args: str) -> str:
+    """Run a benchmark with bad arguments: it must exit with 2; what it said."""
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    return proc.stderr
+
+
+@pytest.mark.slow
+def test_launch_benchmark_quick(tmp_path):
+    proc, report = run_quick(BENCHMARK, tmp_path)
+    assert "ratio upstream/ours (login)" in proc.stdout
     assert report["all_launches_ok"] is True
     assert report["authenticators"] == {
         "upstream": "ltiauthenticator.lti13.auth.LTI13Authenticator",
@@ -67,14 +75,7 @@ def test_launch_benchmark_quick(tmp_path):
 
 
 def test_benchmark_refuses_nonsense_sizes():
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARK), "--rounds", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "--rounds must be 1 or more" in proc.stderr
+    assert "--rounds must be 1 or more" in refused(BENCHMARK, "--rounds", "0")
 
 
 PROVISION_BENCHMARK = BENCHMARK.parent / "provision.py"
@@ -83,25 +84,8 @@ PROVISION_STACKS = ("provisioning", "baseline")
 
 @pytest.mark.slow
 def test_provision_benchmark_quick(tmp_path):
-    out = tmp_path / "provision.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(PROVISION_BENCHMARK),
-            "--quick",
-            "--json",
-            str(out),
-            "--workdir",
-            str(tmp_path / "w"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, report = run_quick(PROVISION_BENCHMARK, tmp_path)
     assert "zero lost or duplicated records: yes" in proc.stdout
-
-    report = json.loads(out.read_text())
     assert report["all_launches_ok"] is True and report["records_ok"] is True
     assert report["stacks"]["baseline"] == {
         "AnankeLTI13Authenticator": {"provision_courses": False}
@@ -143,14 +127,7 @@ def test_provision_benchmark_quick(tmp_path):
 
 
 def test_provision_benchmark_refuses_nonsense_sizes():
-    proc = subprocess.run(
-        [sys.executable, str(PROVISION_BENCHMARK), "--students", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "--students must be 1 or more" in proc.stderr
+    assert "--students must be 1 or more" in refused(PROVISION_BENCHMARK, "--students", "0")
 
 
 def test_profile_summary_counts_inclusive_time_per_launch(tmp_path, monkeypatch):
@@ -184,26 +161,8 @@ GRADE_SYNC_SCENARIOS = {"ours", "resync", "sequential_total", "sequential_all"}
 
 @pytest.mark.slow
 def test_grade_sync_benchmark_quick(tmp_path):
-    out = tmp_path / "grade_sync.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(GRADE_SYNC_BENCHMARK),
-            "--quick",
-            "--no-cache",
-            "--json",
-            str(out),
-            "--workdir",
-            str(tmp_path / "w"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, report = run_quick(GRADE_SYNC_BENCHMARK, tmp_path, "--no-cache")
     assert "Every score delivered exactly once: yes" in proc.stdout
-
-    report = json.loads(out.read_text())
     assert report["every_score_once"] is True and report["all_ok"] is True
     # 20 students x (2 assignments + the course total)
     assert report["sizes"] == {"students": 20, "assignments": 2, "scores": 60}
@@ -237,14 +196,7 @@ def test_grade_sync_benchmark_quick(tmp_path):
 
 
 def test_grade_sync_benchmark_refuses_nonsense_sizes():
-    proc = subprocess.run(
-        [sys.executable, str(GRADE_SYNC_BENCHMARK), "--students", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "--students must be 1 to 100000" in proc.stderr
+    assert "--students must be 1 to 100000" in refused(GRADE_SYNC_BENCHMARK, "--students", "0")
 
 
 def test_grade_sync_delivery_check_finds_missing_duplicated_refused_and_stray(monkeypatch):
@@ -285,25 +237,8 @@ COURSE_MANAGE_BENCHMARK = BENCHMARK.parent / "course_manage.py"
 
 
 def test_course_manage_benchmark_quick(tmp_path):
-    out = tmp_path / "course_manage.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(COURSE_MANAGE_BENCHMARK),
-            "--quick",
-            "--json",
-            str(out),
-            "--workdir",
-            str(tmp_path / "w"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, report = run_quick(COURSE_MANAGE_BENCHMARK, tmp_path)
     assert "checks: all passed" in proc.stdout
-
-    report = json.loads(out.read_text())
     assert report["all_ok"] is True
     assert list(report["sizes"]) == ["3x2"]
     result = report["sizes"]["3x2"]
@@ -334,11 +269,4 @@ def test_course_manage_benchmark_quick(tmp_path):
 
 
 def test_course_manage_benchmark_refuses_nonsense_sizes():
-    proc = subprocess.run(
-        [sys.executable, str(COURSE_MANAGE_BENCHMARK), "--sizes", "50"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "is not a course size" in proc.stderr
+    assert "is not a course size" in refused(COURSE_MANAGE_BENCHMARK, "--sizes", "50")
