@@ -40,7 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from report import parse_sizes, report_header, work_directory
+from report import (
+    add_output_arguments,
+    finish,
+    parse_sizes,
+    publish,
+    report_header,
+    work_directory,
+)
 from sqlalchemy.exc import SAWarning
 
 from ananke_hub.courses import nbgrader_setup
@@ -964,13 +971,7 @@ def parse_args(argv=None):
         action="store_true",
         help="smoke-test sizes: one 3x2 course, 20-40 KB notebooks (flags given still win)",
     )
-    p.add_argument("--json", type=Path, help="write every number to this JSON file")
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="directory for the courses, archives and copies (kept); default: a temporary "
-        "one, removed unless a check failed",
-    )
+    add_output_arguments(p, "the courses, archives and copies", "a check failed")
     args = parse_sizes(p, argv, QUICK)
     try:
         args.sizes = parse_size_list(args.sizes)
@@ -997,18 +998,9 @@ def main(argv=None) -> int:
         return 2
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["all_ok"] = all(r["ok"] for r in report["sizes"].values())
-    print()
-    print(render(report))
-    print(f"Total {report['duration_s']} s.")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"All numbers in {args.json}")
-    if not report["all_ok"]:
-        print(f"a check failed: see 'checks' in the output; files kept in {root}", file=sys.stderr)
-        return 1
-    if args.workdir is None:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+    publish(report, render(report), args)
+    problems = [] if report["all_ok"] else ["a check failed: see 'checks' in the output"]
+    return finish(args, root, problems, "files")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +37,16 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from report import keep_traffic_local, parse_sizes, report_header, summary, work_directory
+from report import (
+    add_output_arguments,
+    finish,
+    keep_traffic_local,
+    parse_sizes,
+    publish,
+    report_header,
+    summary,
+    work_directory,
+)
 from sqlalchemy.exc import SAWarning
 from tornado import web
 from tornado.httpclient import HTTPRequest
@@ -977,12 +985,8 @@ def parse_args(argv=None):
         help="where prepared gradebooks are kept between runs",
     )
     p.add_argument("--no-cache", action="store_true", help="build the gradebook afresh, keep none")
-    p.add_argument("--json", type=Path, help="write every number to this JSON file")
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="directory for the LMS's state and log, the course files and registries "
-        "(kept); default: a temporary one, removed unless a check failed",
+    add_output_arguments(
+        p, "the LMS's state and log, the course files and registries", "a check failed"
     )
     args = parse_sizes(p, argv, QUICK)
     if not 1 <= args.students <= 100_000:
@@ -1032,23 +1036,14 @@ def main(argv=None) -> int:
     }
     report["every_score_once"] = all(s["delivery"]["ok"] for s in scenarios.values())
     report["all_ok"] = all(s["ok"] for s in scenarios.values())
-    print()
-    print(render(report))
-    print(f"Total {report['duration_s']} s.")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"All numbers in {args.json}")
-    if not report["all_ok"]:
-        for name, s in scenarios.items():
-            if not s["ok"]:
-                detail = {k: s.get(k) for k in ("state", "message", "counts", "line_items")}
-                print(f"{name} failed its checks: {json.dumps(detail)}", file=sys.stderr)
-                print(f"  delivery: {json.dumps(s['delivery'])}", file=sys.stderr)
-        print(f"state and logs kept in {workdir}", file=sys.stderr)
-        return 1
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    publish(report, render(report), args)
+    problems = []
+    for name, s in scenarios.items():
+        if not s["ok"]:
+            detail = {k: s.get(k) for k in ("state", "message", "counts", "line_items")}
+            problems.append(f"{name} failed its checks: {json.dumps(detail)}")
+            problems.append(f"  delivery: {json.dumps(s['delivery'])}")
+    return finish(args, workdir, problems, "state and logs")
 
 
 if __name__ == "__main__":

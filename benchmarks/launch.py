@@ -9,8 +9,6 @@ See benchmarks/README.md for what each scenario measures.
 
 import argparse
 import asyncio
-import json
-import shutil
 import sys
 import time
 from contextlib import AsyncExitStack, suppress
@@ -20,10 +18,13 @@ import httpx
 from hub_log import HubLog
 from report import (
     AUTHENTICATORS,
+    add_output_arguments,
+    finish,
     keep_traffic_local,
     launch_stats,
     launch_table,
     parse_sizes,
+    publish,
     ratio,
     report_header,
     slow_table,
@@ -421,13 +422,7 @@ def parse_args(argv=None):
         default=300,
         help="seconds after which a round of launches is abandoned",
     )
-    p.add_argument("--json", type=Path, help="write every number to this JSON file")
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="directory for the stacks' state and logs (kept); default: a temporary one, "
-        "removed unless a launch failed",
-    )
+    add_output_arguments(p, "the stacks' state and logs", "a launch failed")
     args = parse_sizes(p, argv, QUICK)
     for name in ("users", "sequential", "concurrency", "rounds", "slow_launches"):
         if getattr(args, name) < 1:
@@ -452,22 +447,17 @@ def main(argv=None) -> int:
 
     failed = sum(sc[n]["failed"] for sc in report["scenarios"].values() for n in AUTHENTICATORS)
     report["all_launches_ok"] = failed == 0
-    print()
-    print(render(report))
-    print(f"Total {report['duration_s']} s.")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"All numbers in {args.json}")
+    publish(report, render(report), args)
+    problems = []
     if failed:
-        for name, sc in report["scenarios"].items():
-            for n in AUTHENTICATORS:
-                for error in sc[n]["errors"]:
-                    print(f"{name} / {n}: {error}", file=sys.stderr)
-        print(f"{failed} launch(es) failed; stacks' logs kept in {workdir}", file=sys.stderr)
-        return 1
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+        problems = [
+            f"{name} / {n}: {error}"
+            for name, sc in report["scenarios"].items()
+            for n in AUTHENTICATORS
+            for error in sc[n]["errors"]
+        ]
+        problems.append(f"{failed} launch(es) failed")
+    return finish(args, workdir, problems, "stacks' logs")
 
 
 if __name__ == "__main__":

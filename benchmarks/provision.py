@@ -18,7 +18,6 @@ benchmarks/README.md.
 
 import argparse
 import asyncio
-import json
 import random
 import secrets
 import shutil
@@ -32,10 +31,13 @@ from pathlib import Path
 import httpx
 from hub_log import HubLog
 from report import (
+    add_output_arguments,
+    finish,
     keep_traffic_local,
     launch_stats,
     launch_table,
     parse_sizes,
+    publish,
     ratio,
     report_header,
     work_directory,
@@ -699,13 +701,7 @@ def parse_args(argv=None):
         "stacks (raw format, one file per scenario) into DIR; the timings of such a run "
         "carry the sampling's overhead",
     )
-    p.add_argument("--json", type=Path, help="write every number to this JSON file")
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="directory for the stacks' state and logs (kept); default: a temporary one, "
-        "removed unless a launch failed or a record was lost",
-    )
+    add_output_arguments(p, "the stacks' state and logs", "a launch failed or a record was lost")
     args = parse_sizes(p, argv, QUICK)
     for name in ("activities", "students"):
         if getattr(args, name) < 1:
@@ -738,28 +734,22 @@ def main(argv=None) -> int:
     failed = sum(sc[n]["failed"] for sc in report["scenarios"].values() for n in STACKS)
     report["all_launches_ok"] = failed == 0
     report["records_ok"] = report["records"]["ok"]
-    print()
-    print(render(report))
-    print(f"Total {report['duration_s']} s.")
+    publish(report, render(report), args)
     if args.profile:
         print(f"py-spy stacks of the provisioning hub in {args.profile}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"All numbers in {args.json}")
+    problems = []
     if failed or not report["records_ok"]:
-        for name, sc in report["scenarios"].items():
-            for n in STACKS:
-                for error in sc[n]["errors"]:
-                    print(f"{name} / {n}: {error}", file=sys.stderr)
+        problems = [
+            f"{name} / {n}: {error}"
+            for name, sc in report["scenarios"].items()
+            for n in STACKS
+            for error in sc[n]["errors"]
+        ]
         if failed:
-            print(f"{failed} launch(es) failed", file=sys.stderr)
+            problems.append(f"{failed} launch(es) failed")
         if not report["records_ok"]:
-            print("records lost or duplicated: see 'records' in the output", file=sys.stderr)
-        print(f"stacks' logs kept in {workdir}", file=sys.stderr)
-        return 1
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+            problems.append("records lost or duplicated: see 'records' in the output")
+    return finish(args, workdir, problems, "stacks' logs")
 
 
 if __name__ == "__main__":

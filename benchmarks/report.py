@@ -190,3 +190,47 @@ def report_header(name: str, args, *packages: str) -> dict:
         "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "environment": environment(*packages),
     }
+
+
+# --- what every benchmark's command line and ending share --------------------------------
+
+
+def add_output_arguments(parser, workdir_holds: str, kept_when: str) -> None:
+    """--json and --workdir, the same in every benchmark."""
+    from pathlib import Path
+
+    parser.add_argument("--json", type=Path, help="write every number to this JSON file")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help=f"directory for {workdir_holds} (kept); default: a temporary one, removed "
+        f"unless {kept_when}",
+    )
+
+
+def publish(report: dict, text: str, args) -> None:
+    """Print the rendered report and its total time; write the JSON file (--json)."""
+    import json
+
+    print()
+    print(text)
+    print(f"Total {report['duration_s']} s.")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"All numbers in {args.json}")
+
+
+def finish(args, workdir, problems: list[str], kept: str) -> int:
+    """The exit status: 1 with ``problems`` on stderr and the work directory kept (what
+    it holds: ``kept``); else 0, and a temporary work directory removed."""
+    import shutil
+    import sys
+
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        print(f"{kept} kept in {workdir}", file=sys.stderr)
+        return 1
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
