@@ -2,11 +2,15 @@
 
 import asyncio
 import json
+import re
 
 import jwt
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from ltiauthenticator.lti13.error import LoginError
 from tornado.web import Application, RequestHandler
+from traitlets import TraitError
 from traitlets.config import Config
 
 from ananke_hub.auth import AnankeLTI13Authenticator
@@ -14,6 +18,7 @@ from ananke_hub.auth.handlers import LaunchRefused
 from ananke_hub.auth.platform_keys import PlatformKeySet, PlatformKeysUnavailable, UnknownSigningKey
 from ananke_hub.auth.replay import NonceRegistry
 from ananke_hub.keys import KeyStore
+from ananke_hub.usernames import UsernameRule, hub_username
 
 ISS = "https://lms.example.edu"
 
@@ -62,7 +67,8 @@ def test_allow_all_unless_allow_list():
     [
         ({"sub": "123"}, "u123"),
         ({"sub": 7}, "u7"),
-        ({"sub": "Alice_B"}, "ualice_b"),
+        ({"sub": "Alice_B"}, "_u_alice___b"),  # upper case escaped, not lowered
+        ({"sub": "alice_b"}, "ualice_b"),
         ({"sub": "", "email": "x@y"}, None),
         ({}, None),
     ],
@@ -86,6 +92,90 @@ def test_unsafe_subs_become_hashed_names():
         n = auth.get_username({"sub": bad})
         assert n.isascii() and "/" not in n and " " not in n and len(n) <= 31
     assert auth.get_username({"sub": "a/b"}) != auth.get_username({"sub": "a_b"})
+
+
+# systemd's strict user name rule (https://systemd.io/USER_NAMES/), lower case for JupyterHub.
+SYSTEMD_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
+PREFIXES = st.sampled_from(["u", "", "lms-", "s_"])
+# Letters of both cases, digits, the safe punctuation, and characters that lower() maps
+# onto ASCII (Kelvin sign, dotted I) or that are no name characters at all.
+SUB_CHARS = st.sampled_from(list("aAbBcCxXzZ019_-") + ["\u212a", "\u0130", "ß", " ", "/", "."])
+SUBS = st.text(SUB_CHARS, min_size=1, max_size=40)
+
+
+@st.composite
+def case_variants(draw):
+    """A sub and some of its case variants: the collisions of a lower-casing rule."""
+    base = draw(st.text(st.sampled_from(list("abcxz019_-")), min_size=1, max_size=32))
+    masks = draw(st.lists(st.lists(st.booleans(), min_size=len(base), max_size=len(base)), min_size=1, max_size=6))
+    return [base] + ["".join(c.upper() if up else c for c, up in zip(base, m, strict=True)) for m in masks]
+
+
+@given(prefix=PREFIXES, variants=case_variants(), others=st.lists(SUBS, max_size=8))
+def test_distinct_subs_give_distinct_valid_names(prefix, variants, others):
+    subs = set(variants) | set(others)
+    names = {hub_username(s, prefix) for s in subs}
+    assert len(names) == len(subs)
+    for name in names:
+        assert SYSTEMD_NAME.match(name), name
+        assert not name.startswith("grader-")
+
+
+@given(prefix=PREFIXES, sub=st.integers(min_value=0, max_value=10**20))
+def test_numeric_subs_keep_their_names(prefix, sub):
+    """Moodle's ids: `u` + the id, as in every earlier release."""
+    assume(len(prefix + str(sub)) <= 31 and prefix)
+    assert hub_username(str(sub), prefix) == prefix + str(sub)
+
+
+@given(sub=st.from_regex(r"[a-z][a-z0-9_-]{0,29}", fullmatch=True))
+def test_lower_case_subs_keep_their_names(sub):
+    assume(not re.fullmatch(r"[0-9a-f]{30}", sub))  # shaped like a hashed name: hashed
+    assert hub_username(sub) == "u" + sub
+
+
+def test_escaped_and_hashed_names():
+    assert hub_username("CaseX") == "_u_case_x"
+    assert hub_username("casex") == "ucasex"
+    assert hub_username("a_B") == "_ua___b"
+    assert hub_username("\u212a") != hub_username("k")  # Kelvin sign lowers to "k"
+    long = "Ab" * 20  # escaped it would be too long: hashed, still not the lower-case twin's
+    assert hub_username(long) != hub_username(long.lower())
+    # A sub shaped like a hashed name is hashed itself, so nobody can pick another's name.
+    victim = hub_username("x" * 40)
+    assert hub_username(victim[1:]) != victim
+    # With an empty prefix, nobody becomes a course's grader account.
+    assert not hub_username("grader-c-0123456789abcdef", "").startswith("grader-")
+
+
+@pytest.mark.parametrize("prefix", ["U", "1a", "_u", "toolongprefix", "a b"])
+def test_unusable_prefix_refused(prefix):
+    c = Config()
+    c.AnankeLTI13Authenticator.username_prefix = prefix
+    with pytest.raises(TraitError, match="username_prefix"):
+        AnankeLTI13Authenticator(config=c)
+
+
+@pytest.mark.parametrize("section", ["AnankeLTI13Authenticator", "LTI13Authenticator", "Authenticator"])
+def test_username_rule_resolved_from_any_section(section):
+    """Kore's rule is the authenticator's, whichever section the admin wrote."""
+    c = Config()
+    c[section].username_prefix = "lms-"
+    if section != "Authenticator":
+        c[section].username_key = "custom_username"
+    auth = AnankeLTI13Authenticator(config=c)
+    rule = UsernameRule.from_config(c)
+    assert rule == auth.username_rule
+    assert rule.prefix == "lms-"
+    assert rule.key == ("sub" if section == "Authenticator" else "custom_username")
+
+
+def test_username_rule_applies_the_username_map():
+    c = Config()
+    c.Authenticator.username_map = {"u5": "teacher"}
+    rule = UsernameRule.from_config(c)
+    assert rule.username("5") == "teacher"
+    assert rule.username("6") == "u6"
 
 
 def test_username_from_custom_claim():

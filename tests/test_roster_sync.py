@@ -349,7 +349,35 @@ async def test_username_rule_from_the_hub_config(course, registry, layout, clien
 
 def test_the_authenticator_names_users_as_the_roster_does():
     auth = AnankeLTI13Authenticator()
-    for sub in ("123", "ABC-def", "x" * 40, "a b/c"):
-        assert auth.username_from(sub) == hub_username(sub)
+    rule = UsernameRule.from_config(auth.config)
+    for sub in ("123", "ABC-def", "abc-def", "x" * 40, "a b/c"):
+        assert auth.username_from(sub) == hub_username(sub) == rule.username(sub)
     assert hub_username("123") == "u123"
     assert len(hub_username("x" * 40)) == 31
+
+
+async def test_launch_and_roster_name_a_student_alike_from_the_upstream_section(
+    course, registry, layout, client, lms
+):
+    """c.LTI13Authenticator.username_key (the parent section) counts for Kore too: the
+    roster does not add a second user for a student the launch names after their
+    LMS login."""
+    from test_grade_sync import launch_claims
+    from traitlets.config import Config
+
+    from ananke_hub.courses.identity import LaunchInfo
+
+    c = Config()
+    c.LTI13Authenticator.username_key = "custom_username"
+    auth = AnankeLTI13Authenticator(config=c)
+    roster(lms)
+    run = await roster_sync(course, registry, layout, client, rule=UsernameRule.from_config(c))
+    claims = launch_claims(lms, "103", "learner", **{lti_spec.CUSTOM: {"username": "maxthree"}})
+    name = auth.normalize_username(auth.get_username(claims))
+    assert name == "umaxthree"
+    registry.record_launch(LaunchInfo.from_id_token(claims, name))
+    assert results(registry, run)["103"]["status"] == "skipped"
+    again = await roster_sync(course, registry, layout, client, rule=UsernameRule.from_config(c))
+    assert results(registry, again)["103"]["status"] in {"updated", "unchanged"}
+    people = [m.username for m in registry.members(course) if m.lms_user_id == "103"]
+    assert people == ["umaxthree"]

@@ -6,13 +6,13 @@ from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
 from ltiauthenticator.lti13.error import LoginError
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from tornado.web import HTTPError
-from traitlets import Bool, Float, Instance, Unicode, default
+from traitlets import Bool, Float, Instance, TraitError, Unicode, default, validate
 
 from ..courses.identity import LaunchError, LaunchInfo
 from ..courses.provision import CourseProvisioner, ProvisioningError
 from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
-from ..usernames import hub_username
+from ..usernames import UsernameRule, check_prefix, hub_username
 from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
 from .platform_keys import PlatformKeySet
 from .replay import NonceRegistry
@@ -77,9 +77,28 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         "u",
         config=True,
         help="""Prefix of every username: `u` + the LMS user id (`sub`), so Moodle's user 123
-        is `u123`. A value that would not make a valid system user name (over 31 characters,
-        or characters other than letters, digits, `_` and `-`) becomes the prefix plus a hash.""",
+        is `u123`. Ids with upper case letters are escaped (`CaseX` is `_u_case_x`), ids
+        that would not make a valid system user name (over 31 characters, or characters
+        other than letters, digits, `_` and `-`) become the prefix plus a hash: distinct
+        LMS users always get distinct names (see docs/admin/lms.md). At most 8 characters:
+        a lower-case letter, then lower-case letters, digits, `_` or `-`; or empty.""",
     )
+
+    @validate("username_prefix")
+    def _valid_username_prefix(self, proposal):
+        try:
+            return check_prefix(proposal.value)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @property
+    def username_rule(self) -> UsernameRule:
+        """The naming rule, shared with Kore's roster sync (UsernameRule.from_config)."""
+        return UsernameRule(
+            prefix=self.username_prefix,
+            key=self.username_key or "sub",
+            username_map=dict(self.username_map),
+        )
 
     platform_keys_max_age = Float(
         3600,
@@ -174,7 +193,7 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
 
     def get_username(self, token: dict) -> str:
         """``username_prefix`` + the claim named by ``username_key`` (default ``sub``)."""
-        key = self.username_key or "sub"
+        key = self.username_rule.key
         source = token
         if key.startswith("custom_"):
             source = token.get(LTI13_CUSTOM_CLAIM) or {}
@@ -190,7 +209,8 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         return self.username_from(str(value))
 
     def username_from(self, value: str) -> str:
-        # The same rule as Kore's roster sync (NRPS), which enrols people before they launch.
+        # The same rule as Kore's roster sync (NRPS), which enrols people before they launch;
+        # JupyterHub then applies normalize_username (UsernameRule.normalize).
         return hub_username(value, self.username_prefix)
 
     async def run_post_auth_hook(self, handler, auth_model):

@@ -6,7 +6,7 @@ One job per request, for one course:
 2. Map roles (full URIs and short names, :func:`ananke_hub.roles.parse_roles`) to
    learner, teaching assistant or instructor; people with none of these are skipped.
 3. Write them to the course registry: new people are added with the hub user name a
-   launch would give them (:func:`ananke_hub.usernames.hub_username`), known ones
+   launch would give them (:class:`ananke_hub.usernames.UsernameRule`), known ones
    (matched by LMS user id) updated; members the roster no longer lists, or lists as
    Inactive/Deleted, become inactive. Nothing is deleted (grades and files stay).
 4. Enrol new or changed learners in the course's nbgrader gradebook.
@@ -19,7 +19,6 @@ An empty roster deactivates nobody (more likely an LMS problem than an empty cou
 """
 
 import asyncio
-from dataclasses import dataclass
 from functools import partial
 
 from ananke_hub.courses import nbgrader_setup
@@ -30,7 +29,7 @@ from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.sync_store import ResultRecord, RosterChange, RosterEntry
 from ananke_hub.lti_spec import NRPS_SCOPE
 from ananke_hub.roles import Role, parse_roles
-from ananke_hub.usernames import DEFAULT_PREFIX, hub_username
+from ananke_hub.usernames import UsernameRule
 
 from ..lti import LTIAdvantage, LTIClient, Membership, NRPSClient
 from .hub_groups import HubAPIError, HubGroups
@@ -38,27 +37,6 @@ from .job import SyncFailed, SyncJob
 
 KIND = "roster"
 ITEM_KEY = "membership"
-
-
-@dataclass(frozen=True)
-class UsernameRule:
-    """How the hub names LMS users: ``c.AnankeLTI13Authenticator`` username_prefix/key."""
-
-    prefix: str = DEFAULT_PREFIX
-    #: The launch claim the name comes from. Only ``sub`` is in the roster (``user_id``).
-    key: str = "sub"
-
-    @classmethod
-    def from_config(cls, config) -> "UsernameRule":
-        section = config.get("AnankeLTI13Authenticator", {}) if config is not None else {}
-        prefix = section.get("username_prefix", DEFAULT_PREFIX)
-        key = section.get("username_key", "sub")
-        return cls(prefix if isinstance(prefix, str) else DEFAULT_PREFIX, key or "sub")
-
-    def username(self, user_id: str) -> str | None:
-        if self.key != "sub":
-            return None
-        return hub_username(user_id, self.prefix)
 
 
 def course_role(member: Membership) -> str | None:
