@@ -151,6 +151,22 @@ def test_student_first_launch_creates_the_course(registry):
     assert (member.username, member.lms_user_id, member.email) == ("u3", "3", "alan@example.edu")
 
 
+def test_first_launch_of_a_member_the_roster_added(registry):
+    from ananke_hub.courses.sync_store import RosterEntry, SyncStore
+
+    cid = registry.record_launch(info(sub="2", role="Instructor")).course_id
+    SyncStore(registry).apply_roster(
+        cid, [RosterEntry(username="u3", lms_user_id="3", role="learner")], deactivate_missing=False
+    )
+    assert {m.username: m.first_launch for m in registry.members(cid)}["u3"] is None
+    registry.record_launch(info(sub="3"))
+    first = {m.username: m for m in registry.members(cid)}["u3"]
+    assert first.first_launch is not None and first.first_launch == first.last_launch
+    registry.record_launch(info(sub="3"))  # a later launch keeps the first one
+    later = {m.username: m for m in registry.members(cid)}["u3"]
+    assert later.first_launch == first.first_launch and later.last_launch > first.first_launch
+
+
 def test_names_are_kept_up_to_date(registry):
     registry.record_launch(info(sub="3"))
     t = token(sub="3", given_name="Alan M.", email="new@example.edu")

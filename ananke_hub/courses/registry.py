@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import create_engine, event, inspect, select, text, update
+from sqlalchemy import create_engine, event, func, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -228,7 +228,12 @@ class CourseRegistry(LoggingConfigurable):
                         **member_values,
                     )
                     .on_conflict_do_update(
-                        index_elements=["course_id", "username"], set_=member_values
+                        index_elements=["course_id", "username"],
+                        # A member the roster added has no first launch yet: this is it.
+                        set_={
+                            **member_values,
+                            "first_launch": func.coalesce(Member.first_launch, now),
+                        },
                     )
                 )
             provisioned = session.scalar(
