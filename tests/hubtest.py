@@ -13,7 +13,7 @@ from ananke_hub.platform import demo_data
 from ananke_hub.platform.settings import PlatformSettings
 from ananke_hub.platform.tokens import launch_claims, sign_id_token
 
-ADMIN_SCOPES = ["admin:users", "admin:servers", "admin:auth_state", "list:users", "read:hub", "tokens"]
+ADMIN_SCOPES = ["admin:users", "admin:servers", "admin:auth_state", "list:users", "read:hub", "tokens", "read:groups"]
 
 
 def admin_stack(root: Path, *, extra_config: dict | None = None, **kwargs) -> DemoStack:

@@ -10,6 +10,8 @@ import pytest
 from ananke_hub.courses.identity import (
     LaunchError,
     LaunchInfo,
+    NotACourseLaunch,
+    check_course_launch,
     course_id_for,
     is_course_id,
 )
@@ -100,6 +102,44 @@ def test_launch_without_resource_link_is_refused(link):
     t[CLAIM + "resource_link"] = link
     with pytest.raises(LaunchError, match="no activity"):
         LaunchInfo.from_id_token(t, "u3")
+
+
+LIS = "http://purl.imsglobal.org/vocab/lis/v2/"
+RESOURCE_LINK_LAUNCH = {CLAIM + "message_type": "LtiResourceLinkRequest"}
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        [M + "Learner"],
+        [M + "Instructor"],
+        [M + "Instructor", LIS + "membership/Instructor#TeachingAssistant"],
+        ["TeachingAssistant"],
+        [M + "Learner", M + "Mentor"],
+        [M + "Administrator"],  # an LMS administrator counts as an instructor
+        [LIS + "system/person#Administrator"],
+    ],
+)
+def test_course_launches(roles):
+    check_course_launch({**RESOURCE_LINK_LAUNCH, CLAIM + "roles": roles})
+
+
+@pytest.mark.parametrize(
+    "claims, status, words",
+    [
+        ({CLAIM + "message_type": "LtiDeepLinkingRequest", CLAIM + "roles": [M + "Instructor"]}, 400, "Deep Linking"),
+        ({CLAIM + "message_type": "LtiSubmissionReviewRequest"}, 403, "not the launch of an activity"),
+        ({**RESOURCE_LINK_LAUNCH, CLAIM + "roles": [M + "Mentor"]}, 403, "(Mentor)"),
+        ({**RESOURCE_LINK_LAUNCH, CLAIM + "roles": [M + "ContentDeveloper"]}, 403, "(ContentDeveloper)"),
+        ({**RESOURCE_LINK_LAUNCH, CLAIM + "roles": []}, 403, "(none)"),
+        ({**RESOURCE_LINK_LAUNCH}, 403, "(none)"),
+        ({**RESOURCE_LINK_LAUNCH, CLAIM + "roles": [LIS + "institution/person#Staff"]}, 403, "(Staff)"),
+    ],
+)
+def test_launches_that_open_no_course(claims, status, words):
+    with pytest.raises(NotACourseLaunch, match=re.escape(words)) as refused:
+        check_course_launch(claims)
+    assert refused.value.status == status
 
 
 def test_layout_derives_paths_from_ids_only(tmp_path):

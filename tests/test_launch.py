@@ -20,7 +20,9 @@ from hubtest import (
 )
 from lti_browser import LTIBrowser, auto_submit_form
 
-from ananke_hub.demo import free_port
+from ananke_hub.courses.identity import course_id_for
+from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
 from ananke_hub.keys import KeyStore
 from ananke_hub.roles import Role, parse_roles
 
@@ -119,6 +121,50 @@ async def test_forged_launch_refused(stack, case, forge_kwargs, status, words):
     assert id_token not in log  # tokens never logged
     refusal_lines = [line for line in log.splitlines() if words in line and "oauth_callback" in line]
     assert len(refusal_lines) == 1, refusal_lines
+
+
+LIS = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
+DEEP_LINKING = {
+    "https://purl.imsglobal.org/spec/lti/claim/message_type": "LtiDeepLinkingRequest",
+    "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings": {
+        "deep_link_return_url": "https://lms.example/return",
+        "accept_types": ["ltiResourceLink"],
+        "accept_presentation_document_targets": ["window"],
+    },
+}
+NOT_COURSE_LAUNCHES = [
+    # (case id, claims, status, words in the page)
+    ("deep-linking", DEEP_LINKING, 400, "Deep Linking"),
+    # with azp, as upstream's checks want it for Deep Linking
+    ("deep-linking-azp", {**DEEP_LINKING, "azp": DEMO_CLIENT_ID}, 400, "Deep Linking"),
+    ("mentor-only", {ROLES: [LIS + "Mentor"]}, 403, "(Mentor) gives no access"),
+    ("no-role", {ROLES: []}, 403, "(none) gives no access"),
+    ("content-developer", {ROLES: [LIS + "ContentDeveloper"]}, 403, "gives no access"),
+]
+
+
+@pytest.mark.parametrize(
+    "case, claims, status, words", NOT_COURSE_LAUNCHES, ids=[c[0] for c in NOT_COURSE_LAUNCHES]
+)
+async def test_launch_that_is_no_course_launch_creates_nothing(stack, case, claims, status, words):
+    """A clear page; no course, no grader account, no group, no hub user."""
+    sub = str(940 + [c[0] for c in NOT_COURSE_LAUNCHES].index(case))
+    link = f"not-a-course-{case}"
+    overrides = {"https://purl.imsglobal.org/spec/lti/claim/resource_link": {"id": link}, **claims}
+    async with LTIBrowser() as browser:
+        state, nonce, _ = await initiate(browser, stack, sub)
+        resp = await callback(browser, stack, forge(stack, nonce, person(sub), overrides=overrides), state)
+    assert resp.status_code == status, resp.text[resp.text.find("refused") :][:300]
+    assert words in resp.text and "othing was" in resp.text  # what happened, what to do
+    course_id = course_id_for(stack.platform_url, DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, link)
+    registry = CourseRegistry(url=f"sqlite:///{stack.layout.root / 'courses.sqlite'}")
+    try:
+        assert registry.get(course_id) is None
+    finally:
+        registry.close()
+    assert (await hub_api(stack, f"/users/grader-{course_id}")).status_code == 404
+    assert (await hub_api(stack, f"/groups/nbgrader-{course_id}")).status_code == 404
+    assert (await hub_api(stack, f"/users/u{sub}")).status_code == 404
 
 
 async def test_bad_signature_and_unknown_key(stack, tmp_path):

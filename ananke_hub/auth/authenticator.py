@@ -8,7 +8,7 @@ from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from tornado.web import HTTPError
 from traitlets import Bool, Float, Instance, TraitError, Unicode, default, validate
 
-from ..courses.identity import LaunchError, LaunchInfo
+from ..courses.identity import LaunchError, LaunchInfo, check_course_launch
 from ..courses.provision import CourseProvisioner, ProvisioningError
 from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
@@ -223,10 +223,13 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         auth_model = await super().run_post_auth_hook(handler, auth_model)
         if not self.provision_courses:
             return auth_model
+        token = auth_model.get("auth_state") or {}
         try:
-            info = LaunchInfo.from_id_token(auth_model.get("auth_state") or {}, auth_model["name"])
+            # Only an activity launch by a member of its course creates anything.
+            check_course_launch(token)
+            info = LaunchInfo.from_id_token(token, auth_model["name"])
         except LaunchError as exc:
-            raise HTTPError(400, f"LTI launch refused: {exc}") from None
+            raise HTTPError(exc.status, f"LTI launch refused: {exc}") from None
         try:
             entitlements = await self.provisioner.provision(handler, info)
         except ProvisioningError as exc:

@@ -26,6 +26,8 @@ from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
 from tornado.web import HTTPError
 
+from ..courses.identity import DEEP_LINKING_REFUSAL, MESSAGE_TYPE_DEEP_LINKING
+from ..lti_spec import MESSAGE_TYPE
 from .platform_keys import PlatformKeysUnavailable, UnknownSigningKey
 
 # Claims an id_token must carry, on top of the LTI claims ltiauthenticator checks
@@ -114,6 +116,10 @@ class AnankeCallbackHandler(LTI13CallbackHandler):
         except jwt.PyJWTError as exc:
             raise TokenError(f"id_token rejected: {exc}") from None
 
+        if id_token.get(MESSAGE_TYPE) == MESSAGE_TYPE_DEEP_LINKING:
+            # Upstream asks a Deep Linking request for claims Moodle does not send and
+            # refuses it with a riddle; the hub offers no content selection anyway.
+            raise HTTPError(400, f"LTI launch refused: {DEEP_LINKING_REFUSAL}")
         validator.validate_id_token(id_token)
         validator.validate_azp_claim(id_token, authenticator.client_id)
         authenticator.check_deployment(id_token)

@@ -16,7 +16,17 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from ..lti_spec import AGS_ENDPOINT, CONTEXT, CUSTOM, DEPLOYMENT_ID, NRPS, RESOURCE_LINK, ROLES
+from ..lti_spec import (
+    AGS_ENDPOINT,
+    CONTEXT,
+    CUSTOM,
+    DEPLOYMENT_ID,
+    MESSAGE_TYPE,
+    MESSAGE_TYPE_RESOURCE_LINK,
+    NRPS,
+    RESOURCE_LINK,
+    ROLES,
+)
 from ..roles import LaunchRoles, parse_roles
 
 COURSE_ID_PREFIX = "c-"
@@ -31,6 +41,69 @@ NAME_MAX = 200
 
 class LaunchError(ValueError):
     """The launch cannot open a course; the message says why and what to do."""
+
+    #: The HTTP status of the page the person sees.
+    status = 400
+
+
+class NotACourseLaunch(LaunchError):
+    """A valid launch that must create nothing: not an activity launch, or by nobody
+    who belongs to the course."""
+
+    status = 403
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+#: LTI Deep Linking 2.0, section 4.4: https://www.imsglobal.org/spec/lti-dl/v2p0
+MESSAGE_TYPE_DEEP_LINKING = "LtiDeepLinkingRequest"
+
+DEEP_LINKING_REFUSAL = (
+    "Your LMS asked this hub to choose content for a course (an LTI Deep Linking "
+    "request), which the hub does not offer yet: nothing was created. To add Jupyter to "
+    "a course, add the tool as an activity (in Moodle: Add an activity or resource, "
+    "External tool, then choose the Jupyter tool) and open that activity."
+)
+
+
+def _role_names(claim) -> str:
+    """The roles of a launch by their short names ("Mentor"), for a message."""
+    if not isinstance(claim, list):
+        return ""
+    names = [str(r).rstrip("/#").rsplit("#", 1)[-1].rsplit("/", 1)[-1] for r in claim if r]
+    return clean_text(", ".join(dict.fromkeys(names)), 200)
+
+
+def check_course_launch(token: dict) -> None:
+    """Refuse (:class:`NotACourseLaunch`) a launch that must not create a course.
+
+    Only a resource link launch (LTI 1.3 section 5.1.1) by a member of the course opens
+    it: a learner, a teaching assistant or an instructor, or an LMS administrator (who
+    counts as an instructor). A Deep Linking request (content selection), a launch with
+    no role, or only roles that grant nothing in a course (Mentor, ContentDeveloper,
+    Member, Manager, Officer) creates nothing: no course, grader account or group.
+    """
+    message_type = token.get(MESSAGE_TYPE)
+    if message_type != MESSAGE_TYPE_RESOURCE_LINK:
+        if message_type == MESSAGE_TYPE_DEEP_LINKING:
+            raise NotACourseLaunch(DEEP_LINKING_REFUSAL, status=400)
+        raise NotACourseLaunch(
+            f"This launch is a {clean_text(str(message_type), 60)!r} message, not the "
+            "launch of an activity, so it opens no course: nothing was created. Open the "
+            "Jupyter activity in your course."
+        )
+    roles = parse_roles(token.get(ROLES))
+    if roles.course_role is None and not roles.is_administrator:
+        held = _role_names(token.get(ROLES))
+        raise NotACourseLaunch(
+            f"Your role in this LMS course ({held or 'none'}) gives no access to its "
+            "Jupyter activity: only students, teaching assistants and teachers can open "
+            "it. Nothing was set up on the hub for you. If you should have access, ask the "
+            "course's teacher to enrol you as a student or a teacher."
+        )
 
 
 def course_id_for(issuer: str, client_id: str, deployment_id: str, resource_link_id: str) -> str:
