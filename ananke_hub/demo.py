@@ -206,6 +206,25 @@ class DemoStack:
         await self._wait_http("jupyterhub", f"{hub}/hub/health", timeout)
         await self._wait_http("jupyterhub", f"{hub}/services/kore/jwks", timeout)
 
+    async def restart_hub(self, timeout: float = 60) -> None:
+        """Stop JupyterHub (and with it Kore and the proxy) and start it again, on the
+        same state and ports; the LMS keeps running. For tests of what survives."""
+        proc = self.processes.pop("jupyterhub")
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        await self._spawn(
+            "jupyterhub",
+            [sys.executable, "-m", "jupyterhub", "-f", str(SHIPPED_HUB_CONFIG)],
+            cwd=self.layout.root,
+        )
+        await self._wait_http("jupyterhub", f"{self.hub_url}/hub/health", timeout)
+        await self._wait_http("jupyterhub", f"{self.hub_url}/services/kore/jwks", timeout)
+
     async def stop(self) -> None:
         for name in reversed(list(self.processes)):
             proc = self.processes.pop(name)

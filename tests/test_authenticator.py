@@ -216,14 +216,61 @@ def test_deployment_check():
     make_auth().check_deployment({claim: "anything"})  # no list configured: any
 
 
-def test_nonce_registry():
-    reg = NonceRegistry(ttl=60)
-    assert reg.use("n1") is True
-    assert reg.use("n1") is False
-    assert reg.use("n2") is True
-    expired = NonceRegistry(ttl=-1)
-    assert expired.use("n") and expired.use("n")  # entries past their window are dropped
-    assert len(expired) == 1
+@pytest.fixture(params=["sqlite", "postgresql"])
+def course_registry(request, tmp_path):
+    import os
+
+    import pgserver
+
+    from ananke_hub.courses.registry import CourseRegistry
+
+    if request.param == "sqlite":
+        reg = CourseRegistry(url=f"sqlite:///{tmp_path / 'courses.sqlite'}")
+        yield reg
+        reg.close()
+        return
+    reason = pgserver.available()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"{reason}: scripts/test.sh installs it on CI")
+    if reason:
+        pytest.skip(reason)
+    with pgserver.postgres_server() as url:
+        reg = CourseRegistry(url=url)
+        yield reg
+        reg.close()
+
+
+async def test_nonce_registry(course_registry):
+    reg = NonceRegistry(course_registry, ttl=60)
+    assert await reg.use("n1") is True
+    assert await reg.use("n1") is False
+    assert await reg.use("n2") is True
+    assert await reg.use("x" * 5000) is True  # any length: stored as a hash
+    expired = NonceRegistry(course_registry, ttl=-1)
+    assert await expired.use("n") and await expired.use("n")  # past its window: again
+    assert await reg.use("n") is True and await reg.use("n") is False
+
+
+async def test_used_nonces_survive_a_restart_and_expired_ones_are_pruned(course_registry):
+    from ananke_hub.courses.registry import CourseRegistry
+
+    assert await NonceRegistry(course_registry, ttl=60).use("kept")
+    await NonceRegistry(course_registry, ttl=-1).use("old")
+    # A new hub process: new objects on the same database.
+    again = CourseRegistry(url=course_registry.url)
+    try:
+        fresh = NonceRegistry(again, ttl=60)
+        assert fresh.count() == 2
+        assert await fresh.use("kept") is False  # pruning ran first: "old" is gone
+        assert fresh.count() == 1
+    finally:
+        again.close()
+
+
+async def test_concurrent_replays_let_one_launch_through(course_registry):
+    reg = NonceRegistry(course_registry, ttl=60)
+    results = await asyncio.gather(*(reg.use("same") for _ in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
 
 
 # --- platform keyset ---------------------------------------------------------------

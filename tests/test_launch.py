@@ -214,6 +214,28 @@ async def test_replayed_launch_refused(stack):
     assert "already used" in replay.text
 
 
+async def test_replayed_launch_refused_after_a_hub_restart(tmp_path):
+    """Used nonces are in the registry database: a restart does not reopen the window."""
+    async with admin_stack(tmp_path) as stack:
+        callback_url = f"{stack.hub_url}/hub/lti13/oauth_callback"
+        async with LTIBrowser() as browser:
+            page = await browser.launch(stack.platform_url, "3", "exam", stop_before=callback_url)
+            form = auto_submit_form(page)
+            captured = {c.name: c.value for c in browser.cookies.jar}
+            first = await browser.submit_form(page, form=form, stop_before=stack.hub_url)
+            assert first.status_code == 302
+        await stack.restart_hub()
+        async with LTIBrowser() as attacker:
+            for name, value in captured.items():
+                attacker.cookies.set(name, value, domain="127.0.0.1")
+            replay = await attacker.submit_form(page, form=form, stop_before=stack.hub_url)
+        assert replay.status_code == 400, replay.status_code
+        assert "already used" in replay.text
+        async with LTIBrowser() as browser:  # the hub itself works after the restart
+            resp = await browser.launch(stack.platform_url, "3", "exam")
+            assert "/u3" in str(resp.url)
+
+
 @pytest.mark.parametrize(
     "fields, words",
     [

@@ -158,7 +158,11 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     def nonces(self) -> NonceRegistry:
         if self._nonces is None:
             validator = LTI13LaunchValidator(parent=self)
-            self._nonces = NonceRegistry(ttl=validator.max_age + 2 * validator.time_leeway + 60)
+            # Kept in the course registry's database: a restart forgets nothing.
+            self._nonces = NonceRegistry(
+                self.provisioner.registry,
+                ttl=validator.max_age + 2 * validator.time_leeway + 60,
+            )
         return self._nonces
 
     def check_login_initiation(self, args: dict) -> str:

@@ -6,7 +6,8 @@ They keep ltiauthenticator's routes and cookies and change what is checked:
   `lti_deployment_id` must be allowed;
 - callback: the signature is checked against the platform keyset fetched without
   blocking the hub (see platform_keys.py), the deployment id against the
-  registration, and the nonce against server-side memory as well as the cookie.
+  registration, and the nonce against the used nonces in the registry database as well
+  as the cookie (replay.py).
 
 Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
 that tornado logs as one line; nothing is written for a refused launch.
@@ -24,6 +25,7 @@ from ltiauthenticator.lti13.error import (
 from ltiauthenticator.lti13.handlers import LTI13CallbackHandler, LTI13LoginInitHandler
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
+from sqlalchemy.exc import SQLAlchemyError
 from tornado.web import HTTPError
 
 from ..courses.identity import DEEP_LINKING_REFUSAL, MESSAGE_TYPE_DEEP_LINKING
@@ -124,7 +126,18 @@ class AnankeCallbackHandler(LTI13CallbackHandler):
         validator.validate_azp_claim(id_token, authenticator.client_id)
         authenticator.check_deployment(id_token)
         self.check_nonce(id_token)  # nonce equals the hash of this browser's nonce cookie
-        if not authenticator.nonces.use(id_token["nonce"]):
+        try:
+            fresh = await authenticator.nonces.use(id_token["nonce"])
+        except SQLAlchemyError:
+            # Without the record a replay could pass: refuse rather than accept unchecked.
+            self.log.exception("lti: cannot record the launch's nonce in the course registry")
+            raise HTTPError(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "The hub cannot check this launch right now (its database does not "
+                "answer). Launch again in a minute; if it keeps failing, tell the hub's "
+                "administrators.",
+            ) from None
+        if not fresh:
             raise TokenError("this launch was already used (nonce seen before); launch again")
         return id_token
 

@@ -1,36 +1,65 @@
 """Server-side memory of used nonces, so a captured launch cannot be replayed.
 
 ltiauthenticator ties the nonce to a cookie that is cleared when read; a second POST of
-the same id_token with the same cookies would pass that check. The hub is one process,
-so an in-memory map from nonce to expiry is enough: an entry only needs to outlive the
-token's own acceptance window (``max_age`` + leeway), after which the token is refused
-as too old anyway.
+the same id_token with the same cookies would pass that check. So the hub records every
+used nonce in the course registry's database (SQLite or PostgreSQL), where it outlives a
+hub restart. An entry only needs to outlive the token's own acceptance window
+(``max_age`` + leeway), after which the token is refused as too old anyway; expired
+entries are deleted now and then. The database is reached through the registry's
+thread pool, never from the event loop.
 """
 
+import hashlib
 import time
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, update
+
+from ..courses.models import UsedNonce, utcnow
+from ..courses.registry import CourseRegistry
 
 
 class NonceRegistry:
-    def __init__(self, ttl: float):
+    def __init__(self, registry: CourseRegistry, ttl: float, prune_every: float = 60):
+        self.registry = registry
         self.ttl = ttl
-        self._seen: dict[str, float] = {}
+        self.prune_every = prune_every
+        self._next_prune = float("-inf")
 
-    def _prune(self, now: float) -> None:
-        # One TTL for all: insertion order is expiry order, so stop at the first live one.
-        while self._seen:
-            nonce, until = next(iter(self._seen.items()))
-            if until > now:
-                break
-            del self._seen[nonce]
-
-    def use(self, nonce: str) -> bool:
+    async def use(self, nonce: str) -> bool:
         """Record ``nonce``; False if it was already used within the window."""
-        now = time.monotonic()
-        self._prune(now)
-        if nonce in self._seen:
-            return False
-        self._seen[nonce] = now + self.ttl
-        return True
+        prune = time.monotonic() >= self._next_prune
+        if prune:
+            self._next_prune = time.monotonic() + self.prune_every
+        return await self.registry.run(self.use_blocking, nonce, prune)
 
-    def __len__(self) -> int:
-        return len(self._seen)
+    def use_blocking(self, nonce: str, prune: bool = False) -> bool:
+        """:meth:`use` for a thread: one transaction, safe against a concurrent replay."""
+        registry = self.registry
+        digest = hashlib.sha256(nonce.encode("utf8", "surrogatepass")).hexdigest()
+        now = utcnow()
+        until = now + timedelta(seconds=self.ttl)
+        with registry.session() as session, session.begin():
+            if prune:
+                session.execute(delete(UsedNonce).where(UsedNonce.expires_at <= now))
+            inserted = session.execute(
+                registry._insert()(UsedNonce)
+                .values(digest=digest, expires_at=until)
+                .on_conflict_do_nothing(index_elements=["digest"])
+                .returning(UsedNonce.digest)
+            ).first()
+            if inserted:
+                return True
+            # Seen before: allowed again only once its window has passed (then the
+            # token is too old to pass anyway); else it is a replay.
+            renewed = session.execute(
+                update(UsedNonce)
+                .where(UsedNonce.digest == digest, UsedNonce.expires_at <= now)
+                .values(expires_at=until)
+            )
+            return renewed.rowcount == 1
+
+    def count(self) -> int:
+        """Entries stored, expired or not (tests)."""
+        with self.registry.session() as session:
+            return session.scalar(select(func.count()).select_from(UsedNonce))

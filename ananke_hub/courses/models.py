@@ -97,6 +97,17 @@ class Member(Base):
     course: Mapped[Course] = relationship(back_populates="members")
 
 
+class UsedNonce(Base):
+    """A launch's nonce, once used (see auth/replay.py): in the database, so a captured
+    launch stays refused after a hub restart, until the token could no longer pass."""
+
+    __tablename__ = "used_nonces"
+
+    #: SHA-256 (hex) of the nonce: the platform chooses nonces, of any length.
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 # --- LMS syncs (grades through AGS, rosters through NRPS): see sync_store.py -----------------
 
 
