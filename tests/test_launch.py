@@ -24,7 +24,9 @@ from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
 from ananke_hub.keys import KeyStore
+from ananke_hub.lti_spec import ROLE_LEARNER
 from ananke_hub.roles import Role, parse_roles
+from ananke_hub.usernames import hub_username
 
 pytestmark = pytest.mark.slow
 
@@ -121,6 +123,22 @@ async def test_forged_launch_refused(stack, case, forge_kwargs, status, words):
     assert id_token not in log  # tokens never logged
     refusal_lines = [line for line in log.splitlines() if words in line and "oauth_callback" in line]
     assert len(refusal_lines) == 1, refusal_lines
+
+
+async def test_subs_differing_in_case_are_two_hub_users(stack):
+    """OIDC subs are case-sensitive: `CaseX` and `casex` get a lab and a home each."""
+    names = {}
+    for sub in ("CaseX", "casex"):
+        async with LTIBrowser() as browser:
+            state, nonce, _ = await initiate(browser, stack, sub)
+            token = forge(stack, nonce, person(sub), overrides={ROLES: [ROLE_LEARNER]})
+            resp = await callback(browser, stack, token, state)
+            assert resp.status_code == 302, (resp.status_code, resp.text[resp.text.find("<p>") :][:300])
+        names[sub] = hub_username(sub)
+    assert names == {"CaseX": "_u_case_x", "casex": "ucasex"}
+    for sub, name in names.items():
+        user = (await hub_api(stack, f"/users/{name}")).json()
+        assert user["auth_state"]["sub"] == sub
 
 
 LIS = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
