@@ -101,6 +101,11 @@ def _escape(value: str) -> str:
 
 def check_prefix(prefix: str) -> str:
     """``prefix`` if it keeps the encoding injective and names valid; ValueError if not."""
+    if isinstance(prefix, str) and prefix.startswith(GRADER_PREFIX):
+        raise ValueError(
+            f"AnankeLTI13Authenticator.username_prefix {prefix!r} is not usable: names "
+            f"starting with {GRADER_PREFIX!r} belong to the courses' grader accounts."
+        )
     if not isinstance(prefix, str) or not VALID_PREFIX.match(prefix):
         raise ValueError(
             f"AnankeLTI13Authenticator.username_prefix {prefix!r} is not usable: use at most "

@@ -148,7 +148,7 @@ def test_escaped_and_hashed_names():
     assert not hub_username("grader-c-0123456789abcdef", "").startswith("grader-")
 
 
-@pytest.mark.parametrize("prefix", ["U", "1a", "_u", "toolongprefix", "a b"])
+@pytest.mark.parametrize("prefix", ["U", "1a", "_u", "toolongprefix", "a b", "grader-"])
 def test_unusable_prefix_refused(prefix):
     c = Config()
     c.AnankeLTI13Authenticator.username_prefix = prefix
