@@ -13,6 +13,7 @@ hub's user, for laptops, CI and the demo: no isolation at all.
 
 import asyncio
 import os
+import pwd
 import re
 import shutil
 from pathlib import Path
@@ -36,6 +37,20 @@ LAB_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter"
 # "/run/<unit>" leave /run.
 _UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.-]+$")
 _UNIT_NAME_MAX = 250  # 256 including ".service"
+
+# systemd's range for DynamicUser= uids (systemd.exec(5), "DynamicUser="). With User=NAME
+# a static account of that name wins over a dynamic one: a hub user named "root" or
+# "uucp" would run its lab as that account.
+DYNAMIC_UID_RANGE = range(61184, 65520)
+
+
+def static_account_uid(name: str) -> int | None:
+    """The uid of an existing account ``name`` outside systemd's dynamic range, or None."""
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+    return None if uid in DYNAMIC_UID_RANGE else uid
 
 
 def systemd_is_pid1() -> bool:
@@ -295,6 +310,17 @@ class AnankeSystemdSpawner(LabEnvironment, SystemdSpawner):
                 self.unit_name,
             )
         self.readwrite_paths = self._writable_paths()
+        account = self._expand_user_vars(self.unit_extra_properties.get("User", "{USERNAME}"))
+        # NSS may ask systemd-userdbd over varlink: off the event loop.
+        uid = await asyncio.to_thread(static_account_uid, account)
+        if uid is not None:
+            raise RuntimeError(
+                f"Refusing to start the lab of hub user {self.user.name!r}: its account "
+                f"{account!r} is an existing system account (uid {uid}), which systemd "
+                "would use instead of a dynamic user. Give the authenticator a "
+                "username_prefix (the default is 'u') so hub users never take a "
+                "system account's name."
+            )
         if self.exchange_root and not os.path.isdir(self.exchange_root):
             self.log.warning(
                 "user:%s the nbgrader exchange %s does not exist: systemd will refuse to "

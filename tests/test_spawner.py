@@ -276,6 +276,21 @@ async def test_second_spawn_after_stop_writes_env_file(monkeypatch, fake_systemd
     assert Path(written[-1]).read_text() == "A=1\n"
 
 
+@pytest.mark.parametrize("name", ["root", "daemon", "nobody"])
+async def test_lab_never_runs_as_a_static_system_account(fake_systemd, name):
+    """An empty username_prefix lets an LMS id "root" become hub user "root"; systemd
+    would run that lab as the real root account (a static user wins over DynamicUser)."""
+    spawner = make_systemd_spawner(user=fake_user(name))
+    with pytest.raises(RuntimeError, match="existing system account"):
+        await spawner.start()
+    assert fake_systemd.started == []
+
+
+async def test_lab_of_an_unknown_account_starts(fake_systemd):
+    await make_systemd_spawner(user=fake_user("u98765432")).start()
+    assert fake_systemd.started[-1]["unit_name"] == "jupyter-u98765432"
+
+
 # -- AnankeLocalSpawner -------------------------------------------------------------------------
 
 
