@@ -3,9 +3,12 @@
 The course belongs to the LMS's issuer, which names the LMS's port: the demo keeps its
 ports (``ports.json``) and its LMS keeps keys and gradebook (``platform/``), so the
 instructor finds the course of the first run, grade sync goes on where it stopped, and
-the LMS gradebook still shows what was sent.
+the LMS gradebook still shows what was sent. After the restart the instructor works in
+Chromium: launch from the LMS, Kore from the hub's Services menu, one course, its
+students' results, Send grades, the LMS gradebook page.
 """
 
+import re
 import socket
 
 import httpx
@@ -14,6 +17,7 @@ from hubtest import admin_stack
 from lti_browser import LTIBrowser
 from test_grade_sync import add_assignment, set_score, submit
 from test_grades_hub import course, finished, kore, layout, token
+from test_kore_ui import WAIT, chromium, click_and_wait, logged_in_page, screenshot  # noqa: F401
 
 from ananke_hub.demo import PORTS_FILE, DemoPorts, DemoPortTaken, DemoStack
 
@@ -51,7 +55,7 @@ async def sync(stack, user_token) -> dict:
     return run
 
 
-async def test_a_restarted_demo_keeps_its_course_and_grades(tmp_path):
+async def test_a_restarted_demo_keeps_its_course_and_grades(tmp_path, chromium):  # noqa: F811
     root = tmp_path / "demo"
     async with admin_stack(root) as first:
         await launch(first, "2", "3", "4")
@@ -68,19 +72,43 @@ async def test_a_restarted_demo_keeps_its_course_and_grades(tmp_path):
         assert second.platform_url == first.platform_url  # the issuer
         # The LMS kept its gradebook over the restart.
         assert await alan_scores(second) == [7, 7]
-        await launch(second, "2")
         ada = await token(second, "u2")
         courses = await my_courses(second, ada)
         assert [(c["course_id"], c["title"]) for c in courses] == [
             (course_id, "Data Science 101 - Homework")
         ]
         assert course(second) == course_id
-        # Grade sync goes on: an unchanged grade is not sent again, a changed one is.
+
+        # In the browser: the instructor clicks Launch in the LMS, opens Kore from the
+        # hub's Services menu and finds the one course, with its students' results.
+        page = await logged_in_page(chromium, second, "2")
+        await page.goto(f"{second.hub_url}/hub/home")
+        await page.get_by_role("button", name="Services").click()
+        await page.get_by_role("link", name="kore").click()
+        await page.wait_for_url(f"{second.hub_url}/services/kore/", timeout=WAIT)
+        rows = page.locator("table.courses tbody tr")
+        await rows.first.wait_for(timeout=WAIT)
+        assert await rows.count() == 1
+        assert await rows.first.get_attribute("data-course-id") == course_id
+        await rows.first.get_by_role("link", name="Grades, roster and backups").click()
+        await page.wait_for_selector("#grades-panel[data-loaded]", timeout=WAIT)
+        results = page.locator("#grades-panel .kore-results-table")
+        await results.get_by_role("row", name=re.compile("Alan Turing")).first.wait_for(
+            timeout=WAIT
+        )
+        await screenshot(page, "demo-restarted-course.png")
+
+        # Grade sync goes on: a changed grade is sent, by the button.
         set_score(layout(second), course_id, "u3", "hw1", 0, 6)
-        run = await sync(second, ada)
-        assert run["counts"].get("sent", 0) >= 1, run
-        assert "failed" not in run["counts"], run
+        await click_and_wait(page, "grades")
+        assert await page.locator("#grades-panel td.kore-status-sent").count() >= 1
+        assert await page.locator("#grades-panel td.kore-status-failed").count() == 0
         assert await alan_scores(second) == [8, 8]
+        await page.goto(f"{second.platform_url}/gradebook")
+        alan = page.get_by_role("row", name="Alan Turing")
+        assert "8 / 10" in await alan.inner_text()
+        assert not page.script_errors, page.script_errors
+        await page.context.close()
 
 
 async def test_a_taken_lms_port_stops_the_start_with_what_to_do(tmp_path):
