@@ -205,11 +205,15 @@ class DemoStack:
         extra_config: dict | None = None,
         platform_args=(),
         platform_module: str = "ananke_hub.platform",
+        persist_platform: bool = True,
     ):
         self.root = Path(root).resolve()
         # Any module that takes the built-in platform's flags and serves the same URLs
         # (/, /launch, /auth, /jwks) can stand in for it, e.g. a third-party platform.
         self.platform_module = platform_module
+        # The built-in LMS keeps its gradebook across runs (--persist), as an LMS does;
+        # a stand-in module without that flag passes False.
+        self.persist_platform = persist_platform
         # The LMS's issuer names its port: a demo keeps the ports of its first run.
         self.ports_file = self.root / PORTS_FILE
         remembered = DemoPorts.load(self.ports_file)
@@ -366,8 +370,7 @@ class DemoStack:
                 f"--tool-redirect-uri={hub}/hub/lti13/oauth_callback",
                 f"--tool-target-link-uri={hub}/hub/",
                 f"--tool-jwks-url={hub}/services/kore/jwks",
-                # The gradebook outlives a restart, as an LMS's does.
-                "--persist",
+                *(["--persist"] if self.persist_platform else []),
                 *self.platform_args,
             ],
             cwd=self.root,
