@@ -120,6 +120,15 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(rest[1]), int(rest[19])
 
 
+def works_in(pid: int, directory: Path) -> bool:
+    """Whether the process's working directory is ``directory`` or below it."""
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    return cwd == directory or directory in cwd.parents
+
+
 def children_of(pid: int) -> list[int]:
     return [child for child, (ppid, _) in _all_processes().items() if ppid == pid]
 
@@ -394,7 +403,9 @@ class DemoStack:
         so neither a signal to the hub's group nor the hub's death reaches them."""
         roots = {p.pid for p in self.processes.values() if p.returncode is None}
         if self.adopts_orphans:
-            roots |= set(children_of(os.getpid()))
+            # Orphans of the stack work in the demo's directory (homes, state); a browser
+            # that --open started is our child too, but elsewhere, and stays.
+            roots |= {pid for pid in children_of(os.getpid()) if works_in(pid, self.root)}
         stack = ProcessTree.of(roots)
         for name in reversed(list(self.processes)):
             proc = self.processes.pop(name)
