@@ -84,13 +84,22 @@ def _cmd_roster_sync(args) -> int:
     return run_command("roster", args.course, config_dir=config_dir())
 
 
+#: What ``ananke --help`` says first: plain text (the docstring above is reST).
+DESCRIPTION = (
+    "Ananke, a JupyterHub distribution for teaching: the demo, config checks, "
+    "key rotation, grade and roster syncs, containers."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ananke", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ananke", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"ananke {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="run a demo hub, Kore and a built-in LMS on 127.0.0.1 with free ports"
+        "demo",
+        help="run a demo hub, Kore and a built-in LMS on 127.0.0.1; a later run in the "
+        "same --dir goes on with its courses, grades and ports",
     )
     demo.add_argument("--dir", default=".ananke-demo", help="state and config of the demo")
     demo.add_argument("--open", action="store_true", help="open the LMS page in a browser")

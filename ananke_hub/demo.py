@@ -2,9 +2,15 @@
 
 The same :class:`DemoStack` starts the stack for the hub-level tests and the
 benchmarks, so what a newcomer tries is what the tests check.
+
+A demo keeps its state across runs: the hub's database and homes, the LMS's keys and
+gradebook, and its ports (``ports.json``). The LMS's port is part of its issuer, and a
+course belongs to the issuer and the LMS course it was launched from: a new port would
+be a new LMS, with new, empty courses.
 """
 
 import asyncio
+import ctypes
 import json
 import os
 import shutil
@@ -12,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -21,12 +27,34 @@ from .paths import SHIPPED_HUB_CONFIG, StateLayout, shipped_fragments
 
 DEMO_CLIENT_ID = "ananke-demo-client"
 DEMO_DEPLOYMENT_ID = "ananke-demo-deployment"
+#: Where a demo remembers its ports, in its directory.
+PORTS_FILE = "ports.json"
+#: Seconds the hub gets to stop its labs and services after SIGTERM (it stops each
+#: service with SIGINT and waits up to 10 s before SIGTERM); then the rest is ended.
+HUB_STOP_TIMEOUT = 30
+#: Seconds leftover processes get between SIGTERM and SIGKILL.
+KILL_TIMEOUT = 5
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        # As the servers bind: a port whose last connections linger in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class DemoPortTaken(RuntimeError):
+    """The LMS's remembered port is taken: the message says by what and what to do."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,132 @@ class DemoPorts:
             for s in sockets:
                 s.close()
 
+    def replace_taken(self) -> "DemoPorts":
+        """These ports, with a new free one for each taken one except the LMS's."""
+        new = DemoPorts.pick()
+        changes = {
+            f.name: getattr(new, f.name)
+            for f in fields(self)
+            if f.name != "platform" and not port_is_free(getattr(self, f.name))
+        }
+        return replace(self, **changes)
+
+    @classmethod
+    def load(cls, path: Path) -> "DemoPorts | None":
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise RuntimeError(f"{path} is not valid JSON ({exc}); fix or remove it.") from exc
+        try:
+            return cls(**{f.name: int(data[f.name]) for f in fields(cls)})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RuntimeError(
+                f"{path} must hold the ports {', '.join(f.name for f in fields(cls))}; "
+                f"fix or remove it ({exc!r})."
+            ) from exc
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) of a process from /proc/<pid>/stat, None if gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    rest = data[data.rindex(b")") + 2 :].split()
+    if rest[0] == b"Z":  # a zombie has ended; only its parent's wait is missing
+        return None
+    return int(rest[1]), int(rest[19])
+
+
+def works_in(pid: int, directory: Path) -> bool:
+    """Whether the process's working directory is ``directory`` or below it."""
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    return cwd == directory or directory in cwd.parents
+
+
+def children_of(pid: int) -> list[int]:
+    return [child for child, (ppid, _) in _all_processes().items() if ppid == pid]
+
+
+def _all_processes() -> dict[int, tuple[int, int]]:
+    procs = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                procs[int(entry.name)] = stat
+    return procs
+
+
+class ProcessTree:
+    """Processes and their descendants, each known by pid and start time (a pid that
+    comes back for another process is not ours)."""
+
+    def __init__(self, members: dict[int, int]):
+        self.members = members  # pid -> start time
+
+    @classmethod
+    def of(cls, roots: set[int]) -> "ProcessTree":
+        tree = cls({})
+        tree._grow(roots)
+        return tree
+
+    def _grow(self, roots: set[int]) -> None:
+        procs = _all_processes()
+        todo = [pid for pid in roots if pid in procs]
+        while todo:
+            pid = todo.pop()
+            if pid in self.members:
+                continue
+            self.members[pid] = procs[pid][1]
+            todo += [child for child, (ppid, _) in procs.items() if ppid == pid]
+
+    def alive(self) -> list[int]:
+        alive = []
+        for pid, started in self.members.items():
+            stat = _stat(pid)
+            if stat is not None and stat[1] == started:
+                alive.append(pid)
+        return alive
+
+    async def end(self, timeout: float) -> None:
+        """SIGTERM every member still alive (and what they started meanwhile), then
+        SIGKILL what is left after ``timeout`` seconds."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            self._grow(set(self.alive()))
+            alive = self.alive()
+            for pid in alive:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout
+            while alive and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                alive = self.alive()
+            if not alive:
+                return
+
+
+def adopt_orphans() -> bool:
+    """Make this process the reaper of its descendants' orphans (Linux
+    PR_SET_CHILD_SUBREAPER, prctl(2)): a lab or kernel whose parent died stays our
+    descendant, so stopping the demo finds it. False where the call is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER = 36
+    except (OSError, AttributeError):
+        return False
+
 
 class DemoStack:
     """Processes of a demo: the built-in LMS, then JupyterHub (which starts Kore)."""
@@ -60,12 +214,23 @@ class DemoStack:
         extra_config: dict | None = None,
         platform_args=(),
         platform_module: str = "ananke_hub.platform",
+        persist_platform: bool = True,
     ):
         self.root = Path(root).resolve()
         # Any module that takes the built-in platform's flags and serves the same URLs
         # (/, /launch, /auth, /jwks) can stand in for it, e.g. a third-party platform.
         self.platform_module = platform_module
-        self.ports = DemoPorts.pick()
+        # The built-in LMS keeps its gradebook across runs (--persist), as an LMS does;
+        # a stand-in module without that flag passes False.
+        self.persist_platform = persist_platform
+        # The LMS's issuer names its port: a demo keeps the ports of its first run.
+        self.ports_file = self.root / PORTS_FILE
+        remembered = DemoPorts.load(self.ports_file)
+        self.ports = remembered or DemoPorts.pick()
+        self.platform_port_fixed = remembered is not None
+        #: Set when this process adopts orphans (PR_SET_CHILD_SUBREAPER, see run_demo):
+        #: then its children besides the stack's are the stack's orphans too.
+        self.adopts_orphans = False
         self.extra_config = extra_config or {}
         self.platform_args = list(platform_args)
         self.layout = StateLayout(self.root / "state")
@@ -158,11 +323,14 @@ class DemoStack:
         for attempt in range(1, attempts + 1):
             try:
                 return await self._start(timeout)
+            except DemoPortTaken:
+                raise
             except RuntimeError:
                 await self.stop()
                 if attempt == attempts or not self._port_was_taken():
                     raise
-                self.ports = DemoPorts.pick()
+                fixed = self.platform_port_fixed
+                self.ports = self.ports.replace_taken() if fixed else DemoPorts.pick()
 
     def _port_was_taken(self) -> bool:
         """True if a process failed on a taken port (its log is moved aside for the retry)."""
@@ -173,7 +341,26 @@ class DemoStack:
                 taken = True
         return taken
 
+    def _check_platform_port(self) -> None:
+        port = self.ports.platform
+        if not self.platform_port_fixed or port_is_free(port):
+            return
+        raise DemoPortTaken(
+            f"Port {port} on 127.0.0.1 is taken by another process, and the demo's LMS "
+            f"needs it: its issuer {self.platform_url} names the port, and the courses of "
+            f"earlier runs of this demo belong to that issuer. Stop the process holding it "
+            f"(`ss -ltnp 'sport = :{port}'` shows which; maybe this demo still runs "
+            f"elsewhere) and start the demo again. To start afresh on new ports instead, "
+            f"remove {self.ports_file}: the hub then makes new, empty courses for the new "
+            "issuer."
+        )
+
     async def _start(self, timeout: float) -> None:
+        self._check_platform_port()
+        if self.platform_port_fixed:
+            # Other ports may be taken since the last run; they are not part of anyone's
+            # identity (the hub's cookies ignore the port), so they move.
+            self.ports = self.ports.replace_taken()
         self.prepare()
         hub = self.hub_url
         platform_state = self.root / "platform"
@@ -192,11 +379,15 @@ class DemoStack:
                 f"--tool-redirect-uri={hub}/hub/lti13/oauth_callback",
                 f"--tool-target-link-uri={hub}/hub/",
                 f"--tool-jwks-url={hub}/services/kore/jwks",
+                *(["--persist"] if self.persist_platform else []),
                 *self.platform_args,
             ],
             cwd=self.root,
         )
         await self._wait_http("platform", f"{self.platform_url}/", timeout)
+        # The LMS is up with this issuer: from now on the demo keeps its port.
+        self.ports.save(self.ports_file)
+        self.platform_port_fixed = True
         self.layout.root.mkdir(parents=True, exist_ok=True)
         await self._spawn(
             "jupyterhub",
@@ -226,16 +417,26 @@ class DemoStack:
         await self._wait_http("jupyterhub", f"{self.hub_url}/services/kore/jwks", timeout)
 
     async def stop(self) -> None:
+        """Stop the hub (which stops its labs and services), then the LMS; then end
+        whatever of the stack is left: the hub's children run in their own sessions,
+        so neither a signal to the hub's group nor the hub's death reaches them."""
+        roots = {p.pid for p in self.processes.values() if p.returncode is None}
+        if self.adopts_orphans:
+            # Orphans of the stack work in the demo's directory (homes, state); a browser
+            # that --open started is our child too, but elsewhere, and stays.
+            roots |= {pid for pid in children_of(os.getpid()) if works_in(pid, self.root)}
+        stack = ProcessTree.of(roots)
         for name in reversed(list(self.processes)):
             proc = self.processes.pop(name)
             if proc.returncode is not None:
                 continue
             proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), 15)
+                await asyncio.wait_for(proc.wait(), HUB_STOP_TIMEOUT)
             except TimeoutError:
                 os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+        await stack.end(KILL_TIMEOUT)
 
     async def __aenter__(self) -> "DemoStack":
         try:
@@ -251,8 +452,22 @@ class DemoStack:
 
 async def _serve(root: Path, open_browser: bool) -> int:
     stack = DemoStack(root)
+    stack.adopts_orphans = adopt_orphans()
+    # Signals stop the demo from the first moment: one while starting stops the start.
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stopped.set)
     print("Starting the built-in LMS, JupyterHub and Kore ...", flush=True)
-    async with stack:
+    starting = asyncio.ensure_future(stack.start())
+    stop_waiter = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait([starting, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
+        if stopped.is_set():
+            starting.cancel()
+            print("Stopping ...", flush=True)
+            return 0
+        starting.result()  # raises what the start raised
         print(
             f"\nAnanke demo running. Open the demo LMS:\n\n    {stack.platform_url}/\n\n"
             f"Launch as a student or instructor there. Hub: {stack.hub_url}/hub/ . "
@@ -263,18 +478,19 @@ async def _serve(root: Path, open_browser: bool) -> int:
             import webbrowser
 
             webbrowser.open(f"{stack.platform_url}/")
-        stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopped.set)
         watchers = [asyncio.ensure_future(p.wait()) for p in stack.processes.values()]
-        stop_waiter = asyncio.ensure_future(stopped.wait())
         await asyncio.wait([stop_waiter, *watchers], return_when=asyncio.FIRST_COMPLETED)
         if not stopped.is_set():
             print(f"A process of the demo exited; see {stack.log_dir}", file=sys.stderr)
             return 1
         print("Stopping ...", flush=True)
-    return 0
+        return 0
+    finally:
+        stop_waiter.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.wait([starting])
+        await stack.stop()
 
 
 def run_demo(root: Path, open_browser: bool = False) -> int:

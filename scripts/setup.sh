@@ -12,8 +12,22 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 1
 fi
 if [ ! -x .venv/bin/python ]; then
+    # Debian and Ubuntu ship the venv module (with ensurepip) in a package of its own.
+    if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+        echo "$PYTHON cannot make a virtualenv: its venv module (ensurepip) is missing." >&2
+        echo "On Debian or Ubuntu install it with: sudo apt-get install python3-venv" >&2
+        echo "(for another Python: python3.X-venv), then run $0 again." >&2
+        exit 1
+    fi
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test,docs]'
-echo "Environment ready in .venv ($(.venv/bin/python --version))."
+# pip's messages go to a log, shown only when it fails: build warnings would otherwise
+# bury what the demo prints next.
+log=.venv/setup.log
+if ! { .venv/bin/python -m pip install --quiet --upgrade pip &&
+    .venv/bin/python -m pip install --quiet -e '.[test,docs]'; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "Setting up .venv failed; pip's output is above and in $log." >&2
+    exit 1
+fi
+echo "Environment ready in .venv ($(.venv/bin/python --version)); pip's messages: $log."

@@ -38,7 +38,9 @@ async def stack(tmp_path_factory):
         inherited = os.environ.get("PYTHONPATH")
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), inherited])))
         root = tmp_path_factory.mktemp("external-platform")
-        async with DemoStack(root, platform_module="external_platform") as demo:
+        # It keeps no gradebook across restarts: no --persist.
+        stand_in = {"platform_module": "external_platform", "persist_platform": False}
+        async with DemoStack(root, **stand_in) as demo:
             yield demo
 
 

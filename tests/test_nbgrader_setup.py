@@ -50,7 +50,7 @@ def test_default_settings_map_to_nbgrader_config():
     assert config["GenerateFeedback"]["preprocessors"] == [
         "nbgrader.preprocessors.GetGrades",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-        "nbgrader.preprocessors.ClearHiddenTests",
+        "ananke_hub.nbgrader_preprocessors.ClearHiddenTests",
     ]
     assert config["Execute"] == {"timeout": 30}
     json.dumps(config)  # data, not code
@@ -61,8 +61,15 @@ def test_default_settings_map_to_nbgrader_config():
     [
         (False, False, []),
         (False, True, []),  # re-running only makes sense without hidden tests
-        (True, False, ["nbgrader.preprocessors.ClearHiddenTests"]),
-        (True, True, ["nbgrader.preprocessors.ClearHiddenTests", "nbgrader.preprocessors.Execute"]),
+        (True, False, ["ananke_hub.nbgrader_preprocessors.ClearHiddenTests"]),
+        (
+            True,
+            True,
+            [
+                "ananke_hub.nbgrader_preprocessors.ClearHiddenTests",
+                "ananke_hub.nbgrader_preprocessors.Execute",
+            ],
+        ),
     ],
 )
 def test_feedback_preprocessors_follow_the_settings(remove, rerun, extra):
@@ -97,7 +104,7 @@ def test_nbgrader_reads_the_feedback_preprocessors_from_the_json():
 
     config = Config(CourseSettings(reexecute_for_feedback=True).nbgrader_config(COURSE))
     converter = GenerateFeedback(config=config)
-    assert converter.preprocessors[-1] == "nbgrader.preprocessors.Execute"
+    assert converter.preprocessors[-1] == "ananke_hub.nbgrader_preprocessors.Execute"
 
 
 # -- ensure_course_files -------------------------------------------------------------------------

@@ -565,3 +565,12 @@ async def test_ltiauthenticator_accepts_the_launch(platform):
     )
     validator.validate_id_token(claims)
     assert claims["sub"] == "2"
+
+
+async def test_favicon_is_served(platform):
+    # Browsers ask every page's host for /favicon.ico; a 404 there fills the log.
+    async with httpx.AsyncClient() as c:
+        resp = await c.get(platform.url + "/favicon.ico")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "image/svg+xml"
+    assert resp.content.startswith(b"<svg")

@@ -35,8 +35,9 @@ _FEEDBACK_BASE = [
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
-_CLEAR_HIDDEN_TESTS = "nbgrader.preprocessors.ClearHiddenTests"
-_EXECUTE = "nbgrader.preprocessors.Execute"
+# nbgrader's own, accepting the config HTMLExporter gives them (see nbgrader_preprocessors.py).
+_CLEAR_HIDDEN_TESTS = "ananke_hub.nbgrader_preprocessors.ClearHiddenTests"
+_EXECUTE = "ananke_hub.nbgrader_preprocessors.Execute"
 
 EXECUTE_TIMEOUT_MAX = 3600
 

@@ -13,6 +13,7 @@ management), ``--roster-size=500`` (learners besides the launchable four),
 
 import asyncio
 import logging
+import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,6 +32,7 @@ from .demo_data import DEFAULT_EXTRA_LEARNERS
 from .faults import Faults
 from .handlers import ags, gradebook, jwks, launch, nrps, oidc, testapi, token
 from .handlers.base import XSRF_COOKIE
+from .persistence import StoreFile, StoreFileError
 from .settings import PlatformSettings
 from .store import PlatformStore
 
@@ -39,7 +41,12 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def make_app(
-    settings: PlatformSettings, keys: KeyStore, cookie_secret: str, log: logging.Logger
+    settings: PlatformSettings,
+    keys: KeyStore,
+    cookie_secret: str,
+    log: logging.Logger,
+    store: PlatformStore | None = None,
+    store_file: StoreFile | None = None,
 ) -> web.Application:
     def log_request(handler: web.RequestHandler) -> None:
         # The path only: queries carry nonces and hints that have no place in a log.
@@ -49,6 +56,8 @@ def make_app(
 
     routes = launch.ROUTES + oidc.ROUTES + jwks.ROUTES
     routes += token.ROUTES + ags.ROUTES + nrps.ROUTES + gradebook.ROUTES
+    # Browsers ask every page's host for one; an empty answer keeps the log clean.
+    routes.append((r"/favicon\.ico", FaviconHandler))
     if settings.test_api:
         routes += testapi.ROUTES
     return web.Application(
@@ -57,7 +66,8 @@ def make_app(
         platform=settings,
         platform_log=log,
         platform_keys=keys,
-        platform_store=PlatformStore(settings.roster_size),
+        platform_store=store or PlatformStore(settings.roster_size),
+        platform_store_file=store_file,
         platform_faults=Faults(),
         platform_tool_keyset=ToolKeyset(settings.tool_jwks_url),
         platform_replay_guard=ReplayGuard(),
@@ -67,6 +77,16 @@ def make_app(
         xsrf_cookie_name=XSRF_COOKIE,
         xsrf_cookie_kwargs={"httponly": True, "samesite": "Strict"},
     )
+
+
+class FaviconHandler(web.RequestHandler):
+    def get(self):
+        self.set_header("Content-Type", "image/svg+xml")
+        self.set_header("Cache-Control", "max-age=86400")
+        self.finish(FAVICON.read_bytes())
+
+
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 
 
 class TestPlatform(Application):
@@ -98,6 +118,10 @@ class TestPlatform(Application):
         "test-api": (
             {"TestPlatform": {"test_api": True}},
             "Serve the test API (/_test/...: faults, roster changes, score tallies).",
+        ),
+        "persist": (
+            {"TestPlatform": {"persist": True}},
+            "Keep the gradebook (line items, scores, roster changes) in <state-dir>/store.json.",
         ),
     }
 
@@ -172,6 +196,13 @@ class TestPlatform(Application):
         tallies, reset). For tests and benchmarks only: anyone who can reach the platform
         can use it.""",
     )
+    persist = Bool(
+        False,
+        config=True,
+        help="""Keep the gradebook (line items, scores, roster changes) across restarts in
+        `<state-dir>/store.json`, as an LMS does. Off: every start begins with the demo
+        data and no scores (what most tests want).""",
+    )
     jwks_delay = Float(
         0.0,
         config=True,
@@ -238,11 +269,14 @@ class TestPlatform(Application):
         cookie_secret = read_or_create_secret(state / "cookie_secret")
         sockets = bind_sockets(self.port, HOST)
         try:
-            asyncio.run(self._serve(sockets, keys, cookie_secret))
+            asyncio.run(self._serve(sockets, keys, cookie_secret, state))
         except KeyboardInterrupt:
             pass
+        except StoreFileError as exc:
+            self.log.critical("%s", exc)
+            self.exit(1)
 
-    async def _serve(self, sockets, keys: KeyStore, cookie_secret: str):
+    async def _serve(self, sockets, keys: KeyStore, cookie_secret: str, state: Path):
         local_url = f"http://{HOST}:{sockets[0].getsockname()[1]}"
         settings = PlatformSettings(
             issuer=self.issuer or local_url,
@@ -257,7 +291,13 @@ class TestPlatform(Application):
             roster_size=self.roster_size,
             test_api=self.test_api,
         )
-        server = HTTPServer(make_app(settings, keys, cookie_secret, self.log))
+        store = PlatformStore(settings.roster_size)
+        store_file = None
+        if self.persist:
+            store_file = StoreFile(state, store, self.log)
+            if store_file.load():
+                self.log.info("Gradebook loaded from %s", store_file.path)
+        server = HTTPServer(make_app(settings, keys, cookie_secret, self.log, store, store_file))
         server.add_sockets(sockets)
         # One line with the URL: the demo launcher and the tests wait for it.
         print(
@@ -265,7 +305,14 @@ class TestPlatform(Application):
         )
         if settings.test_api:
             self.log.warning("The test API is on (/_test/): for tests and benchmarks only.")
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        server.stop()
+        if store_file is not None:
+            store_file.save()  # what changed in the last moments before the stop
 
 
 main = TestPlatform.launch_instance

@@ -68,15 +68,25 @@ def human_size(size) -> str:
     return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
+#: What a backup counts, plural and singular ("1 assignment", "2 assignments").
+CONTENTS_WORDS = {
+    "assignments": "assignment",
+    "students": "student",
+    "submissions": "submission",
+    "files": "file",
+}
+
+
 def contents_summary(contents) -> str:
-    """A backup's contents in words: "2 assignments, 26 students, ..."."""
+    """A backup's contents in words: "1 assignment, 26 students, ..."."""
     if not isinstance(contents, dict):
         return ""
     parts = []
-    for key in ("assignments", "students", "submissions", "files"):
+    for key, singular in CONTENTS_WORDS.items():
         if key in contents:
             value = contents[key]
-            parts.append(f"{len(value) if isinstance(value, list) else value} {key}")
+            count = len(value) if isinstance(value, list) else value
+            parts.append(f"{count} {singular if count == 1 else key}")
     return ", ".join(parts)
 
 

@@ -704,10 +704,13 @@
   function contentsSummary(contents) {
     if (!contents || typeof contents !== "object") return "";
     var parts = [];
-    ["assignments", "students", "submissions", "files"].forEach(function (key) {
+    // Plural and singular, as kore/handlers/ui.py's CONTENTS_WORDS: "1 assignment".
+    var words = { assignments: "assignment", students: "student", submissions: "submission", files: "file" };
+    Object.keys(words).forEach(function (key) {
       var v = contents[key];
       if (v === undefined) return;
-      parts.push((Array.isArray(v) ? v.length : v) + " " + key);
+      var count = Array.isArray(v) ? v.length : v;
+      parts.push(count + " " + (count === 1 ? words[key] : key));
     });
     return parts.join(", ");
   }

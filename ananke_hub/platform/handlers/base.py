@@ -53,6 +53,12 @@ class PlatformHandler(web.RequestHandler):
         self.set_header("Cache-Control", "no-store")  # it may carry an id_token
         self.render("autopost.html", action=action, fields=fields, title=title)
 
+    def on_finish(self) -> None:
+        # Whatever a POST, PUT or DELETE changed goes to the gradebook file (--persist).
+        store_file = self.settings.get("platform_store_file")
+        if store_file is not None and self.request.method not in ("GET", "HEAD", "OPTIONS"):
+            store_file.changed()
+
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, PlatformError):

@@ -1,0 +1,100 @@
+"""The hub's proxy (``python -m ananke_hub.proxy``) run as JupyterHub runs it.
+
+A WebSocket through the proxy gets the subprotocol the upstream selected: JupyterLab
+offers ``v1.kernel.websocket.jupyter.org`` on every kernel connection, and a browser
+fails a connection whose answer names no subprotocol after it offered some.
+"""
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+
+import pytest
+from tornado import web, websocket
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Echo(websocket.WebSocketHandler):
+    """Selects the kernel protocol when offered, as jupyter_server does, and echoes."""
+
+    def select_subprotocol(self, subprotocols):
+        return KERNEL_PROTOCOL if KERNEL_PROTOCOL in subprotocols else None
+
+    def on_message(self, message):
+        self.write_message(f"echo:{message}")
+
+
+@pytest.fixture
+async def upstream():
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(web.Application([(r"/user/u3/lab/ws", Echo)]))
+    server.add_sockets(sockets)
+    yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    server.stop()
+
+
+@pytest.fixture
+async def proxy(upstream):
+    port, api_port = free_port(), free_port()
+    token = secrets.token_hex(16)
+    env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": token}
+    argv = [sys.executable, "-m", "ananke_hub.proxy", "--ip", "127.0.0.1", "--port", str(port)]
+    argv += ["--api-ip", "127.0.0.1", "--api-port", str(api_port)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = AsyncHTTPClient()
+        route = HTTPRequest(
+            f"http://127.0.0.1:{api_port}/api/routes/user/u3",
+            method="POST",
+            headers={"Authorization": f"token {token}"},
+            body=json.dumps({"target": upstream}),
+        )
+        for _ in range(100):  # bounded: about 20 s until the proxy's API answers
+            try:
+                await client.fetch(route)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the proxy's API did not answer")
+        yield f"ws://127.0.0.1:{port}/user/u3"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_websocket_through_proxy_gets_the_selected_subprotocol(proxy):
+    conn = await websocket.websocket_connect(
+        f"{proxy}/lab/ws", subprotocols=["unknown.example", KERNEL_PROTOCOL]
+    )
+    try:
+        assert conn.selected_subprotocol == KERNEL_PROTOCOL
+        await conn.write_message("hi")
+        assert await conn.read_message() == "echo:hi"
+    finally:
+        conn.close()
+
+
+async def test_websocket_without_subprotocol_gets_none(proxy):
+    conn = await websocket.websocket_connect(f"{proxy}/lab/ws")
+    try:
+        assert conn.selected_subprotocol is None
+        await conn.write_message("hi")
+        assert await conn.read_message() == "echo:hi"
+    finally:
+        conn.close()
