@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import logging
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -250,6 +251,8 @@ def run_command(
             who=who,
             log=log,
         )
+    # Not Kore's runs: a starting Kore leaves them alone (their lock goes stale instead).
+    job.owner = f"cli:{socket.gethostname()}:{os.getpid()}"
     try:
         return asyncio.run(_run(job, s, out, err))
     finally:
