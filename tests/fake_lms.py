@@ -136,6 +136,7 @@ class FakeLMS:
                 (r"/ags/([^/]+)/lineitems", LineItemsHandler, kw),
                 (r"/ags/([^/]+)/lineitems/(\d+)/lineitem", LineItemHandler, kw),
                 (r"/ags/([^/]+)/lineitems/(\d+)/lineitem/scores", ScoresHandler, kw),
+                (r"/ags/([^/]+)/lineitems/(\d+)/lineitem/results", ResultsHandler, kw),
                 (r"/nrps/([^/]+)/memberships", MembershipsHandler, kw),
             ]
         )
@@ -400,6 +401,34 @@ class ScoresHandler(Base):
         item.scores.setdefault(user, []).append(score)
         self.set_status(204)
         self.finish()
+
+
+class ResultsHandler(Base):
+    """AGS 2.0 section 3.3: the latest score per user, on the line item's scale."""
+
+    def get(self, context, item_id):
+        if not self.authorized(RESULT_READONLY):
+            return
+        item = self.lms.items.get(int(item_id))
+        if item is None:
+            return self.refuse(404, "no such line item")
+        wanted = self.get_query_argument("user_id", None)
+        results = []
+        for user, scores in item.scores.items():
+            if wanted is not None and user != wanted:
+                continue
+            latest = scores[-1]
+            if latest.get("scoreGiven") is None:
+                continue
+            scale = item.score_maximum / (latest.get("scoreMaximum") or item.score_maximum)
+            results.append(
+                {
+                    "userId": user,
+                    "resultScore": latest["scoreGiven"] * scale,
+                    "resultMaximum": item.score_maximum,
+                }
+            )
+        self.json_reply(results, content_type="application/vnd.ims.lis.v2.resultcontainer+json")
 
 
 class MembershipsHandler(Base):

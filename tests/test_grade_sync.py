@@ -365,7 +365,7 @@ async def test_server_errors_and_429_are_retried(homework, registry, layout, cli
     assert len(lms.created_items()) == 2
 
 
-@pytest.mark.parametrize(("status", "words"), [(400, "refuses the score"), (403, "does not let")])
+@pytest.mark.parametrize(("status", "words"), [(403, "does not let"), (422, "refuses the score")])
 async def test_a_refused_score_fails_only_that_item(
     homework, registry, layout, client, lms, status, words
 ):
@@ -384,6 +384,22 @@ async def test_a_refused_score_fails_only_that_item(
     assert run["counts"] == {"sent": 3, "unchanged": 6}
     assert lms.score_posts() == posts + 3
     assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+
+
+async def test_a_person_the_lms_does_not_grade_is_not_gradable_not_failed(
+    homework, registry, layout, client, lms
+):
+    # Moodle answers 400 to scores of people without a gradebook role (a non-editing
+    # teacher arrives as Learner): reported as such, and the run is not red for it.
+    lms.fail("POST", "/scores$", 400, times=99, user="102", body=b'"Incorrect score received"')
+    run = await sync(homework, registry, layout, client)
+    assert run["state"] == "finished", run
+    assert run["counts"] == {"sent": 6, "not_gradable": 3}
+    assert run["failed"] == 0
+    row = results(registry, run)[("u102", "assignment:hw1")]
+    assert row["status"] == "not_gradable"
+    assert "Not gradable in the LMS" in row["message"]
+    assert any("non-editing teachers" in w for w in run["warnings"])
 
 
 async def test_unknown_student(homework, registry, layout, client, lms):
@@ -659,10 +675,10 @@ def test_cli_exit_status_and_failures(admin_env, capsys):
     from ananke_hub.cli import main
 
     lms, course_id = admin_env["lms"], admin_env["course"]
-    lms.fail("POST", "/scores$", 400, times=99, user="102", body=b'{"error": "closed"}')
+    lms.fail("POST", "/scores$", 403, times=99, user="102", body=b'{"error": "closed"}')
     assert main(["grades", "sync", course_id, "--resend"]) == 1
     out, _ = capsys.readouterr()
-    assert "Failed (2):" in out and "u102" in out and "closed" in out
+    assert "Failed or unknown (2):" in out and "u102" in out and "closed" in out
     assert main(["grades", "sync", "c-0123456789abcdef"]) == 2
     assert "no course c-0123456789abcdef" in capsys.readouterr().err
     assert main(["grades", "sync", "../etc"]) == 2

@@ -20,7 +20,6 @@ from .hub_groups import HubGroups
 from .job import SyncJob
 from .roster import RosterSyncJob, UsernameRule
 
-
 #: The owner of Kore's runs in the registry: one Kore per registry, so a starting Kore
 #: knows that every "running" run of this owner belongs to a predecessor that died.
 KORE_OWNER = "kore"
