@@ -41,6 +41,9 @@ class Fault:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     user: str | None = None  # only score posts of this LMS user
+    #: "late": carry the request out, then answer after ``delay``; "drop": carry it
+    #: out, then close the connection without an answer.
+    after: str = ""
 
 
 @dataclass
@@ -115,6 +118,13 @@ class FakeLMS:
     ):
         self.faults.append(
             Fault(method, re.compile(path_regex), status, times, body, headers or {}, delay, user)
+        )
+
+    def after_processing(self, method, path_regex, what, *, times=1, delay=0.0, user=None):
+        """Carry matching requests out, then answer ``what="late"`` (after ``delay``
+        seconds) or ``"drop"`` the connection: the tool cannot know it worked."""
+        self.faults.append(
+            Fault(method, re.compile(path_regex), 0, times, b"", {}, delay, user, after=what)
         )
 
     def scores_of(self, item: Item, user: str) -> list[dict]:
@@ -208,6 +218,9 @@ class Base(web.RequestHandler):
                 except ValueError:
                     continue
             fault.times -= 1
+            if fault.after:
+                self._after = fault
+                return
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             self.set_status(fault.status)
@@ -215,6 +228,29 @@ class Base(web.RequestHandler):
                 self.set_header(k, v)
             self.finish(fault.body)
             return
+
+    _after: Fault | None = None
+    _deferred = False
+
+    def finish(self, chunk=None):
+        fault, self._after = self._after, None
+        if self._deferred:  # tornado's own finish after the handler: the answer is pending
+            return asyncio.get_running_loop().create_future()
+        if fault is None:
+            return super().finish(chunk)
+        self._deferred = True
+        if fault.after == "drop":
+            self.request.connection.close()
+            return asyncio.get_running_loop().create_future()
+
+        async def later():
+            await asyncio.sleep(fault.delay)
+            try:
+                web.RequestHandler.finish(self, chunk)
+            except Exception:  # noqa: S110 (the tool gave up and closed the connection)
+                pass
+
+        return asyncio.ensure_future(later())
 
     def json_reply(self, data, status=200, content_type="application/json"):
         self.set_status(status)
