@@ -196,17 +196,20 @@ class LMSTransport:
         action: str,
         headers: dict | None = None,
         content: bytes | None = None,
+        idempotent: bool | None = None,
     ) -> LMSResponse:
         """Send a request; the 2xx answer, or a :class:`LTIServiceError` saying why not.
 
         ``action`` says what Kore was doing, for messages ("post the score of u123").
-        A write (POST) is never repeated once it may have reached the LMS: after a
-        timeout, a dropped connection or a 500/502/504 it raises :class:`OutcomeUnknown`.
+        A write (POST, unless ``idempotent``) is never repeated once it may have reached
+        the LMS: after a timeout, a dropped connection or a 500/502/504 it raises
+        :class:`OutcomeUnknown`.
         """
         check_service_url(url)
         headers = dict(headers or {})
         policy = self.retry
-        idempotent = method.upper() in IDEMPOTENT_METHODS
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS
         last_problem = ""
         last_status = None
         for attempt in range(1, policy.attempts + 1):
