@@ -59,7 +59,11 @@ def make_app(
         platform_keys=keys,
         platform_store=PlatformStore(settings.roster_size),
         platform_faults=Faults(),
-        platform_tool_keyset=ToolKeyset(settings.tool_jwks_url),
+        # Moodle fetches the tool's keyset while it answers each token request (a tool
+        # that blocks while waiting for its token deadlocks); the lenient profile caches.
+        platform_tool_keyset=ToolKeyset(settings.tool_jwks_url, max_age=0.0)
+        if settings.moodle
+        else ToolKeyset(settings.tool_jwks_url),
         platform_replay_guard=ReplayGuard(),
         cookie_secret=cookie_secret,
         template_path=str(TEMPLATES),
@@ -98,6 +102,10 @@ class TestPlatform(Application):
         "test-api": (
             {"TestPlatform": {"test_api": True}},
             "Serve the test API (/_test/...: faults, roster changes, score tallies).",
+        ),
+        "lenient": (
+            {"TestPlatform": {"lenient": True}},
+            "Turn the Moodle profile off (see TestPlatform.lenient).",
         ),
     }
 
@@ -171,6 +179,16 @@ class TestPlatform(Application):
         help="""Serve the test API under /_test/ (fault injection, roster changes, score
         tallies, reset). For tests and benchmarks only: anyone who can reach the platform
         can use it.""",
+    )
+    lenient = Bool(
+        False,
+        config=True,
+        help="""Turn off the Moodle profile. By default the platform is as strict as Moodle
+        5.1 where tools get it wrong: launches leave `lineitem` out of the AGS claim once
+        line items the tool made are bound to the resource link, the tool's keyset is
+        fetched during every token request, a score not newer than the last is refused
+        (409), people without a gradebook role are sent as Learner and their scores refused
+        (400). Lenient: launches always carry `lineitem` and the keyset is cached.""",
     )
     jwks_delay = Float(
         0.0,
@@ -256,6 +274,7 @@ class TestPlatform(Application):
             ags_scopes=tuple(C.AGS_SCOPE_NAMES[name] for name in self.ags_scopes.split(",")),
             roster_size=self.roster_size,
             test_api=self.test_api,
+            moodle=not self.lenient,
         )
         server = HTTPServer(make_app(settings, keys, cookie_secret, self.log))
         server.add_sockets(sockets)
