@@ -834,6 +834,17 @@ async def test_without_the_result_scope_an_unanswered_score_is_unknown(
     assert run["counts"] == {"sent": 1, "unchanged": 8}, run
 
 
+async def test_a_409_within_the_same_second_is_sent_once_more_a_second_later(
+    homework, registry, layout, client, lms
+):
+    # Moodle compares whole seconds: a regrade synced within the second of the last
+    # score is "not newer". Kore checks the result, then sends it once more, later.
+    lms.fail("POST", "/scores$", 409, times=1, user="101", body=b'{"message": "not newer"}')
+    run = await sync(homework, registry, layout, client)
+    assert run["state"] == "finished", run
+    assert run["counts"] == {"sent": 9}
+
+
 async def test_scores_sent_by_a_killed_sync_are_checked_not_sent_again(
     homework, registry, layout, client, lms
 ):

@@ -154,7 +154,15 @@
 
   // --- a grade or roster sync panel ------------------------------------------------------
 
-  var STATUS_ORDER = ["failed", "sent", "added", "updated", "deactivated", "unchanged", "skipped"];
+  var STATUS_ORDER = [
+    "failed", "unknown", "sent", "added", "updated", "deactivated", "unchanged", "skipped",
+    "not_gradable"
+  ];
+  // Statuses whose API name is not what a person should read.
+  var STATUS_LABELS = {
+    not_gradable: "not gradable in the LMS",
+    unknown: "unknown (no answer from the LMS)"
+  };
 
   function SyncPanel(section) {
     var self = this;
@@ -438,7 +446,7 @@
     var grades = this.kind === "grades";
     var fragment = document.createDocumentFragment();
     rows.forEach(function (r) {
-      var failed = r.status === "failed";
+      var failed = r.status === "failed" || r.status === "unknown";
       var tr = el("tr", failed ? { class: "kore-failed" } : {});
       var who = el("th", { scope: "row" }, r.name || r.username);
       if (r.name) who.appendChild(el("span", { class: "kore-username" }, " " + r.username));
@@ -452,7 +460,7 @@
         }
         tr.appendChild(el("td", {}, score));
       }
-      tr.appendChild(el("td", { class: "kore-status-" + r.status }, r.status));
+      tr.appendChild(el("td", { class: "kore-status-" + r.status }, STATUS_LABELS[r.status] || r.status));
       tr.appendChild(el("td", {}, r.message));
       fragment.appendChild(tr);
     });

@@ -670,7 +670,7 @@ class GradeSyncJob(SyncJob):
                 return
         await self.attempt(work, url)
 
-    async def attempt(self, work: Work, url: str) -> None:
+    async def attempt(self, work: Work, url: str, *, conflicted: bool = False) -> None:
         """Send the score and record the outcome, whatever it is."""
         user = work.recipient
         try:
@@ -696,6 +696,12 @@ class GradeSyncJob(SyncJob):
                 # Moodle's 409: a score not newer than the stored one. The stored one is
                 # this score (an earlier, unrecorded send): it arrived.
                 self.delivered(work, url, "The LMS had this score already (it answered 409).")
+                return
+            if exc.status == 409 and not conflicted:
+                # Moodle keeps whole seconds: a score sent in the same second as the
+                # last one for this person and item is "not newer". Once, a second later.
+                await asyncio.sleep(1.1)
+                await self.attempt(work, url, conflicted=True)
                 return
             if exc.status == 401:
                 self.abort(
