@@ -198,13 +198,21 @@ class DemoStack:
         )
         await self._wait_http("platform", f"{self.platform_url}/", timeout)
         self.layout.root.mkdir(parents=True, exist_ok=True)
+        await self._start_hub(timeout)
+
+    async def restart_hub(self, timeout: float = 60) -> None:
+        """Start the hub again after it died (tests of crashes); the LMS keeps running."""
+        self.processes.pop("jupyterhub", None)
+        await self._start_hub(timeout)
+
+    async def _start_hub(self, timeout: float) -> None:
         await self._spawn(
             "jupyterhub",
             [sys.executable, "-m", "jupyterhub", "-f", str(SHIPPED_HUB_CONFIG)],
             cwd=self.layout.root,
         )
-        await self._wait_http("jupyterhub", f"{hub}/hub/health", timeout)
-        await self._wait_http("jupyterhub", f"{hub}/services/kore/jwks", timeout)
+        await self._wait_http("jupyterhub", f"{self.hub_url}/hub/health", timeout)
+        await self._wait_http("jupyterhub", f"{self.hub_url}/services/kore/jwks", timeout)
 
     async def stop(self) -> None:
         for name in reversed(list(self.processes)):
