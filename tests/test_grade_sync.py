@@ -867,6 +867,26 @@ async def test_scores_sent_by_a_killed_sync_are_checked_not_sent_again(
     assert (await sync(homework, registry, layout, client))["counts"] == {"unchanged": 9}
 
 
+def test_an_older_registry_gets_the_run_owner_column(tmp_path, lms):
+    from sqlalchemy import create_engine, text
+
+    from ananke_hub.courses.models import Base
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    with engine.begin() as db:
+        db.execute(text("ALTER TABLE sync_runs DROP COLUMN owner"))
+    engine.dispose()
+    for _ in range(2):  # idempotent
+        registry = CourseRegistry(url=url)
+        course_id = launch(registry, lms, "1", "instructor")
+        store = SyncStore(registry)
+        run_id = store.start_run(course_id, "grades", "u1", {}, owner=KORE_OWNER)
+        assert interrupt_predecessor(registry) == [run_id]
+        registry.close()
+
+
 def test_a_starting_kore_ends_its_predecessors_runs_at_once(registry, lms, course):
     store = SyncStore(registry)
     dead = store.start_run(course, "grades", "uinst", {}, owner=KORE_OWNER)

@@ -397,7 +397,13 @@
   // many each status has, so a page is one or two slices of ?status=...&offset=&limit=.
   SyncPanel.prototype.segments = function () {
     var counts = (this.run && this.run.counts) || {};
-    if (this.failedOnly.checked) return [{ status: "failed", count: counts.failed || 0 }];
+    if (this.failedOnly.checked) {
+      // "unknown" counts with the failures (not confirmed at the LMS).
+      return [
+        { status: "failed", count: counts.failed || 0 },
+        { status: "unknown", count: counts.unknown || 0 }
+      ].filter(function (seg) { return seg.count > 0; });
+    }
     var statuses = Object.keys(counts).sort(function (a, b) {
       var ia = STATUS_ORDER.indexOf(a), ib = STATUS_ORDER.indexOf(b);
       return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || (a < b ? -1 : 1);
