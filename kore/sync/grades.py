@@ -337,7 +337,8 @@ class GradeSyncJob(SyncJob):
                 "person in this course (status \"not gradable in the LMS\"). In Moodle these "
                 "are people without a gradebook role, such as non-editing teachers, whom "
                 "Moodle sends as Learner; give them the instructor role in the tool (see the "
-                "admin guide, Grades) so that they are not enrolled as students."
+                "admin guide, Connecting the hub to an LMS) so that they are not enrolled as "
+                "students."
             )
 
     def plan_targets(
