@@ -389,17 +389,21 @@ class DemoStack:
         self.ports.save(self.ports_file)
         self.platform_port_fixed = True
         self.layout.root.mkdir(parents=True, exist_ok=True)
+        await self._start_hub(timeout)
+
+    async def _start_hub(self, timeout: float) -> None:
         await self._spawn(
             "jupyterhub",
             [sys.executable, "-m", "jupyterhub", "-f", str(SHIPPED_HUB_CONFIG)],
             cwd=self.layout.root,
         )
-        await self._wait_http("jupyterhub", f"{hub}/hub/health", timeout)
-        await self._wait_http("jupyterhub", f"{hub}/services/kore/jwks", timeout)
+        await self._wait_http("jupyterhub", f"{self.hub_url}/hub/health", timeout)
+        await self._wait_http("jupyterhub", f"{self.hub_url}/services/kore/jwks", timeout)
 
     async def restart_hub(self, timeout: float = 60) -> None:
-        """Stop JupyterHub (and with it Kore and the proxy) and start it again, on the
-        same state and ports; the LMS keeps running. For tests of what survives."""
+        """Stop JupyterHub if it still runs (and with it Kore and the proxy), then start it
+        again on the same state and ports; the LMS keeps running. For tests of what
+        survives a restart or a crash."""
         proc = self.processes.pop("jupyterhub")
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -408,13 +412,7 @@ class DemoStack:
             except TimeoutError:
                 os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
-        await self._spawn(
-            "jupyterhub",
-            [sys.executable, "-m", "jupyterhub", "-f", str(SHIPPED_HUB_CONFIG)],
-            cwd=self.layout.root,
-        )
-        await self._wait_http("jupyterhub", f"{self.hub_url}/hub/health", timeout)
-        await self._wait_http("jupyterhub", f"{self.hub_url}/services/kore/jwks", timeout)
+        await self._start_hub(timeout)
 
     async def stop(self) -> None:
         """Stop the hub (which stops its labs and services), then the LMS; then end

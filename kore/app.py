@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from jupyterhub.httpclient import JupyterHubHTTPClient
 from jupyterhub.services.auth import HubOAuth
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from tornado import web
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application, Config
@@ -38,6 +38,7 @@ from .handlers import routes
 from .handlers.base import HubUserHandler, NotFoundHandler
 from .manage.hubapi import HubAdmin
 from .manage.service import CourseManager
+from .sync.manager import interrupt_predecessor
 
 HERE = Path(__file__).parent
 DEFAULT_PREFIX = "/services/kore/"
@@ -397,11 +398,27 @@ class Kore(Application):
     def start(self):
         self.exit(asyncio.run(self.serve()))
 
+    async def end_predecessor_syncs(self) -> None:
+        """Syncs a previous Kore left "running" died with it: say so before serving, so
+        that a new sync neither waits for their lock to go stale nor gets 409."""
+        try:
+            ended = await self.registry.run(interrupt_predecessor, self.registry)
+        except SQLAlchemyError as exc:
+            self.log.error("cannot mark the previous Kore's syncs as interrupted: %s", exc)
+            return
+        if ended:
+            self.log.warning(
+                "%d sync(s) of the previous Kore marked interrupted: %s",
+                len(ended),
+                " ".join(run_id[:8] for run_id in ended),
+            )
+
     async def serve(self) -> int:
         """Serve until SIGTERM or SIGINT (the hub stops its services with these)."""
         try:
             host, port = self.listen_address()
             app = self.make_web_app()
+            await self.end_predecessor_syncs()
             server = app.listen(port, address=host, xheaders=True)
         except StartupError as exc:
             self.log.critical("Kore cannot start: %s", exc)

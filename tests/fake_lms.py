@@ -41,6 +41,9 @@ class Fault:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     user: str | None = None  # only score posts of this LMS user
+    #: "late": carry the request out, then answer after ``delay``; "drop": carry it
+    #: out, then close the connection without an answer.
+    after: str = ""
 
 
 @dataclass
@@ -117,6 +120,13 @@ class FakeLMS:
             Fault(method, re.compile(path_regex), status, times, body, headers or {}, delay, user)
         )
 
+    def after_processing(self, method, path_regex, what, *, times=1, delay=0.0, user=None):
+        """Carry matching requests out, then answer ``what="late"`` (after ``delay``
+        seconds) or ``"drop"`` the connection: the tool cannot know it worked."""
+        self.faults.append(
+            Fault(method, re.compile(path_regex), 0, times, b"", {}, delay, user, after=what)
+        )
+
     def scores_of(self, item: Item, user: str) -> list[dict]:
         return item.scores.get(user, [])
 
@@ -136,6 +146,7 @@ class FakeLMS:
                 (r"/ags/([^/]+)/lineitems", LineItemsHandler, kw),
                 (r"/ags/([^/]+)/lineitems/(\d+)/lineitem", LineItemHandler, kw),
                 (r"/ags/([^/]+)/lineitems/(\d+)/lineitem/scores", ScoresHandler, kw),
+                (r"/ags/([^/]+)/lineitems/(\d+)/lineitem/results", ResultsHandler, kw),
                 (r"/nrps/([^/]+)/memberships", MembershipsHandler, kw),
             ]
         )
@@ -207,6 +218,9 @@ class Base(web.RequestHandler):
                 except ValueError:
                     continue
             fault.times -= 1
+            if fault.after:
+                self._after = fault
+                return
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             self.set_status(fault.status)
@@ -214,6 +228,29 @@ class Base(web.RequestHandler):
                 self.set_header(k, v)
             self.finish(fault.body)
             return
+
+    _after: Fault | None = None
+    _deferred = False
+
+    def finish(self, chunk=None):
+        fault, self._after = self._after, None
+        if self._deferred:  # tornado's own finish after the handler: the answer is pending
+            return asyncio.get_running_loop().create_future()
+        if fault is None:
+            return super().finish(chunk)
+        self._deferred = True
+        if fault.after == "drop":
+            self.request.connection.close()
+            return asyncio.get_running_loop().create_future()
+
+        async def later():
+            await asyncio.sleep(fault.delay)
+            try:
+                web.RequestHandler.finish(self, chunk)
+            except Exception:  # noqa: S110 (the tool gave up and closed the connection)
+                pass
+
+        return asyncio.ensure_future(later())
 
     def json_reply(self, data, status=200, content_type="application/json"):
         self.set_status(status)
@@ -400,6 +437,34 @@ class ScoresHandler(Base):
         item.scores.setdefault(user, []).append(score)
         self.set_status(204)
         self.finish()
+
+
+class ResultsHandler(Base):
+    """AGS 2.0 section 3.3: the latest score per user, on the line item's scale."""
+
+    def get(self, context, item_id):
+        if not self.authorized(RESULT_READONLY):
+            return
+        item = self.lms.items.get(int(item_id))
+        if item is None:
+            return self.refuse(404, "no such line item")
+        wanted = self.get_query_argument("user_id", None)
+        results = []
+        for user, scores in item.scores.items():
+            if wanted is not None and user != wanted:
+                continue
+            latest = scores[-1]
+            if latest.get("scoreGiven") is None:
+                continue
+            scale = item.score_maximum / (latest.get("scoreMaximum") or item.score_maximum)
+            results.append(
+                {
+                    "userId": user,
+                    "resultScore": latest["scoreGiven"] * scale,
+                    "resultMaximum": item.score_maximum,
+                }
+            )
+        self.json_reply(results, content_type="application/vnd.ims.lis.v2.resultcontainer+json")
 
 
 class MembershipsHandler(Base):

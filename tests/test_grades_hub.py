@@ -10,7 +10,7 @@ import httpx
 import pytest
 from hubtest import admin_stack, hub_api
 from lti_browser import LTIBrowser
-from test_grade_sync import add_assignment, submit
+from test_grade_sync import add_assignment, set_score, submit
 
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout
@@ -28,8 +28,8 @@ async def stack(tmp_path_factory):
         yield s
 
 
-def course(stack) -> str:
-    return course_id_for(stack.platform_url, DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, "homework")
+def course(stack, link="homework") -> str:
+    return course_id_for(stack.platform_url, DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, link)
 
 
 def layout(stack) -> CourseLayout:
@@ -44,19 +44,19 @@ async def token(stack, user) -> str:
     return resp.json()["token"]
 
 
-async def kore(stack, user_token, method, path, body=None) -> httpx.Response:
+async def kore(stack, user_token, method, path, body=None, link="homework") -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as http:
         return await http.request(
             method,
-            f"{stack.hub_url}/services/kore/api/courses/{course(stack)}/{path}",
+            f"{stack.hub_url}/services/kore/api/courses/{course(stack, link)}/{path}",
             headers={"Authorization": f"token {user_token}"},
             json=body,
         )
 
 
-async def finished(stack, user_token, kind, run_id) -> dict:
+async def finished(stack, user_token, kind, run_id, link="homework") -> dict:
     for _ in range(120):
-        run = (await kore(stack, user_token, "GET", f"{kind}/sync/{run_id}")).json()
+        run = (await kore(stack, user_token, "GET", f"{kind}/sync/{run_id}", link=link)).json()
         if run["state"] != "running":
             return run
         await asyncio.sleep(0.5)
@@ -104,3 +104,37 @@ async def test_students_cannot_send_grades(stack):
     for path in ("grades/sync", "roster/sync"):
         resp = await kore(stack, alan, "POST", path, {})
         assert resp.status_code == 403, resp.text
+
+
+async def test_the_activity_column_follows_a_resubmission_after_relaunches(stack):
+    """launch, sync, launch, resubmit, sync: the LMS's activity column has the new total.
+
+    The built-in LMS plays Moodle: once Kore's hw1 column is bound to the link, launches
+    from it leave `lineitem` out of the AGS claim (issue 11, item 1).
+    """
+    for sub in ("2", "3"):
+        async with LTIBrowser() as browser:
+            assert (await browser.launch(stack.platform_url, sub, "exam")).status_code == 200
+    cid = course(stack, "exam")
+    add_assignment(layout(stack), cid, "hw1", 10)
+    submit(layout(stack), cid, "u3", "hw1", 4)
+    ada = await token(stack, "u2")
+
+    async def sync() -> dict:
+        started = await kore(stack, ada, "POST", "grades/sync", {"missing": "zero"}, link="exam")
+        assert started.status_code == 202, started.text
+        return await finished(stack, ada, "grades", started.json()["run_id"], link="exam")
+
+    assert (await sync())["state"] == "finished"
+    async with LTIBrowser() as browser:  # Alan comes back; the claim has no lineitem now
+        assert (await browser.launch(stack.platform_url, "3", "exam")).status_code == 200
+    set_score(layout(stack), cid, "u3", "hw1", 0, 9)  # regraded after a resubmission
+    run = await sync()
+    assert run["state"] == "finished", run
+    assert run["warnings"] == [], run
+    async with httpx.AsyncClient() as http:
+        book = (await http.get(f"{stack.platform_url}/gradebook.json")).json()
+    (ds101,) = [c for c in book["contexts"] if c["id"] == "ds101"]
+    own = f"{stack.platform_url}/ags/ds101/lineitems/exam/lineitem?type_id=1"
+    column = {s["userId"]: s["scoreGiven"] for s in ds101["scores"] if s["lineitem"] == own}
+    assert column["3"] == 9, ds101["scores"]

@@ -326,7 +326,9 @@ async def test_lms_failures_are_listed_first_and_retry_sends_them(ada, stack):
     submit(layout(stack), cid, "u3", "hw2", 4)
     submit(layout(stack), cid, "u4", "hw2", 3)
     await open_course_page(ada, stack)
-    # Every score for an existing column fails (500); creating the hw2 column works.
+    # Every score for an existing column gets 500; creating the hw2 column works. A 500
+    # to a write leaves its outcome unknown: Kore reads the result, sends once more,
+    # and reports "unknown" when that fails too.
     await add_fault(
         stack, {"status": 500, "path_prefix": "/ags/ds101/lineitems/", "methods": ["POST"]}
     )
@@ -342,6 +344,7 @@ async def test_lms_failures_are_listed_first_and_retry_sends_them(ada, stack):
     for i in range(await rows.count()):  # failures first, then the rest
         row_failed = "kore-failed" in (await rows.nth(i).get_attribute("class") or "")
         assert row_failed == (i < failed)
+    await expect(rows.first).to_contain_text("unknown (no answer from the LMS)")
     retry = ada.locator("#grades-panel .kore-retry")
     await expect(retry).to_be_visible()
     await screenshot(ada.locator("#grades-panel"), "kore-grades-failed.png")

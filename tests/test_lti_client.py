@@ -20,6 +20,7 @@ from kore.lti import (
     LTIClient,
     LTIServiceError,
     NRPSClient,
+    OutcomeUnknown,
     Score,
     TokenRefused,
     scores_url,
@@ -242,6 +243,48 @@ async def test_timeouts_are_retried(lms, key_store):
     finally:
         await c.aclose()
     assert len([r for r in lms.requests if r[1].endswith("/lineitems")]) == 2
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+async def test_a_write_is_not_repeated_after_an_answer_that_may_follow_processing(
+    client, lms, status
+):
+    lms.fail("POST", "/scores$", status, times=5)
+    with pytest.raises(OutcomeUnknown) as info:
+        await AGSClient(session(client)).post_score(
+            lms.lineitem_url, Score("101", "Completed", "FullyGraded", 1, 2)
+        )
+    assert info.value.status == status
+    assert "did not send it again blindly" in info.value.message
+    assert len([r for r in lms.requests if r[1].endswith("/scores")]) == 1
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+async def test_a_write_is_repeated_after_the_lms_said_it_did_not_process_it(
+    client, lms, status
+):
+    lms.fail("POST", "/lineitems$", status, times=2, headers={"Retry-After": "0"})
+    item = await AGSClient(session(client)).create_line_item(
+        lms.lineitems_url, label="hw1", score_maximum=10
+    )
+    assert item.label == "hw1"
+    assert len([r for r in lms.requests if r == ("POST", "/ags/ctx1/lineitems")]) == 3
+
+
+@pytest.mark.parametrize("what", ["late", "drop"])
+async def test_a_write_answered_late_or_never_is_not_repeated(lms, key_store, what):
+    c = make_client(lms, key_store, request_timeout=0.3)
+    try:
+        lms.after_processing("POST", "/lineitems$", what, delay=1.0)
+        with pytest.raises(OutcomeUnknown):
+            await AGSClient(session(c)).create_line_item(
+                lms.lineitems_url, label="hw1", score_maximum=10
+            )
+    finally:
+        await c.aclose()
+    # one request, one column: the LMS made it, the tool was not told
+    assert len([r for r in lms.requests if r == ("POST", "/ags/ctx1/lineitems")]) == 1
+    assert [i.label for i in lms.items.values()] == ["Activity", "hw1"]
 
 
 async def test_no_lms_at_all(lms, key_store):

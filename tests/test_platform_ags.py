@@ -14,8 +14,10 @@ import time
 import uuid
 
 import httpx
+import jwt
 import pytest
-from test_platform import CLIENT_ID, running_platform
+from lti_browser import LTIBrowser, auto_submit_form
+from test_platform import CLIENT_ID, auth_params, login, running_platform
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -30,6 +32,8 @@ ALL_SCOPES = (*C.AGS_SCOPES, C.NRPS_SCOPE)
 LINEITEM = C.AGS_MEDIA_LINEITEM
 SCORE = C.AGS_MEDIA_SCORE
 LEARNERS = ["3", "4", *(str(sub) for sub in range(100, 125))]
+#: When the platform fetched the tool's keyset (the Moodle profile: every token request).
+KEYSET_FETCHES: list[float] = []
 
 
 def stamp(second: int, ms: int = 0) -> str:
@@ -139,6 +143,7 @@ async def tool_keyset(tmp_path_factory):
 
     class KeysetHandler(web.RequestHandler):
         def get(self):
+            KEYSET_FETCHES.append(time.monotonic())
             self.write(keys.jwks())
 
     sockets = bind_sockets(0, "127.0.0.1")
@@ -459,8 +464,8 @@ async def test_scores_need_the_score_media_type(tool, token):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"user_id": "999"}, "userId '999' is not a learner"),
-        ({"user_id": "2"}, "userId '2' is not a learner"),  # an instructor
+        ({"user_id": "999"}, "userId '999' is not gradable"),
+        ({"user_id": "2"}, "userId '2' is not gradable"),  # an instructor
         ({"userId": 3}, "userId must be the learner's LTI user id"),
         ({"when": None}, "timestamp is missing"),
         ({"when": "2030-01-01T10:00:00"}, "has no offset"),
@@ -763,3 +768,90 @@ def test_bad_flags_are_named(tmp_path):
         )
         assert result.returncode != 0
         assert message in result.stderr
+
+
+# --- the Moodle profile (issue 11): what Moodle does that a kinder LMS would not
+
+
+async def launch_ags_claim(platform_url: str, link: str) -> dict:
+    """The AGS claim of Alan's launch of ``link``, through the platform's /auth."""
+
+    class At:
+        url = platform_url
+
+    async with LTIBrowser() as b:
+        await login(b, At, user="3", link=link)
+        resp = await b.get(platform_url + "/auth?" + "&".join(
+            f"{k}={v}" for k, v in auth_params(lti_message_hint=link).items()
+        ))
+        id_token = auto_submit_form(resp).fields["id_token"]
+    return jwt.decode(id_token, options={"verify_signature": False})[C.AGS_ENDPOINT]
+
+
+async def test_launches_leave_lineitem_out_once_a_line_item_is_bound_to_the_link(
+    tool, token, platform_url
+):
+    before = await launch_ags_claim(platform_url, "homework")
+    assert before["lineitem"].endswith("/ags/ds101/lineitems/homework/lineitem?type_id=1")
+    # a column not bound to any link changes nothing
+    await tool.create_lineitem(token, label="Unbound")
+    assert "lineitem" in await launch_ags_claim(platform_url, "homework")
+    # one bound to the link besides the activity's own: Moodle leaves lineitem out
+    await tool.create_lineitem(token, label="hw1", resourceLinkId="homework", tag="t")
+    after = await launch_ags_claim(platform_url, "homework")
+    assert "lineitem" not in after
+    assert after["lineitems"] == before["lineitems"]
+    # the other activity of the course keeps its own
+    assert "lineitem" in await launch_ags_claim(platform_url, "exam")
+
+
+async def test_a_non_editing_teacher_is_listed_as_learner_and_refused_grades(tool, token):
+    member = await tool.http.post(
+        tool.url("/_test/roster"),
+        json={"context": "ds101", "user_id": "150", "status": "Active", "gradable": False},
+    )
+    assert member.status_code == 200, member.text
+    members, _ = await tool.all_pages("/nrps/ds101/memberships", token, "members")
+    (teacher,) = [m for m in members if m["user_id"] == "150"]
+    assert teacher["roles"] == ["Learner"]
+    own = "/ags/ds101/lineitems/homework/lineitem?type_id=1"
+    resp = await tool.post_score(token, tool.url(own), score(user_id="150", when=stamp(1)))
+    assert resp.status_code == 400
+    assert "Incorrect score received" in resp.json()["message"]
+
+
+async def test_a_write_is_carried_out_and_answered_late_or_never(tool, token):
+    for what, rule in (("late", {"after": "late", "delay": 1.5}), ("drop", {"after": "drop"})):
+        added = await tool.http.post(
+            tool.url("/_test/faults"), json={**rule, "methods": ["POST"], "count": 1}
+        )
+        assert added.status_code == 201, added.text
+        with pytest.raises((httpx.ReadTimeout, httpx.RemoteProtocolError)):
+            await tool.http.post(
+                tool.url("/ags/ds101/lineitems"),
+                json={"label": f"made {what}", "scoreMaximum": 10},
+                headers={"Authorization": f"Bearer {token}", "Content-Type": LINEITEM},
+                timeout=0.5,
+            )
+        items = (await tool.call("GET", "/ags/ds101/lineitems", token)).json()
+        assert f"made {what}" in [i["label"] for i in items]  # the work was done
+
+
+async def test_the_tool_keyset_is_fetched_during_every_token_request(tool):
+    before = len(KEYSET_FETCHES)
+    await tool.token()
+    await tool.token()
+    assert len(KEYSET_FETCHES) == before + 2
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"after": "soon"}, 'after must be "late" or "drop"'),
+        ({"after": "late"}, "needs delay"),
+        ({"after": "drop", "status": 500}, "answers nothing else"),
+    ],
+)
+async def test_after_fault_rules_are_checked(tool, rule, message):
+    resp = await tool.http.post(tool.url("/_test/faults"), json=rule)
+    assert resp.status_code == 400 and message in resp.json()["message"]

@@ -140,6 +140,9 @@ class SyncRun(Base):
     #: What went wrong for the whole run, or what to know (warnings), for people.
     message: Mapped[str] = mapped_column(Text, default="")
     warnings: Mapped[list] = mapped_column(JSON, default=list)
+    #: Which process runs it: "kore" (a starting Kore ends its predecessor's running
+    #: runs at once) or "cli:<host>:<pid>".
+    owner: Mapped[str] = mapped_column(String(128), default="")
 
 
 class SyncResult(Base):
@@ -159,8 +162,9 @@ class SyncResult(Base):
     lineitem_url: Mapped[str] = mapped_column(String(1024), default="")
     score_given: Mapped[float | None] = mapped_column(Float, nullable=True)
     score_maximum: Mapped[float | None] = mapped_column(Float, nullable=True)
-    #: grades: sent, unchanged, skipped, failed; roster: added, updated, unchanged,
-    #: deactivated, skipped, failed.
+    #: grades: sent, unchanged, skipped, not_gradable (the LMS refuses to grade the
+    #: person), unknown (no answer: the LMS may or may not have it), failed; roster:
+    #: added, updated, unchanged, deactivated, skipped, failed.
     status: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -183,6 +187,27 @@ class SyncDelivery(Base):
     score_maximum: Mapped[float | None] = mapped_column(Float, nullable=True)
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     run_id: Mapped[str] = mapped_column(String(32), default="")
+
+
+class SyncIntent(Base):
+    """A score about to be sent, written before the request leaves (write-ahead).
+
+    Removed with the delivery record (or the final refusal) in one transaction. One
+    left behind means the process died between sending and recording: the next sync
+    asks the LMS (its results) before sending that score again.
+    """
+
+    __tablename__ = "sync_intents"
+
+    course_id: Mapped[str] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    lineitem_url: Mapped[str] = mapped_column(String(1024), default="")
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SyncLock(Base):

@@ -34,21 +34,25 @@ class CourseBeingDeleted(RuntimeError):
         self.course_id = course_id
 
 
+#: Columns later releases added to existing tables: (table, column, its DDL).
+ADDED_COLUMNS = (
+    ("courses", "state", "VARCHAR(16) NOT NULL DEFAULT 'active'"),
+    ("sync_runs", "owner", "VARCHAR(128) NOT NULL DEFAULT ''"),
+)
+
+
 def upgrade_schema(engine: Engine) -> None:
     """Add the columns later releases gave existing tables (create_all only makes new
     tables). Idempotent: each column is added once, if missing."""
-    columns = {c["name"] for c in inspect(engine).get_columns("courses")}
-    if "state" not in columns:
+    for table, column, ddl in ADDED_COLUMNS:
+        if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+            continue
         try:
             with engine.begin() as db:
-                db.execute(
-                    text(
-                        "ALTER TABLE courses ADD COLUMN state VARCHAR(16) NOT NULL DEFAULT 'active'"
-                    )
-                )
+                db.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
         except DBAPIError:
             # The hub and Kore open the registry at the same time: the other one won.
-            if "state" not in {c["name"] for c in inspect(engine).get_columns("courses")}:
+            if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
                 raise
 
 
@@ -183,8 +187,16 @@ class CourseRegistry(LoggingConfigurable):
                 state = session.scalar(select(Course.state).where(Course.id == info.course_id))
                 if state == COURSE_DELETING:
                     raise CourseBeingDeleted(info.course_id)
+                # A launch never erases a service URL an earlier launch gave: Moodle leaves
+                # `lineitem` out of every launch once tool-made line items are bound to
+                # the link (AGS 2.0 section 3.1), which does not make the activity ungraded.
+                kept = ("lineitems_url", "lineitem_url", "memberships_url")
                 session.execute(
-                    update(Course).where(Course.id == info.course_id).values(**course_values)
+                    update(Course)
+                    .where(Course.id == info.course_id)
+                    .values(
+                        **{k: v for k, v in course_values.items() if v or k not in kept}
+                    )
                 )
             member_changed = False
             if role:

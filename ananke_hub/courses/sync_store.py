@@ -9,7 +9,12 @@ Blocking calls like the rest of the registry; Kore and the CLI call them through
   ``sync_locks`` with one atomic upsert; a run that stopped writing its heartbeat for
   :data:`STALE_AFTER` (Kore was killed) no longer holds it.
 - A score the LMS accepted is remembered per person and item (``sync_deliveries``):
-  the next sync skips it while nothing changed.
+  the next sync skips it while nothing changed. Before a score is sent, an intent is
+  written (``sync_intents``); it goes with the delivery record in one transaction, so
+  one left behind marks a score whose fate a killed process never recorded.
+- A starting Kore ends its predecessor's running runs at once
+  (:meth:`SyncStore.interrupt_owned`); runs of the CLI free their lock when their
+  heartbeat is :data:`STALE_AFTER` old.
 - The roster sync writes members here (:meth:`SyncStore.apply_roster`): who the LMS
   lists is added or updated, who it no longer lists becomes inactive; nothing is deleted.
 """
@@ -18,10 +23,19 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .models import Course, Member, SyncDelivery, SyncLock, SyncResult, SyncRun, utcnow
+from .models import (
+    Course,
+    Member,
+    SyncDelivery,
+    SyncIntent,
+    SyncLock,
+    SyncResult,
+    SyncRun,
+    utcnow,
+)
 from .registry import CourseRegistry
 
 #: A running sync writes its heartbeat at least this often ...
@@ -69,6 +83,16 @@ class DeliveryRecord:
     score_given: float | None
     score_maximum: float | None
     at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class IntentRecord:
+    """A score about to be sent (see :class:`~.models.SyncIntent`)."""
+
+    username: str
+    item_key: str
+    lineitem_url: str
+    fingerprint: str
 
 
 @dataclass
@@ -188,6 +212,7 @@ class SyncStore:
         options: dict,
         *,
         stale_after: timedelta = STALE_AFTER,
+        owner: str = "",
     ) -> str:
         """Record a new run and take the course's lock for ``kind``; its id.
 
@@ -245,9 +270,76 @@ class SyncStore:
                     counts={},
                     warnings=[],
                     message="",
+                    owner=owner[:128],
                 )
             )
         return run_id
+
+    def interrupt_owned(self, owner: str, message: str) -> list[str]:
+        """End the running runs of ``owner`` (a process that died) and free their locks.
+
+        Called by a starting Kore for its predecessor's runs: no new sync waits for a
+        heartbeat to go stale. The ids of the runs ended.
+        """
+        with self.registry.session() as session, session.begin():
+            run_ids = list(
+                session.scalars(
+                    select(SyncRun.id).where(SyncRun.owner == owner, SyncRun.state == RUNNING)
+                )
+            )
+            if run_ids:
+                session.execute(
+                    update(SyncRun)
+                    .where(SyncRun.id.in_(run_ids))
+                    .values(state=INTERRUPTED, message=message, finished_at=utcnow())
+                )
+                session.execute(delete(SyncLock).where(SyncLock.run_id.in_(run_ids)))
+        return run_ids
+
+    # --- intents: scores about to be sent ----------------------------------------------
+
+    def write_intents(self, course_id: str, run_id: str, intents: list[IntentRecord]) -> None:
+        """Record, in one transaction, the scores about to be sent."""
+        if not intents:
+            return
+        insert = self._insert()
+        stmt = insert(SyncIntent)
+        now = utcnow()
+        with self.registry.session() as session, session.begin():
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["course_id", "username", "item_key"],
+                    set_={
+                        name: stmt.excluded[name]
+                        for name in ("lineitem_url", "fingerprint", "run_id", "at")
+                    },
+                ),
+                [
+                    {
+                        "course_id": course_id,
+                        "username": i.username,
+                        "item_key": i.item_key,
+                        "lineitem_url": i.lineitem_url[:1024],
+                        "fingerprint": i.fingerprint,
+                        "run_id": run_id,
+                        "at": now,
+                    }
+                    for i in intents
+                ],
+            )
+
+    def intents(self, course_id: str) -> dict[tuple[str, str], IntentRecord]:
+        """Scores whose sending was begun and whose outcome was never recorded."""
+        with self.registry.session() as session:
+            rows = session.execute(
+                select(
+                    SyncIntent.username,
+                    SyncIntent.item_key,
+                    SyncIntent.lineitem_url,
+                    SyncIntent.fingerprint,
+                ).where(SyncIntent.course_id == course_id)
+            )
+            return {(u, k): IntentRecord(u, k, url, f) for u, k, url, f in rows}
 
     def save(
         self,
@@ -260,10 +352,13 @@ class SyncStore:
         *,
         finish: str | None = None,
         message: str | None = None,
+        settled: list[tuple[str, str]] = (),
     ) -> None:
         """Write a batch of results and deliveries with the counters, in one transaction.
 
-        ``finish`` ("finished" or "failed") ends the run and frees the course's lock.
+        The intents of the delivered scores and of ``settled`` (username, item key)
+        pairs (refused for good) go in the same transaction. ``finish`` ("finished" or
+        "failed") ends the run and frees the course's lock.
         """
         insert = self._insert()
         now = utcnow()
@@ -313,6 +408,16 @@ class SyncStore:
                         }
                         for d in deliveries
                     ],
+                )
+            done = list(settled) + [(d.username, d.item_key) for d in deliveries]
+            for start in range(0, len(done), 400):  # bounded IN lists
+                session.execute(
+                    delete(SyncIntent).where(
+                        SyncIntent.course_id == course_id,
+                        tuple_(SyncIntent.username, SyncIntent.item_key).in_(
+                            done[start : start + 400]
+                        ),
+                    )
                 )
             values = {
                 "heartbeat_at": now,

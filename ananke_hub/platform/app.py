@@ -69,7 +69,11 @@ def make_app(
         platform_store=store or PlatformStore(settings.roster_size),
         platform_store_file=store_file,
         platform_faults=Faults(),
-        platform_tool_keyset=ToolKeyset(settings.tool_jwks_url),
+        # Moodle fetches the tool's keyset while it answers each token request (a tool
+        # that blocks while waiting for its token deadlocks); the lenient profile caches.
+        platform_tool_keyset=ToolKeyset(settings.tool_jwks_url, max_age=0.0)
+        if settings.moodle
+        else ToolKeyset(settings.tool_jwks_url),
         platform_replay_guard=ReplayGuard(),
         cookie_secret=cookie_secret,
         template_path=str(TEMPLATES),
@@ -122,6 +126,10 @@ class TestPlatform(Application):
         "persist": (
             {"TestPlatform": {"persist": True}},
             "Keep the gradebook (line items, scores, roster changes) in <state-dir>/store.json.",
+        ),
+        "lenient": (
+            {"TestPlatform": {"lenient": True}},
+            "Turn the Moodle profile off (see TestPlatform.lenient).",
         ),
     }
 
@@ -202,6 +210,16 @@ class TestPlatform(Application):
         help="""Keep the gradebook (line items, scores, roster changes) across restarts in
         `<state-dir>/store.json`, as an LMS does. Off: every start begins with the demo
         data and no scores (what most tests want).""",
+    )
+    lenient = Bool(
+        False,
+        config=True,
+        help="""Turn off the Moodle profile. By default the platform is as strict as Moodle
+        5.1 where tools get it wrong: launches leave `lineitem` out of the AGS claim once
+        line items the tool made are bound to the resource link, the tool's keyset is
+        fetched during every token request, a score not newer than the last is refused
+        (409), people without a gradebook role are sent as Learner and their scores refused
+        (400). Lenient: launches always carry `lineitem` and the keyset is cached.""",
     )
     jwks_delay = Float(
         0.0,
@@ -290,6 +308,7 @@ class TestPlatform(Application):
             ags_scopes=tuple(C.AGS_SCOPE_NAMES[name] for name in self.ags_scopes.split(",")),
             roster_size=self.roster_size,
             test_api=self.test_api,
+            moodle=not self.lenient,
         )
         store = PlatformStore(settings.roster_size)
         store_file = None

@@ -133,6 +133,9 @@ class Enrolment:
     user: User
     roles: tuple[str, ...]
     status: str = C.MEMBER_ACTIVE
+    #: Moodle grades only people with a gradebook role: a non-editing teacher arrives
+    #: as Learner (launch, NRPS) and their scores are refused with 400.
+    gradable: bool = True
 
     @property
     def is_learner(self) -> bool:

@@ -162,9 +162,10 @@ def read_score(body: Any, course: Course) -> Score:
         )
     if not course.is_gradable(user_id):
         raise DocumentError(
-            f"userId {user_id!r} is not a learner in {course.context.title} "
-            f"({course.id}): no such enrolment, or not a Learner. Read the roster from "
-            "the NRPS memberships service and send scores for its learners only."
+            f"Incorrect score received: userId {user_id!r} is not gradable in "
+            f"{course.context.title} ({course.id}): no such enrolment, not a Learner, or "
+            "without a gradebook role (Moodle's non-editing teachers are listed as Learner "
+            "and cannot be graded)."
         )
     activity = _choice(doc, "activityProgress", C.ACTIVITY_PROGRESS)
     grading = _choice(doc, "gradingProgress", C.GRADING_PROGRESS)

@@ -11,6 +11,12 @@ method, if given) match it:
   is not JSON. The request is not carried out, so aim garbage at reads (GET): a score
   POST answered with 200 garbage would be lost without the tool knowing.
 
+- ``{"after": "late", "delay": 5, "count": 1, "methods": ["POST"]}``: the request is
+  carried out, then answered 5 s late (a tool with a shorter timeout never learns that
+  it worked);
+- ``{"after": "drop", "count": 1}``: the request is carried out, then the connection
+  is closed without an answer.
+
 ``path_prefix`` defaults to "/ags/"; "/nrps/" and "/token" are the other services.
 ``count`` left out means every matching request. A failure answers before the access
 token is checked, like a proxy or an overloaded LMS would.
@@ -36,6 +42,9 @@ class FaultRule:
     retry_after: float | None = None
     garbage: bool = False
     delay: float = 0.0
+    #: "late" or "drop": act after the request was carried out (``delay`` is then the
+    #: wait before the answer, not before the work).
+    after: str = ""
     #: Requests still to affect; None for all.
     count: int | None = None
     #: Requests affected so far.
@@ -43,7 +52,7 @@ class FaultRule:
 
     @property
     def fails(self) -> bool:
-        return self.status is not None or self.garbage
+        return self.status is not None or self.garbage or bool(self.after)
 
     def matches(self, method: str, path: str) -> bool:
         return (
@@ -83,7 +92,7 @@ def _number(doc: dict, name: str, minimum: float, maximum: float) -> float | Non
 def parse_rule(doc: object, rule_id: int) -> FaultRule:
     if not isinstance(doc, dict):
         raise FaultRuleError('A fault rule is a JSON object, e.g. {"status": 500, "count": 3}.')
-    known = {"path_prefix", "methods", "status", "retry_after", "garbage", "delay", "count"}
+    known = {"path_prefix", "methods", "status", "retry_after", "garbage", "delay", "count", "after"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise FaultRuleError(f"Unknown fields {unknown}; a rule has {sorted(known)}.")
@@ -103,6 +112,13 @@ def parse_rule(doc: object, rule_id: int) -> FaultRule:
         raise FaultRuleError(f"garbage must be true or false, got {garbage!r}.")
     if status is not None and garbage:
         raise FaultRuleError("A rule answers with a status or with garbage, not both.")
+    after = doc.get("after", "")
+    if after not in ("", "late", "drop"):
+        raise FaultRuleError(f'after must be "late" or "drop", got {after!r}.')
+    if after and (status is not None or garbage):
+        raise FaultRuleError("A rule with after answers nothing else (no status, no garbage).")
+    if after == "late" and not doc.get("delay"):
+        raise FaultRuleError('after "late" needs delay: the seconds before the answer.')
     count = _number(doc, "count", 1, 10**9)
     if count is not None and count != int(count):
         raise FaultRuleError(f"count must be a whole number, got {count}.")
@@ -115,6 +131,7 @@ def parse_rule(doc: object, rule_id: int) -> FaultRule:
         garbage=garbage,
         delay=_number(doc, "delay", 0, MAX_DELAY) or 0.0,
         count=None if count is None else int(count),
+        after=after,
     )
     if rule.retry_after is not None and rule.status is None:
         raise FaultRuleError("retry_after goes with a status (429 or 503).")
@@ -144,7 +161,7 @@ class Faults:
         matching = [rule for rule in self.rules if rule.matches(method, path)]
         if not matching:
             return None
-        delays = [rule for rule in matching if rule.delay]
+        delays = [rule for rule in matching if rule.delay and not rule.after]
         failing = next((rule for rule in matching if rule.fails), None)
         for rule in {id(r): r for r in [*delays, failing] if r is not None}.values():
             rule.use()

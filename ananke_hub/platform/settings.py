@@ -36,6 +36,10 @@ class PlatformSettings:
     roster_size: int = DEFAULT_EXTRA_LEARNERS
     #: Whether the test API (/_test/...: faults, roster changes, score tallies) is on.
     test_api: bool = False
+    #: Moodle's strictness (docs/developer/testing.md, "The Moodle profile"): launches
+    #: leave `lineitem` out once tool-made line items are bound to the link, the tool's
+    #: keyset is fetched during every token request. False: the lenient platform.
+    moodle: bool = True
 
     def url(self, path: str) -> str:
         return self.issuer.rstrip("/") + path

@@ -114,7 +114,7 @@ class Course:
     def is_gradable(self, user_id: str) -> bool:
         """Moodle grades enrolled learners, suspended (Inactive) ones included."""
         enrolment = self.enrolments.get(user_id)
-        return enrolment is not None and enrolment.is_learner
+        return enrolment is not None and enrolment.is_learner and enrolment.gradable
 
     def find_lineitems(
         self, resource_link_id: str | None, resource_id: str | None, tag: str | None
@@ -145,15 +145,23 @@ class Course:
             raise ScoreConflict(stored)
         self.scores[(item_id, score.user_id)] = score
 
-    def set_status(self, user_id: str, status: str) -> Enrolment | None:
+    def set_status(
+        self, user_id: str, status: str, *, gradable: bool | None = None
+    ) -> Enrolment | None:
         """Change an enrolment's status; Deleted removes it (unenrolment). A new
-        ``user_id`` is enrolled as a learner."""
+        ``user_id`` is enrolled as a learner. ``gradable=False``: a non-editing teacher
+        as Moodle shows them (Learner, scores refused)."""
         if status == C.MEMBER_DELETED:
             return self.enrolments.pop(user_id, None)
         current = self.enrolments.get(user_id)
         if current is None:
             current = Enrolment(demo_data.extra_learner(user_id), (C.ROLE_LEARNER,))
-        self.enrolments[user_id] = Enrolment(current.user, current.roles, status)
+        self.enrolments[user_id] = Enrolment(
+            current.user,
+            current.roles,
+            status,
+            current.gradable if gradable is None else gradable,
+        )
         return self.enrolments[user_id]
 
 

@@ -35,7 +35,19 @@ from .courses import CourseHandlerMixin
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_PAGE, MAX_PAGE, MAX_RUNS = 1000, 5000, 100
-STATUSES = frozenset({"sent", "unchanged", "skipped", "failed", "added", "updated", "deactivated"})
+STATUSES = frozenset(
+    {
+        "sent",
+        "unchanged",
+        "skipped",
+        "failed",
+        "not_gradable",
+        "unknown",
+        "added",
+        "updated",
+        "deactivated",
+    }
+)
 
 
 class SyncRoutesMixin(CourseHandlerMixin):

@@ -2,7 +2,13 @@
 
 from .ags import AGSClient, LineItem, Score, scores_url
 from .client import LTIClient, ServiceSession
-from .errors import BadLMSResponse, LMSUnavailable, LTIServiceError, TokenRefused
+from .errors import (
+    BadLMSResponse,
+    LMSUnavailable,
+    LTIServiceError,
+    OutcomeUnknown,
+    TokenRefused,
+)
 from .nrps import Membership, NRPSClient, Roster
 from .settings import LTIAdvantage
 
@@ -10,6 +16,7 @@ __all__ = [
     "AGSClient",
     "BadLMSResponse",
     "LMSUnavailable",
+    "OutcomeUnknown",
     "LTIAdvantage",
     "LTIClient",
     "LTIServiceError",

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ananke_hub.lti_spec import (
     AGS_MEDIA_LINEITEM,
     AGS_MEDIA_LINEITEMS,
+    AGS_MEDIA_RESULTS,
     AGS_MEDIA_SCORE,
 )
 
@@ -33,10 +34,11 @@ GRADING_NOT_READY = "NotReady"
 PAGE_LIMIT = 100
 
 
-def scores_url(lineitem_url: str) -> str:
-    """The score service of a line item: its path + ``/scores``, query kept (AGS 3.4)."""
+def scores_url(lineitem_url: str, service: str = "scores") -> str:
+    """The score service of a line item: its path + ``/scores``, query kept (AGS 3.4);
+    ``service="results"`` for the result service (AGS 3.3)."""
     parts = urlsplit(lineitem_url)
-    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/scores", fragment=""))
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + service, fragment=""))
 
 
 def with_query(url: str, params: dict) -> str:
@@ -245,6 +247,31 @@ class AGSClient:
             content_type=AGS_MEDIA_SCORE,
             content=json.dumps(score.to_json(timestamp)).encode(),
         )
+
+    async def result_fraction(self, lineitem_url: str, user_id: str) -> float | None:
+        """What the LMS holds for ``user_id`` on the line item, as a fraction of its
+        maximum (``resultScore / resultMaximum``, AGS 2.0 section 3.3), or None if it
+        holds no result. Needs the result.readonly scope."""
+        url = with_query(scores_url(lineitem_url, "results"), {"user_id": user_id})
+        response = await self.session.request(
+            "GET", url, action=f"read the result of LMS user {user_id}", accept=AGS_MEDIA_RESULTS
+        )
+        page = response.json("the results")
+        if not isinstance(page, list):
+            raise BadLMSResponse(
+                f"The LMS answered the results at {url} with a {type(page).__name__}, "
+                "not a list of results.",
+                status=response.status,
+            )
+        for result in page:
+            if not isinstance(result, dict) or str(result.get("userId")) != user_id:
+                continue
+            score, maximum = _number(result.get("resultScore")), _number(result.get("resultMaximum"))
+            if score is None:
+                return None
+            # resultMaximum defaults to 1 (AGS 2.0 section 3.3.4.5).
+            return score / (maximum if maximum else 1.0)
+        return None
 
     @staticmethod
     def _item(response, what: str) -> LineItem:

@@ -34,6 +34,13 @@ class LMSUnavailable(LTIServiceError):
     """No usable answer after all retries: timeouts, refused connections, 429 or 5xx."""
 
 
+class OutcomeUnknown(LMSUnavailable):
+    """A write the LMS may or may not have carried out: no answer in time, the connection
+    dropped after the request went out, or a 500/502/504. Sending it again blindly could
+    duplicate it (a second line item) or be refused (a score's 409): the caller checks
+    first (re-lists line items, reads results)."""
+
+
 class BadLMSResponse(LTIServiceError):
     """The LMS answered 2xx with something that is not what the spec says (bad JSON)."""
 

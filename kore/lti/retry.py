@@ -1,7 +1,9 @@
 """When to try an LMS request again, and how long to wait first.
 
 Retried: 408, 429 and the 5xx that mean "try later" (500, 502, 503, 504), timeouts and
-connection errors. Never retried: other 4xx (the request itself is wrong, or the LMS
+connection errors, for reads and other idempotent requests. A write (POST: a new line
+item, a score) is retried only when the LMS said it did not carry it out (408, 429,
+503) or no connection was made; otherwise its outcome is unknown and the caller checks. Never retried: other 4xx (the request itself is wrong, or the LMS
 refuses it: sending it again changes nothing). A 429 or 503 with ``Retry-After`` waits
 as long as the LMS asks (RFC 9110 section 10.2.3), up to a limit; otherwise the wait
 doubles per attempt with random jitter, so that many sync jobs retrying together do
@@ -14,6 +16,11 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Answers that say the request was not carried out (RFC 9110 sections 15.5.9, 15.6.4;
+#: RFC 6585 section 4): a write may be sent again after these, and only after these.
+NOT_PROCESSED_STATUSES = frozenset({408, 429, 503})
+#: Methods that may be repeated without changing the result (RFC 9110 section 9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,9 @@ class TokenService:
                     "Accept": "application/json",
                 },
                 content=urlencode(form).encode(),
+                # A token request changes nothing at the LMS that a second one could
+                # duplicate: it may be repeated after a timeout.
+                idempotent=True,
             )
         except LTIServiceError as exc:
             if exc.status is not None and 400 <= exc.status < 500:

@@ -23,8 +23,20 @@ from tornado.httputil import HTTPHeaders
 from tornado.iostream import StreamClosedError
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
-from .errors import BadLMSResponse, LMSUnavailable, LTIServiceError, lms_message
-from .retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from .errors import (
+    BadLMSResponse,
+    LMSUnavailable,
+    LTIServiceError,
+    OutcomeUnknown,
+    lms_message,
+)
+from .retry import (
+    IDEMPOTENT_METHODS,
+    NOT_PROCESSED_STATUSES,
+    RETRY_STATUSES,
+    RetryPolicy,
+    parse_retry_after,
+)
 
 log = logging.getLogger("kore.lti")
 
@@ -184,14 +196,20 @@ class LMSTransport:
         action: str,
         headers: dict | None = None,
         content: bytes | None = None,
+        idempotent: bool | None = None,
     ) -> LMSResponse:
         """Send a request; the 2xx answer, or a :class:`LTIServiceError` saying why not.
 
         ``action`` says what Kore was doing, for messages ("post the score of u123").
+        A write (POST, unless ``idempotent``) is never repeated once it may have reached
+        the LMS: after a timeout, a dropped connection or a 500/502/504 it raises
+        :class:`OutcomeUnknown`.
         """
         check_service_url(url)
         headers = dict(headers or {})
         policy = self.retry
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS
         last_problem = ""
         last_status = None
         for attempt in range(1, policy.attempts + 1):
@@ -201,10 +219,17 @@ class LMSTransport:
             except (HTTPClientError, StreamClosedError, OSError) as exc:
                 # No HTTP answer: a timeout (599), a refused or broken connection.
                 last_status = None
-                if isinstance(exc, HTTPClientError) and "Timeout" in str(exc):
+                timeout = isinstance(exc, HTTPClientError) and "Timeout" in str(exc)
+                if timeout:
                     last_problem = f"no answer within {self.request_timeout:g} s"
                 else:
                     last_problem = f"connection failed ({type(exc).__name__}: {exc or 'no detail'})"
+                # Only a connection never made is sure not to have carried the write.
+                not_sent = isinstance(exc, ConnectionRefusedError) or (
+                    timeout and "connecting" in str(exc)
+                )
+                if not idempotent and not not_sent:
+                    raise self._unknown(action, last_problem, None) from None
             else:
                 if 200 <= response.status < 300:
                     return response
@@ -220,6 +245,8 @@ class LMSTransport:
                 last_problem = f"the LMS answered {reason(response.status)}" + (
                     f" ({said})" if said else ""
                 )
+                if not idempotent and response.status not in NOT_PROCESSED_STATUSES:
+                    raise self._unknown(action, last_problem, response.status)
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             if attempt < policy.attempts:
                 wait = policy.delay(attempt, retry_after)
@@ -229,4 +256,12 @@ class LMSTransport:
             f"Kore could not {action}: {last_problem}, {policy.attempts} times. The LMS may "
             "be down or overloaded; sync again later (only what is missing is sent).",
             status=last_status,
+        )
+
+    @staticmethod
+    def _unknown(action: str, problem: str, status: int | None) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            f"Kore could not {action}: {problem}. The LMS may have carried it out all the "
+            "same, so Kore did not send it again blindly.",
+            status=status,
         )

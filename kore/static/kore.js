@@ -154,7 +154,15 @@
 
   // --- a grade or roster sync panel ------------------------------------------------------
 
-  var STATUS_ORDER = ["failed", "sent", "added", "updated", "deactivated", "unchanged", "skipped"];
+  var STATUS_ORDER = [
+    "failed", "unknown", "sent", "added", "updated", "deactivated", "unchanged", "skipped",
+    "not_gradable"
+  ];
+  // Statuses whose API name is not what a person should read.
+  var STATUS_LABELS = {
+    not_gradable: "not gradable in the LMS",
+    unknown: "unknown (no answer from the LMS)"
+  };
 
   function SyncPanel(section) {
     var self = this;
@@ -389,7 +397,13 @@
   // many each status has, so a page is one or two slices of ?status=...&offset=&limit=.
   SyncPanel.prototype.segments = function () {
     var counts = (this.run && this.run.counts) || {};
-    if (this.failedOnly.checked) return [{ status: "failed", count: counts.failed || 0 }];
+    if (this.failedOnly.checked) {
+      // "unknown" counts with the failures (not confirmed at the LMS).
+      return [
+        { status: "failed", count: counts.failed || 0 },
+        { status: "unknown", count: counts.unknown || 0 }
+      ].filter(function (seg) { return seg.count > 0; });
+    }
     var statuses = Object.keys(counts).sort(function (a, b) {
       var ia = STATUS_ORDER.indexOf(a), ib = STATUS_ORDER.indexOf(b);
       return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || (a < b ? -1 : 1);
@@ -438,7 +452,7 @@
     var grades = this.kind === "grades";
     var fragment = document.createDocumentFragment();
     rows.forEach(function (r) {
-      var failed = r.status === "failed";
+      var failed = r.status === "failed" || r.status === "unknown";
       var tr = el("tr", failed ? { class: "kore-failed" } : {});
       var who = el("th", { scope: "row" }, r.name || r.username);
       if (r.name) who.appendChild(el("span", { class: "kore-username" }, " " + r.username));
@@ -452,7 +466,7 @@
         }
         tr.appendChild(el("td", {}, score));
       }
-      tr.appendChild(el("td", { class: "kore-status-" + r.status }, r.status));
+      tr.appendChild(el("td", { class: "kore-status-" + r.status }, STATUS_LABELS[r.status] || r.status));
       tr.appendChild(el("td", {}, r.message));
       fragment.appendChild(tr);
     });

@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import logging
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ def print_summary(run: dict, results: list[dict], out) -> None:
     print(f"{kind} of {run['course_id']} (run {run['run_id']}): {run['state']}", file=out)
     if run["kind"] == "grades":
         statuses = ["sent", "unchanged", "skipped", "failed"]
+        # Columns for the rarer outcomes only when they happened.
+        statuses += [s for s in ("not_gradable", "unknown") if any(r["status"] == s for r in results)]
         per_item: dict[str, dict[str, int]] = {}
         for r in results:
             row = per_item.setdefault(r["label"] or r["item"], dict.fromkeys(statuses, 0))
@@ -152,15 +155,15 @@ def print_summary(run: dict, results: list[dict], out) -> None:
         if per_item:
             width = max(12, *(len(k) for k in per_item))
             print("", file=out)
-            print(f"{'item':<{width}}" + "".join(f"{s:>11}" for s in statuses), file=out)
+            print(f"{'item':<{width}}" + "".join(f"{s:>13}" for s in statuses), file=out)
             for item, row in per_item.items():
-                print(f"{item:<{width}}" + "".join(f"{row[s]:>11}" for s in statuses), file=out)
+                print(f"{item:<{width}}" + "".join(f"{row[s]:>13}" for s in statuses), file=out)
     else:
         counts = "  ".join(f"{s} {n}" for s, n in sorted(run["counts"].items()))
         print(f"people: {counts or 'none'}", file=out)
-    failed = [r for r in results if r["status"] == "failed"]
+    failed = [r for r in results if r["status"] in ("failed", "unknown")]
     if failed:
-        print(f"\nFailed ({len(failed)}):", file=out)
+        print(f"\nFailed or unknown ({len(failed)}):", file=out)
         for r in failed[:MAX_LISTED]:
             print(f"  {r['username'] or r['lms_user_id']}  {r['item']}  {r['message']}", file=out)
         if len(failed) > MAX_LISTED:
@@ -250,6 +253,8 @@ def run_command(
             who=who,
             log=log,
         )
+    # Not Kore's runs: a starting Kore leaves them alone (their lock goes stale instead).
+    job.owner = f"cli:{socket.gethostname()}:{os.getpid()}"
     try:
         return asyncio.run(_run(job, s, out, err))
     finally:

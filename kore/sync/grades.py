@@ -45,8 +45,8 @@ from enum import StrEnum
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import Course
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import DeliveryRecord, ResultRecord
-from ananke_hub.lti_spec import AGS_SCOPE_LINEITEM, AGS_SCOPE_SCORE
+from ananke_hub.courses.sync_store import DeliveryRecord, IntentRecord, ResultRecord
+from ananke_hub.lti_spec import AGS_SCOPE_LINEITEM, AGS_SCOPE_RESULT_READONLY, AGS_SCOPE_SCORE
 from ananke_hub.roles import Role
 
 from ..lti import (
@@ -55,6 +55,7 @@ from ..lti import (
     LTIAdvantage,
     LTIClient,
     LTIServiceError,
+    OutcomeUnknown,
     Score,
     TokenRefused,
 )
@@ -68,6 +69,11 @@ TAG = "ananke-nbgrader"
 RESOURCE_PREFIX = "nbgrader:"
 TOTAL_KEY = "total"
 TOTAL_LABEL = "Course total"
+
+
+#: Result statuses besides sent, unchanged, skipped and failed.
+NOT_GRADABLE = "not_gradable"
+UNKNOWN = "unknown"
 
 
 def assignment_key(name: str) -> str:
@@ -133,6 +139,9 @@ class Target:
     problem_status: str = "failed"
     #: Set for line items Kore made (per assignment): it may make them again.
     resource_id: str = ""
+    #: The activity's own line item, to be found in the container (the launch left
+    #: ``lineitem`` out, as Moodle does once other line items are bound to the link).
+    find_own: bool = False
     recreated: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -259,6 +268,9 @@ class GradeSyncJob(SyncJob):
         self.ags: AGSClient | None = None
         self.abort_reason = ""
         self._unavailable_streak = 0
+        self.can_read_results = False
+        #: Scores whose sending an earlier run began and never recorded (it was killed).
+        self.intents: dict[tuple[str, str], IntentRecord] = {}
 
     # --- plan ---------------------------------------------------------------------------
 
@@ -275,6 +287,7 @@ class GradeSyncJob(SyncJob):
         members = await self.registry.run(self.registry.members, self.course_id)
         granted = set(course.ags_scopes or [])
         per_assignment = AGS_SCOPE_LINEITEM in granted and bool(course.lineitems_url)
+        self.can_read_results = AGS_SCOPE_RESULT_READONLY in granted
         targets = self.plan_targets(course, snapshot, per_assignment)
         users = recipients(snapshot, members)
         names = [a.name for a in snapshot.assignments if a.max_score > 0]
@@ -305,10 +318,28 @@ class GradeSyncJob(SyncJob):
                 )
             else:
                 scopes = {AGS_SCOPE_SCORE} | ({AGS_SCOPE_LINEITEM} if per_assignment else set())
+                if self.can_read_results:  # to check scores whose answer never came
+                    scopes.add(AGS_SCOPE_RESULT_READONLY)
                 await self.connect(course, scopes)
                 if per_assignment and not self.abort_reason:
-                    await self.resolve_line_items(course, [t for t in sendable if t.resource_id])
+                    await self.resolve_line_items(
+                        course, [t for t in sendable if t.resource_id or t.find_own]
+                    )
+        for target in targets:
+            if target.find_own and not target.url and not target.problem:
+                target.problem = "Not sent: the activity's own grade item was not looked up."
+                target.problem_status = "skipped"
         await self.send_all(works)
+        not_gradable = self.progress.counts.get(NOT_GRADABLE, 0)
+        if not_gradable:
+            self.warn(
+                f"{not_gradable} score(s) were refused because the LMS does not grade that "
+                "person in this course (status \"not gradable in the LMS\"). In Moodle these "
+                "are people without a gradebook role, such as non-editing teachers, whom "
+                "Moodle sends as Learner; give them the instructor role in the tool (see the "
+                "admin guide, Connecting the hub to an LMS) so that they are not enrolled as "
+                "students."
+            )
 
     def plan_targets(
         self, course: Course, snapshot: GradebookSnapshot, per_assignment: bool
@@ -338,11 +369,12 @@ class GradeSyncJob(SyncJob):
         total = Target(TOTAL_KEY, TOTAL_LABEL, maximum, url=course.lineitem_url)
         if not course.lineitem_url:
             if per_assignment:
-                total.problem = (
-                    "Not sent: the activity has no grade item of its own in the LMS (it is "
-                    "not graded there); the assignments' grade items have the scores."
-                )
-                total.problem_status = "skipped"
+                # No launch named the activity's own line item: look for it in the
+                # container; if it is not there either, the run warns (resolve_line_items).
+                total.find_own = maximum > 0
+                if maximum <= 0:
+                    total.problem = "Not sent: no assignment with points in the gradebook yet."
+                    total.problem_status = "skipped"
             else:
                 total.problem = (
                     "Not sent: the launch gave Kore neither a grade item of the activity nor "
@@ -382,6 +414,10 @@ class GradeSyncJob(SyncJob):
             for target in targets:
                 target.problem = f"Not sent: Kore could not look up the grade items. {exc.message}"
             return
+        for target in targets:
+            if target.find_own:
+                self.find_own_line_item(course, target, existing)
+        targets = [t for t in targets if t.resource_id]
         ours: dict[str, list[agsv.LineItem]] = {}
         for item in existing:
             if item.tag not in ("", TAG):
@@ -410,17 +446,87 @@ class GradeSyncJob(SyncJob):
 
         await asyncio.gather(*(resolve(t) for t in targets))
 
+    def find_own_line_item(
+        self, course: Course, target: Target, existing: list[agsv.LineItem]
+    ) -> None:
+        """The activity's own line item among the link's: bound to the resource link and
+        not made by Kore (Moodle's "coupled" grade item has no tag and no resourceId)."""
+        candidates = [
+            item
+            for item in existing
+            if item.resource_link_id == course.resource_link_id
+            and item.tag != TAG
+            and not item.resource_id.startswith(RESOURCE_PREFIX)
+        ]
+        if len(candidates) > 1:
+            candidates = [i for i in candidates if not i.tag and not i.resource_id] or candidates
+        if len(candidates) == 1:
+            target.url = candidates[0].id
+            return
+        if candidates:
+            why = (
+                f"{len(candidates)} grade items of this activity that are not Kore's "
+                f"({', '.join(i.label or i.id for i in candidates[:5])}) and Kore cannot tell "
+                "which is the activity's own"
+            )
+        else:
+            why = "no grade item of the activity besides the assignments' ones"
+        text = (
+            "The course total was not sent: the launches do not name the activity's own "
+            "grade item (Moodle leaves it out once other grade items are bound to the "
+            f"activity) and the LMS lists {why}. If the activity should be graded, set its "
+            "grade type to Point in the LMS and sync again."
+        )
+        self.warn(text)
+        target.problem = "Not sent: " + text
+        target.problem_status = "skipped"
+
     async def create(self, course: Course, target: Target) -> agsv.LineItem:
-        item = await self.ags.create_line_item(
+        """Create the line item of ``target``; after an unknown outcome, look first."""
+        for attempt in (1, 2):
+            try:
+                item = await self.ags.create_line_item(
+                    course.lineitems_url,
+                    label=target.label,
+                    score_maximum=target.score_maximum,
+                    resource_id=target.resource_id,
+                    tag=TAG,
+                    resource_link_id=course.resource_link_id,
+                )
+            except OutcomeUnknown:
+                # The LMS may have made it without telling us: a second POST would make
+                # a second column. Look for it by resourceId and tag first.
+                found = await self.find_created(course, target)
+                if found is not None:
+                    self.log.info(
+                        "%s line item %s for %s: created although the LMS did not answer",
+                        self.log_prefix,
+                        found.id,
+                        target.label,
+                    )
+                    return found
+                if attempt == 2:
+                    raise
+                continue
+            self.log.info("%s created line item %s for %s", self.log_prefix, item.id, target.label)
+            return item
+        raise AssertionError("unreachable")
+
+    async def find_created(self, course: Course, target: Target) -> agsv.LineItem | None:
+        items = await self.ags.line_items(
             course.lineitems_url,
-            label=target.label,
-            score_maximum=target.score_maximum,
+            resource_link_id=course.resource_link_id or None,
             resource_id=target.resource_id,
             tag=TAG,
-            resource_link_id=course.resource_link_id,
         )
-        self.log.info("%s created line item %s for %s", self.log_prefix, item.id, target.label)
-        return item
+        for item in items:
+            if (
+                item.resource_id == target.resource_id
+                and item.tag == TAG
+                and item.resource_link_id in ("", course.resource_link_id)
+            ):
+                return item
+        return None
 
     async def update_if_changed(self, item: agsv.LineItem, target: Target) -> None:
         if item.score_maximum == target.score_maximum and item.label == target.label:
@@ -437,31 +543,54 @@ class GradeSyncJob(SyncJob):
 
     async def send_all(self, works: list[Work]) -> None:
         delivered = await self.registry.run(self.store.deliveries, self.course_id)
-        queue: asyncio.Queue[Work] = asyncio.Queue()
-        for work in works:
-            queue.put_nowait(work)
+        self.intents = await self.registry.run(self.store.intents, self.course_id)
+        resend = self.grade_options.resend
+        # Scores go out in chunks; each chunk's intents are written before any of its
+        # requests leaves, so a process killed at any point leaves a trace of every
+        # score whose outcome it did not record (checked at the LMS next time).
+        chunk_size = max(32, 8 * self.settings.concurrency)
 
-        async def worker():
-            while True:
-                try:
-                    work = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    await self.process(work, delivered)
-                except Exception:  # a bug: this result fails, the others go on
-                    self.log.exception("%s: sending failed", self.log_prefix)
-                    self.record(
-                        self.result(
-                            work,
-                            "failed",
-                            "Kore failed to send this score; the hub admin finds why in "
-                            "Kore's log. Sync again to retry it.",
-                        )
+        def planned(work: Work) -> IntentRecord | None:
+            target = work.target
+            if work.score is None or work.recipient.problem or target.problem or not target.url:
+                return None
+            print_ = fingerprint(target.url, work.score)
+            if not resend and delivered.get((work.recipient.username, target.key)) == print_:
+                return None
+            return IntentRecord(work.recipient.username, target.key, target.url, print_)
+
+        for start in range(0, len(works), chunk_size):
+            chunk = works[start : start + chunk_size]
+            if not self.abort_reason:
+                intents = [i for i in map(planned, chunk) if i is not None]
+                await self.registry.run(
+                    self.store.write_intents, self.course_id, self.run_id, intents
+                )
+            queue: asyncio.Queue[Work] = asyncio.Queue()
+            for work in chunk:
+                queue.put_nowait(work)
+            count = max(1, min(self.settings.concurrency, len(chunk)))
+            await asyncio.gather(*(self._worker(queue, delivered) for _ in range(count)))
+
+    async def _worker(self, queue: asyncio.Queue, delivered: dict) -> None:
+        while True:
+            try:
+                work = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                await self.process(work, delivered)
+            except Exception:  # a bug: this result fails, the others go on
+                self.log.exception("%s: sending failed", self.log_prefix)
+                # The intent stays: the next sync checks at the LMS before sending.
+                self.record(
+                    self.result(
+                        work,
+                        "failed",
+                        "Kore failed to send this score; the hub admin finds why in "
+                        "Kore's log. Sync again to retry it.",
                     )
-
-        count = max(1, min(self.settings.concurrency, len(works)))
-        await asyncio.gather(*(worker() for _ in range(count)))
+                )
 
     def result(self, work: Work, status: str, message: str = "", url: str = "") -> ResultRecord:
         score = work.score
@@ -477,6 +606,37 @@ class GradeSyncJob(SyncJob):
             message=message,
         )
 
+    def delivered(self, work: Work, url: str, message: str = "") -> None:
+        """Record a score the LMS has (its intent goes in the same write)."""
+        score, user = work.score, work.recipient
+        if (
+            score.score_given is not None
+            and score.score_maximum is not None
+            and score.score_given > score.score_maximum
+        ):
+            message = " ".join(
+                filter(
+                    None,
+                    (
+                        message,
+                        f"Warning: the score {score.score_given:g} is above the maximum "
+                        f"{score.score_maximum:g} (extra credit in nbgrader); sent as it is, "
+                        "and some LMSs cap it.",
+                    ),
+                )
+            )
+        self.record(
+            self.result(work, "sent", message, url),
+            DeliveryRecord(
+                user.username,
+                work.target.key,
+                url,
+                fingerprint(url, score),
+                score.score_given,
+                score.score_maximum,
+            ),
+        )
+
     async def process(self, work: Work, delivered: dict) -> None:
         target, user = work.target, work.recipient
         if user.problem:
@@ -486,18 +646,42 @@ class GradeSyncJob(SyncJob):
             self.record(self.result(work, target.problem_status, target.problem))
             return
         if self.abort_reason:
-            self.record(self.result(work, "failed", "Not sent: " + self.abort_reason))
+            self.record(self.result(work, "failed", "Not sent: " + self.abort_reason), settled=True)
             return
         url = target.url
         key = (user.username, target.key)
-        if not self.grade_options.resend and delivered.get(key) == fingerprint(url, work.score):
-            self.record(self.result(work, "unchanged", "The LMS has this score already."))
+        print_ = fingerprint(url, work.score)
+        if not self.grade_options.resend and delivered.get(key) == print_:
+            self.record(
+                self.result(work, "unchanged", "The LMS has this score already."),
+                settled=key in self.intents,
+            )
             return
+        intent = self.intents.get(key)
+        if intent is not None and intent.fingerprint == print_:
+            # An earlier run began sending this very score and never recorded how it
+            # went (it was killed): ask the LMS before sending it a second time.
+            if await self.lms_has(work, url):
+                self.delivered(
+                    work,
+                    url,
+                    "Confirmed at the LMS: an earlier sync sent it and stopped before "
+                    "recording it; not sent again.",
+                )
+                return
+        await self.attempt(work, url)
+
+    async def attempt(self, work: Work, url: str, *, conflicted: bool = False) -> None:
+        """Send the score and record the outcome, whatever it is."""
+        user = work.recipient
         try:
             url = await self.send(work, url)
         except TokenRefused as exc:
             self.abort(exc.message)
-            self.record(self.result(work, "failed", exc.message))
+            self.record(self.result(work, "failed", exc.message), settled=True)
+            return
+        except OutcomeUnknown as exc:
+            await self.settle_unknown(work, url, exc)
             return
         except LMSUnavailable as exc:
             self._unavailable_streak += 1
@@ -506,40 +690,92 @@ class GradeSyncJob(SyncJob):
                     f"the LMS did not answer {self._unavailable_streak} scores in a row; "
                     "Kore stopped sending. Sync again later: only what is missing is sent."
                 )
-            self.record(self.result(work, "failed", exc.message))
+            self.record(self.result(work, "failed", exc.message), settled=True)
             return
         except LTIServiceError as exc:
+            if exc.status == 409 and await self.lms_has(work, url):
+                # Moodle's 409: a score not newer than the stored one. The stored one is
+                # this score (an earlier, unrecorded send): it arrived.
+                self.delivered(work, url, "The LMS had this score already (it answered 409).")
+                return
+            if exc.status == 409 and not conflicted:
+                # Moodle keeps whole seconds: a score sent in the same second as the
+                # last one for this person and item is "not newer". Once, a second later.
+                await asyncio.sleep(1.1)
+                await self.attempt(work, url, conflicted=True)
+                return
             if exc.status == 401:
                 self.abort(
                     "the LMS refuses Kore's access token even after a new one was issued: "
                     + exc.message
                 )
-            self.record(self.result(work, "failed", self.explain(exc)))
+            if exc.status == 400 and user.lms_user_id:
+                self.record(
+                    self.result(
+                        work,
+                        NOT_GRADABLE,
+                        f"Not gradable in the LMS: it refused the score ({exc.message}) "
+                        "In Moodle, people without a gradebook role (teachers, non-editing "
+                        "teachers) cannot get grades; this is not a failure of the sync.",
+                    ),
+                    settled=True,
+                )
+                return
+            self.record(self.result(work, "failed", self.explain(exc)), settled=True)
             return
         self._unavailable_streak = 0
-        score = work.score
-        message = ""
-        if (
-            score.score_given is not None
-            and score.score_maximum is not None
-            and score.score_given > score.score_maximum
-        ):
-            message = (
-                f"Warning: the score {score.score_given:g} is above the maximum "
-                f"{score.score_maximum:g} (extra credit in nbgrader); sent as it is, and "
-                "some LMSs cap it."
+        self.delivered(work, url)
+
+    async def settle_unknown(self, work: Work, url: str, unknown: OutcomeUnknown) -> None:
+        """No answer to a score: check the LMS's results; send again only if missing."""
+        has = await self.lms_has(work, url)
+        if has:
+            self.delivered(
+                work, url, "The LMS did not answer in time; Kore checked: it has this score."
             )
-        self.record(
-            self.result(work, "sent", message, url),
-            DeliveryRecord(
-                user.username,
-                target.key,
-                url,
-                fingerprint(url, score),
-                score.score_given,
-                score.score_maximum,
-            ),
+            return
+        if has is None:
+            # Cannot check (no result scope, or the results did not answer): the intent
+            # stays, and the next sync sends the score again with a newer timestamp,
+            # which an LMS that has it keeps as the same grade.
+            self.record(
+                self.result(
+                    work,
+                    UNKNOWN,
+                    f"Unknown: {unknown.message} The next sync sends it again with a newer "
+                    "timestamp (harmless if it arrived: the LMS keeps the newest).",
+                )
+            )
+            return
+        try:
+            # A new timestamp: the first attempt never became the LMS's latest score.
+            await self.ags.post_score(url, work.score)
+        except OutcomeUnknown as exc:
+            self.record(self.result(work, UNKNOWN, "Unknown, after a second attempt: " + exc.message))
+            return
+        except LTIServiceError as exc:
+            self.record(self.result(work, "failed", self.explain(exc)), settled=True)
+            return
+        self.delivered(
+            work, url, "Sent again after the LMS did not answer the first attempt and had no score."
         )
+
+    async def lms_has(self, work: Work, url: str) -> bool | None:
+        """Whether the LMS holds this score for the person (AGS results); None if Kore
+        cannot tell (no result.readonly scope, or the results did not answer)."""
+        if not self.can_read_results or self.ags is None:
+            return None
+        try:
+            fraction = await self.ags.result_fraction(url, work.recipient.lms_user_id)
+        except LTIServiceError as exc:
+            self.log.info("%s: cannot read a result: %s", self.log_prefix, exc.message)
+            return None
+        score = work.score
+        if score.score_given is None or not score.score_maximum:
+            return fraction is None
+        if fraction is None:
+            return False
+        return abs(fraction - score.score_given / score.score_maximum) <= 1e-6
 
     @staticmethod
     def explain(exc: LTIServiceError) -> str:

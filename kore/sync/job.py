@@ -36,8 +36,9 @@ from .gradebook import GradebookUnreadable
 
 __all__ = ["SyncAlreadyRunning", "SyncFailed", "SyncJob", "UnknownCourse"]
 
-#: Statuses that count as failed.
-FAILED_STATUSES = frozenset({"failed"})
+#: Statuses that count as failed: "unknown" too (no answer, so not confirmed at the LMS;
+#: the next sync checks and sends what is missing).
+FAILED_STATUSES = frozenset({"failed", "unknown"})
 
 
 class SyncFailed(Exception):
@@ -59,6 +60,7 @@ class SyncJob:
         listener: Callable[["SyncJob"], None] | None = None,
         log: logging.Logger | None = None,
         flush_interval: float = 1.0,
+        owner: str = "",
     ):
         self.course_id = course_id
         self.registry = registry
@@ -68,12 +70,14 @@ class SyncJob:
         self.listener = listener
         self.log = log or logging.getLogger("kore.sync")
         self.flush_interval = flush_interval
+        self.owner = owner
         self.run_id = ""
         self.state = RUNNING
         self.message = ""
         self.progress = RunProgress()
         self._results: list[ResultRecord] = []
         self._deliveries: list[DeliveryRecord] = []
+        self._settled: list[tuple[str, str]] = []
         self._flush_lock = asyncio.Lock()
         self._last_flush = 0.0
 
@@ -86,7 +90,14 @@ class SyncJob:
     async def begin(self) -> str:
         """Record the run; its id. Raises SyncAlreadyRunning or UnknownCourse."""
         self.run_id = await self.registry.run(
-            self.store.start_run, self.course_id, self.kind, self.who, self.options
+            partial(
+                self.store.start_run,
+                self.course_id,
+                self.kind,
+                self.who,
+                self.options,
+                owner=self.owner,
+            )
         )
         self.log.info("%s started by %s %s", self.log_prefix, self.who or "-", self.options)
         return self.run_id
@@ -114,7 +125,15 @@ class SyncJob:
             self.progress.warnings.append(text)
             self.log.warning("%s: %s", self.log_prefix, text)
 
-    def record(self, result: ResultRecord, delivery: DeliveryRecord | None = None) -> None:
+    def record(
+        self,
+        result: ResultRecord,
+        delivery: DeliveryRecord | None = None,
+        *,
+        settled: bool = False,
+    ) -> None:
+        """Count a result; ``delivery``: what the LMS accepted; ``settled``: the score's
+        intent is done without a delivery (refused for good)."""
         p = self.progress
         p.done += 1
         p.counts[result.status] = p.counts.get(result.status, 0) + 1
@@ -123,6 +142,8 @@ class SyncJob:
         self._results.append(result)
         if delivery is not None:
             self._deliveries.append(delivery)
+        elif settled:
+            self._settled.append((result.username, result.item_key))
         self._notify()
 
     def _notify(self) -> None:
@@ -134,6 +155,7 @@ class SyncJob:
         async with self._flush_lock:
             results, self._results = self._results, []
             deliveries, self._deliveries = self._deliveries, []
+            settled, self._settled = self._settled, []
             try:
                 await self.registry.run(
                     partial(
@@ -146,12 +168,15 @@ class SyncJob:
                         deliveries,
                         finish=finish,
                         message=message,
+                        settled=settled,
                     )
                 )
             except SQLAlchemyError as exc:
-                # Kept for the next write; what is never written is sent again next time.
+                # Kept for the next write; what is never written is checked at the LMS
+                # (its intent stays) and sent again only if missing.
                 self._results[:0] = results
                 self._deliveries[:0] = deliveries
+                self._settled[:0] = settled
                 self.log.error("%s: cannot write to the course registry: %s", self.log_prefix, exc)
                 if finish:
                     raise
@@ -161,7 +186,7 @@ class SyncJob:
         heartbeat = HEARTBEAT_INTERVAL.total_seconds() / 2
         while True:
             await asyncio.sleep(self.flush_interval)
-            if self._results or time.monotonic() - self._last_flush > heartbeat:
+            if self._results or self._deliveries or time.monotonic() - self._last_flush > heartbeat:
                 await self.flush()
 
     # --- running ------------------------------------------------------------------------

@@ -12,12 +12,27 @@ import logging
 
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.courses.sync_store import SyncStore
 
 from ..lti import LTIAdvantage, LTIClient
 from .grades import GradeSyncJob, GradeSyncOptions
 from .hub_groups import HubGroups
 from .job import SyncJob
 from .roster import RosterSyncJob, UsernameRule
+
+#: The owner of Kore's runs in the registry: one Kore per registry, so a starting Kore
+#: knows that every "running" run of this owner belongs to a predecessor that died.
+KORE_OWNER = "kore"
+INTERRUPTED_MESSAGE = (
+    "Interrupted: Kore stopped while this sync ran (it was restarted or killed). What "
+    "was not recorded as sent is checked at the LMS and sent by the next sync; start "
+    "it now."
+)
+
+
+def interrupt_predecessor(registry: CourseRegistry) -> list[str]:
+    """Mark the runs a previous Kore left "running" as interrupted (blocking)."""
+    return SyncStore(registry).interrupt_owned(KORE_OWNER, INTERRUPTED_MESSAGE)
 
 
 class SyncManager:
@@ -65,6 +80,7 @@ class SyncManager:
 
     async def start(self, job: SyncJob) -> SyncJob:
         """Record the run (SyncAlreadyRunning if one runs) and start it in the background."""
+        job.owner = KORE_OWNER
         run_id = await job.begin()
         self.jobs[run_id] = job
         task = asyncio.create_task(job.run(), name=f"sync-{run_id}")

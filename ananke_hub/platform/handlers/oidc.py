@@ -91,6 +91,26 @@ def check_auth_request(
     return AuthRequest(session_user, context, link, nonce, params.get("state"))
 
 
+def moodle_sends_lineitem(course, link_id: str) -> bool:
+    """Whether Moodle puts `lineitem` into a launch from ``link_id``.
+
+    Moodle's gradebookservices (``get_launch_parameters``): with the activity's own
+    ("coupled") grade item and no tool-made line item bound to the link, that one; with
+    exactly one bound line item and no coupled item, that one; otherwise none ("if a link
+    has more than one attached grade items, per spec we do not populate line item url";
+    one bound item besides the coupled one counts as more than one).
+    """
+    if course is None:
+        return True
+    bound = [
+        item
+        for item in course.lineitems.values()
+        if item.resource_link_id == link_id and not item.coupled
+    ]
+    coupled = any(item.coupled and item.item_id == link_id for item in course.lineitems.values())
+    return (coupled and not bound) or (len(bound) == 1 and not coupled)
+
+
 class AuthorizationHandler(PlatformHandler):
     def check_xsrf_cookie(self):
         # The tool's POST is cross-site by design; the request is bound to this browser
@@ -103,8 +123,20 @@ class AuthorizationHandler(PlatformHandler):
             request = check_auth_request(params, self.platform, self.session_user())
         except AuthRequestError as e:
             raise PlatformError(str(e)) from None
+        overrides = None
+        if self.platform.moodle and not moodle_sends_lineitem(
+            self.settings["platform_store"].course(request.context.id), request.link.id
+        ):
+            ags = dict(launch_claims(self.platform, request.user, request.link, "")[C.AGS_ENDPOINT])
+            del ags["lineitem"]
+            overrides = {C.AGS_ENDPOINT: ags}
         claims = launch_claims(
-            self.platform, request.user, request.link, request.nonce, context=request.context
+            self.platform,
+            request.user,
+            request.link,
+            request.nonce,
+            context=request.context,
+            overrides=overrides,
         )
         id_token = sign_id_token(claims, self.keys.signing_key())
         fields = {"id_token": id_token}

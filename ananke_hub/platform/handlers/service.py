@@ -66,6 +66,9 @@ class ServiceHandler(PlatformHandler):
         if rule is None:
             return
         self.log.info("fault: rule %d on %s %s", rule.id, self.request.method, self.request.path)
+        if rule.after:
+            self._after = rule  # carried out first; the answer is late or never comes
+            return
         if rule.garbage:
             self.set_header("Content-Type", "application/json")
             self.finish(GARBAGE)
@@ -76,6 +79,31 @@ class ServiceHandler(PlatformHandler):
         self.send_json({"status": rule.status, "message": f"Injected failure (rule {rule.id})."})
 
     # --- answers
+
+    _after = None
+    _deferred = False
+
+    def finish(self, chunk=None):
+        """Answer; under an ``after`` fault, late or not at all (the work is done)."""
+        rule, self._after = self._after, None
+        if self._deferred:  # tornado's own finish once the handler returned
+            return asyncio.get_running_loop().create_future()
+        if rule is None:
+            return super().finish(chunk)
+        self._deferred = True
+        if rule.after == "drop":
+            self.log.info("fault: rule %d drops the connection after the work", rule.id)
+            self.request.connection.close()
+            return asyncio.get_running_loop().create_future()
+
+        async def later():
+            await asyncio.sleep(rule.delay)  # the platform keeps serving meanwhile
+            try:
+                web.RequestHandler.finish(self, chunk)
+            except Exception as exc:  # the tool gave up and closed the connection
+                self.log.info("fault: rule %d: the late answer found no one: %s", rule.id, exc)
+
+        return asyncio.ensure_future(later())
 
     def send_json(self, document, media: str = "application/json") -> None:
         self.set_header("Content-Type", media)

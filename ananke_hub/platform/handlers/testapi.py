@@ -9,7 +9,9 @@ It lets a test play the LMS's people and its failures, and see what arrived:
   the column in the LMS (any line item, the activity's own included).
 - `POST /_test/roster` `{"context": "ds101", "user_id": "107", "status": "Active"}`:
   change an enrolment (Active, Inactive; Deleted unenrols); an unknown user_id is
-  enrolled as a new learner. -> 200 the member, or 204 after Deleted.
+  enrolled as a new learner. `"gradable": false` makes them a non-editing teacher as
+  Moodle has them: listed and launched as Learner, their scores refused with 400.
+  -> 200 the member, or 204 after Deleted.
 - `GET /_test/scores.json` -> `{"posts": [{"context", "lineitem", "userId", "accepted",
   "refused": {"409": 1}}]}`: how often each score was posted, also for line items
   deleted since (to prove nothing was sent twice).
@@ -87,7 +89,10 @@ class RosterHandler(TestAPIHandler):
             raise ServiceError(400, "user_id must be a non-empty string.")
         if status not in C.MEMBER_STATUSES:
             raise ServiceError(400, f"status must be one of {', '.join(C.MEMBER_STATUSES)}.")
-        enrolment = course.set_status(user_id, status)
+        gradable = doc.get("gradable")
+        if gradable is not None and not isinstance(gradable, bool):
+            raise ServiceError(400, "gradable must be true or false.")
+        enrolment = course.set_status(user_id, status, gradable=gradable)
         self.log.info("test api: course:%s user:%s -> %s", course.id, user_id, status)
         if status == C.MEMBER_DELETED:
             self.no_content()
