@@ -116,8 +116,10 @@ class HubAPIClient:
                     except self.error as exc:  # no answer from the hub
                         results[name] = AccessApplied(name, str(exc))
                         return
-                if code == 404 and isinstance(data, dict) and "No such user" in str(
-                    data.get("message", "")
+                if (
+                    code == 404
+                    and isinstance(data, dict)
+                    and "No such user" in str(data.get("message", ""))
                 ):
                     results[name] = AccessApplied(name)
                 elif code == 200 and isinstance(data, dict):

@@ -221,6 +221,4 @@ class CourseProvisioner(LoggingConfigurable):
 
     async def entitlements_of(self, username: str) -> Entitlements:
         """What the registry gives ``username`` now (for a refresh outside a launch)."""
-        return entitlements(
-            await self.registry.run(current_memberships, self.registry, username)
-        )
+        return entitlements(await self.registry.run(current_memberships, self.registry, username))
