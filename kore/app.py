@@ -26,6 +26,7 @@ from traitlets.config import Application, Config
 
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.courses.sync_store import SyncAlreadyRunning
 from ananke_hub.fragments import FragmentError, load_fragments
 from ananke_hub.hubconfig import COURSE_LAYOUT_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
@@ -43,6 +44,8 @@ HERE = Path(__file__).parent
 DEFAULT_PREFIX = "/services/kore/"
 #: Seconds open connections get to finish after SIGTERM before Kore closes them.
 SHUTDOWN_GRACE = 5
+#: Who started a roster sync that Kore runs by itself (Kore.roster_sync_interval).
+SCHEDULED_ACTOR = "kore (scheduled)"
 
 
 class StartupError(Exception):
@@ -137,6 +140,30 @@ class Kore(Application):
         blocked while it waits.
         """,
     )
+
+    roster_sync_interval = Integer(
+        3600,
+        config=True,
+        help="""Seconds between two roster syncs of every course with the LMS (its Names
+        and Role Provisioning service); 0 turns them off.
+
+        On by default, hourly: someone the LMS removes from a course loses the course on
+        the hub (its groups, the formgrader of its grader account, their login tokens to
+        it) within this time, without waiting for a person to click "Sync roster" and
+        without waiting for their next launch. One sync reads the course's roster once
+        (a page per 100 or so members), so an hour costs the LMS little. Courses run one
+        after the other; a course whose sync is already running is skipped. At least 60
+        seconds.""",
+    )
+
+    @validate("roster_sync_interval")
+    def _valid_roster_sync_interval(self, proposal):
+        if proposal.value != 0 and proposal.value < 60:
+            raise TraitError(
+                "Kore.roster_sync_interval must be 0 (off) or at least 60 seconds, "
+                f"not {proposal.value}."
+            )
+        return proposal.value
 
     @validate("formgrader_wait")
     def _non_negative_wait(self, proposal):
@@ -334,6 +361,44 @@ class Kore(Application):
                 entry.get("state"),
             )
 
+    async def scheduled_roster_syncs(self, app: web.Application) -> None:
+        """Every ``roster_sync_interval`` seconds, sync the roster of every course."""
+        from .sync.manager import sync_manager
+
+        self.log.info("roster syncs of all courses every %d s", self.roster_sync_interval)
+        while True:
+            await self._wait(self.roster_sync_interval)
+            try:
+                course_ids = await self.registry.run(self.registry.roster_course_ids)
+            except Exception:  # the registry is down: try again next time
+                self.log.exception("scheduled roster syncs: cannot list the courses")
+                continue
+            manager = sync_manager(app.settings)
+            for course_id in course_ids:
+                await self.scheduled_roster_sync(manager, course_id)
+
+    @staticmethod
+    async def _wait(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def scheduled_roster_sync(self, manager, course_id: str) -> dict | None:
+        """One course's scheduled sync; its run, or None if it could not run now."""
+        try:
+            run = await manager.run(manager.roster_job(course_id, SCHEDULED_ACTOR))
+        except SyncAlreadyRunning:
+            return None
+        except Exception:  # one course's failure must not stop the others
+            self.log.exception("course:%s scheduled roster sync failed", course_id)
+            return None
+        if run.get("state") != "finished":
+            self.log.warning(
+                "course:%s scheduled roster sync %s: %s",
+                course_id,
+                run.get("state"),
+                run.get("message") or "",
+            )
+        return run
+
     def listen_address(self) -> tuple[str, int]:
         """Where to listen: the hub's JUPYTERHUB_SERVICE_URL, else 127.0.0.1:<port>."""
         service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
@@ -423,9 +488,15 @@ class Kore(Application):
         # Operations a crash interrupted go on while Kore already serves: a long one
         # must not keep the keyset and the other courses waiting.
         resuming = asyncio.create_task(self.resume_operations()) if self.course_manager else None
+        rosters = None
+        if self.roster_sync_interval and self.hub_login_enabled:
+            rosters = asyncio.create_task(self.scheduled_roster_syncs(app))
         await stop.wait()
         self.log.info("Kore stopping")
         server.stop()
+        if rosters is not None:
+            rosters.cancel()
+            await asyncio.gather(rosters, return_exceptions=True)
         if resuming is not None and not resuming.done():
             # Each step is saved when done: the next start continues where this one stopped.
             resuming.cancel()

@@ -110,8 +110,10 @@ def refused(resp: httpx.Response, course_id: str) -> bool:
     if SQLITE in resp.content:
         return False
     outside = f"/user/{grader_username(course_id)}/" not in str(resp.url)
-    return resp.status_code in (401, 403, 404) or (outside and resp.status_code != 200) or (
-        outside and "formgrader" not in resp.text.lower()
+    return (
+        resp.status_code in (401, 403, 404)
+        or (outside and resp.status_code != 200)
+        or (outside and "formgrader" not in resp.text.lower())
     )
 
 
@@ -132,7 +134,9 @@ async def test_a_teacher_the_lms_drops_loses_the_grader_server_in_one_roster_syn
         page = await open_formgrader(ada, stack, homework)
         assert page.status_code == 200, (page.status_code, str(page.url))
         # Her cookie for the grader server reaches everything, the gradebook included.
-        download = await ada.get(f"{stack.hub_url}/user/{grader_username(homework)}/files/gradebook.db")
+        download = await ada.get(
+            f"{stack.hub_url}/user/{grader_username(homework)}/files/gradebook.db"
+        )
         assert download.status_code == 200 and download.content.startswith(SQLITE)
         # A hub API token of her own reaches it too.
         token = await user_token(stack, ADA)
@@ -177,7 +181,9 @@ async def test_a_teacher_the_lms_drops_loses_the_grader_server_in_one_roster_syn
             assert resp.status_code in (302, 403, 404), (path, resp.status_code)
             assert SQLITE not in resp.content
         # Kore refuses her too, and she cannot get a new login to the grader server.
-        assert (await ada.get(f"{stack.hub_url}/services/kore/courses/{homework}/formgrader")).status_code == 403
+        assert (
+            await ada.get(f"{stack.hub_url}/services/kore/courses/{homework}/formgrader")
+        ).status_code == 403
         assert await grader_tokens(stack, ADA, homework) == []
 
 

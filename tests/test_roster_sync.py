@@ -424,3 +424,55 @@ def test_the_authenticator_names_users_as_the_roster_does():
         assert auth.username_from(sub) == hub_username(sub)
     assert hub_username("123") == "u123"
     assert len(hub_username("x" * 40)) == 31
+
+
+# --- scheduled roster syncs (c.Kore.roster_sync_interval) -------------------------------------
+
+
+def test_roster_syncs_are_scheduled_hourly_by_default_and_checked():
+    from traitlets import TraitError
+
+    from kore.app import Kore
+
+    assert Kore().roster_sync_interval == 3600
+    assert Kore(roster_sync_interval=0).roster_sync_interval == 0  # off
+    with pytest.raises(TraitError, match="0 \\(off\\) or at least 60 seconds"):
+        Kore(roster_sync_interval=5)
+
+
+async def test_scheduled_syncs_run_every_course_with_a_roster(
+    course, registry, layout, client, lms, hub, monkeypatch
+):
+    import asyncio
+    from types import SimpleNamespace
+
+    from kore import app as kore_app
+    from kore.sync.manager import SyncManager
+
+    roster(lms)
+    no_roster = launch(registry, lms, "1", "instructor", link="quiz", **{lti_spec.NRPS: {}})
+    assert registry.roster_course_ids() == [course]
+    assert no_roster not in registry.roster_course_ids()
+    manager = SyncManager(
+        registry=registry,
+        layout=layout,
+        lti_client=client,
+        hub=HubGroups(api_url=hub.api_url, token=HUB_TOKEN),
+    )
+    kore = kore_app.Kore(roster_sync_interval=60)
+    kore.registry = registry
+    sleeps = []
+
+    async def one_round(seconds):  # the first wait passes, the second ends the loop
+        sleeps.append(seconds)
+        if len(sleeps) > 1:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(kore, "_wait", one_round)
+    with pytest.raises(asyncio.CancelledError):
+        await kore.scheduled_roster_syncs(SimpleNamespace(settings={"sync_manager": manager}))
+    assert sleeps == [60, 60]
+    (run,) = SyncStore(registry).runs(course, "roster")
+    assert run["state"] == "finished" and run["started_by"] == kore_app.SCHEDULED_ACTOR
+    assert members(registry, course)["u103"].active  # the roster arrived
+    assert hub.groups[staff_group(course)] == {"u1", "u105"}

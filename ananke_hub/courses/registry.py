@@ -276,6 +276,17 @@ class CourseRegistry(LoggingConfigurable):
                 )
             )
 
+    def roster_course_ids(self) -> list[str]:
+        """Active courses whose launches named a roster service (NRPS), oldest first."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Course.id)
+                    .where(Course.memberships_url != "", Course.state != COURSE_DELETING)
+                    .order_by(Course.created_at)
+                )
+            )
+
     def memberships(self, username: str) -> list[tuple[Course, str]]:
         """The courses of ``username`` with their role in each, newest launch first."""
         with self.session() as session:

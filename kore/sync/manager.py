@@ -79,6 +79,15 @@ class SyncManager:
         task.add_done_callback(done)
         return job
 
+    async def run(self, job: SyncJob) -> dict:
+        """Record the run (SyncAlreadyRunning if one runs) and run it to its end here."""
+        run_id = await job.begin()
+        self.jobs[run_id] = job
+        try:
+            return await job.run()
+        finally:
+            self.jobs.pop(run_id, None)
+
     def live(self, run_id: str) -> dict | None:
         job = self.jobs.get(run_id)
         return job.snapshot() if job else None
