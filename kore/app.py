@@ -24,6 +24,7 @@ from tornado import web
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application, Config
 
+from ananke_hub.checkconfig import KnownClasses, check_fragment
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.sync_store import SyncAlreadyRunning
@@ -37,6 +38,7 @@ from ananke_hub.registration import LMSRegistration
 from .graders import GraderServers
 from .handlers import routes
 from .handlers.base import HubUserHandler, NotFoundHandler
+from .lti import LTIAdvantage
 from .manage.hubapi import HubAdmin
 from .manage.service import CourseManager
 
@@ -190,6 +192,7 @@ class Kore(Application):
         try:
             self.load_config_fragments()
             self._route_tornado_logs()
+            self.init_lti_settings()
             self.init_lms_registration()
             self.init_keys()
             self.init_registry()
@@ -207,6 +210,7 @@ class Kore(Application):
             self.fragments = load_fragments(Path(self.config_dir))
         except FragmentError as exc:
             raise StartupError(f"{exc}. Fix the fragment, then restart the hub.") from exc
+        self.check_settings()
         try:
             self.update_config(self.fragments.config)
             self.update_config(self.hub_course_layout())
@@ -216,6 +220,37 @@ class Kore(Application):
             raise StartupError(f"{exc} Check {self.fragments_setting('Kore')}.") from exc
         names = ", ".join(p.name for p in self.fragments.files)
         self.log.info("config: %s", names or "no fragments")
+
+    def check_settings(self) -> None:
+        """Every setting of a class Kore builds, checked against its trait (type, bounds,
+        @validate), as ``ananke check-config`` does: a bad value stops Kore here, naming
+        the fragment, line and setting, instead of failing a request later."""
+        known = KnownClasses.empty()
+        for klass in kore_classes():
+            known.add(klass)
+        mine = {klass.__name__ for klass in kore_classes()}
+        problems = []
+        for path, cfg in self.fragments.per_file.items():
+            sections = Config({name: cfg[name] for name in cfg if name in mine})
+            problems.extend(p for p in check_fragment(path, sections, known) if p.is_error)
+        if problems:
+            lines = [
+                f"{p.file}:{p.line or '?'}: c.{p.setting}: {p.message}"
+                + (f" ({p.hint})" if p.hint else "")
+                for p in problems
+            ]
+            raise StartupError(
+                "; ".join(lines) + ". Fix the setting (`ananke check-config "
+                f"{self.config_dir}` lists every problem), then restart the hub."
+            )
+
+    def init_lti_settings(self) -> None:
+        # Built now, not at the first grade sync: a value only the real class refuses
+        # stops Kore at start (the sync manager uses this instance).
+        try:
+            self.lti_settings = LTIAdvantage(parent=self)
+        except TraitError as exc:
+            raise StartupError(f"{exc} Check {self.fragments_setting('LTIAdvantage')}.") from exc
 
     @staticmethod
     def hub_course_layout() -> Config:
@@ -435,6 +470,7 @@ class Kore(Application):
             "grader_servers": self.grader_servers,
             "formgrader_wait": self.formgrader_wait,
             "course_manager": self.course_manager,
+            "lti_settings": self.lti_settings,
         }
         return web.Application(routes(self.base_url), **settings)
 
@@ -514,6 +550,19 @@ class Kore(Application):
             await JupyterHubHTTPClient.instance().close()
         self.registry.close()
         return 0
+
+
+def kore_classes() -> list[type]:
+    """The configurable classes Kore builds from the fragments (checked at start)."""
+    return [
+        Kore,
+        LTIAdvantage,
+        LMSRegistration,
+        CourseRegistry,
+        CourseLayout,
+        CourseManager,
+        HubOAuth,
+    ]
 
 
 main = Kore.launch_instance

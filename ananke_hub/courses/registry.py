@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from traitlets import Int, Unicode, default
+from traitlets import Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..paths import StateLayout
@@ -89,6 +89,12 @@ class CourseRegistry(LoggingConfigurable):
         config=True,
         help="Threads that run database calls, so they never block the event loop.",
     )
+
+    @validate("threads")
+    def _at_least_one_thread(self, proposal):
+        if proposal.value < 1:
+            raise TraitError(f"CourseRegistry.threads must be at least 1, not {proposal.value}.")
+        return proposal.value
 
     @default("url")
     def _default_url(self):
