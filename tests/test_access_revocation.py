@@ -201,3 +201,21 @@ async def test_deleting_a_course_takes_its_role_and_group_from_its_staff(stack):
     assert f"staff-{exam}" not in after["roles"], after["roles"]
     assert staff_group(exam) not in after["groups"]
     assert "user" in after["roles"]
+
+
+async def test_only_kore_and_admins_may_ask_the_hub_to_apply_access(stack):
+    async with LTIBrowser() as alan:
+        assert (await alan.launch(stack.platform_url, "3", "homework")).status_code == 200
+    url = f"{stack.hub_url}/hub/api/ananke/users/u3/access"
+    async with httpx.AsyncClient(timeout=30) as http:
+        student = await user_token(stack, "u3")
+        refused = await http.post(url, headers={"Authorization": f"token {student}"}, json={})
+        assert refused.status_code == 403, refused.text
+        anonymous = await http.post(url, json={})
+        assert anonymous.status_code == 403
+        admin = {"Authorization": f"token {stack.admin_token}"}  # holds admin:users
+        applied = await http.post(url, headers=admin, json={})
+        assert applied.status_code == 200, applied.text
+        assert applied.json()["name"] == "u3" and "user" in applied.json()["roles"]
+        unknown = await http.post(url.replace("u3", "nobody"), headers=admin, json={})
+        assert unknown.status_code == 404
