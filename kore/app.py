@@ -41,6 +41,7 @@ from .handlers.base import HubUserHandler, NotFoundHandler
 from .lti import LTIAdvantage
 from .manage.hubapi import HubAdmin
 from .manage.service import CourseManager
+from .sync.manager import sync_manager
 
 HERE = Path(__file__).parent
 DEFAULT_PREFIX = "/services/kore/"
@@ -398,8 +399,6 @@ class Kore(Application):
 
     async def scheduled_roster_syncs(self, app: web.Application) -> None:
         """Every ``roster_sync_interval`` seconds, sync the roster of every course."""
-        from .sync.manager import sync_manager
-
         self.log.info("roster syncs of all courses every %d s", self.roster_sync_interval)
         while True:
             await self._wait(self.roster_sync_interval)
