@@ -32,6 +32,12 @@ from .roles import Role
 #: server extension): put first on JUPYTER_CONFIG_PATH.
 LAB_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter"
 
+#: Seconds a grader server trusts the hub's answer about a login before asking again
+#: (JupyterHub's HubAuth.cache_max_age, 300 by default; 0 would mean forever). Staff
+#: the LMS removed lose their tokens (ananke_hub/auth/access.py): the grader server must
+#: notice within a second, not keep their formgrader open for five minutes.
+GRADER_AUTH_CACHE_SECONDS = 1
+
 # systemd.unit(5), "Description": a unit name prefix consists of ASCII letters, digits,
 # ":", "-", "_", "." and "\". We also refuse "\" (escapes) and anything that could make
 # "/run/<unit>" leave /run.
@@ -143,6 +149,12 @@ class LabEnvironment:
                 await asyncio.to_thread(
                     nbgrader_setup.record_student_uid, layout.course(course.id), self.user.name
                 )
+
+    def get_args(self):
+        args = list(super().get_args())
+        if course_of_grader(self.user.name) is not None:
+            args.append(f"--HubOAuth.cache_max_age={GRADER_AUTH_CACHE_SECONDS}")
+        return args
 
     def get_env(self):
         env = super().get_env()

@@ -24,8 +24,10 @@ from tornado import web
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application, Config
 
+from ananke_hub.checkconfig import KnownClasses, check_fragment
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.courses.sync_store import SyncAlreadyRunning
 from ananke_hub.fragments import FragmentError, load_fragments
 from ananke_hub.hubconfig import COURSE_LAYOUT_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
@@ -36,14 +38,17 @@ from ananke_hub.registration import LMSRegistration
 from .graders import GraderServers
 from .handlers import routes
 from .handlers.base import HubUserHandler, NotFoundHandler
+from .lti import LTIAdvantage
 from .manage.hubapi import HubAdmin
 from .manage.service import CourseManager
-from .sync.manager import interrupt_predecessor
+from .sync.manager import interrupt_predecessor, sync_manager
 
 HERE = Path(__file__).parent
 DEFAULT_PREFIX = "/services/kore/"
 #: Seconds open connections get to finish after SIGTERM before Kore closes them.
 SHUTDOWN_GRACE = 5
+#: Who started a roster sync that Kore runs by itself (Kore.roster_sync_interval).
+SCHEDULED_ACTOR = "kore (scheduled)"
 
 
 class StartupError(Exception):
@@ -139,6 +144,30 @@ class Kore(Application):
         """,
     )
 
+    roster_sync_interval = Integer(
+        3600,
+        config=True,
+        help="""Seconds between two roster syncs of every course with the LMS (its Names
+        and Role Provisioning service); 0 turns them off.
+
+        On by default, hourly: someone the LMS removes from a course loses the course on
+        the hub (its groups, the formgrader of its grader account, their login tokens to
+        it) within this time, without waiting for a person to click "Sync roster" and
+        without waiting for their next launch. One sync reads the course's roster once
+        (a page per 100 or so members), so an hour costs the LMS little. Courses run one
+        after the other; a course whose sync is already running is skipped. At least 60
+        seconds.""",
+    )
+
+    @validate("roster_sync_interval")
+    def _valid_roster_sync_interval(self, proposal):
+        if proposal.value != 0 and proposal.value < 60:
+            raise TraitError(
+                "Kore.roster_sync_interval must be 0 (off) or at least 60 seconds, "
+                f"not {proposal.value}."
+            )
+        return proposal.value
+
     @validate("formgrader_wait")
     def _non_negative_wait(self, proposal):
         if proposal.value < 0:
@@ -164,6 +193,7 @@ class Kore(Application):
         try:
             self.load_config_fragments()
             self._route_tornado_logs()
+            self.init_lti_settings()
             self.init_lms_registration()
             self.init_keys()
             self.init_registry()
@@ -181,6 +211,7 @@ class Kore(Application):
             self.fragments = load_fragments(Path(self.config_dir))
         except FragmentError as exc:
             raise StartupError(f"{exc}. Fix the fragment, then restart the hub.") from exc
+        self.check_settings()
         try:
             self.update_config(self.fragments.config)
             self.update_config(self.hub_course_layout())
@@ -190,6 +221,37 @@ class Kore(Application):
             raise StartupError(f"{exc} Check {self.fragments_setting('Kore')}.") from exc
         names = ", ".join(p.name for p in self.fragments.files)
         self.log.info("config: %s", names or "no fragments")
+
+    def check_settings(self) -> None:
+        """Every setting of a class Kore builds, checked against its trait (type, bounds,
+        @validate), as ``ananke check-config`` does: a bad value stops Kore here, naming
+        the fragment, line and setting, instead of failing a request later."""
+        known = KnownClasses.empty()
+        for klass in kore_classes():
+            known.add(klass)
+        mine = {klass.__name__ for klass in kore_classes()}
+        problems = []
+        for path, cfg in self.fragments.per_file.items():
+            sections = Config({name: cfg[name] for name in cfg if name in mine})
+            problems.extend(p for p in check_fragment(path, sections, known) if p.is_error)
+        if problems:
+            lines = [
+                f"{p.file}:{p.line or '?'}: c.{p.setting}: {p.message}"
+                + (f" ({p.hint})" if p.hint else "")
+                for p in problems
+            ]
+            raise StartupError(
+                "; ".join(lines) + ". Fix the setting (`ananke check-config "
+                f"{self.config_dir}` lists every problem), then restart the hub."
+            )
+
+    def init_lti_settings(self) -> None:
+        # Built now, not at the first grade sync: a value only the real class refuses
+        # stops Kore at start (the sync manager uses this instance).
+        try:
+            self.lti_settings = LTIAdvantage(parent=self)
+        except TraitError as exc:
+            raise StartupError(f"{exc} Check {self.fragments_setting('LTIAdvantage')}.") from exc
 
     @staticmethod
     def hub_course_layout() -> Config:
@@ -335,6 +397,42 @@ class Kore(Application):
                 entry.get("state"),
             )
 
+    async def scheduled_roster_syncs(self, app: web.Application) -> None:
+        """Every ``roster_sync_interval`` seconds, sync the roster of every course."""
+        self.log.info("roster syncs of all courses every %d s", self.roster_sync_interval)
+        while True:
+            await self._wait(self.roster_sync_interval)
+            try:
+                course_ids = await self.registry.run(self.registry.roster_course_ids)
+            except Exception:  # the registry is down: try again next time
+                self.log.exception("scheduled roster syncs: cannot list the courses")
+                continue
+            manager = sync_manager(app.settings)
+            for course_id in course_ids:
+                await self.scheduled_roster_sync(manager, course_id)
+
+    @staticmethod
+    async def _wait(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def scheduled_roster_sync(self, manager, course_id: str) -> dict | None:
+        """One course's scheduled sync; its run, or None if it could not run now."""
+        try:
+            run = await manager.run(manager.roster_job(course_id, SCHEDULED_ACTOR))
+        except SyncAlreadyRunning:
+            return None
+        except Exception:  # one course's failure must not stop the others
+            self.log.exception("course:%s scheduled roster sync failed", course_id)
+            return None
+        if run.get("state") != "finished":
+            self.log.warning(
+                "course:%s scheduled roster sync %s: %s",
+                course_id,
+                run.get("state"),
+                run.get("message") or "",
+            )
+        return run
+
     def listen_address(self) -> tuple[str, int]:
         """Where to listen: the hub's JUPYTERHUB_SERVICE_URL, else 127.0.0.1:<port>."""
         service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
@@ -371,6 +469,7 @@ class Kore(Application):
             "grader_servers": self.grader_servers,
             "formgrader_wait": self.formgrader_wait,
             "course_manager": self.course_manager,
+            "lti_settings": self.lti_settings,
         }
         return web.Application(routes(self.base_url), **settings)
 
@@ -440,9 +539,15 @@ class Kore(Application):
         # Operations a crash interrupted go on while Kore already serves: a long one
         # must not keep the keyset and the other courses waiting.
         resuming = asyncio.create_task(self.resume_operations()) if self.course_manager else None
+        rosters = None
+        if self.roster_sync_interval and self.hub_login_enabled:
+            rosters = asyncio.create_task(self.scheduled_roster_syncs(app))
         await stop.wait()
         self.log.info("Kore stopping")
         server.stop()
+        if rosters is not None:
+            rosters.cancel()
+            await asyncio.gather(rosters, return_exceptions=True)
         if resuming is not None and not resuming.done():
             # Each step is saved when done: the next start continues where this one stopped.
             resuming.cancel()
@@ -460,6 +565,19 @@ class Kore(Application):
             await JupyterHubHTTPClient.instance().close()
         self.registry.close()
         return 0
+
+
+def kore_classes() -> list[type]:
+    """The configurable classes Kore builds from the fragments (checked at start)."""
+    return [
+        Kore,
+        LTIAdvantage,
+        LMSRegistration,
+        CourseRegistry,
+        CourseLayout,
+        CourseManager,
+        HubOAuth,
+    ]
 
 
 main = Kore.launch_instance

@@ -7,11 +7,24 @@ they raise and what it tells the reader to do, which subclasses set.
 JupyterHub REST API: https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html
 """
 
+import asyncio
 import json
+from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
 from .lti.errors import clean
+
+
+@dataclass(frozen=True)
+class AccessApplied:
+    """The hub's answer for one user (``problem`` empty when it was applied)."""
+
+    username: str
+    problem: str = ""
+    changed: bool = False
+    revoked_tokens: int = 0
 
 
 class HubAPIClient:
@@ -80,3 +93,46 @@ class HubAPIClient:
             + hint
             + self.what_next()
         )
+
+    async def apply_course_access(
+        self, usernames, concurrency: int = 8
+    ) -> dict[str, AccessApplied]:
+        """Make the hub apply the course registry to these users now.
+
+        ``POST /hub/api/ananke/users/<name>/access`` (``ananke_hub/auth/access.py``): their
+        hub groups and managed roles become what the registry says, and their tokens
+        for grader servers of courses they no longer teach are deleted. A user the hub
+        does not know has nothing to take away (done).
+        """
+        limit = asyncio.Semaphore(concurrency)
+        results: dict[str, AccessApplied] = {}
+        async with self._client() as client:
+
+            async def one(name: str) -> None:
+                path = f"/ananke/users/{quote(name, safe='')}/access"
+                async with limit:
+                    try:
+                        code, data = await self._call(client, "POST", path, {})
+                    except self.error as exc:  # no answer from the hub
+                        results[name] = AccessApplied(name, str(exc))
+                        return
+                if (
+                    code == 404
+                    and isinstance(data, dict)
+                    and "No such user" in str(data.get("message", ""))
+                ):
+                    results[name] = AccessApplied(name)
+                elif code == 200 and isinstance(data, dict):
+                    revoked = data.get("revoked_tokens")
+                    results[name] = AccessApplied(
+                        name,
+                        changed=bool(data.get("changed")),
+                        revoked_tokens=revoked if isinstance(revoked, int) else 0,
+                    )
+                else:
+                    results[name] = AccessApplied(
+                        name, str(self._refused("POST", path, code, data))
+                    )
+
+            await asyncio.gather(*(one(n) for n in sorted(set(usernames))))
+        return results

@@ -477,6 +477,29 @@ def test_wrong_kore_setting_names_the_fragment(own_kore):
     assert "Traceback" not in own_kore.log
 
 
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ("c.LTIAdvantage.concurrency = 100", "must be 1 to 64, not 100"),
+        ("c.LTIAdvantage.request_timeout = 'slow'", "expected a float"),
+        ("c.CourseRegistry.threads = 0", "at least 1"),
+        ("c.CourseManager.max_backup_bytes = -1", "CourseManager.max_backup_bytes"),
+        ("c.Kore.roster_sync_interval = 5", "at least 60 seconds"),
+        ("c.LTIAdvantage.concurency = 8", "has no setting 'concurency'"),
+    ],
+)
+def test_a_bad_setting_stops_kore_at_start_naming_file_line_and_setting(own_kore, setting, words):
+    # Before, a bad c.LTIAdvantage value started Kore fine and gave the instructor a 500
+    # at the first "Send grades".
+    (own_kore.config_dir / "55_tuning.py").write_text(f"c = get_config()  # noqa\n\n{setting}\n")
+    own_kore.start(wait=False)
+    assert own_kore.proc.wait(timeout=60) != 0
+    section_key = setting.split(" =")[0].removeprefix("c.")
+    line = next(x for x in own_kore.log.splitlines() if "55_tuning.py:3" in x)
+    assert section_key in line and words in line, own_kore.log
+    assert "Traceback" not in own_kore.log
+
+
 def test_corrupt_key_file_stops_kore_with_the_file_name(own_kore):
     keys = StateLayout(own_kore.state_dir).kore_keys
     keys.mkdir(parents=True)

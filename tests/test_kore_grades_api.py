@@ -210,7 +210,11 @@ def test_roster_sync_through_the_api(kore, school, lms):
     # Added to the registry and the gradebook; the fake hub has no groups API, so the
     # hub step fails for learners and says what Kore's token needs.
     assert "Not in the hub group" in rows["103"]["message"]
-    assert rows["5"]["status"] == "deactivated"  # the TA is no longer in the roster
+    # The TA is no longer in the roster; taking her access on the hub failed too, which
+    # must show (she may still reach the grader server until a sync succeeds).
+    assert rows["5"]["status"] == "failed"
+    assert "No longer in the LMS course roster" in rows["5"]["message"]
+    assert "Hub access not updated" in rows["5"]["message"]
     assert run["state"] == "failed"
     assert start(kore, school["A"], "t-inst", {"x": 1}, kind="roster").status_code == 400
 

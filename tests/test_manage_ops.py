@@ -139,6 +139,8 @@ class FakeHub:
         self.slow_stop = 0  # GETs a stop takes
         self.down = False
         self.calls: list[tuple[str, str]] = []
+        #: Users the hub applied the registry to (ananke_hub/auth/access.py).
+        self.access_applied: list[str] = []
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -156,6 +158,11 @@ class FakeHub:
         self.calls.append((method, path))
         body = json.loads(request.content) if request.content else None
         parts = path.strip("/").split("/")
+        if parts[:2] == ["ananke", "users"] and parts[3:] == ["access"] and method == "POST":
+            if parts[2] not in self.users:
+                return self.reply(404, {"status": 404, "message": f"No such user: {parts[2]}"})
+            self.access_applied.append(parts[2])
+            return self.reply(200, {"name": parts[2], "changed": True, "revoked_tokens": 0})
         if parts[0] == "groups":
             group = parts[1]
             if group not in self.groups:
@@ -557,6 +564,8 @@ async def test_delete_removes_the_course_and_keeps_backups_and_audit(world):
     op = await manager.delete(COURSE_ID, "u100")
     assert op["state"] == "finished" and op["step"] == 6
     assert_delete_done(world)
+    # Its staff (and students) lost the course on the hub at once: role and tokens.
+    assert {"u100", "u105", *STUDENTS} <= set(world.hub.access_applied)
 
     # The backup made first stays usable by its owners; the course is gone.
     for user in ("u100", "u105"):

@@ -25,7 +25,7 @@ from tornado import httpserver, web
 
 from ananke_hub import lti_spec
 from ananke_hub.auth.authenticator import AnankeLTI13Authenticator
-from ananke_hub.courses.provision import learner_group
+from ananke_hub.courses.provision import learner_group, staff_group
 from ananke_hub.courses.sync_store import SyncStore
 from ananke_hub.usernames import hub_username
 from kore.sync.hub_groups import HubGroups
@@ -45,6 +45,10 @@ class FakeHubAPI:
         self.groups: dict[str, set[str]] = {}
         self.calls: list[tuple[str, str]] = []
         self.refuse_with: int | None = None
+        #: Per user, the tokens the hub revokes when Kore asks it to apply their access.
+        self.revocable: dict[str, int] = {}
+        self.access_applied: list[str] = []
+        self.access_route = True
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/hub/api"
         hub = self
@@ -95,11 +99,23 @@ class FakeHubAPI:
                 hub.users.add(name)
                 self.reply(201, {"name": name})
 
+        class Access(Handler):
+            # ananke_hub/auth/access.py: apply the registry to the user, revoke tokens.
+            def post(self, name):
+                if not hub.access_route:
+                    return self.reply(404, {"status": 404, "message": "Not Found"})
+                if name not in hub.users:
+                    return self.reply(404, {"status": 404, "message": f"No such user: {name}"})
+                hub.access_applied.append(name)
+                revoked = hub.revocable.pop(name, 0)
+                self.reply(200, {"name": name, "changed": bool(revoked), "revoked_tokens": revoked})
+
         self.app = web.Application(
             [
                 (r"/hub/api/groups/([^/]+)", Group),
                 (r"/hub/api/groups/([^/]+)/users", GroupUsers),
                 (r"/hub/api/users/([^/]+)", User),
+                (r"/hub/api/ananke/users/([^/]+)/access", Access),
             ]
         )
 
@@ -210,7 +226,8 @@ async def test_roster_enrols_everyone_before_they_launch(
     assert all(people[u].in_gradebook for u in ("u101", "u103", "u104"))
     # and in the hub's learner group, with hub users made for them
     assert hub.groups[learner_group(course)] == {"u101", "u102", "u103", "u104"}
-    assert hub.users == {"u101", "u102", "u103", "u104"}
+    # hub users for everyone with a course role: learners and staff
+    assert hub.users == {"u1", "u101", "u102", "u103", "u104", "u105"}
 
 
 async def test_a_second_roster_sync_changes_nothing(course, registry, layout, client, lms, hub):
@@ -219,7 +236,15 @@ async def test_a_second_roster_sync_changes_nothing(course, registry, layout, cl
     calls = len(hub.calls)
     run = await roster_sync(course, registry, layout, client, hub)
     assert run["counts"] == {"unchanged": 6, "skipped": 2}
-    assert hub.calls[calls:] == [("GET", f"/hub/api/groups/{learner_group(course)}")]
+    # Reads of both groups; the hub re-applies the staff's access (idempotent, cheap).
+    assert sorted(hub.calls[calls:]) == sorted(
+        [
+            ("GET", f"/hub/api/groups/{learner_group(course)}"),
+            ("GET", f"/hub/api/groups/{staff_group(course)}"),
+            ("POST", "/hub/api/ananke/users/u1/access"),
+            ("POST", "/hub/api/ananke/users/u105/access"),
+        ]
+    )
 
 
 async def test_dropped_and_inactive_students(course, registry, layout, client, lms, hub):
@@ -281,8 +306,54 @@ async def test_hub_refusing_group_changes(course, registry, layout, client, lms,
     rows = results(registry, run)
     assert rows["103"]["status"] == "failed"
     assert "admin:users and admin:groups" in rows["103"]["message"]
-    assert rows["1"]["status"] == "unchanged"  # staff are not in the learner group
+    # Staff fail too: their group and hub access could not be applied.
+    assert rows["1"]["status"] == "failed"
+    assert "Hub access not updated" in rows["1"]["message"]
     assert members(registry, course)["u103"].active  # the registry has them anyway
+
+
+async def test_staff_join_the_staff_group_before_they_launch(
+    course, registry, layout, client, lms, hub
+):
+    roster(lms)
+    await roster_sync(course, registry, layout, client, hub)
+    assert hub.groups[staff_group(course)] == {"u1", "u105"}
+    assert {"u1", "u105"} <= hub.users
+    assert set(hub.access_applied) >= {"u1", "u105"}
+
+
+async def test_a_dropped_instructor_loses_the_course_on_the_hub_at_once(
+    course, registry, layout, client, lms, hub
+):
+    roster(lms)
+    await roster_sync(course, registry, layout, client, hub)
+    assert "u1" in hub.groups[staff_group(course)]
+    hub.access_applied.clear()
+    hub.revocable["u1"] = 2  # two logins to the grader server
+    lms.members = [m for m in lms.members if m["user_id"] != "1"]
+    run = await roster_sync(course, registry, layout, client, hub)
+    row = results(registry, run)["1"]
+    assert row["status"] == "deactivated"
+    assert "formgrader revoked (2 login token(s) deleted)" in row["message"]
+    assert "u1" not in hub.groups[staff_group(course)]
+    assert "u1" in hub.access_applied
+    # A TA who becomes a learner leaves the staff group too.
+    next(m for m in lms.members if m["user_id"] == "105")["roles"] = ["Learner"]
+    await roster_sync(course, registry, layout, client, hub)
+    assert hub.groups[staff_group(course)] == set()
+    assert "u105" in hub.groups[learner_group(course)]
+
+
+async def test_a_hub_without_the_access_route_fails_the_staff(
+    course, registry, layout, client, lms, hub
+):
+    hub.access_route = False
+    roster(lms)
+    lms.members = [m for m in lms.members if m["user_id"] != "1"]
+    run = await roster_sync(course, registry, layout, client, hub)
+    row = results(registry, run)["1"]
+    assert row["status"] == "failed"
+    assert "Hub access not updated" in row["message"] and "404" in row["message"]
 
 
 async def test_course_without_files_cannot_enrol(registry, layout, client, lms, hub):
@@ -381,3 +452,55 @@ async def test_launch_and_roster_name_a_student_alike_from_the_upstream_section(
     assert results(registry, again)["103"]["status"] in {"updated", "unchanged"}
     people = [m.username for m in registry.members(course) if m.lms_user_id == "103"]
     assert people == ["umaxthree"]
+
+
+# --- scheduled roster syncs (c.Kore.roster_sync_interval) -------------------------------------
+
+
+def test_roster_syncs_are_scheduled_hourly_by_default_and_checked():
+    from traitlets import TraitError
+
+    from kore.app import Kore
+
+    assert Kore().roster_sync_interval == 3600
+    assert Kore(roster_sync_interval=0).roster_sync_interval == 0  # off
+    with pytest.raises(TraitError, match="0 \\(off\\) or at least 60 seconds"):
+        Kore(roster_sync_interval=5)
+
+
+async def test_scheduled_syncs_run_every_course_with_a_roster(
+    course, registry, layout, client, lms, hub, monkeypatch
+):
+    import asyncio
+    from types import SimpleNamespace
+
+    from kore import app as kore_app
+    from kore.sync.manager import SyncManager
+
+    roster(lms)
+    no_roster = launch(registry, lms, "1", "instructor", link="quiz", **{lti_spec.NRPS: {}})
+    assert registry.roster_course_ids() == [course]
+    assert no_roster not in registry.roster_course_ids()
+    manager = SyncManager(
+        registry=registry,
+        layout=layout,
+        lti_client=client,
+        hub=HubGroups(api_url=hub.api_url, token=HUB_TOKEN),
+    )
+    kore = kore_app.Kore(roster_sync_interval=60)
+    kore.registry = registry
+    sleeps = []
+
+    async def one_round(seconds):  # the first wait passes, the second ends the loop
+        sleeps.append(seconds)
+        if len(sleeps) > 1:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(kore, "_wait", one_round)
+    with pytest.raises(asyncio.CancelledError):
+        await kore.scheduled_roster_syncs(SimpleNamespace(settings={"sync_manager": manager}))
+    assert sleeps == [60, 60]
+    (run,) = SyncStore(registry).runs(course, "roster")
+    assert run["state"] == "finished" and run["started_by"] == kore_app.SCHEDULED_ACTOR
+    assert members(registry, course)["u103"].active  # the roster arrived
+    assert hub.groups[staff_group(course)] == {"u1", "u105"}

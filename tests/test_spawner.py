@@ -368,3 +368,14 @@ def test_shipped_spawner_fragments_load_into_the_spawners(fake_systemd, tmp_path
     assert systemd_spawner.exchange_root == "/opt/nbgrader_exchange"
     local = make_local_spawner(tmp_path, config=config)
     assert local.home_dir == str(tmp_path / "homes" / "u123")
+
+
+def test_grader_servers_recheck_logins_with_the_hub_every_second(tmp_path):
+    # The hub revokes a removed teacher's grader tokens (ananke_hub/auth/access.py); a
+    # grader server that trusted the hub's earlier answer for JupyterHub's default five
+    # minutes would keep their formgrader open that long.
+    grader = make_local_spawner(tmp_path, user=fake_user("grader-c-0123456789abcdef"))
+    assert f"--HubOAuth.cache_max_age={spawner_mod.GRADER_AUTH_CACHE_SECONDS}" in grader.get_args()
+    assert spawner_mod.GRADER_AUTH_CACHE_SECONDS >= 1  # 0 would mean "cache forever"
+    student = make_local_spawner(tmp_path, user=fake_user("u3"))
+    assert not any("cache_max_age" in a for a in student.get_args())

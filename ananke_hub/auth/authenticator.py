@@ -9,10 +9,12 @@ from tornado.web import HTTPError
 from traitlets import Bool, Float, Instance, TraitError, Unicode, default, validate
 
 from ..courses.identity import LaunchError, LaunchInfo, check_course_launch
-from ..courses.provision import CourseProvisioner, ProvisioningError
+from ..courses.layout import course_of_grader
+from ..courses.provision import CourseProvisioner, Entitlements, ProvisioningError
 from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
 from ..usernames import UsernameRule, check_prefix, hub_username
+from .access import ACCESS_ROUTE, AccessHandler, revoke_grader_tokens
 from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
 from .platform_keys import PlatformKeySet
 from .replay import NonceRegistry
@@ -141,7 +143,8 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         # Called once, when the hub starts: the moment to prepare for course launches.
         if self.provision_courses:
             self.provisioner.prepare()
-        return super().get_handlers(app)
+        # Kore asks the hub to apply a course's changed staff at once (see access.py).
+        return [*super().get_handlers(app), (ACCESS_ROUTE, AccessHandler)]
 
     @property
     def platform_keys(self) -> PlatformKeySet:
@@ -251,6 +254,63 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         if admin:
             auth_model["roles"].append({"name": "admin"})
         return auth_model
+
+    @staticmethod
+    def _access_model(user, granted: Entitlements) -> dict | None:
+        """The auth model that gives ``user`` what the registry says; None if they have it.
+
+        Roles as at a launch: ``user``, one ``staff-<course>`` per course they teach,
+        and ``admin`` kept for hub admins (managed roles replace all of a user's roles).
+        """
+        roles = list(granted.roles)
+        if user.admin:
+            roles.append({"name": "admin"})
+        have_roles = {role.name for role in user.roles}
+        have_groups = {group.name for group in user.groups}
+        if have_roles == {r["name"] for r in roles} and have_groups == set(granted.groups):
+            return None
+        return {"name": user.name, "groups": list(granted.groups), "roles": roles}
+
+    async def refresh_user(self, user, handler=None):
+        """Groups and roles from the course registry, as a launch would give them.
+
+        JupyterHub calls this on a user's requests once ``auth_refresh_age`` passed
+        (and applies the returned groups and roles: manage_groups, manage_roles), so a
+        change in the registry reaches every user even without Kore's push
+        (:mod:`ananke_hub.auth.access`). Grader accounts have no course roles.
+        """
+        if not self.provision_courses or course_of_grader(user.name) is not None:
+            return True
+        granted = await self.provisioner.entitlements_of(user.name)
+        # Tokens are not deleted here: this may run inside a request made with one of
+        # them. Without the role, the hub no longer grants them the grader server.
+        return self._access_model(user, granted) or True
+
+    async def apply_course_access(self, handler, user) -> dict:
+        """Apply the registry to ``user`` now (Kore's request, see access.py)."""
+        if course_of_grader(user.name) is not None:
+            return {"name": user.name, "changed": False, "revoked_tokens": 0}
+        granted = await self.provisioner.entitlements_of(user.name)
+        model = self._access_model(user, granted)
+        if model is not None:
+            # What JupyterHub does with a refresh_user result; auth_state stays.
+            model["auth_state"] = await user.get_auth_state()
+            await handler.auth_to_user(model, user)
+        revoked = revoke_grader_tokens(handler.db, user, granted.staff_courses)
+        if model is not None or revoked:
+            self.log.info(
+                "user:%s course access applied: groups %s, %d grader token(s) revoked",
+                user.name,
+                ", ".join(granted.groups) or "none",
+                revoked,
+            )
+        return {
+            "name": user.name,
+            "changed": model is not None,
+            "groups": list(granted.groups),
+            "roles": sorted(role.name for role in user.roles),
+            "revoked_tokens": revoked,
+        }
 
     async def authenticate(self, handler, data=None):
         if not data:

@@ -20,13 +20,15 @@ import importlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from traitlets import Instance, default
 from traitlets.config import LoggingConfigurable
 
 from ..roles import Role
 from .identity import LaunchInfo
-from .layout import CourseLayout, grader_username
+from .layout import CourseLayout, course_of_grader, grader_username
+from .models import COURSE_DELETING
 from .registry import CourseBeingDeleted, CourseRegistry
 
 NBGRADER_SETUP = "ananke_hub.courses.nbgrader_setup"
@@ -64,6 +66,23 @@ def staff_role(course_id: str) -> dict:
     }
 
 
+#: JupyterHub's OAuth client of a user's default server: ``jupyterhub-user-<quoted name>``
+#: (jupyterhub/user.py); the grader's server of a course is such a client.
+USER_SERVER_CLIENT_PREFIX = "jupyterhub-user-"
+
+
+def grader_client_id(course_id: str) -> str:
+    """The OAuth client id of the course's grader server, as JupyterHub names it."""
+    return USER_SERVER_CLIENT_PREFIX + quote(grader_username(course_id))
+
+
+def course_of_grader_client(client_id: str | None) -> str | None:
+    """The course whose grader server ``client_id`` is, or None for any other client."""
+    if not client_id or not client_id.startswith(USER_SERVER_CLIENT_PREFIX):
+        return None
+    return course_of_grader(unquote(client_id[len(USER_SERVER_CLIENT_PREFIX) :]))
+
+
 def trust_graders(settings: dict, course_ids: list[str]) -> None:
     """Open these courses' grader servers without the hub's OAuth consent page.
 
@@ -75,7 +94,7 @@ def trust_graders(settings: dict, course_ids: list[str]) -> None:
     """
     no_confirm = settings.get("oauth_no_confirm_list")
     if isinstance(no_confirm, set):
-        no_confirm.update(f"jupyterhub-user-{grader_username(cid)}" for cid in course_ids)
+        no_confirm.update(grader_client_id(cid) for cid in course_ids)
 
 
 @dataclass(frozen=True)
@@ -84,18 +103,31 @@ class Entitlements:
 
     groups: list[str]
     roles: list[dict]
+    #: The courses whose grader server the user may reach (instructor or TA).
+    staff_courses: frozenset[str] = frozenset()
 
 
 def entitlements(memberships: list[tuple[str, str]]) -> Entitlements:
     """Groups and roles from ``(course_id, role)`` pairs; always keeps the ``user`` role."""
-    groups, roles = set(), [{"name": "user"}]
+    groups, roles, staff = set(), [{"name": "user"}], set()
     for course_id, role in memberships:
         if role in STAFF_ROLES:
             groups.add(staff_group(course_id))
             roles.append(staff_role(course_id))
+            staff.add(course_id)
         elif role == str(Role.LEARNER):
             groups.add(learner_group(course_id))
-    return Entitlements(sorted(groups), roles)
+    return Entitlements(sorted(groups), roles, frozenset(staff))
+
+
+def current_memberships(registry: CourseRegistry, username: str) -> list[tuple[str, str]]:
+    """``(course_id, role)`` of the user's active memberships in courses that are not
+    being deleted (blocking: call through ``registry.run``)."""
+    return [
+        (course.id, role)
+        for course, role in registry.memberships(username)
+        if course.state != COURSE_DELETING
+    ]
 
 
 class CourseProvisioner(LoggingConfigurable):
@@ -183,7 +215,10 @@ class CourseProvisioner(LoggingConfigurable):
                 "minute; if it keeps failing, tell the hub's administrators."
             ) from exc
 
-        memberships = await registry.run(registry.memberships, info.username)
-        pairs = [(course.id, role) for course, role in memberships]
+        pairs = await registry.run(current_memberships, registry, info.username)
         trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
         return entitlements(pairs)
+
+    async def entitlements_of(self, username: str) -> Entitlements:
+        """What the registry gives ``username`` now (for a refresh outside a launch)."""
+        return entitlements(await self.registry.run(current_memberships, self.registry, username))

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from traitlets import Int, Unicode, default
+from traitlets import Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..paths import StateLayout
@@ -93,6 +93,12 @@ class CourseRegistry(LoggingConfigurable):
         config=True,
         help="Threads that run database calls, so they never block the event loop.",
     )
+
+    @validate("threads")
+    def _at_least_one_thread(self, proposal):
+        if proposal.value < 1:
+            raise TraitError(f"CourseRegistry.threads must be at least 1, not {proposal.value}.")
+        return proposal.value
 
     @default("url")
     def _default_url(self):
@@ -290,6 +296,17 @@ class CourseRegistry(LoggingConfigurable):
             return list(
                 session.scalars(
                     select(Member).where(Member.course_id == course_id).order_by(Member.username)
+                )
+            )
+
+    def roster_course_ids(self) -> list[str]:
+        """Active courses whose launches named a roster service (NRPS), oldest first."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Course.id)
+                    .where(Course.memberships_url != "", Course.state != COURSE_DELETING)
+                    .order_by(Course.created_at)
                 )
             )
 

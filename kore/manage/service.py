@@ -20,7 +20,9 @@ again (:meth:`CourseManager.resume_unfinished` at Kore's start does it for crash
   learner members, sync history and delivered scores go.
 - delete: 1 backup ("before-delete") - 2 registry: the course is "deleting" (launches
   are refused) - 3 hub: the grader's server stops and the grader account goes - 4 hub:
-  groups ``nbgrader-<course>`` and ``formgrade-<course>`` go - 5 files: the grader's
+  groups ``nbgrader-<course>`` and ``formgrade-<course>`` go, and the hub applies the
+  registry to every member (the course no longer counts: its staff lose the role
+  ``staff-<course>`` at once, not at their next login) - 5 files: the grader's
   home (and systemd's ``/var/lib/grader-<course>`` link) and the course's exchange
   directory go - 6 registry: the course goes (members and syncs with it). Backups and
   audit events stay; backups remain usable by their owners.
@@ -841,6 +843,16 @@ class CourseManager(LoggingConfigurable):
         hub = self._hub()
         for group in (learner_group(op.course_id), staff_group(op.course_id)):
             await hub.delete_group(group)
+        # The members are still in the registry (step 6 removes them); a course that is
+        # being deleted gives nobody anything (provision.current_memberships).
+        members = [m.username for m in await self._db(self.registry.members, op.course_id)]
+        applied = await hub.apply_course_access(members)
+        failed = [a for a in applied.values() if a.problem]
+        if failed:
+            raise Unavailable(
+                f"The hub did not take the course's roles from {len(failed)} member(s): "
+                f"{failed[0].problem}"
+            )
 
     def _systemd_link(self, paths: CoursePaths) -> Path | None:
         """``/var/lib/<user>``: systemd's link to a dynamic user's StateDirectory

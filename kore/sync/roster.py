@@ -11,8 +11,14 @@ One job per request, for one course:
    Inactive/Deleted, become inactive. Nothing is deleted (grades and files stay).
 4. Enrol new or changed learners in the course's nbgrader gradebook.
 5. Give learners a hub user and put them in the hub group ``nbgrader-<course>``; take
-   inactive learners out of it (:mod:`.hub_groups`). Without a hub API token (the CLI
-   outside the hub) this step is skipped with a warning.
+   inactive learners out of it (:mod:`.hub_groups`).
+6. The same for staff (instructors, teaching assistants) and ``formgrade-<course>``;
+   then the hub applies the registry to every member who changed and to all staff
+   (``ananke_hub/auth/access.py``): someone the LMS removed loses the course's groups,
+   its role ``staff-<course>`` and their tokens for the course's grader server at once,
+   not at their next login. Without a hub API token (the CLI outside the hub) steps 5
+   and 6 are skipped with a warning; the hub's own refresh (``auth_refresh_age``)
+   applies the registry at the user's next request.
 
 Every person gets a result: added, updated, unchanged, deactivated, skipped or failed.
 An empty roster deactivates nobody (more likely an LMS problem than an empty course).
@@ -24,7 +30,7 @@ from functools import partial
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import Course
-from ananke_hub.courses.provision import learner_group
+from ananke_hub.courses.provision import STAFF_ROLES, learner_group, staff_group
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.sync_store import ResultRecord, RosterChange, RosterEntry
 from ananke_hub.lti_spec import NRPS_SCOPE
@@ -112,10 +118,15 @@ class RosterSyncJob(SyncJob):
             self.record(result)
         names = {e.username: e for e in entries}
         problems = await self.enrol(changes, names)
-        problems.update(await self.update_hub_group(course))
+        _merge(problems, await self.update_hub_group(course))
+        access_problems, notes = await self.update_staff_access(course, changes)
+        _merge(problems, access_problems)
         for change in changes:
             problem = problems.get(change.username, "")
             status, message = change.status, change.message
+            note = notes.get(change.username, "")
+            if note:
+                message = (message + " " if message else "") + note
             if problem:
                 status, message = "failed", (message + " " if message else "") + problem
             self.record(
@@ -238,6 +249,63 @@ class RosterSyncJob(SyncJob):
             for name, problem in result.items()
             if problem
         }
+
+    async def update_staff_access(
+        self, course: Course, changes: list[RosterChange]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Active staff in ``formgrade-<course>``, everyone else out; then the hub applies
+        the registry to changed members and all staff. Problems and notes per name."""
+        members = await self.registry.run(self.registry.members, self.course_id)
+        staff = {m.username for m in members if m.role in STAFF_ROLES and m.active}
+        others = {m.username for m in members} - staff
+        ever_staff = {m.username for m in members if m.role in STAFF_ROLES}
+        changed = {c.username for c in changes if c.status in ("added", "updated", "deactivated")}
+        group = staff_group(course.id)
+        if self.hub is None:
+            if ever_staff or changed:
+                self.warn(
+                    f"The hub group {group} and hub roles were not updated: no hub API "
+                    "token (JUPYTERHUB_API_TOKEN and JUPYTERHUB_API_URL). The hub applies "
+                    "the roster at each user's next request (auth_refresh_age), or run the "
+                    "roster sync from Kore."
+                )
+            return {}, {}
+        problems: dict[str, str] = {}
+        try:
+            result = await self.hub.sync_group(group, staff, others)
+        except HubAPIError as exc:
+            problem = f"Not in the hub group {group}: {exc}"
+            self.warn(problem)
+            result = {}
+            problems.update(dict.fromkeys(staff, problem))
+        for name, problem in result.items():
+            if problem:
+                problems[name] = f"Hub group {group}: {problem}"
+        notes: dict[str, str] = {}
+        applied = await self.hub.apply_course_access(ever_staff | changed)
+        for name, outcome in applied.items():
+            if outcome.problem:
+                problems[name] = _joined(
+                    problems.get(name, ""), f"Hub access not updated: {outcome.problem}"
+                )
+            elif outcome.revoked_tokens:
+                notes[name] = (
+                    f"Access to the course's formgrader revoked ({outcome.revoked_tokens} "
+                    "login token(s) deleted)."
+                )
+            elif outcome.changed:
+                notes[name] = "Hub groups and roles updated."
+        return problems, notes
+
+
+def _joined(first: str, second: str) -> str:
+    return f"{first} {second}" if first else second
+
+
+def _merge(problems: dict[str, str], more: dict[str, str]) -> None:
+    for name, problem in more.items():
+        if problem:
+            problems[name] = _joined(problems.get(name, ""), problem)
 
 
 async def run_roster_sync(
