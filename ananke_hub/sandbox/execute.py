@@ -1,0 +1,103 @@
+"""nbgrader's executor with its kernels in the sandbox, chosen through configuration.
+
+nbgrader's ``Execute`` preprocessor is an nbclient ``NotebookClient`` that always passes
+``kernel_manager_class=AsyncKernelManager`` (so ``c.Execute.kernel_manager_class`` has
+no effect). :class:`SandboxedExecute` is the same preprocessor with
+:class:`SandboxKernelManager`, whose kernel spec names the ``ananke-sandbox`` kernel
+provisioner (jupyter_client's ``metadata.kernel_provisioner``). The lab config puts it in
+place of ``Execute`` in nbgrader's preprocessor lists (:func:`sandboxed`); nbgrader itself
+is not changed.
+
+When the sandbox stops a kernel at a limit, nbclient only sees a dead kernel;
+:class:`SandboxedExecute` turns that into :class:`SandboxLimitExceeded`, whose message
+nbgrader logs for that one submission (in the formgrader's error dialog and the
+command's output) before it goes on with the next.
+"""
+
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+from nbgrader.preprocessors import Execute
+
+PROVISIONER_NAME = "ananke-sandbox"
+
+
+class SandboxLimitExceeded(RuntimeError):
+    """A submission's code hit a limit of the sandbox; the message names it."""
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernels always start through the ``ananke-sandbox`` provisioner."""
+
+    # Set by the provisioner when it stops the kernel at a limit.
+    sandbox_limit_exceeded: str | None = None
+
+    @property
+    def kernel_spec(self) -> KernelSpec | None:
+        spec = super().kernel_spec
+        if (
+            spec is None
+            or spec.metadata.get("kernel_provisioner", {}).get("provisioner_name")
+            == PROVISIONER_NAME
+        ):
+            return spec
+        metadata = dict(spec.metadata)
+        metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": {}}
+        sandboxed = KernelSpec(**{**spec.to_dict(), "metadata": metadata})
+        sandboxed.resource_dir = spec.resource_dir
+        # Interrupts (nbgrader's per-cell timeout) as a message on the control channel:
+        # a signal to the process group would reach bubblewrap, not the kernel in its
+        # own session and PID namespace.
+        sandboxed.interrupt_mode = "message"
+        self._kernel_spec = sandboxed
+        return sandboxed
+
+
+class SandboxedExecute(Execute):
+    """nbgrader's ``Execute`` with the kernel in the sandbox."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
+        super().__init__(*args, **kwargs)
+
+    _sandbox_km: SandboxKernelManager | None = None
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        self._sandbox_km = km
+        return km
+
+    def preprocess(self, nb, resources=None, km=None):
+        from nbclient.exceptions import DeadKernelError
+
+        self._sandbox_km = None
+        try:
+            return super().preprocess(nb, resources, km)
+        except Exception as exc:
+            limit = getattr(self._sandbox_km, "sandbox_limit_exceeded", None)
+            where = (resources or {}).get("metadata", {}).get("path", "this notebook")
+            if limit:
+                message = (
+                    f"Autograding stopped: the student's code in {where} {limit} of the "
+                    "sandbox. The other submissions are graded; instructors can raise the "
+                    "limit in the course's settings in Kore."
+                )
+            elif isinstance(exc, DeadKernelError):
+                message = (
+                    f"Autograding stopped: the kernel running the student's code in {where} "
+                    "died in the sandbox; it may have exceeded its CPU time or memory limit "
+                    "(the course's settings in Kore) or crashed."
+                )
+            else:
+                raise
+            self.log.error("%s", message)
+            raise SandboxLimitExceeded(message) from exc
+
+
+def sandboxed(preprocessors: list) -> list:
+    """``preprocessors`` with nbgrader's ``Execute`` (class or dotted name) replaced by
+    :class:`SandboxedExecute`."""
+    names = {"nbgrader.preprocessors.Execute", "nbgrader.preprocessors.execute.Execute"}
+    return [
+        SandboxedExecute if (p is Execute or (isinstance(p, str) and p in names)) else p
+        for p in preprocessors
+    ]
