@@ -141,7 +141,7 @@ async def test_instructor_saves_a_change_with_the_keyboard(ada, stack):
     }
     config = nbgrader_config(stack)
     assert config["Execute"]["timeout"] == 120
-    assert config["GenerateFeedback"]["preprocessors"][-1] == "nbgrader.preprocessors.Execute"
+    assert config["GenerateFeedback"]["preprocessors"][-1] == "ananke_hub.sandbox.execute.SandboxedExecute"
     await ada.reload()
     await expect(timeout).to_have_value("120")
     await expect(rerun).to_be_checked()

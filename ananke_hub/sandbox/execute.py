@@ -101,3 +101,11 @@ def sandboxed(preprocessors: list) -> list:
         SandboxedExecute if (p is Execute or (isinstance(p, str) and p in names)) else p
         for p in preprocessors
     ]
+
+
+def sandboxed_autograde_preprocessors() -> list:
+    """nbgrader's own ``Autograde.autograde_preprocessors``, in its order, with the
+    executor in the sandbox (read from nbgrader, so a new nbgrader's list is kept)."""
+    from nbgrader.converters import Autograde
+
+    return sandboxed(Autograde.class_traits()["autograde_preprocessors"].default())

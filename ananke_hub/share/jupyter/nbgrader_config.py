@@ -36,10 +36,6 @@ if _student_id:
 # Autograding runs each submission's kernel in a sandbox (ananke_hub/sandbox): no
 # gradebook, no other submissions, no network, with limits. The per-course limits are in
 # the course's nbgrader_config.json (c.SandboxProvisioner, set in Kore).
-from nbgrader.converters import Autograde  # noqa: E402
+from ananke_hub.sandbox.execute import sandboxed_autograde_preprocessors  # noqa: E402
 
-from ananke_hub.sandbox.execute import sandboxed  # noqa: E402
-
-c.Autograde.autograde_preprocessors = sandboxed(
-    Autograde.class_traits()["autograde_preprocessors"].default_value
-)
+c.Autograde.autograde_preprocessors = sandboxed_autograde_preprocessors()
