@@ -152,19 +152,20 @@ def command(
     for name in ETC_FILES:
         if os.path.exists(name):
             args += ["--ro-bind", name, name]
+    # /tmp first: what is bound below it (a Python, the scratch directory) goes on top.
+    args += ["--size", str(tmp_size_mb * 1024 * 1024), "--tmpfs", SANDBOX_TMP]
+    if uid is not None:
+        args += ["--chmod", "1777", SANDBOX_TMP]
     made = set()
     for path in read_only:
         # bubblewrap copies the modes of the parents it makes (/root: 0700), which would
         # shut the throwaway uid out of a Python under /root.
         for parent in reversed(Path(path).parents[:-1]):
-            if str(parent) not in made and not os.path.islink(parent):
+            if str(parent) not in made | {SANDBOX_TMP} and not os.path.islink(parent):
                 args += ["--perms", "0755", "--dir", str(parent)]
                 made.add(str(parent))
         args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--size", str(tmp_size_mb * 1024 * 1024), "--tmpfs", SANDBOX_TMP]
-    if uid is not None:
-        args += ["--chmod", "1777", SANDBOX_TMP]
     args += ["--bind", scratch, scratch, "--chdir", scratch]
     args += ["--clearenv"]
     for key, value in sorted(env.items()):

@@ -119,8 +119,8 @@ class SandboxProvisioner(LocalProvisioner):
         tasks = self.tasks_max
         if self._uid is None:
             # Without root the kernel keeps the grader's uid (in its own user namespace),
-            # and RLIMIT_NPROC counts all the uid's processes: allow the ones it has.
-            tasks += _processes_of(os.getuid())
+            # and RLIMIT_NPROC counts all the uid's tasks: allow the ones it has.
+            tasks += _tasks_of(os.getuid())
         return bubblewrap.Limits(
             memory_mb=self.memory_mb,
             tasks=tasks,
@@ -244,12 +244,14 @@ def _whoami() -> str:
     return f"uid {os.geteuid()}"
 
 
-def _processes_of(uid: int) -> int:
+def _tasks_of(uid: int) -> int:
+    """Processes and threads of ``uid`` now (what RLIMIT_NPROC counts)."""
     count = 0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                count += entry.stat().st_uid == uid
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
             except OSError:
                 pass
     return count
