@@ -140,20 +140,24 @@ class SandboxProvisioner(LocalProvisioner):
                 _whoami(),
             )
             return await super().pre_launch(**kwargs)
-        tools = bubblewrap.find_tools()
         self._uid = secrets.choice(THROWAWAY_UIDS) if os.geteuid() == 0 else None
-        key = (tools.bwrap, os.geteuid())
-        if key not in _probed:
-            try:
-                bubblewrap.probe(tools, self._uid)
-                _probed[key] = None
-            except bubblewrap.SandboxUnavailable as exc:
-                _probed[key] = str(exc)
-        if _probed[key] is not None:
+        try:
+            tools = bubblewrap.find_tools()
+            key = (tools.bwrap, os.geteuid())
+            if key not in _probed:
+                try:
+                    bubblewrap.probe(tools, self._uid)
+                    _probed[key] = None
+                except bubblewrap.SandboxUnavailable as exc:
+                    _probed[key] = str(exc)
+            if _probed[key] is not None:
+                raise bubblewrap.SandboxUnavailable(_probed[key])
+        except bubblewrap.SandboxUnavailable as exc:
             raise bubblewrap.SandboxUnavailable(
-                f"{_probed[key]} Autograding is refused rather than run unsandboxed; an "
-                f"admin can turn the sandbox off explicitly with {BACKEND_ENV}=off."
-            )
+                f"{exc} Autograding is refused rather than run unsandboxed; an admin can "
+                f"turn the sandbox off explicitly with {BACKEND_ENV}=off in the labs' "
+                "environment."
+            ) from None
 
         km = self.parent
         cwd = kwargs.get("cwd") or os.getcwd()
@@ -181,12 +185,13 @@ class SandboxProvisioner(LocalProvisioner):
             MALLOC_ARENA_MAX="2",
             MPLCONFIGDIR=os.path.join(self.scratch, ".matplotlib"),
         )
+        limits = self.limits()
         kwargs["cmd"] = bubblewrap.command(
             kwargs["cmd"],
             scratch=self.scratch,
             read_only=read_only,
             env=env,
-            limits=self.limits(),
+            limits=limits,
             tmp_size_mb=self.tmp_size_mb,
             tools=tools,
             uid=self._uid,
@@ -200,7 +205,7 @@ class SandboxProvisioner(LocalProvisioner):
             self.kernel_id,
             f"uid {self._uid}" if self._uid is not None else f"{_whoami()} (user namespace)",
             self.scratch,
-            self.limits(),
+            limits,
             self.time_limit,
         )
         return kwargs
@@ -235,7 +240,8 @@ class SandboxProvisioner(LocalProvisioner):
             await self.kill()
             await self.wait()
         await super().cleanup(restart=restart)
-        if self.scratch is not None and not restart:
+        # Also on a restart: pre_launch makes a new one.
+        if self.scratch is not None:
             await asyncio.to_thread(shutil.rmtree, self.scratch, True)
             self.scratch = None
 
