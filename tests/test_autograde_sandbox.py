@@ -26,6 +26,7 @@ import pytest
 from nbgrader_users import ASSIGNMENT, COURSE_ID, IS_ROOT, Classroom, finish
 
 from ananke_hub.courses.settings import CourseSettings
+from ananke_hub.sandbox import records
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None and not os.environ.get("CI"),
@@ -295,6 +296,11 @@ def run_class(*, sandbox: bool, marker: str) -> dict:
             "listener": listener.accepted,
             "leftover": processes_with(marker),
             "grader_processes": processes_of(room.grader.uid) if IS_ROOT else [],
+            "limits": records.parse(
+                (home / records.LIMITS_FILE).read_bytes()
+                if (home / records.LIMITS_FILE).exists()
+                else None
+            ),
             "autograded": sorted(
                 p.name for p in (home / "autograded").iterdir() if (p / ASSIGNMENT).is_dir()
             ),
@@ -355,6 +361,9 @@ def test_limits_end_only_the_submission_that_hit_them(sandboxed):
     assert grading.count("exceeded the time limit") >= 2  # the sleeper and the fork bomb
     assert "u160" not in sandboxed["autograded"] and "u170" not in sandboxed["autograded"]
     assert {"u101", "u102", "u150"} <= set(sandboxed["autograded"])
+    # Recorded for Kore's grade sync, which reports them instead of sending a score.
+    assert set(sandboxed["limits"]) == {("u160", ASSIGNMENT), ("u170", ASSIGNMENT)}
+    assert "exceeded the time limit of 15 s" in sandboxed["limits"][("u160", ASSIGNMENT)]
 
 
 def test_no_process_survives_the_grading(sandboxed):

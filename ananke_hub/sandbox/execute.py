@@ -18,6 +18,8 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from nbgrader.preprocessors import Execute
 
+from . import records
+
 PROVISIONER_NAME = "ananke-sandbox"
 
 
@@ -71,26 +73,43 @@ class SandboxedExecute(Execute):
 
         self._sandbox_km = None
         try:
-            return super().preprocess(nb, resources, km)
+            result = super().preprocess(nb, resources, km)
         except Exception as exc:
             limit = getattr(self._sandbox_km, "sandbox_limit_exceeded", None)
             where = (resources or {}).get("metadata", {}).get("path", "this notebook")
             if limit:
-                message = (
-                    f"Autograding stopped: the student's code in {where} {limit} of the "
-                    "sandbox. The other submissions are graded; instructors can raise the "
-                    "limit in the course's settings in Kore."
-                )
+                short = f"Autograding was stopped: the student's code {limit} of the sandbox."
             elif isinstance(exc, DeadKernelError):
-                message = (
-                    f"Autograding stopped: the kernel running the student's code in {where} "
-                    "died in the sandbox; it may have exceeded its CPU time or memory limit "
-                    "(the course's settings in Kore) or crashed."
+                short = (
+                    "Autograding was stopped: the kernel running the student's code died in "
+                    "the sandbox; it may have exceeded its CPU time or memory limit, or crashed."
                 )
             else:
                 raise
+            message = (
+                f"{short} ({where}) The other submissions are graded; instructors can raise "
+                "the limits in the course's settings in Kore."
+            )
             self.log.error("%s", message)
+            self._record(resources, short)
             raise SandboxLimitExceeded(message) from exc
+        self._record(resources, None)
+        return result
+
+    def _record(self, resources, message: str | None) -> None:
+        """Tell Kore's grade sync (records.LIMITS_FILE) about this submission, when
+        autograding (nbgrader's converter, through its exporter, knows the course
+        directory; the resources name the student and the assignment)."""
+        nbgrader = (resources or {}).get("nbgrader", {})
+        converter = getattr(self.parent, "parent", None)
+        coursedir = getattr(converter, "coursedir", None)
+        student, assignment = nbgrader.get("student"), nbgrader.get("assignment")
+        if coursedir is None or not student or not assignment:
+            return
+        try:
+            records.update(coursedir.root, assignment, student, message)
+        except OSError as exc:
+            self.log.warning("Could not record the autograding limit for Kore: %s", exc)
 
 
 def sandboxed(preprocessors: list) -> list:
