@@ -118,3 +118,18 @@ def test_python_dirs_never_include_the_home_or_the_notebook_folder(tmp_path, mon
     assert str(tmp_path) not in dirs
     assert str(home / "lib") in dirs
     assert not any(d == "/usr" or d.startswith("/usr/") for d in dirs)
+
+
+def test_the_course_directory_is_never_copied_into_the_sandbox(tmp_path, monkeypatch, clean_probe):
+    """nbclient runs the kernel in the notebook's folder; if that is the course directory
+    (the working directory, with the gradebook) or the home, nothing is copied."""
+    monkeypatch.delenv(provisioner.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(bubblewrap, "probe", lambda tools, uid: None)
+    monkeypatch.setattr(bubblewrap, "find_tools", lambda: bubblewrap.Tools("b", "p", "s"))
+    (tmp_path / "gradebook.db").write_text("grades")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(bubblewrap.SandboxUnavailable, match="not copied into the sandbox"):
+        run("print('never')", tmp_path)
+    with pytest.raises(bubblewrap.SandboxUnavailable, match="not copied into the sandbox"):
+        run("print('never')", tmp_path.parent)
+    assert not any(p.name.startswith("ananke-sandbox-") for p in tmp_path.iterdir())

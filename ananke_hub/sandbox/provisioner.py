@@ -160,9 +160,19 @@ class SandboxProvisioner(LocalProvisioner):
             ) from None
 
         km = self.parent
-        cwd = kwargs.get("cwd") or os.getcwd()
+        # The notebook's folder (nbclient passes it as cwd); never the course directory
+        # or the home, which hold the gradebook and everyone's work.
+        cwd = kwargs.get("cwd")
+        protected = [os.path.expanduser("~"), os.getcwd()]
+        if cwd and _contains_any(cwd, protected):
+            raise bubblewrap.SandboxUnavailable(
+                f"The notebook's folder {cwd} is (or contains) the grader's home or the "
+                "course directory; it is not copied into the sandbox. Autograde from "
+                "nbgrader's submitted/autograded folders."
+            )
         self.scratch = tempfile.mkdtemp(prefix="ananke-sandbox-", dir=self.scratch_root)
-        await asyncio.to_thread(_copy_tree, Path(cwd), Path(self.scratch))
+        if cwd:
+            await asyncio.to_thread(_copy_tree, Path(cwd), Path(self.scratch))
         km.transport = "ipc"
         km.ip = os.path.join(self.scratch, "kernel")
         km.cache_ports = False
@@ -171,7 +181,7 @@ class SandboxProvisioner(LocalProvisioner):
         if self._uid is not None:
             await asyncio.to_thread(_give, Path(self.scratch), self._uid)
 
-        read_only = _python_dirs([os.path.expanduser("~"), cwd, os.getcwd()])
+        read_only = _python_dirs([*protected, *([cwd] if cwd else [])])
         env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
         env.update(
             HOME=self.scratch,
@@ -263,6 +273,12 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
+def _contains_any(path: str, others: list[str]) -> bool:
+    """Whether ``path`` is one of ``others`` or an ancestor of one (after resolving links)."""
+    path = os.path.realpath(path).rstrip("/") + "/"
+    return any((os.path.realpath(o).rstrip("/") + "/").startswith(path) for o in others)
+
+
 def _python_dirs(protect: list[str]) -> list[str]:
     """The directories the kernel's Python needs: its installation and its ``sys.path``
     entries outside ``/usr``. A directory that is or contains one of ``protect`` (the
@@ -271,12 +287,11 @@ def _python_dirs(protect: list[str]) -> list[str]:
     exe_prefix = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))
     candidates = [sys.prefix, sys.base_prefix, exe_prefix]
     candidates += [p for p in sys.path if p and os.path.isdir(p)]
-    protected = [os.path.realpath(p) + "/" for p in protect]
     chosen: list[str] = []
     for path in sorted({os.path.realpath(p) for p in candidates}):
         if path == "/usr" or path.startswith("/usr/"):
             continue  # bound whole
-        if any(p.startswith(path.rstrip("/") + "/") for p in protected):
+        if _contains_any(path, protect):
             continue
         if any(path.startswith(c + "/") for c in chosen):
             continue
