@@ -99,11 +99,15 @@ def find_tools() -> Tools:
     return Tools(bwrap, prlimit, setpriv)
 
 
-def _namespaces(uid: int | None) -> list[str]:
+def _namespaces(uid: int | None, no_nested_userns: bool = True) -> list[str]:
     common = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
     common += ["--unshare-cgroup-try"]
     if uid is None:
-        return [*common, "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+        # --disable-userns: the kernel cannot make user namespaces of its own (less kernel
+        # surface). It sets a sysctl of the new namespace, which needs a writable
+        # /proc/sys: containers (nspawn, Podman) mount it read-only, see probe().
+        nested = ["--disable-userns"] if no_nested_userns else []
+        return [*common, "--unshare-user", *nested, "--cap-drop", "ALL"]
     # Root: no user namespace; only what setpriv needs to give up root, and it drops
     # every capability with the uid (capabilities(7), "Effect of user ID changes").
     return [*common, "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -141,11 +145,13 @@ def command(
     tmp_size_mb: int,
     tools: Tools,
     uid: int | None,
+    no_nested_userns: bool = True,
 ) -> list[str]:
     """The argv that runs ``argv`` confined, with ``scratch`` as its only writable
     directory, as ``uid`` (a throwaway uid; the caller must be root) or, with ``None``,
     as the caller in a user namespace. ``env`` is the kernel's whole environment."""
-    args = [tools.prlimit, *limits.prlimit_args(), "--", tools.bwrap, *_namespaces(uid)]
+    args = [tools.prlimit, *limits.prlimit_args(), "--", tools.bwrap]
+    args += _namespaces(uid, no_nested_userns)
     # The sandbox ends with the process that started it, and it gets no terminal
     # (TIOCSTI injection into the grader's terminal, bwrap(1) --new-session).
     args += ["--die-with-parent", "--new-session", *_base_view()]
@@ -173,19 +179,31 @@ def command(
     return [*args, "--", *_drop_to(uid, tools.setpriv), *argv]
 
 
-def probe(tools: Tools, uid: int | None) -> None:
-    """Start an empty sandbox once; :class:`SandboxUnavailable` with bubblewrap's words if
-    the kernel, a seccomp filter or an AppArmor profile forbids it here."""
-    args = [tools.bwrap, *_namespaces(uid), *_base_view(), "--", *_drop_to(uid, tools.setpriv)]
-    try:
-        done = subprocess.run([*args, "true"], capture_output=True, text=True, timeout=30, env={})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from exc
-    if done.returncode != 0:
-        raise SandboxUnavailable(
-            "bubblewrap cannot make a sandbox on this machine "
-            f"({done.stderr.strip() or f'exit status {done.returncode}'}). Without root "
-            "it needs unprivileged user namespaces: check the sysctls "
-            "user.max_user_namespaces and kernel.unprivileged_userns_clone, and that the "
-            "container or service (RestrictNamespaces=, seccomp) allows them."
-        )
+def probe(tools: Tools, uid: int | None) -> bool:
+    """Start an empty sandbox; :class:`SandboxUnavailable` with bubblewrap's words if the
+    kernel, a seccomp filter or an AppArmor profile forbids it here. Returns whether
+    nested user namespaces can be forbidden (``--disable-userns``) too."""
+    errors = []
+    for no_nested in (True, False):
+        args = [tools.bwrap, *_namespaces(uid, no_nested), *_base_view(), "--"]
+        try:
+            done = subprocess.run(
+                [*args, *_drop_to(uid, tools.setpriv), "true"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={},
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from exc
+        if done.returncode == 0:
+            return no_nested
+        errors.append(done.stderr.strip() or f"exit status {done.returncode}")
+        if uid is not None:
+            break  # no user namespace as root: nothing else to try
+    raise SandboxUnavailable(
+        f"bubblewrap cannot make a sandbox on this machine ({errors[-1]}). Without root "
+        "it needs unprivileged user namespaces: check the sysctls user.max_user_namespaces "
+        "and kernel.unprivileged_userns_clone, and that the container or service "
+        "(RestrictNamespaces=, seccomp) allows them."
+    )

@@ -52,7 +52,8 @@ THROWAWAY_UIDS = range(0x6A000000, 0x6B000000)
 # grader's paths) is left out.
 PASS_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "LD_LIBRARY_PATH")
 
-_probed: dict[tuple, str | None] = {}
+# Per bwrap and euid: whether nested user namespaces can be forbidden, or why no sandbox.
+_probed: dict[tuple, bool | str] = {}
 
 
 class SandboxProvisioner(LocalProvisioner):
@@ -146,12 +147,18 @@ class SandboxProvisioner(LocalProvisioner):
             key = (tools.bwrap, os.geteuid())
             if key not in _probed:
                 try:
-                    bubblewrap.probe(tools, self._uid)
-                    _probed[key] = None
+                    _probed[key] = bubblewrap.probe(tools, self._uid)
                 except bubblewrap.SandboxUnavailable as exc:
                     _probed[key] = str(exc)
-            if _probed[key] is not None:
+                if _probed[key] is False and self._uid is None:
+                    self.log.warning(
+                        "Sandbox: nested user namespaces cannot be forbidden here "
+                        "(bubblewrap's --disable-userns needs a writable /proc/sys); "
+                        "student code could make user namespaces inside its sandbox."
+                    )
+            if isinstance(_probed[key], str):
                 raise bubblewrap.SandboxUnavailable(_probed[key])
+            no_nested_userns = _probed[key]
         except bubblewrap.SandboxUnavailable as exc:
             raise bubblewrap.SandboxUnavailable(
                 f"{exc} Autograding is refused rather than run unsandboxed; an admin can "
@@ -205,6 +212,7 @@ class SandboxProvisioner(LocalProvisioner):
             tmp_size_mb=self.tmp_size_mb,
             tools=tools,
             uid=self._uid,
+            no_nested_userns=no_nested_userns,
         )
         # bubblewrap's own environment: nothing of the grader's.
         kwargs["env"] = {"PATH": "/usr/bin:/bin"}
