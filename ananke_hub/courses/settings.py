@@ -36,6 +36,8 @@ How each setting maps onto nbgrader 0.9.6:
 
 from dataclasses import asdict, dataclass, field, fields
 
+from ananke_hub.sandbox import EXECUTE_CLASS
+
 # GenerateFeedback's default preprocessors in nbgrader 0.9.6 (converters/generate_feedback.py);
 # we list them explicitly because setting the trait replaces the whole list.
 _FEEDBACK_BASE = [
@@ -44,7 +46,7 @@ _FEEDBACK_BASE = [
 ]
 _CLEAR_HIDDEN_TESTS = "nbgrader.preprocessors.ClearHiddenTests"
 # Feedback made by running the notebooks again runs student code too: in the sandbox.
-_EXECUTE = "ananke_hub.sandbox.execute.SandboxedExecute"
+_EXECUTE = EXECUTE_CLASS
 
 EXECUTE_TIMEOUT_MAX = 3600
 
