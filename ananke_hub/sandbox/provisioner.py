@@ -147,7 +147,7 @@ class SandboxProvisioner(LocalProvisioner):
             key = (tools.bwrap, os.geteuid())
             if key not in _probed:
                 try:
-                    _probed[key] = bubblewrap.probe(tools, self._uid)
+                    _probed[key] = await asyncio.to_thread(bubblewrap.probe, tools, self._uid)
                 except bubblewrap.SandboxUnavailable as exc:
                     _probed[key] = str(exc)
                 if _probed[key] is False and self._uid is None:
