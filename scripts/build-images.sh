@@ -49,9 +49,9 @@ CACHE_ARGS=()
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # Debian packages of the local base: systemd as PID 1, libnss-systemd (dynamic users'
-# names resolve), Python with venv, the CA store and time zones. Keep in step with
-# images/ananke-base/Containerfile.
-PACKAGES=systemd,systemd-sysv,dbus,libnss-systemd,python3,python3-venv,ca-certificates,tzdata
+# names resolve), Python with venv, the CA store, time zones and bubblewrap (the
+# autograding sandbox). Keep in step with images/ananke-base/Containerfile.
+PACKAGES=systemd,systemd-sysv,dbus,libnss-systemd,python3,python3-venv,ca-certificates,tzdata,bubblewrap
 # Podman flags every build step needs on hosts with hybrid cgroups and without
 # CAP_SYS_RESOURCE (docs/developer/containers.md): runc, explicit rlimits.
 PODMAN_BUILD=(podman build --runtime runc --ulimit nofile=16384:16384 --ulimit nproc=16384:16384)

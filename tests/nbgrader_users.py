@@ -194,6 +194,9 @@ class Classroom:
             'c.Authenticator.plugin_class = "nbgrader.auth.NoAuthPlugin"\n'
         )
         self.config_path = os.pathsep.join([str(config), str(LAB_CONFIG)])
+        # More environment for the grader account's commands (what c.Spawner.environment
+        # would give its lab).
+        self.grader_env: dict[str, str] = {}
 
     @classmethod
     def temporary(cls, **kwargs) -> "Classroom":
@@ -279,6 +282,8 @@ class Classroom:
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         env.update(self.python_env)
+        if account == self.grader:
+            env.update(self.grader_env)
         return env
 
     def start(self, account: Account, argv: list[str]) -> subprocess.Popen:

@@ -270,3 +270,24 @@ def test_course_manage_benchmark_quick(tmp_path):
 
 def test_course_manage_benchmark_refuses_nonsense_sizes():
     assert "is not a course size" in refused(COURSE_MANAGE_BENCHMARK, "--sizes", "50")
+
+
+AUTOGRADE_BENCHMARK = BENCHMARK.parent / "autograde.py"
+
+
+def test_autograde_benchmark_quick(tmp_path):
+    proc, report = run_quick(AUTOGRADE_BENCHMARK, tmp_path)
+    assert "overhead sandboxed/unsandboxed" in proc.stdout
+    assert report["all_ok"] is True
+    result = report["result"]
+    for mode in ("sandboxed", "unsandboxed"):
+        m = result["modes"][mode]
+        assert m["submissions"] == 4 and m["scores_ok"] and m["failed_batches"] == 0, m
+        assert m["peak_mb"] > 0 and m["per_submission_s"] > 0
+    assert result["ratio_sandboxed_over_unsandboxed"] > 0
+
+
+def test_autograde_benchmark_refuses_nonsense_sizes():
+    assert "--batch must be 1 to --submissions" in refused(
+        AUTOGRADE_BENCHMARK, "--submissions", "3", "--batch", "5"
+    )

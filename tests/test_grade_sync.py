@@ -301,6 +301,31 @@ async def test_pending_manual_grading(course, registry, layout, client, lms):
     assert run["state"] == "finished"
 
 
+async def test_a_submission_the_sandbox_stopped_is_reported_not_sent(
+    homework, registry, layout, client, lms
+):
+    from ananke_hub.sandbox import records
+
+    home = layout.course(homework).home
+    stopped = "Autograding was stopped: the student's code exceeded the time limit of 600 s."
+    records.update(home, "hw1", "u102", stopped)
+    run = await sync(homework, registry, layout, client)
+    rows = results(registry, run)
+    for item in ("assignment:hw1", "total"):
+        assert rows[("u102", item)]["status"] == "failed"
+    assert stopped in rows[("u102", "assignment:hw1")]["message"]
+    assert "hw1 was stopped at a limit" in rows[("u102", "total")]["message"]
+    hw1 = item_for(lms, "nbgrader:hw1")
+    assert lms.scores_of(hw1, "102") == []  # no score at all, not a 0
+    assert rows[("u102", "assignment:hw2")]["status"] == "sent"  # the rest goes out
+    assert rows[("u101", "assignment:hw1")]["status"] == "sent"
+    # Autograded again without hitting a limit: the record goes, the score is sent.
+    records.update(home, "hw1", "u102", None)
+    run = await sync(homework, registry, layout, client)
+    assert results(registry, run)[("u102", "assignment:hw1")]["status"] == "sent"
+    assert last(lms, hw1, "102")["scoreGiven"] == 3
+
+
 async def test_existing_line_items_are_reused_and_updated(course, registry, layout, client, lms):
     add_assignment(layout, course, "hw1", 10)
     submit(layout, course, "u101", "hw1", 8)

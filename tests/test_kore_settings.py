@@ -217,7 +217,7 @@ def test_changes_merge_with_earlier_ones(kore, school, registry, layout):
     assert config["Execute"] == {"timeout": 120}
     assert config["GenerateFeedback"]["preprocessors"][-2:] == [
         CLEAR_HIDDEN_TESTS,
-        "ananke_hub.nbgrader_preprocessors.Execute",
+        "ananke_hub.sandbox.execute.SandboxedExecute",
     ]
     assert stored(registry, course) == {"execute_timeout": 120, "reexecute_for_feedback": True}
 

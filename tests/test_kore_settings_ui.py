@@ -34,6 +34,7 @@ from test_kore_ui import (
 )
 
 from ananke_hub.courses.settings import CourseSettings
+from ananke_hub.sandbox import EXECUTE_CLASS
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
@@ -107,12 +108,22 @@ async def test_instructor_saves_a_change_with_the_keyboard(ada, stack):
     await timeout.focus()
     await ada.keyboard.press("Control+A")
     await ada.keyboard.type("120")
+    # A course whose notebooks need more memory in the autograding sandbox.
+    memory = panel.get_by_role("spinbutton", name="Memory per process during autograding")
+    await expect(memory).to_have_value("2048")
+    await memory.focus()
+    await ada.keyboard.press("Control+A")
+    await ada.keyboard.type("4096")
     async with ada.expect_request(lambda r: r.method == "PATCH") as sent:
         await ada.keyboard.press("Enter")  # submits the form
     request = await sent.value
     assert request.url == kore_url(stack, f"api/courses/{course(stack)}/settings")
     assert request.headers.get("x-xsrftoken")
-    assert json.loads(request.post_data) == {"execute_timeout": 120, "reexecute_for_feedback": True}
+    assert json.loads(request.post_data) == {
+        "execute_timeout": 120,
+        "reexecute_for_feedback": True,
+        "sandbox_memory_mb": 4096,
+    }
     status = panel.locator(".kore-settings-status")
     await expect(status).to_have_text("Saved.", timeout=WAIT)
     assert await status.get_attribute("aria-live") == "polite"
@@ -135,18 +146,18 @@ async def test_instructor_saves_a_change_with_the_keyboard(ada, stack):
 
     # The API, the file nbgrader reads, and the page after a reload all have them.
     assert await api_settings(stack) == {
-        "remove_hidden_tests_in_feedback": True,
+        **CourseSettings().to_dict(),
         "reexecute_for_feedback": True,
         "execute_timeout": 120,
+        "sandbox_memory_mb": 4096,
     }
     config = nbgrader_config(stack)
     assert config["Execute"]["timeout"] == 120
-    assert (
-        config["GenerateFeedback"]["preprocessors"][-1]
-        == "ananke_hub.nbgrader_preprocessors.Execute"
-    )
+    assert config["GenerateFeedback"]["preprocessors"][-1] == EXECUTE_CLASS
+    assert config["SandboxProvisioner"]["memory_mb"] == 4096
     await ada.reload()
     await expect(timeout).to_have_value("120")
+    await expect(memory).to_have_value("4096")
     await expect(rerun).to_be_checked()
 
 

@@ -14,6 +14,7 @@ from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.layout import CourseLayout, grader_username
 from ananke_hub.courses.nbgrader_setup import StudentRecord
 from ananke_hub.courses.settings import CourseSettings, SettingsError
+from ananke_hub.sandbox import EXECUTE_CLASS as SANDBOXED_EXECUTE
 
 COURSE = "c-0123456789abcdef"
 IS_ROOT = os.geteuid() == 0
@@ -53,7 +54,46 @@ def test_default_settings_map_to_nbgrader_config():
         "ananke_hub.nbgrader_preprocessors.ClearHiddenTests",
     ]
     assert config["Execute"] == {"timeout": 30}
+    assert config["SandboxProvisioner"] == {
+        "time_limit": 600,
+        "memory_mb": 2048,
+        "cpu_seconds": 600,
+        "tasks_max": 128,
+    }
     json.dumps(config)  # data, not code
+
+
+def test_sandbox_limits_reach_the_provisioner_through_nbgrader_config():
+    """The course's limits, as nbgrader's executor hands its config to the kernel manager
+    and the kernel manager to the provisioner."""
+    from ananke_hub.sandbox.execute import SandboxedExecute, SandboxKernelManager
+    from ananke_hub.sandbox.provisioner import SandboxProvisioner
+
+    settings = CourseSettings(sandbox_time_limit=42, sandbox_memory_mb=512, sandbox_tasks=64)
+    executor = SandboxedExecute(config=Config(settings.nbgrader_config(COURSE)))
+    assert executor.kernel_manager_class is SandboxKernelManager
+    km = executor.kernel_manager_class(config=executor.config)
+    assert km.kernel_spec.metadata["kernel_provisioner"]["provisioner_name"] == "ananke-sandbox"
+    provisioner = SandboxProvisioner(kernel_id="k", kernel_spec=km.kernel_spec, parent=km)
+    assert (provisioner.time_limit, provisioner.memory_mb, provisioner.tasks_max) == (42, 512, 64)
+    assert provisioner.cpu_seconds == 600
+
+
+def test_the_lab_config_autogrades_with_the_sandboxed_executor():
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute
+
+    from ananke_hub.sandbox.execute import SandboxedExecute
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(LAB_CONFIG.parent)).load_config()
+    autograde = Autograde(config=config)
+    assert SandboxedExecute in autograde.autograde_preprocessors
+    assert Execute not in autograde.autograde_preprocessors
+    # The rest of nbgrader's list, in nbgrader's order.
+    default = Autograde.class_traits()["autograde_preprocessors"].default()
+    assert [p for p in autograde.autograde_preprocessors if p is not SandboxedExecute] == [
+        p for p in default if p is not Execute
+    ]
 
 
 @pytest.mark.parametrize(
@@ -62,14 +102,7 @@ def test_default_settings_map_to_nbgrader_config():
         (False, False, []),
         (False, True, []),  # re-running only makes sense without hidden tests
         (True, False, ["ananke_hub.nbgrader_preprocessors.ClearHiddenTests"]),
-        (
-            True,
-            True,
-            [
-                "ananke_hub.nbgrader_preprocessors.ClearHiddenTests",
-                "ananke_hub.nbgrader_preprocessors.Execute",
-            ],
-        ),
+        (True, True, ["ananke_hub.nbgrader_preprocessors.ClearHiddenTests", SANDBOXED_EXECUTE]),
     ],
 )
 def test_feedback_preprocessors_follow_the_settings(remove, rerun, extra):
@@ -91,6 +124,9 @@ def test_settings_round_trip_through_data():
         ({"execute_timeout": True}, "whole number"),
         ({"execute_timeout": "30"}, "whole number"),
         ({"execute_timeout": 0}, "between 1 and"),
+        ({"sandbox_memory_mb": 100}, "'sandbox_memory_mb' must be between 256 and 65536 MiB"),
+        ({"sandbox_tasks": 10**6}, "'sandbox_tasks' must be between 16 and 4096"),
+        ({"sandbox_time_limit": 1.5}, "whole number"),
         ([], "must be an object"),
     ],
 )
@@ -104,7 +140,7 @@ def test_nbgrader_reads_the_feedback_preprocessors_from_the_json():
 
     config = Config(CourseSettings(reexecute_for_feedback=True).nbgrader_config(COURSE))
     converter = GenerateFeedback(config=config)
-    assert converter.preprocessors[-1] == "ananke_hub.nbgrader_preprocessors.Execute"
+    assert converter.preprocessors[-1] == SANDBOXED_EXECUTE
 
 
 # -- ensure_course_files -------------------------------------------------------------------------

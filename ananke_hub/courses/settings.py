@@ -25,9 +25,18 @@ How each setting maps onto nbgrader 0.9.6:
 ``execute_timeout`` (default 30)
     Seconds one cell may run during autograding (``Execute.timeout``) before the
     kernel is interrupted and the cell counts as failed.
+
+``sandbox_time_limit``, ``sandbox_memory_mb``, ``sandbox_cpu_seconds``, ``sandbox_tasks``
+    The limits of the sandbox in which autograding runs each submission
+    (``SandboxProvisioner`` in :mod:`ananke_hub.sandbox.provisioner`): seconds one
+    notebook's kernel may live, memory (address space) and CPU seconds per process, and
+    processes and threads at once. Feedback made by running the notebooks again uses
+    the same sandbox and limits.
 """
 
 from dataclasses import asdict, dataclass, field, fields
+
+from ananke_hub.sandbox import EXECUTE_CLASS
 
 # GenerateFeedback's default preprocessors in nbgrader 0.9.6 (converters/generate_feedback.py);
 # we list them explicitly because setting the trait replaces the whole list.
@@ -37,7 +46,8 @@ _FEEDBACK_BASE = [
 ]
 # nbgrader's own, accepting the config HTMLExporter gives them (see nbgrader_preprocessors.py).
 _CLEAR_HIDDEN_TESTS = "ananke_hub.nbgrader_preprocessors.ClearHiddenTests"
-_EXECUTE = "ananke_hub.nbgrader_preprocessors.Execute"
+# Feedback made by running the notebooks again runs student code too: in the sandbox.
+_EXECUTE = EXECUTE_CLASS
 
 EXECUTE_TIMEOUT_MAX = 3600
 
@@ -80,6 +90,50 @@ class CourseSettings:
         },
     )
 
+    sandbox_time_limit: int = field(
+        default=600,
+        metadata={
+            "label": "Time limit per notebook during autograding",
+            "help": "Seconds the sandbox lets one student's notebook run in all. A "
+            "submission that takes longer is stopped and reported as over the limit; the "
+            "rest of the class is still graded.",
+            "min": 10,
+            "max": 4 * 3600,
+            "unit": "seconds",
+        },
+    )
+    sandbox_memory_mb: int = field(
+        default=2048,
+        metadata={
+            "label": "Memory per process during autograding",
+            "help": "Memory (address space) each process of a student's code may use in "
+            "the sandbox; allocating more fails with MemoryError.",
+            "min": 256,
+            "max": 65536,
+            "unit": "MiB",
+        },
+    )
+    sandbox_cpu_seconds: int = field(
+        default=600,
+        metadata={
+            "label": "CPU time per process during autograding",
+            "help": "CPU seconds each process of a student's code may use in the sandbox.",
+            "min": 10,
+            "max": 4 * 3600,
+            "unit": "seconds",
+        },
+    )
+    sandbox_tasks: int = field(
+        default=128,
+        metadata={
+            "label": "Processes and threads during autograding",
+            "help": "How many processes and threads a student's code may have at once in "
+            "the sandbox (a fork bomb stops there).",
+            "min": 16,
+            "max": 4096,
+        },
+    )
+
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
@@ -92,11 +146,13 @@ class CourseSettings:
                 raise SettingsError(
                     f"Course setting {f.name!r} must be true or false, got {value!r}."
                 )
-        if not 1 <= self.execute_timeout <= EXECUTE_TIMEOUT_MAX:
-            raise SettingsError(
-                f"Course setting 'execute_timeout' must be between 1 and {EXECUTE_TIMEOUT_MAX} "
-                f"seconds, got {self.execute_timeout}."
-            )
+            low, high = f.metadata.get("min"), f.metadata.get("max")
+            if low is not None and not low <= value <= high:
+                unit = f" {f.metadata['unit']}" if "unit" in f.metadata else ""
+                raise SettingsError(
+                    f"Course setting {f.name!r} must be between {low} and {high}{unit}, "
+                    f"got {value}."
+                )
 
     @classmethod
     def from_dict(cls, data: dict) -> "CourseSettings":
@@ -135,4 +191,10 @@ class CourseSettings:
             "CourseDirectory": {"course_id": course_id},
             "GenerateFeedback": {"preprocessors": self.feedback_preprocessors()},
             "Execute": {"timeout": self.execute_timeout},
+            "SandboxProvisioner": {
+                "time_limit": self.sandbox_time_limit,
+                "memory_mb": self.sandbox_memory_mb,
+                "cpu_seconds": self.sandbox_cpu_seconds,
+                "tasks_max": self.sandbox_tasks,
+            },
         }

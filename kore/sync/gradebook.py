@@ -9,6 +9,9 @@ A submission's score is nbgrader's: the sum of its graded cells, minus the late
 penalty, never below 0 (as ``nbgrader export`` computes it). A submission that still
 has cells to grade by hand is "pending manual grading". In nbgrader a submission is in
 the gradebook once it was autograded; before that the student counts as "not submitted".
+
+Next to the gradebook: the submissions whose autograding the sandbox stopped at a limit
+(:mod:`ananke_hub.sandbox.records`), which the grade sync reports instead of sending.
 """
 
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from ananke_hub import fsutil
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.layout import CoursePaths
+from ananke_hub.sandbox import records
 
 
 class GradebookUnreadable(Exception):
@@ -51,6 +55,8 @@ class GradebookSnapshot:
     submissions: dict[tuple[str, str], Submission] = field(default_factory=dict)
     #: False when the course has no gradebook yet (its files are not created).
     exists: bool = True
+    #: (username, assignment name) -> why the sandbox stopped its autograding.
+    autograde_limits: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _number(value) -> float:
@@ -112,8 +118,16 @@ def read_gradebook(paths: CoursePaths) -> GradebookSnapshot:
     if not present:
         return GradebookSnapshot(exists=False)
     try:
-        return nbgrader_setup.read_gradebook(paths, _snapshot)
+        snapshot = nbgrader_setup.read_gradebook(paths, _snapshot)
     except Exception as exc:  # SQLAlchemy, nbgrader, fsutil: all mean "cannot read it"
         raise GradebookUnreadable(
             f"nbgrader's gradebook {paths.gradebook} cannot be read ({type(exc).__name__}: {exc})"
         ) from exc
+    try:
+        limits = records.parse(fsutil.read_file_in_home(paths.home, records.LIMITS_FILE))
+    except (OSError, ValueError) as exc:
+        raise GradebookUnreadable(
+            f"{paths.home / records.LIMITS_FILE} cannot be read: {exc}"
+        ) from exc
+    snapshot.autograde_limits.update(limits)
+    return snapshot

@@ -158,6 +158,8 @@ class Work:
     recipient: Recipient
     target: Target
     score: Score | None
+    #: Why this score is not sent ("" if it is).
+    problem: str = ""
 
 
 def fingerprint(url: str, score: Score) -> str:
@@ -216,6 +218,30 @@ def total_score(
     )
     grading = agsv.GRADING_PENDING_MANUAL if pending else agsv.GRADING_FULLY_GRADED
     return Score(user.lms_user_id, activity, grading, given, maximum)
+
+
+def autograde_limit(
+    snapshot: GradebookSnapshot, user: Recipient, target: Target, names: list[str]
+) -> str:
+    """Why ``user``'s score for ``target`` is not sent: the sandbox stopped the autograding
+    of the assignment (or, for the total, of one of them); "" otherwise."""
+    if target.key == TOTAL_KEY:
+        stopped = [n for n in names if (user.username, n) in snapshot.autograde_limits]
+        if stopped:
+            return (
+                f"Not sent: autograding of {', '.join(stopped)} was stopped at a limit of "
+                "the sandbox, so the total would be incomplete. Raise the limit in the "
+                "course settings and autograde the student again."
+            )
+        return ""
+    name = target.key.removeprefix("assignment:")
+    message = snapshot.autograde_limits.get((user.username, name))
+    if not message:
+        return ""
+    return (
+        f"Not sent: {message} Autograde the student again after raising the limit; the "
+        "score is sent at the next sync."
+    )
 
 
 def recipients(snapshot: GradebookSnapshot, members) -> list[Recipient]:
@@ -295,14 +321,15 @@ class GradeSyncJob(SyncJob):
         missing = self.grade_options.missing
         for user in users:
             for target in targets:
-                if user.problem or target.problem:
+                limited = autograde_limit(snapshot, user, target, names)
+                if user.problem or target.problem or limited:
                     score = None
                 elif target.key == TOTAL_KEY:
                     score = total_score(snapshot, user, names, target.score_maximum, missing)
                 else:
                     name = target.key.removeprefix("assignment:")
                     score = assignment_score(snapshot, user, name, target.score_maximum, missing)
-                works.append(Work(user, target, score))
+                works.append(Work(user, target, score, limited))
         self.set_total(len(works))
         if not users:
             self.warn("Nobody to send grades for: no students in the gradebook or the registry.")
@@ -644,6 +671,9 @@ class GradeSyncJob(SyncJob):
             return
         if target.problem:
             self.record(self.result(work, target.problem_status, target.problem))
+            return
+        if work.problem:
+            self.record(self.result(work, "failed", work.problem))
             return
         if self.abort_reason:
             self.record(self.result(work, "failed", "Not sent: " + self.abort_reason), settled=True)

@@ -32,3 +32,10 @@ for _trait, _plugin in EXCHANGE_PLUGINS.items():
 _student_id = lab_student_id(os.environ)
 if _student_id:
     c.CourseDirectory.student_id = _student_id
+
+# Autograding runs each submission's kernel in a sandbox (ananke_hub/sandbox): no
+# gradebook, no other submissions, no network, with limits. The per-course limits are in
+# the course's nbgrader_config.json (c.SandboxProvisioner, set in Kore).
+from ananke_hub.sandbox.execute import sandboxed_autograde_preprocessors  # noqa: E402
+
+c.Autograde.autograde_preprocessors = sandboxed_autograde_preprocessors()

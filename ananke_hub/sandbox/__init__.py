@@ -1,0 +1,11 @@
+"""Student code autograded in a sandbox, on the instructor's side (the grader account's lab).
+
+- :mod:`.provisioner`: the ``ananke-sandbox`` jupyter_client kernel provisioner.
+- :mod:`.bubblewrap`: the bubblewrap command line and the check that it works here.
+- :mod:`.execute`: nbgrader's executor using the provisioner, set in the labs' nbgrader
+  config.
+
+Imported inside the labs by nbgrader; nothing here imports the hub's modules.
+"""
+
+EXECUTE_CLASS = "ananke_hub.sandbox.execute.SandboxedExecute"
