@@ -16,7 +16,9 @@ command's output) before it goes on with the next.
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
+from nbgrader.preprocessors import Execute as NbgraderExecute
 
+# nbgrader's Execute that also accepts HTMLExporter's display_data_priority (no warning).
 from ..nbgrader_preprocessors import Execute
 from . import records
 
@@ -117,7 +119,7 @@ def sandboxed(preprocessors: list) -> list:
     :class:`SandboxedExecute`."""
     names = {"nbgrader.preprocessors.Execute", "nbgrader.preprocessors.execute.Execute"}
     return [
-        SandboxedExecute if (p is Execute or (isinstance(p, str) and p in names)) else p
+        SandboxedExecute if (p is NbgraderExecute or (isinstance(p, str) and p in names)) else p
         for p in preprocessors
     ]
 
