@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from traitlets.config import Config, LazyConfigValue
 
@@ -16,7 +17,7 @@ from .courses.layout import CourseLayout
 from .fragments import load_fragments
 from .paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from .persist import ensure_private_dir, read_or_create_secret
-from .spawner import systemd_is_pid1
+from .spawner import ALLOW_ROOT_SETTING, LOOPBACK_HOSTS, root_labs_refusal, systemd_is_pid1
 
 log = logging.getLogger("ananke")
 
@@ -56,6 +57,38 @@ def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
         # access:services!service=kore, which the "user" role of configure() gives everyone).
         "display": True,
     }
+
+
+def _bind_host(c: Config) -> str:
+    """The host the hub's public port listens on ("" for all interfaces)."""
+    bind_url = c.JupyterHub.get("bind_url")
+    if bind_url:
+        return urlparse(bind_url).hostname or ""
+    return c.JupyterHub.get("ip", "")
+
+
+def check_root_labs(c: Config) -> None:
+    """Refuse to start a hub whose local labs would run as root, unless switched on.
+
+    The switch counts on a loopback bind only: a root lab reachable from the network
+    is never what a demo needs.
+    """
+    if os.geteuid() != 0:
+        return
+    if not c.AnankeLocalSpawner.get("allow_root"):
+        sys.exit(f"ananke: {root_labs_refusal()}")
+    host = _bind_host(c)
+    if host not in LOOPBACK_HOSTS:
+        sys.exit(
+            f"ananke: {ALLOW_ROOT_SETTING} is set, but the hub listens on "
+            f"{host or 'all interfaces'!r}: labs running as root are allowed on a loopback "
+            "address only. Set c.JupyterHub.bind_url = \"http://127.0.0.1:8000/\" (any "
+            "port), or run the hub as an unprivileged user or on a systemd host."
+        )
+    log.warning(
+        "%s is set: labs run as root on this machine. For a single-user demo only.",
+        ALLOW_ROOT_SETTING,
+    )
 
 
 def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None = None) -> None:
@@ -107,6 +140,7 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
             "PID 1 is not systemd: labs run as local processes of the hub's user, "
             "without dynamic users or resource limits. Fine for a demo, not for teaching."
         )
+        check_root_labs(c)
 
     # Our templates first: they extend the hub's own (Kore under Services for staff only).
     c.JupyterHub.template_paths = [str(TEMPLATES_DIR), *c.JupyterHub.get("template_paths", [])]
