@@ -28,6 +28,9 @@ KORE_ROLE = "kore-service"
 #: The course layout the hub resolved (its own settings above, then the fragments),
 #: handed to Kore in these variables so both find course files in the same place.
 COURSE_LAYOUT_ENV = {"ANANKE_HOMES_ROOT": "homes_root", "ANANKE_EXCHANGE_ROOT": "exchange_root"}
+#: The hub's pid, handed to Kore so that it stops when the hub is gone (even after a
+#: SIGKILL, which gives the hub no chance to stop its services).
+HUB_PID_ENV = "ANANKE_HUB_PID"
 
 
 def _as_list(section: Config, name: str) -> list:
@@ -49,6 +52,8 @@ def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
             "ANANKE_CONFIG_DIR": str(cfg_dir),
             "ANANKE_STATE_DIR": str(layout.root),
             **{var: getattr(course_layout, trait) for var, trait in COURSE_LAYOUT_ENV.items()},
+            # This config runs in the hub's process, whose child Kore is.
+            HUB_PID_ENV: str(os.getpid()),
         },
         # Instructors open Kore from their lab: no extra consent page for our own service.
         "oauth_no_confirm": True,

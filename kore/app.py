@@ -27,7 +27,7 @@ from traitlets.config import Application, Config
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.fragments import FragmentError, load_fragments
-from ananke_hub.hubconfig import COURSE_LAYOUT_ENV
+from ananke_hub.hubconfig import COURSE_LAYOUT_ENV, HUB_PID_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
 from ananke_hub.paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from ananke_hub.persist import ensure_private_dir, read_or_create_secret
@@ -43,6 +43,8 @@ HERE = Path(__file__).parent
 DEFAULT_PREFIX = "/services/kore/"
 #: Seconds open connections get to finish after SIGTERM before Kore closes them.
 SHUTDOWN_GRACE = 5
+#: Seconds between two checks that the hub that started Kore is still its parent.
+HUB_WATCH_INTERVAL = 1.0
 
 
 class StartupError(Exception):
@@ -397,6 +399,29 @@ class Kore(Application):
     def start(self):
         self.exit(asyncio.run(self.serve()))
 
+    @staticmethod
+    def hub_pid() -> int | None:
+        """The pid of the hub that started Kore ($ANANKE_HUB_PID), if any."""
+        try:
+            return int(os.environ.get(HUB_PID_ENV, ""))
+        except ValueError:
+            return None
+
+    async def watch_hub(self, hub_pid: int, stop: asyncio.Event) -> None:
+        """Stop Kore when the hub that started it is gone.
+
+        A hub killed with SIGKILL cannot stop its services: an orphaned Kore would keep
+        its port, and the next hub's Kore would fail with "Address already in use" while
+        the old one served the old config. An orphan's parent changes (to init or a
+        subreaper), which os.getppid() shows without any system-specific call.
+        """
+        while not stop.is_set():
+            if os.getppid() != hub_pid:
+                self.log.warning("the hub (pid %d) is gone: Kore stops", hub_pid)
+                stop.set()
+                return
+            await asyncio.sleep(HUB_WATCH_INTERVAL)
+
     async def serve(self) -> int:
         """Serve until SIGTERM or SIGINT (the hub stops its services with these)."""
         try:
@@ -420,11 +445,15 @@ class Kore(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         self.log.info("Kore serving http://%s:%d%s", host, port, self.base_url)
+        hub_pid = self.hub_pid()
+        watching = asyncio.create_task(self.watch_hub(hub_pid, stop)) if hub_pid else None
         # Operations a crash interrupted go on while Kore already serves: a long one
         # must not keep the keyset and the other courses waiting.
         resuming = asyncio.create_task(self.resume_operations()) if self.course_manager else None
         await stop.wait()
         self.log.info("Kore stopping")
+        if watching is not None:
+            watching.cancel()
         server.stop()
         if resuming is not None and not resuming.done():
             # Each step is saved when done: the next start continues where this one stopped.
