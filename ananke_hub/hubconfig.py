@@ -13,10 +13,11 @@ from urllib.parse import urlparse
 
 from traitlets.config import Config, LazyConfigValue
 
+from . import redact
 from .courses.layout import CourseLayout
 from .fragments import load_fragments
 from .paths import DEFAULT_KORE_PORT, StateLayout, config_dir
-from .persist import ensure_private_dir, read_or_create_secret
+from .persist import ensure_private_dir, ensure_private_sqlite, read_or_create_secret
 from .spawner import ALLOW_ROOT_SETTING, LOOPBACK_HOSTS, root_labs_refusal, systemd_is_pid1
 
 log = logging.getLogger("ananke")
@@ -99,8 +100,11 @@ def check_root_labs(c: Config) -> None:
 def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None = None) -> None:
     """Fill the hub's config ``c``: fixed settings, then the fragments of ``cfg_dir``."""
     cfg_dir = Path(cfg_dir or config_dir()).resolve()
+    # Secrets out of the hub's log lines, also at DEBUG ("Config changed: {...}").
+    redact.install()
     layout = layout or StateLayout.from_env()
-    layout.root.mkdir(parents=True, exist_ok=True)
+    # Databases and secrets live here: private whatever the umask or an earlier mode.
+    ensure_private_dir(layout.root)
     ensure_private_dir(layout.secrets)
 
     # auth_state holds the whole id_token (roles, AGS/NRPS endpoints): store it encrypted,
@@ -134,6 +138,8 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
 
     fragments = load_fragments(cfg_dir)
     c.merge(fragments.config)
+    # JupyterHub creates its database with the umask's mode: make it private first.
+    ensure_private_sqlite(c.JupyterHub.db_url)
 
     if c.AnankeLTI13Authenticator.get("provision_courses") is False:
         # A plain LTI login: the authenticator returns no groups or roles to manage.

@@ -24,6 +24,7 @@ from tornado import web
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application, Config
 
+from ananke_hub import redact
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.fragments import FragmentError, load_fragments
@@ -161,6 +162,7 @@ class Kore(Application):
         return "%Y-%m-%d %H:%M:%S"
 
     def initialize(self, argv=None):
+        redact.install()  # secrets out of every log line, also at DEBUG
         super().initialize(argv)
         try:
             self.load_config_fragments()
