@@ -118,7 +118,7 @@ async def measure(name: str, stack: DemoStack, args, body: bytes) -> dict:
         "answers": counts,
         # What the hub itself answered (the proxy answers 503 when the hub closes a
         # connection whose body it still sends).
-        "hub_413": len(re.findall(r"\] 413 POST /hub/lti13/oauth_", log)),
+        "hub_413": len(re.findall(r"\] 413 POST /hub/lti13/oauth_\w+ \(\S*@", log)),
         "wall_s": round(wall, 2),
         "logins_ok_after": sum(s == 302 for s in warm + still) == len(warm) + len(still),
     }

@@ -270,3 +270,11 @@ def test_course_manage_benchmark_quick(tmp_path):
 
 def test_course_manage_benchmark_refuses_nonsense_sizes():
     assert "is not a course size" in refused(COURSE_MANAGE_BENCHMARK, "--sizes", "50")
+
+
+REQUEST_LIMITS_BENCHMARK = BENCHMARK.with_name("request_limits.py")
+
+
+def test_request_limits_benchmark_refuses_nonsense_sizes():
+    assert "--requests must be 1 or more" in refused(REQUEST_LIMITS_BENCHMARK, "--requests", "0")
+    assert "--size-mb must be 1 or more" in refused(REQUEST_LIMITS_BENCHMARK, "--size-mb", "0")
