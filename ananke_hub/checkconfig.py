@@ -17,6 +17,7 @@ import difflib
 import importlib
 import json
 import re
+import stat
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -590,11 +591,98 @@ def check_jwks(registration, per_file: dict[Path, Config], directory: Path) -> l
     ]
 
 
+# -- what others may read ----------------------------------------------------------------------
+
+# Setting names whose values are secrets (c.JupyterHub.services' api_token, a
+# cookie_secret, a password, a client secret).
+_SECRET_KEY = re.compile(r"(token|secret|password|passwd|crypt_key|private_key)$", re.I)
+# A URL with a password in it: scheme://user:password@host (a PostgreSQL url).
+_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@:\s]*:[^/@\s]+@", re.I)
+
+
+def _secret_settings(value, name: str) -> list[str]:
+    """The settings under ``name`` (a section, a dict, a list) that hold a secret."""
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            key = str(key)
+            if isinstance(item, str) and item and _SECRET_KEY.search(key):
+                found.append(f"{name}.{key}")
+            else:
+                found.extend(_secret_settings(item, f"{name}.{key}"))
+        return found
+    if isinstance(value, list | tuple):
+        return [s for i, item in enumerate(value) for s in _secret_settings(item, f"{name}[{i}]")]
+    if isinstance(value, str) and _URL_PASSWORD.match(value):
+        return [name]
+    return []
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+
+
+def check_secret_fragments(per_file: dict[Path, Config]) -> list[Problem]:
+    """A fragment that holds a secret (a password in a URL, a token) and that users
+    other than its owner may read: the secret is theirs as well."""
+    problems = []
+    for path, config in per_file.items():
+        mode = _mode(path)
+        if mode is None or not mode & 0o077:
+            continue
+        secrets = _secret_settings(dict(config), "c")
+        if secrets:
+            problems.append(
+                Problem(
+                    WARNING,
+                    path,
+                    secrets[0],
+                    f"holds a secret ({', '.join(secrets)}) and is readable by other "
+                    f"users (mode {mode:04o})",
+                    f"chmod 600 {path} (owned by the hub's user)",
+                )
+            )
+    return problems
+
+
+def check_state_dir(state_dir: Path) -> list[Problem]:
+    """The state directory and its secrets and databases must be the hub's user's only."""
+    problems = []
+    state_dir = Path(state_dir)
+    candidates = [state_dir, state_dir / "secrets", *sorted(state_dir.glob("*.sqlite*"))]
+    for path in candidates:
+        mode = _mode(path)
+        if mode is None or not mode & 0o077:
+            continue
+        what = "directory" if path.is_dir() else "file"
+        problems.append(
+            Problem(
+                WARNING,
+                path,
+                None,
+                f"the state {what} is readable by other users (mode {mode:04o}); it holds "
+                "the hub's keys, its database and the course registry (students' names, "
+                "e-mails and grades)",
+                f"chmod {'700' if path.is_dir() else '600'} {path}; the hub and Kore make "
+                "it private themselves at their next start",
+            )
+        )
+    return problems
+
+
 # -- the command ------------------------------------------------------------------------------
 
 
-def check_config_dir(directory: Path, check_network: bool = True) -> list[Problem]:
-    """Load every fragment of ``directory`` and return the problems found, errors first."""
+def check_config_dir(
+    directory: Path, check_network: bool = True, state_dir: Path | None = None
+) -> list[Problem]:
+    """Load every fragment of ``directory`` and return the problems found, errors first.
+
+    With ``state_dir``, also whether the state directory is private.
+    """
     directory = Path(directory)
     try:
         files = fragment_files(directory)
@@ -635,6 +723,9 @@ def check_config_dir(directory: Path, check_network: bool = True) -> list[Proble
     known = load_known_classes(merged)
     for path, config in per_file.items():
         problems.extend(check_fragment(path, config, known))
+    problems.extend(check_secret_fragments(per_file))
+    if state_dir is not None:
+        problems.extend(check_state_dir(state_dir))
     registration_problems, registration = check_registration(merged, per_file, directory)
     problems.extend(registration_problems)
     if check_network:

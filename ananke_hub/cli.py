@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, redact
 from .container.commands import add_container_commands
 from .paths import StateLayout, config_dir, shipped_fragments
 
@@ -22,19 +22,31 @@ def _cmd_demo(args) -> int:
 def _cmd_check_config(args) -> int:
     from .checkconfig import check_config_dir, print_report
 
-    problems = check_config_dir(Path(args.directory), check_network=not args.offline)
+    problems = check_config_dir(
+        Path(args.directory), check_network=not args.offline, state_dir=StateLayout.from_env().root
+    )
     return print_report(problems)
 
 
 def _cmd_init_config(args) -> int:
+    import os
+
     target = Path(args.directory)
-    target.mkdir(parents=True, exist_ok=True)
+    # Fragments hold the LMS registration and may hold a database password: private
+    # to the hub's user (modes set explicitly, whatever the umask).
+    if not target.exists():
+        target.mkdir(parents=True, mode=0o700)
+        os.chmod(target, 0o700)
     copied = []
     for source in shipped_fragments():
         dest = target / source.name
-        if dest.exists():
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
             continue  # never overwrite an admin's edits
-        dest.write_bytes(source.read_bytes())
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(source.read_bytes())
         copied.append(dest.name)
     print(f"{target}: added {', '.join(copied) if copied else 'nothing (all present)'}")
     return 0
@@ -160,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    redact.install()  # the sync jobs' log lines, the libraries' too
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -272,6 +272,8 @@ class DemoStack:
             "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{self.ports.proxy_api}"},
             "Kore": {"port": self.ports.kore},
             "LMSRegistration": self.registration(),
+            # Run as root, the local spawner's labs are root: allowed for this loopback demo.
+            "AnankeLocalSpawner": {"allow_root": True},
         }
         for section, values in self.extra_config.items():
             settings.setdefault(section, {}).update(values)

@@ -9,14 +9,16 @@ import logging
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from traitlets.config import Config, LazyConfigValue
 
+from . import redact
 from .courses.layout import CourseLayout
 from .fragments import load_fragments
 from .paths import DEFAULT_KORE_PORT, StateLayout, config_dir
-from .persist import ensure_private_dir, read_or_create_secret
-from .spawner import systemd_is_pid1
+from .persist import ensure_private_dir, ensure_private_sqlite, read_or_create_secret
+from .spawner import ALLOW_ROOT_SETTING, LOOPBACK_HOSTS, root_labs_refusal, systemd_is_pid1
 
 log = logging.getLogger("ananke")
 
@@ -27,6 +29,9 @@ KORE_ROLE = "kore-service"
 #: The course layout the hub resolved (its own settings above, then the fragments),
 #: handed to Kore in these variables so both find course files in the same place.
 COURSE_LAYOUT_ENV = {"ANANKE_HOMES_ROOT": "homes_root", "ANANKE_EXCHANGE_ROOT": "exchange_root"}
+#: The hub's pid, handed to Kore so that it stops when the hub is gone (even after a
+#: SIGKILL, which gives the hub no chance to stop its services).
+HUB_PID_ENV = "ANANKE_HUB_PID"
 
 
 def _as_list(section: Config, name: str) -> list:
@@ -48,6 +53,8 @@ def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
             "ANANKE_CONFIG_DIR": str(cfg_dir),
             "ANANKE_STATE_DIR": str(layout.root),
             **{var: getattr(course_layout, trait) for var, trait in COURSE_LAYOUT_ENV.items()},
+            # This config runs in the hub's process, whose child Kore is.
+            HUB_PID_ENV: str(os.getpid()),
         },
         # Instructors open Kore from their lab: no extra consent page for our own service.
         "oauth_no_confirm": True,
@@ -58,11 +65,46 @@ def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
     }
 
 
+def _bind_host(c: Config) -> str:
+    """The host the hub's public port listens on ("" for all interfaces)."""
+    bind_url = c.JupyterHub.get("bind_url")
+    if bind_url:
+        return urlparse(bind_url).hostname or ""
+    return c.JupyterHub.get("ip", "")
+
+
+def check_root_labs(c: Config) -> None:
+    """Refuse to start a hub whose local labs would run as root, unless switched on.
+
+    The switch counts on a loopback bind only: a root lab reachable from the network
+    is never what a demo needs.
+    """
+    if os.geteuid() != 0:
+        return
+    if not c.AnankeLocalSpawner.get("allow_root"):
+        sys.exit(f"ananke: {root_labs_refusal()}")
+    host = _bind_host(c)
+    if host not in LOOPBACK_HOSTS:
+        sys.exit(
+            f"ananke: {ALLOW_ROOT_SETTING} is set, but the hub listens on "
+            f"{host or 'all interfaces'!r}: labs running as root are allowed on a loopback "
+            "address only. Set c.JupyterHub.bind_url = \"http://127.0.0.1:8000/\" (any "
+            "port), or run the hub as an unprivileged user or on a systemd host."
+        )
+    log.warning(
+        "%s is set: labs run as root on this machine. For a single-user demo only.",
+        ALLOW_ROOT_SETTING,
+    )
+
+
 def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None = None) -> None:
     """Fill the hub's config ``c``: fixed settings, then the fragments of ``cfg_dir``."""
     cfg_dir = Path(cfg_dir or config_dir()).resolve()
+    # Secrets out of the hub's log lines, also at DEBUG ("Config changed: {...}").
+    redact.install()
     layout = layout or StateLayout.from_env()
-    layout.root.mkdir(parents=True, exist_ok=True)
+    # Databases and secrets live here: private whatever the umask or an earlier mode.
+    ensure_private_dir(layout.root)
     ensure_private_dir(layout.secrets)
 
     # auth_state holds the whole id_token (roles, AGS/NRPS endpoints): store it encrypted,
@@ -96,6 +138,8 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
 
     fragments = load_fragments(cfg_dir)
     c.merge(fragments.config)
+    # JupyterHub creates its database with the umask's mode: make it private first.
+    ensure_private_sqlite(c.JupyterHub.db_url)
 
     if c.AnankeLTI13Authenticator.get("provision_courses") is False:
         # A plain LTI login: the authenticator returns no groups or roles to manage.
@@ -107,6 +151,7 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
             "PID 1 is not systemd: labs run as local processes of the hub's user, "
             "without dynamic users or resource limits. Fine for a demo, not for teaching."
         )
+        check_root_labs(c)
 
     # Our templates first: they extend the hub's own (Kore under Services for staff only).
     c.JupyterHub.template_paths = [str(TEMPLATES_DIR), *c.JupyterHub.get("template_paths", [])]

@@ -18,6 +18,53 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+#: Files SQLite makes next to a database (rollback journal, write-ahead log, shared memory).
+SQLITE_COMPANIONS = ("-journal", "-wal", "-shm")
+
+
+def ensure_private_file(path: Path) -> Path:
+    """Create ``path`` empty with mode 0600 if missing; tighten it to 0600 if present.
+
+    The mode is set explicitly, so the process's umask does not matter. Links are not
+    followed (a link planted in place of the file is an error).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL; None for other databases and memory."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:"):  # a URI filename: leave it to its owner
+        return None
+    return Path(parsed.database)
+
+
+def ensure_private_sqlite(url: str) -> Path | None:
+    """Make a SQLite database private before SQLite opens it: the file 0600 (created
+    empty if missing, which SQLite takes as a new database) and any journal, WAL or
+    shared-memory file left from earlier 0600 too. SQLite gives the files it creates
+    later the database file's mode, so they are private as well."""
+    path = sqlite_path(url)
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_file(path)
+    for suffix in SQLITE_COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        if companion.exists() and not companion.is_symlink():
+            os.chmod(companion, 0o600)
+    return path
+
+
 def write_new_private_file(path: Path, data: bytes) -> None:
     """Write ``data`` to a file that must not exist yet, readable by its owner only.
 

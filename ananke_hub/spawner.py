@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from systemdspawner import SystemdSpawner, systemd
-from traitlets import TraitError, Unicode, default, validate
+from traitlets import Bool, TraitError, Unicode, default, validate
 
 from .courses.layout import CourseLayout, course_of_grader
 from .courses.registry import CourseRegistry
@@ -62,6 +62,25 @@ def static_account_uid(name: str) -> int | None:
 def systemd_is_pid1() -> bool:
     """True when systemd runs the machine (the sd_booted(3) check)."""
     return Path("/run/systemd/system").is_dir()
+
+
+#: The switch that lets the local spawner run labs as root (the demo and the tests).
+ALLOW_ROOT_SETTING = "c.AnankeLocalSpawner.allow_root"
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def root_labs_refusal() -> str:
+    """Why labs are not started as root, and what an admin can do instead."""
+    return (
+        "This hub runs as root and PID 1 is not systemd, so its labs would be local "
+        "processes running as root: a student's notebook would be root on this machine. "
+        "Ananke refuses to start them. Run the hub on a systemd host (labs as dynamic "
+        "users), or in Ananke's container image (docs/admin/containers.md), or run it "
+        "as an unprivileged user. For a single-user demo on this machine only, set "
+        f"{ALLOW_ROOT_SETTING} = True in a fragment with the hub bound to 127.0.0.1 "
+        "(c.JupyterHub.bind_url)."
+    )
 
 
 def run_root() -> Path:
@@ -357,6 +376,19 @@ class AnankeLocalSpawner(LabEnvironment, SimpleLocalProcessSpawner):
 
     _warned_no_isolation = False
 
+    allow_root = Bool(
+        False,
+        config=True,
+        help="""Start labs although the hub runs as root (they run as root too).
+
+        Every lab of the local spawner runs as the hub's OS user: as root, a student's
+        notebook is root on the machine. Only for a single-user demo or a test run: the
+        hub then refuses to start unless it listens on a loopback address only
+        (c.JupyterHub.bind_url on 127.0.0.1), and logs a warning. `ananke demo` and the
+        test suite set it. On a systemd host use the systemd spawner instead.
+        """,
+    )
+
     home_root = Unicode(
         config=True,
         help="""Directory holding the users' homes (`<home_root>/<username>`, mode 0700).
@@ -404,6 +436,9 @@ class AnankeLocalSpawner(LabEnvironment, SimpleLocalProcessSpawner):
         return home
 
     async def start(self):
+        if os.geteuid() == 0 and not self.allow_root:
+            # No silent fallback to root labs (the hub's start-up check says the same).
+            raise RuntimeError(root_labs_refusal())
         if not AnankeLocalSpawner._warned_no_isolation:
             AnankeLocalSpawner._warned_no_isolation = True
             self.log.warning(

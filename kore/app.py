@@ -24,12 +24,13 @@ from tornado import web
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application, Config
 
+from ananke_hub import redact
 from ananke_hub.checkconfig import KnownClasses, check_fragment
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.sync_store import SyncAlreadyRunning
 from ananke_hub.fragments import FragmentError, load_fragments
-from ananke_hub.hubconfig import COURSE_LAYOUT_ENV
+from ananke_hub.hubconfig import COURSE_LAYOUT_ENV, HUB_PID_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
 from ananke_hub.paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from ananke_hub.persist import ensure_private_dir, read_or_create_secret
@@ -49,6 +50,8 @@ DEFAULT_PREFIX = "/services/kore/"
 SHUTDOWN_GRACE = 5
 #: Who started a roster sync that Kore runs by itself (Kore.roster_sync_interval).
 SCHEDULED_ACTOR = "kore (scheduled)"
+#: Seconds between two checks that the hub that started Kore is still its parent.
+HUB_WATCH_INTERVAL = 1.0
 
 
 class StartupError(Exception):
@@ -189,6 +192,7 @@ class Kore(Application):
         return "%Y-%m-%d %H:%M:%S"
 
     def initialize(self, argv=None):
+        redact.install()  # secrets out of every log line, also at DEBUG
         super().initialize(argv)
         try:
             self.load_config_fragments()
@@ -512,6 +516,29 @@ class Kore(Application):
                 " ".join(run_id[:8] for run_id in ended),
             )
 
+    @staticmethod
+    def hub_pid() -> int | None:
+        """The pid of the hub that started Kore ($ANANKE_HUB_PID), if any."""
+        try:
+            return int(os.environ.get(HUB_PID_ENV, ""))
+        except ValueError:
+            return None
+
+    async def watch_hub(self, hub_pid: int, stop: asyncio.Event) -> None:
+        """Stop Kore when the hub that started it is gone.
+
+        A hub killed with SIGKILL cannot stop its services: an orphaned Kore would keep
+        its port, and the next hub's Kore would fail with "Address already in use" while
+        the old one served the old config. An orphan's parent changes (to init or a
+        subreaper), which os.getppid() shows without any system-specific call.
+        """
+        while not stop.is_set():
+            if os.getppid() != hub_pid:
+                self.log.warning("the hub (pid %d) is gone: Kore stops", hub_pid)
+                stop.set()
+                return
+            await asyncio.sleep(HUB_WATCH_INTERVAL)
+
     async def serve(self) -> int:
         """Serve until SIGTERM or SIGINT (the hub stops its services with these)."""
         try:
@@ -536,6 +563,8 @@ class Kore(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         self.log.info("Kore serving http://%s:%d%s", host, port, self.base_url)
+        hub_pid = self.hub_pid()
+        watching = asyncio.create_task(self.watch_hub(hub_pid, stop)) if hub_pid else None
         # Operations a crash interrupted go on while Kore already serves: a long one
         # must not keep the keyset and the other courses waiting.
         resuming = asyncio.create_task(self.resume_operations()) if self.course_manager else None
@@ -544,6 +573,8 @@ class Kore(Application):
             rosters = asyncio.create_task(self.scheduled_roster_syncs(app))
         await stop.wait()
         self.log.info("Kore stopping")
+        if watching is not None:
+            watching.cancel()
         server.stop()
         if rosters is not None:
             rosters.cancel()

@@ -291,3 +291,11 @@ def test_autograde_benchmark_refuses_nonsense_sizes():
     assert "--batch must be 1 to --submissions" in refused(
         AUTOGRADE_BENCHMARK, "--submissions", "3", "--batch", "5"
     )
+
+
+REQUEST_LIMITS_BENCHMARK = BENCHMARK.with_name("request_limits.py")
+
+
+def test_request_limits_benchmark_refuses_nonsense_sizes():
+    assert "--requests must be 1 or more" in refused(REQUEST_LIMITS_BENCHMARK, "--requests", "0")
+    assert "--size-mb must be 1 or more" in refused(REQUEST_LIMITS_BENCHMARK, "--size-mb", "0")

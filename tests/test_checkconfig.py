@@ -375,3 +375,69 @@ def test_cli_exit_codes(shipped, tmp_path):
     result = _ananke("check-config", "--offline", str(tmp_path / "missing"))
     assert result.returncode == 1
     assert "not found" in result.stdout
+
+
+# -- private state and fragments --------------------------------------------------------------
+
+
+def test_fragment_with_a_password_readable_by_others_is_a_warning(filled):
+    fragment = filled / "60_db.py"
+    fragment.write_text(
+        "c = get_config()  # noqa\n"
+        'c.CourseRegistry.url = "postgresql+psycopg://ananke:s3cret@db.internal/ananke"\n'
+    )
+    fragment.chmod(0o644)
+    (warning,) = [p for p in check_config_dir(filled, check_network=False) if p.file == fragment]
+    assert warning.level == WARNING and warning.setting == "c.CourseRegistry.url"
+    assert "mode 0644" in warning.message and "s3cret" not in warning.format()
+    assert f"chmod 600 {fragment}" in warning.hint
+
+    fragment.chmod(0o600)
+    assert [p for p in check_config_dir(filled, check_network=False) if p.file == fragment] == []
+
+
+def test_service_token_in_a_fragment_is_a_secret(filled):
+    fragment = filled / "60_services.json"
+    fragment.write_text(
+        json.dumps({"JupyterHub": {"services": [{"name": "x", "api_token": "abc123"}]}})
+    )
+    fragment.chmod(0o640)
+    (warning,) = [p for p in check_config_dir(filled, check_network=False) if p.file == fragment]
+    assert "c.JupyterHub.services[0].api_token" in warning.message
+
+
+def test_state_dir_readable_by_others_is_a_warning(filled, tmp_path):
+    state = tmp_path / "state"
+    (state / "secrets").mkdir(parents=True, mode=0o700)
+    (state / "courses.sqlite").write_bytes(b"")
+    state.chmod(0o755)
+    (state / "courses.sqlite").chmod(0o644)
+    problems = check_config_dir(filled, check_network=False, state_dir=state)
+    flagged = {
+        p.file: p
+        for p in problems
+        if p.file in (state, state / "secrets", state / "courses.sqlite")
+    }
+    assert set(flagged) == {state, state / "courses.sqlite"}
+    assert "chmod 700" in flagged[state].hint and "mode 0755" in flagged[state].message
+
+    state.chmod(0o700)
+    (state / "courses.sqlite").chmod(0o600)
+    problems = check_config_dir(filled, check_network=False, state_dir=state)
+    assert [p for p in problems if p.file in (state, state / "courses.sqlite")] == []
+
+
+def test_init_config_writes_private_fragments_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    target = tmp_path / "etc" / "config.d"
+    old = os.umask(0)
+    try:
+        result = _ananke("init-config", str(target))
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    files = list(target.iterdir())
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)

@@ -381,6 +381,8 @@ def test_the_hub_keeps_the_culler_next_to_kore(tmp_path, monkeypatch):
     from ananke_hub.paths import StateLayout
 
     monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "")  # configure() sets it; restored after
+    # Not about root labs (test_root_labs.py): the shipped bind is not loopback.
+    monkeypatch.setattr("ananke_hub.hubconfig.check_root_labs", lambda c: None)
     c = Config()
     configure(c, SHIPPED_CONFIG_DIR, StateLayout(tmp_path / "state"))
     assert [s["name"] for s in c.JupyterHub.services] == ["idle-culler", KORE_SERVICE]

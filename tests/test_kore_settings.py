@@ -487,6 +487,9 @@ def test_hub_passes_its_course_layout_to_kore(tmp_path, monkeypatch, systemd):
     cfg_dir.mkdir()
     state = StateLayout(tmp_path / "state")
     c = Config()
+    # As root without systemd the hub refuses root labs unless switched on (loopback).
+    c.AnankeLocalSpawner.allow_root = True
+    c.JupyterHub.bind_url = "http://127.0.0.1:8000/"
     hubconfig.configure(c, cfg_dir=cfg_dir, layout=state)
     (kore_service,) = [s for s in c.JupyterHub.services if s["name"] == "kore"]
     env = kore_service["environment"]
@@ -501,6 +504,9 @@ def test_hub_passes_its_course_layout_to_kore(tmp_path, monkeypatch, systemd):
         "c = get_config()  # noqa\nc.CourseLayout.exchange_root = '/srv/exchange'\n"
     )
     c = Config()
+    # As root without systemd the hub refuses root labs unless switched on (loopback).
+    c.AnankeLocalSpawner.allow_root = True
+    c.JupyterHub.bind_url = "http://127.0.0.1:8000/"
     hubconfig.configure(c, cfg_dir=cfg_dir, layout=state)
     (kore_service,) = [s for s in c.JupyterHub.services if s["name"] == "kore"]
     assert kore_service["environment"]["ANANKE_EXCHANGE_ROOT"] == "/srv/exchange"

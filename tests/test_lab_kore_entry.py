@@ -114,6 +114,9 @@ def test_kore_is_in_the_hub_services_menu(tmp_path, monkeypatch):
     cfg_dir = tmp_path / "config.d"
     cfg_dir.mkdir()
     c = Config()
+    # As root without systemd the hub refuses root labs unless switched on (loopback).
+    c.AnankeLocalSpawner.allow_root = True
+    c.JupyterHub.bind_url = "http://127.0.0.1:8000/"
     hubconfig.configure(c, cfg_dir=cfg_dir, layout=StateLayout(tmp_path / "state"))
     (kore,) = [s for s in c.JupyterHub.services if s["name"] == "kore"]
     assert kore["url"].startswith("http://127.0.0.1:")

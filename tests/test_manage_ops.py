@@ -447,6 +447,10 @@ async def test_backup_holds_the_course_with_a_consistent_gradebook_and_a_manifes
         manifest = json.load(tar.extractfile(first))
         names = set(tar.getnames())
         db = tar.extractfile("course/gradebook.db").read()
+        modes = {m.name: m.mode for m in tar.getmembers()}
+    # The gradebook's copy keeps the real file's mode (students' names and e-mails).
+    real = stat.S_IMODE((world.paths.home / "gradebook.db").stat().st_mode)
+    assert real == 0o600 and modes["course/gradebook.db"] == real
     assert manifest["course_id"] == COURSE_ID and manifest["backup_id"] == entry["backup_id"]
     assert manifest["settings"] == {"execute_timeout": 60} and manifest["reason"] == "manual"
     assert manifest["contents"]["assignments"] == [ASSIGNMENT, "ps2"]

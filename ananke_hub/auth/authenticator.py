@@ -6,9 +6,9 @@ from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
 from ltiauthenticator.lti13.error import LoginError
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from tornado.web import HTTPError
-from traitlets import Bool, Float, Instance, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Instance, Integer, TraitError, Unicode, default, validate
 
-from ..courses.identity import LaunchError, LaunchInfo, check_course_launch
+from ..courses.identity import LaunchError, LaunchInfo, check_course_launch, kept_claims
 from ..courses.layout import course_of_grader
 from ..courses.provision import CourseProvisioner, Entitlements, ProvisioningError
 from ..lti_spec import DEPLOYMENT_ID
@@ -114,6 +114,32 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         config=True,
         help="Seconds to wait for the platform's keyset before the launch fails.",
     )
+
+    max_request_body = Integer(
+        256 * 1024,
+        config=True,
+        help="""Largest body, in bytes, of a request to the login routes
+        (/hub/lti13/oauth_login, /hub/lti13/oauth_callback). Anyone may post there
+        without a cookie; an LMS's form post is a few KB. A larger request is refused
+        with 413 before its body is read.""",
+    )
+
+    max_id_token_bytes = Integer(
+        64 * 1024,
+        config=True,
+        help="""Largest id_token, in bytes, a launch may carry; a larger one is refused
+        with 413 before it is decoded. Moodle's are 2-5 KB; raise it only for an LMS
+        that sends very large custom parameters.""",
+    )
+
+    @validate("max_request_body", "max_id_token_bytes")
+    def _positive_size(self, proposal):
+        if proposal.value < 1024:
+            raise TraitError(
+                f"AnankeLTI13Authenticator.{proposal.trait.name} must be at least 1024 "
+                f"bytes, not {proposal.value}."
+            )
+        return proposal.value
 
     @default("allow_all")
     def _default_allow_all(self):
@@ -315,6 +341,7 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     async def authenticate(self, handler, data=None):
         if not data:
             return None
-        # auth_state is the whole validated id_token: roles, context, resource link,
-        # AGS and NRPS endpoints. JupyterHub stores it encrypted (enable_auth_state).
-        return {"name": self.get_username(data), "auth_state": data}
+        # auth_state is what Ananke reads of the validated id_token (roles, context,
+        # resource link, AGS and NRPS endpoints), not the whole token: see
+        # identity.KEPT_CLAIMS. JupyterHub stores it encrypted (enable_auth_state).
+        return {"name": self.get_username(data), "auth_state": kept_claims(data)}

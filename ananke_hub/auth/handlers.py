@@ -11,6 +11,11 @@ They keep ltiauthenticator's routes and cookies and change what is checked:
 
 Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
 that tornado logs as one line; nothing is written for a refused launch.
+
+Both routes take form posts from anyone, without a cookie. Their bodies are streamed
+(``@stream_request_body``) so that an oversized one is refused with 413 from its
+headers, before tornado reads or buffers it (an LTI form post is a few KB); and an
+id_token over its own limit is refused before it is decoded.
 """
 
 from http import HTTPStatus
@@ -26,7 +31,8 @@ from ltiauthenticator.lti13.handlers import LTI13CallbackHandler, LTI13LoginInit
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
 from sqlalchemy.exc import SQLAlchemyError
-from tornado.web import HTTPError
+from tornado import httputil
+from tornado.web import HTTPError, stream_request_body
 
 from ..courses.identity import DEEP_LINKING_REFUSAL, MESSAGE_TYPE_DEEP_LINKING
 from ..lti_spec import MESSAGE_TYPE
@@ -41,10 +47,56 @@ class LaunchRefused(ValidationError):
     """A launch that is well-formed but not allowed by the registration."""
 
 
-class AnankeLoginInitHandler(LTI13LoginInitHandler):
+class BoundedFormBody:
+    """A form body of at most ``c.AnankeLTI13Authenticator.max_request_body`` bytes.
+
+    For handlers decorated with ``@stream_request_body``: ``prepare`` runs when the
+    headers are in and refuses a declared length over the limit with 413 before any of
+    the body is read; a chunked body is cut off by tornado at the same limit.
+    ``read_form`` then parses what arrived, as tornado does for other handlers.
+    """
+
+    async def prepare(self):
+        limit = self.authenticator.max_request_body
+        self._form_body = bytearray()
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.strip().isdigit() or int(length) > limit):
+            raise HTTPError(
+                413,
+                f"This request is larger than the {limit} bytes an LTI launch may have.",
+            )
+        # Without a Content-Length (chunked), tornado stops reading past the limit.
+        self.request.connection.set_max_body_size(limit)
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if len(self._form_body) + len(chunk) <= self.authenticator.max_request_body:
+            self._form_body.extend(chunk)
+
+    def read_form(self) -> None:
+        """Parse the streamed body into ``request.arguments`` (query and form)."""
+        request = self.request
+        request.body = bytes(self._form_body)
+        try:
+            httputil.parse_body_arguments(
+                request.headers.get("Content-Type", ""),
+                request.body,
+                request.body_arguments,
+                request.files,
+                request.headers,
+            )
+        except httputil.HTTPInputError as exc:
+            raise HTTPError(400, f"The form of this request cannot be read: {exc}") from None
+        for name, values in request.body_arguments.items():
+            request.arguments.setdefault(name, []).extend(values)
+
+
+@stream_request_body
+class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
     """Third-party initiated login (IMS Security Framework 5.1.1)."""
 
     def post(self):
+        self.read_form()
         args = convert_request_to_dict(self.request.arguments)
         if "iss" not in args and "login_hint" not in args:
             raise HTTPError(
@@ -69,10 +121,12 @@ class AnankeLoginInitHandler(LTI13LoginInitHandler):
     get = post
 
 
-class AnankeCallbackHandler(LTI13CallbackHandler):
+@stream_request_body
+class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
     """Authentication response: validate the id_token, log the user in (IMS SF 5.1.3)."""
 
     async def post(self):
+        self.read_form()
         try:
             id_token = await self.validate_launch()
         except InvalidAudienceError as exc:
@@ -98,6 +152,13 @@ class AnankeCallbackHandler(LTI13CallbackHandler):
         self.check_state()  # CSRF: state cookie equals state parameter
 
         encoded = args["id_token"]
+        limit = authenticator.max_id_token_bytes
+        if len(encoded) > limit:
+            raise HTTPError(
+                413,
+                f"LTI launch refused: the id_token is {len(encoded)} bytes, more than the "
+                f"{limit} this hub accepts (c.AnankeLTI13Authenticator.max_id_token_bytes).",
+            )
         try:
             header = jwt.get_unverified_header(encoded)
         except jwt.PyJWTError as exc:

@@ -131,6 +131,41 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+#: The claims of an id_token that Ananke reads (LaunchInfo.from_id_token), and of the
+#: nested claims the members it reads. The user's auth_state keeps only these: the rest
+#: of a token (nonce, expiry, launch presentation, platform details, anything a platform
+#: adds) is never read again and would only grow the hub's database.
+KEPT_CLAIMS = {
+    "iss": None,
+    "aud": None,
+    "azp": None,
+    "sub": None,
+    "given_name": None,
+    "family_name": None,
+    "email": None,
+    DEPLOYMENT_ID: None,
+    ROLES: None,
+    CUSTOM: None,
+    RESOURCE_LINK: ("id", "title"),
+    CONTEXT: ("id", "label", "title"),
+    AGS_ENDPOINT: ("lineitems", "lineitem", "scope"),
+    NRPS: ("context_memberships_url", "service_versions"),
+}
+
+
+def kept_claims(token: dict) -> dict:
+    """The part of a validated id_token stored as the user's auth_state (KEPT_CLAIMS)."""
+    kept = {}
+    for claim, members in KEPT_CLAIMS.items():
+        if claim not in token:
+            continue
+        value = token[claim]
+        if members is not None:
+            value = {k: v for k, v in _dict(value).items() if k in members}
+        kept[claim] = value
+    return kept
+
+
 @dataclass(frozen=True)
 class LaunchInfo:
     """The course and person of one validated launch."""

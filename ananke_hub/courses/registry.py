@@ -21,6 +21,7 @@ from traitlets import Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..paths import StateLayout
+from ..persist import ensure_private_sqlite
 from ..roles import Role
 from .identity import LaunchInfo
 from .models import COURSE_DELETING, Base, Course, Member, utcnow
@@ -124,6 +125,8 @@ class CourseRegistry(LoggingConfigurable):
 
     def _create_engine(self) -> Engine:
         if self.url.startswith("sqlite"):
+            # Names, e-mails and every score sent: 0600 before SQLite creates it.
+            ensure_private_sqlite(self.url)
             engine = create_engine(self.url, connect_args={"timeout": 30})
 
             @event.listens_for(engine, "connect")

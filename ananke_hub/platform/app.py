@@ -23,7 +23,7 @@ from tornado.netutil import bind_sockets
 from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
-from .. import __version__
+from .. import __version__, redact
 from ..keys import KeyStore
 from ..persist import read_or_create_secret
 from . import constants as C
@@ -272,6 +272,10 @@ class TestPlatform(Application):
     def _missing(self) -> list[str]:
         needed = ("state_dir", "tool_login_url", "tool_redirect_uri", "tool_target_link_uri")
         return ["--" + name.replace("_", "-") for name in needed if not getattr(self, name)]
+
+    def initialize(self, argv=None):
+        redact.install()  # secrets out of its log lines, also at DEBUG
+        super().initialize(argv)
 
     def start(self):
         missing = self._missing()

@@ -63,6 +63,8 @@ MAX_MANIFEST_BYTES = 1 << 20
 #: Archives with more members are refused (a course has thousands of files, not millions).
 MAX_MEMBERS = 500_000
 ARCHIVE_MODE = 0o600
+#: Mode recorded for an in-memory file that replaces no file of a tree.
+PRIVATE_FILE_MODE = 0o600
 ARCHIVE_DIR_MODE = 0o700
 _SQLITE_COMPANIONS = ("-journal", "-wal", "-shm")
 # Only for tarfile.data_filter's lexical checks: never created, never resolved.
@@ -159,6 +161,8 @@ def _tarinfo(name: str, *, type_: bytes, mode: int, mtime: float, size: int = 0)
 class _Writer:
     def __init__(self, tar: tarfile.TarFile, report: ArchiveReport, max_bytes: int | None):
         self.tar, self.report, self.max_bytes = tar, report, max_bytes
+        #: Modes of tree files that an in-memory file replaces (the gradebook's copy).
+        self.replaced_modes: dict[str, int] = {}
 
     def _count(self, name: str, size: int) -> None:
         self.report.files += 1
@@ -171,7 +175,10 @@ class _Writer:
 
     def add_bytes(self, name: str, data: bytes) -> None:
         self._count(name, len(data))
-        info = _tarinfo(name, type_=tarfile.REGTYPE, mode=0o644, mtime=time.time(), size=len(data))
+        # The mode of the file it stands for (a gradebook is 0600: students' names and
+        # e-mails), private if there is none; a restore gives the file this mode back.
+        mode = self.replaced_modes.get(name, PRIVATE_FILE_MODE)
+        info = _tarinfo(name, type_=tarfile.REGTYPE, mode=mode, mtime=time.time(), size=len(data))
         self.tar.addfile(info, _BytesReader(data))
 
     def add_tree(self, prefix: str, top: Path, leave_out: set[str]) -> None:
@@ -195,6 +202,8 @@ class _Writer:
                         )
                     elif kind == "file" and name not in leave_out:
                         self._add_file(name, entry)
+                    elif kind == "file":
+                        self.replaced_modes[name] = _plain(entry.st)
 
     def _add_file(self, name: str, entry: fileops.Entry) -> None:
         fd = fileops.open_regular_at(entry.parent_fd, entry.name, name)
