@@ -14,6 +14,7 @@ from ananke_hub.courses.identity import (
     check_course_launch,
     course_id_for,
     is_course_id,
+    kept_claims,
 )
 from ananke_hub.courses.layout import (
     CourseLayout,
@@ -122,6 +123,13 @@ RESOURCE_LINK_LAUNCH = {CLAIM + "message_type": "LtiResourceLinkRequest"}
 )
 def test_course_launches(roles):
     check_course_launch({**RESOURCE_LINK_LAUNCH, CLAIM + "roles": roles})
+
+
+def test_the_stored_auth_state_of_a_course_launch_still_opens_its_course():
+    """The hub checks the launch again from auth_state (run_post_auth_hook), which holds
+    only kept_claims: the message type must be among them, or every launch is refused."""
+    launch = {**token(), **RESOURCE_LINK_LAUNCH, CLAIM + "roles": [M + "Learner"]}
+    check_course_launch(kept_claims(launch))
 
 
 @pytest.mark.parametrize(

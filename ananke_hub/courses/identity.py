@@ -144,6 +144,8 @@ KEPT_CLAIMS = {
     "family_name": None,
     "email": None,
     DEPLOYMENT_ID: None,
+    # check_course_launch reads it again from auth_state in run_post_auth_hook.
+    MESSAGE_TYPE: None,
     ROLES: None,
     CUSTOM: None,
     RESOURCE_LINK: ("id", "title"),
