@@ -153,7 +153,13 @@ class CourseProvisioner(LoggingConfigurable):
             self.log.info("%s created course %r", log_prefix, record.title)
 
         # The grader account owns the course directory and runs the formgrader.
-        handler.user_from_username(grader_username(info.course_id))
+        grader = handler.user_from_username(grader_username(info.course_id))
+        # nbgrader's JupyterHubAuthPlugin lists an account's courses from its hub groups
+        # (nbgrader-<c>, formgrade-<c>): without one, the formgrader's exchange listing
+        # drops the course, so it never sees a release ("draft" stays, no Collect).
+        # Its only group, kept at every launch so courses made before this get it too.
+        # A group carries no scopes here (roles are per user), so this grants nothing.
+        grader.sync_groups([staff_group(info.course_id)])
         paths = self.layout.course(info.course_id)
         try:
             fresh = record.provisioned < PROVISION_VERSION
