@@ -13,6 +13,7 @@ from pathlib import Path
 from traitlets.config import Config, LazyConfigValue
 
 from .courses.layout import CourseLayout
+from .courses.provision import person_name_var
 from .fragments import load_fragments
 from .paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from .persist import ensure_private_dir, read_or_create_secret
@@ -108,6 +109,11 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
             "without dynamic users or resource limits. Fine for a demo, not for teaching."
         )
 
+    # The header shows the person's name from the LMS, not the hub user name "u2".
+    c.JupyterHub.template_vars = {
+        **c.JupyterHub.get("template_vars", {}),
+        "ananke_person_name": person_name_var,
+    }
     # Our templates first: they extend the hub's own (Kore under Services for staff only).
     c.JupyterHub.template_paths = [str(TEMPLATES_DIR), *c.JupyterHub.get("template_paths", [])]
 

@@ -49,14 +49,16 @@ COURSES = [
 ]
 EXPECTED = [
     {
-        "course_id": "c-00000000000000aa",
+        "course_id": "Data Science 101 - Homework",  # the panel's link text
+        "id": "c-00000000000000aa",
         "url": KORE_PREFIX + "courses/c-00000000000000aa/formgrader",
         "kind": "jupyterhub",
         "title": "Data Science 101 - Homework",
         "role": "instructor",
     },
     {
-        "course_id": "c-00000000000000cc",
+        "course_id": "Stats",  # the panel's link text
+        "id": "c-00000000000000cc",
         "url": KORE_PREFIX + "courses/c-00000000000000cc/formgrader",
         "kind": "jupyterhub",
         "title": "Stats",

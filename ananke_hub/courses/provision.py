@@ -78,6 +78,17 @@ def trust_graders(settings: dict, course_ids: list[str]) -> None:
         no_confirm.update(f"jupyterhub-user-{grader_username(cid)}" for cid in course_ids)
 
 
+#: Hub user name -> the person's name from their latest launch, for the hub's pages
+#: (``person_name_var``). Kept in memory: the hub's templates are rendered in its event
+#: loop, where the registry must not be asked; filled at hub start and at each launch.
+PERSON_NAMES: dict[str, str] = {}
+
+
+def person_name_var(user) -> str:
+    """``c.JupyterHub.template_vars["ananke_person_name"]``: the name the header shows."""
+    return PERSON_NAMES.get(user.name, "") if user is not None else ""
+
+
 @dataclass(frozen=True)
 class Entitlements:
     """What a user gets on the hub from all their courses."""
@@ -119,6 +130,7 @@ class CourseProvisioner(LoggingConfigurable):
 
         def work():
             nbgrader_setup = importlib.import_module(NBGRADER_SETUP)
+            PERSON_NAMES.update(self.registry.person_names())
             try:
                 nbgrader_setup.warm_up()
                 nbgrader_setup.ensure_exchange_root(Path(self.layout.exchange_root))
@@ -148,6 +160,9 @@ class CourseProvisioner(LoggingConfigurable):
                 "This course is being deleted on the hub. Try again in a minute: once the "
                 "deletion is done, launching from the LMS sets the course up anew."
             ) from None
+        name = " ".join(part for part in (info.given_name, info.family_name) if part)
+        if name:
+            PERSON_NAMES[info.username] = name
         log_prefix = f"course:{info.course_id} user:{info.username}"
         if record.created:
             self.log.info("%s created course %r", log_prefix, record.title)
