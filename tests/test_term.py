@@ -219,6 +219,21 @@ async def kernel_idle(page) -> None:
     )
 
 
+async def save_notebook(page) -> None:
+    """File -> Save Notebook, until the tab has no unsaved changes (a change that lands
+    while the save runs, such as the Create Assignment sidebar's last field, needs one
+    more save)."""
+    dirty = page.locator(".jp-mod-current.jp-mod-dirty")
+    for _ in range(3):
+        await menu_command(page, "File", "Save Notebook")
+        try:
+            await expect(dirty).to_have_count(0, timeout=WAIT // 3)
+            return
+        except AssertionError:
+            continue
+    await expect(dirty).to_have_count(0)
+
+
 async def type_lines(page, lines: list[str]) -> None:
     """Type into the focused cell editor, line by line (no indentation needed)."""
     for index, line in enumerate(lines):
@@ -235,6 +250,7 @@ async def formgrader_modal_ok(page, title: str) -> str:
     text = await modal.inner_text()
     await modal.locator(".modal-footer button", has_text="OK").click()
     await modal.wait_for(state="detached", timeout=WAIT)
+    await expect(page.locator(".modal-backdrop")).to_have_count(0, timeout=WAIT)
     return text
 
 
@@ -344,8 +360,7 @@ async def test_instructor_writes_the_notebook_with_the_create_assignment_sidebar
     await expect(sidebar.locator(".nbgrader-TotalPointsInput").first).to_have_value("5")
     await page.locator(".jp-NotebookPanel .jp-Cell").first.click()
     await page.keyboard.press("Escape")
-    await page.keyboard.press("Control+s")
-    await expect(page.locator(".jp-mod-current.jp-mod-dirty")).to_have_count(0, timeout=WAIT)
+    await save_notebook(page)
     await shot(page, "term-create-assignment.png")
 
 
@@ -418,8 +433,7 @@ async def test_student_fetches_answers_runs_and_submits(stack, people, sub):
     await expect(cells.nth(1).locator(".jp-InputArea-prompt")).to_have_text(
         re.compile(r"\[\d+\]:"), timeout=WAIT
     )
-    await page.keyboard.press("Control+s")
-    await expect(page.locator(".jp-mod-current.jp-mod-dirty")).to_have_count(0, timeout=WAIT)
+    await save_notebook(page)
 
     await page.locator(".lm-TabBar-tab", has_text="Assignments").click()
     await fetched.get_by_role("button", name="Submit").click()
@@ -548,7 +562,8 @@ async def test_instructor_sends_grades_from_kore_and_the_lms_shows_them(stack, p
         .click()
     )
     await kore.wait_for_url(f"**/services/kore/courses/{course(stack)}")
-    start = kore.locator("#grades-panel .kore-start:enabled")
+    start = kore.locator("#grades-panel").get_by_role("button", name="Send grades to the LMS")
+    await expect(start).to_be_enabled(timeout=WAIT)
     await start.click()
     await expect(kore.locator("#grades-panel .kore-progress-text")).to_contain_text(
         "0 failed", timeout=WAIT
