@@ -130,7 +130,6 @@ class CourseProvisioner(LoggingConfigurable):
 
         def work():
             nbgrader_setup = importlib.import_module(NBGRADER_SETUP)
-            PERSON_NAMES.update(self.registry.person_names())
             try:
                 nbgrader_setup.warm_up()
                 nbgrader_setup.ensure_exchange_root(Path(self.layout.exchange_root))
@@ -141,6 +140,11 @@ class CourseProvisioner(LoggingConfigurable):
                     self.layout.exchange_root,
                     exc,
                 )
+            try:
+                PERSON_NAMES.update(self.registry.person_names())
+            except Exception:
+                # Only names in the header; each launch adds its person's name again.
+                self.log.exception("courses: reading people's names from the registry failed")
 
         threading.Thread(target=work, name="courses-prepare", daemon=True).start()
 
