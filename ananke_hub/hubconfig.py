@@ -15,6 +15,7 @@ from traitlets.config import Config, LazyConfigValue
 
 from . import redact
 from .courses.layout import CourseLayout
+from .courses.provision import person_name_var
 from .fragments import load_fragments
 from .paths import DEFAULT_KORE_PORT, StateLayout, config_dir
 from .persist import ensure_private_dir, ensure_private_sqlite, read_or_create_secret
@@ -153,6 +154,11 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
         )
         check_root_labs(c)
 
+    # The header shows the person's name from the LMS, not the hub user name "u2".
+    c.JupyterHub.template_vars = {
+        **c.JupyterHub.get("template_vars", {}),
+        "ananke_person_name": person_name_var,
+    }
     # Our templates first: they extend the hub's own (Kore under Services for staff only).
     c.JupyterHub.template_paths = [str(TEMPLATES_DIR), *c.JupyterHub.get("template_paths", [])]
 

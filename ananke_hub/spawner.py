@@ -23,6 +23,7 @@ from systemdspawner import SystemdSpawner, systemd
 from traitlets import Bool, TraitError, Unicode, default, validate
 
 from .courses.layout import CourseLayout, course_of_grader
+from .courses.provision import staff_group
 from .courses.registry import CourseRegistry
 from .paths import DEFAULT_KORE_PORT, StateLayout
 from .persist import ensure_private_dir
@@ -31,6 +32,19 @@ from .roles import Role
 #: Jupyter config every lab reads (nbgrader's exchange and course settings, Ananke's
 #: server extension): put first on JUPYTER_CONFIG_PATH.
 LAB_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter"
+#: Per kind of lab (lab_kind), the JupyterLab plugins of nbgrader it hides: put on
+#: JUPYTER_CONFIG_PATH after LAB_CONFIG_DIR (see the README.md there).
+LAB_KINDS_DIR = Path(__file__).parent / "share" / "jupyter_lab_kinds"
+
+
+def lab_kind(username: str, group_names) -> str:
+    """``grader`` (a course's grader account), ``staff`` (teaches a course: in a
+    ``formgrade-<course>`` group) or ``learner``."""
+    if course_of_grader(username) is not None:
+        return "grader"
+    if any(name.startswith(staff_group("")) for name in group_names):
+        return "staff"
+    return "learner"
 
 #: Seconds a grader server trusts the hub's answer about a login before asking again
 #: (JupyterHub's HubAuth.cache_max_age, 300 by default; 0 would mean forever). Staff
@@ -143,12 +157,20 @@ class LabEnvironment:
         return {
             # nbgrader_config.py (exchange, student id = hub user) and our server
             # extension's config come first; the user's own config dirs still follow.
-            "JUPYTER_CONFIG_PATH": str(LAB_CONFIG_DIR),
+            # Then what this kind of lab shows of nbgrader: no instructor menus for
+            # learners, no dead Formgrader entry in an instructor's own lab.
+            "JUPYTER_CONFIG_PATH": os.pathsep.join(
+                [str(LAB_CONFIG_DIR), str(LAB_KINDS_DIR / self.lab_kind())]
+            ),
             # Data files too: JupyterLab finds the prebuilt extensions we ship (the Kore
             # menu) in <dir>/labextensions, whatever prefix the package was installed in.
             "JUPYTER_PATH": str(LAB_CONFIG_DIR),
             "ANANKE_EXCHANGE_ROOT": layout.exchange_root,
         }
+
+    def lab_kind(self) -> str:
+        # The hub set the user's groups from their courses at their latest login.
+        return lab_kind(self.user.name, [group.name for group in self.user.groups])
 
     async def after_start(self) -> None:
         """Once a lab started, systemd has handed its dynamic user the home (StateDirectory=)

@@ -223,6 +223,18 @@ def test_names_are_kept_up_to_date(registry):
     assert (member.given_name, member.email) == ("Alan M.", "new@example.edu")
 
 
+def test_person_names_for_greetings_come_from_the_latest_launch(registry):
+    registry.record_launch(info(sub="3"))
+    assert registry.person_name("u3") == "Alan Turing"
+    assert registry.person_name("u99") == ""  # nobody: the caller shows the user name
+    renamed = token(sub="3", link="L2", given_name="Alan M.", family_name="Turing")
+    registry.record_launch(LaunchInfo.from_id_token(renamed, "u3"))
+    assert registry.person_name("u3") == "Alan M. Turing"
+    registry.record_launch(info(sub="4", given_name="", family_name="Du Châtelet"))
+    # The hub's header reads these at start (before anyone launches again).
+    assert registry.person_names() == {"u3": "Alan M. Turing", "u4": "Du Châtelet"}
+
+
 def test_concurrent_launches_lose_and_duplicate_nothing(registry):
     launches = [info(sub=str(1000 + i)) for i in range(120)] + [info(sub="2", role="Instructor")]
     with ThreadPoolExecutor(12) as pool:

@@ -333,7 +333,8 @@ async def test_lab_course_list_from_real_kore(kore, hub, school, monkeypatch):
     courses = await KoreCourseList(kore_url=kore.url()).formgraders()
     assert courses == [
         {
-            "course_id": school["B"],
+            "course_id": "Course B - Statistics <b>&</b> 'Quotes'",  # the panel's link text
+            "id": school["B"],
             "url": f"{PREFIX}courses/{school['B']}/formgrader",
             "kind": "jupyterhub",
             "title": "Course B - Statistics <b>&</b> 'Quotes'",

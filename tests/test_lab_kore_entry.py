@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 from jupyterhub.objects import Hub
 
-from ananke_hub.spawner import LAB_CONFIG_DIR, AnankeLocalSpawner
+from ananke_hub.spawner import LAB_CONFIG_DIR, LAB_KINDS_DIR, AnankeLocalSpawner
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "labextension"
@@ -30,8 +30,14 @@ BUILT = LAB_CONFIG_DIR / "labextensions" / NAME
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 
 
-def lab_environment(tmp_path) -> dict:
-    user = SimpleNamespace(name="u5", id=5, url="/user/u5/", escaped_name="u5")
+def lab_environment(tmp_path, name="u5", groups=("formgrade-c-00000000000000aa",)) -> dict:
+    user = SimpleNamespace(
+        name=name,
+        id=5,
+        url=f"/user/{name}/",
+        escaped_name=name,
+        groups=[SimpleNamespace(name=g) for g in groups],
+    )
     spawner = AnankeLocalSpawner(user=user, hub=Hub(), home_root=str(tmp_path / "homes"))
     return spawner.lab_environment()
 
@@ -42,7 +48,59 @@ def lab_environment(tmp_path) -> dict:
 def test_labs_get_the_shipped_data_dir_on_jupyter_path(tmp_path):
     env = lab_environment(tmp_path)
     assert env["JUPYTER_PATH"] == str(LAB_CONFIG_DIR)
-    assert env["JUPYTER_CONFIG_PATH"] == str(LAB_CONFIG_DIR)
+    assert env["JUPYTER_CONFIG_PATH"].split(os.pathsep) == [
+        str(LAB_CONFIG_DIR),
+        str(LAB_KINDS_DIR / "staff"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, groups, kind, hidden",
+    [
+        ("grader-c-00000000000000aa", ["formgrade-c-00000000000000aa"], "grader", set()),
+        (
+            "u5",
+            ["nbgrader-c-00000000000000bb", "formgrade-c-00000000000000aa"],
+            "staff",
+            {"@jupyter/nbgrader:formgrader"},
+        ),
+        (
+            "u3",
+            ["nbgrader-c-00000000000000aa"],
+            "learner",
+            {
+                "@jupyter/nbgrader:formgrader",
+                "@jupyter/nbgrader:create-assignment",
+                "@jupyter/nbgrader:course-list",
+            },
+        ),
+        (
+            "u9",
+            [],
+            "learner",
+            {
+                "@jupyter/nbgrader:formgrader",
+                "@jupyter/nbgrader:create-assignment",
+                "@jupyter/nbgrader:course-list",
+            },
+        ),
+    ],
+)
+def test_each_kind_of_lab_hides_what_it_cannot_use(
+    tmp_path, monkeypatch, name, groups, kind, hidden
+):
+    """JupyterLab's own page config, merged from the lab's config path: learners get no
+    instructor menus; an instructor's own lab no Formgrader entry (no formgrader runs
+    there); the grader account's lab everything."""
+    from jupyterlab_server.config import get_static_page_config
+
+    env = lab_environment(tmp_path, name, groups)
+    assert env["JUPYTER_CONFIG_PATH"].split(os.pathsep)[-1] == str(LAB_KINDS_DIR / kind)
+    for var in ("JUPYTER_CONFIG_PATH", "JUPYTER_PATH"):
+        monkeypatch.setenv(var, env[var])
+    config = get_static_page_config(level="all")
+    disabled = {ext for ext, off in config.get("disabledExtensions", {}).items() if off}
+    assert {ext for ext in disabled if ext.startswith("@jupyter/nbgrader")} == hidden
 
 
 def test_built_extension_is_the_source_package():

@@ -49,14 +49,16 @@ COURSES = [
 ]
 EXPECTED = [
     {
-        "course_id": "c-00000000000000aa",
+        "course_id": "Data Science 101 - Homework",  # the panel's link text
+        "id": "c-00000000000000aa",
         "url": KORE_PREFIX + "courses/c-00000000000000aa/formgrader",
         "kind": "jupyterhub",
         "title": "Data Science 101 - Homework",
         "role": "instructor",
     },
     {
-        "course_id": "c-00000000000000cc",
+        "course_id": "Stats",  # the panel's link text
+        "id": "c-00000000000000cc",
         "url": KORE_PREFIX + "courses/c-00000000000000cc/formgrader",
         "kind": "jupyterhub",
         "title": "Stats",
@@ -236,9 +238,10 @@ def test_shipped_config_enables_ours_and_disables_nbgraders_course_list():
     ).get_jpserver_extensions()
     assert merged[EXTENSION] is True
     assert merged["nbgrader.server_extensions.course_list"] is False
-    # The rest of nbgrader stays on.
+    # The rest of nbgrader stays on; its formgrader is loaded by ours (labext/formgrader.py).
     assert merged["nbgrader.server_extensions.assignment_list"] is True
-    assert merged["nbgrader.server_extensions.formgrader"] is True
+    assert merged["nbgrader.server_extensions.formgrader"] is False
+    assert merged["ananke_hub.labext.formgrader"] is True
 
 
 def test_extension_points_name_the_module():
@@ -285,6 +288,7 @@ class JupyterServer:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=self.root / "work",  # nbgrader's course directory, as in a grader's lab
         )
         log.close()
         deadline = time.monotonic() + 90
@@ -375,6 +379,17 @@ def test_server_formgraders_with_kore_down(down_server):
         },
     }
     assert "ananke formgraders: GET http://127.0.0.1:" in down.log  # the admin's detail
+
+
+def test_formgrader_links_folders_into_this_servers_lab(server):
+    """nbgrader links the assignment's folders to /tree/<path> at the host's root, a 404
+    when the formgrader is a page of its own (as Kore opens it); ours into the lab."""
+    assert "ananke_hub.labext.formgrader | extension was successfully loaded" in server.log
+    r = server.get("formgrader/manage_assignments")
+    assert r.status_code == 200, r.text[:300]
+    assert "manage_assignments.js" in r.text  # nbgrader's page, with our script after it
+    assert 'base_url + "/lab/tree/"' in r.text
+    assert r.text.index("manage_assignments.js") < r.text.index("nbgraderLinkTo")
 
 
 def test_server_formgraders_needs_login(server):

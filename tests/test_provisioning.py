@@ -97,6 +97,9 @@ async def test_instructor_launch_creates_the_course_without_restart(stack):
     assert f"staff-{cid}" in ada["roles"] and "user" in ada["roles"]
     grader = await user(stack, f"grader-{cid}")
     assert grader["name"] == f"grader-{cid}"
+    # nbgrader's JupyterHubAuthPlugin finds the grader's course by this group: without
+    # it the formgrader never sees a release and offers no Collect.
+    assert grader["groups"] == [f"formgrade-{cid}"]
 
     paths = layout(stack).course(cid)
     config = json.loads(paths.nbgrader_config.read_text())

@@ -23,7 +23,7 @@ from ananke_hub.spawner import (
 
 
 def fake_user(name="u123", uid=7):
-    return SimpleNamespace(name=name, id=uid, url=f"/user/{name}/", escaped_name=name)
+    return SimpleNamespace(name=name, id=uid, url=f"/user/{name}/", escaped_name=name, groups=[])
 
 
 class FakeSystemd:

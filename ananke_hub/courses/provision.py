@@ -97,6 +97,17 @@ def trust_graders(settings: dict, course_ids: list[str]) -> None:
         no_confirm.update(grader_client_id(cid) for cid in course_ids)
 
 
+#: Hub user name -> the person's name from their latest launch, for the hub's pages
+#: (``person_name_var``). Kept in memory: the hub's templates are rendered in its event
+#: loop, where the registry must not be asked; filled at hub start and at each launch.
+PERSON_NAMES: dict[str, str] = {}
+
+
+def person_name_var(user) -> str:
+    """``c.JupyterHub.template_vars["ananke_person_name"]``: the name the header shows."""
+    return PERSON_NAMES.get(user.name, "") if user is not None else ""
+
+
 @dataclass(frozen=True)
 class Entitlements:
     """What a user gets on the hub from all their courses."""
@@ -161,6 +172,11 @@ class CourseProvisioner(LoggingConfigurable):
                     self.layout.exchange_root,
                     exc,
                 )
+            try:
+                PERSON_NAMES.update(self.registry.person_names())
+            except Exception:
+                # Only names in the header; each launch adds its person's name again.
+                self.log.exception("courses: reading people's names from the registry failed")
 
         threading.Thread(target=work, name="courses-prepare", daemon=True).start()
 
@@ -180,12 +196,21 @@ class CourseProvisioner(LoggingConfigurable):
                 "This course is being deleted on the hub. Try again in a minute: once the "
                 "deletion is done, launching from the LMS sets the course up anew."
             ) from None
+        name = " ".join(part for part in (info.given_name, info.family_name) if part)
+        if name:
+            PERSON_NAMES[info.username] = name
         log_prefix = f"course:{info.course_id} user:{info.username}"
         if record.created:
             self.log.info("%s created course %r", log_prefix, record.title)
 
         # The grader account owns the course directory and runs the formgrader.
-        handler.user_from_username(grader_username(info.course_id))
+        grader = handler.user_from_username(grader_username(info.course_id))
+        # nbgrader's JupyterHubAuthPlugin lists an account's courses from its hub groups
+        # (nbgrader-<c>, formgrade-<c>): without one, the formgrader's exchange listing
+        # drops the course, so it never sees a release ("draft" stays, no Collect).
+        # Its only group, kept at every launch so courses made before this get it too.
+        # A group carries no scopes here (roles are per user), so this grants nothing.
+        grader.sync_groups([staff_group(info.course_id)])
         paths = self.layout.course(info.course_id)
         try:
             fresh = record.provisioned < PROVISION_VERSION

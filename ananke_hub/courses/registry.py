@@ -313,6 +313,34 @@ class CourseRegistry(LoggingConfigurable):
                 )
             )
 
+    def person_name(self, username: str) -> str:
+        """The person's name as their latest launch or roster sync gave it ("" if none)."""
+        with self.session() as session:
+            row = session.execute(
+                select(Member.given_name, Member.family_name)
+                .where(Member.username == username)
+                .order_by(Member.last_launch.desc().nulls_last())
+                .limit(1)
+            ).first()
+        if row is None:
+            return ""
+        return " ".join(part for part in row if part).strip()
+
+    def person_names(self) -> dict[str, str]:
+        """Every member's name (``person_name``), by user name."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Member.username, Member.given_name, Member.family_name).order_by(
+                    Member.last_launch.asc().nulls_first()
+                )
+            )
+            names = {}
+            for username, given, family in rows:  # the latest launch wins
+                name = " ".join(part for part in (given, family) if part)
+                if name:
+                    names[username] = name
+            return names
+
     def memberships(self, username: str) -> list[tuple[Course, str]]:
         """The courses of ``username`` with their role in each, newest launch first."""
         with self.session() as session:

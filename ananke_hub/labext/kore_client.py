@@ -124,8 +124,9 @@ class KoreCourseList(LoggingConfigurable):
     async def formgraders(self) -> list[dict]:
         """The courses the lab's owner grades, as nbgrader's Courses panel lists them.
 
-        Newest launch first (the course the user came from is on top). Besides
-        nbgrader's ``course_id``, ``url`` and ``kind``, each has the course's ``title``
+        Newest launch first (the course the user came from is on top). nbgrader's
+        ``course_id`` is what the panel shows as the link's text, so it holds the
+        course's title; ``id`` holds the course id, besides ``url``, ``kind``, ``title``
         and the user's ``role``.
         """
         entries = []
@@ -136,12 +137,14 @@ class KoreCourseList(LoggingConfigurable):
             course_id = course.get("course_id")
             if not isinstance(url, str) or not url or not isinstance(course_id, str):
                 continue  # a course they take as a student: nothing to grade
+            title = str(course.get("title") or course_id)
             entries.append(
                 {
-                    "course_id": course_id,
+                    "course_id": title,  # people read titles, not c-134d692f3f6ff899
+                    "id": course_id,
                     "url": url,
                     "kind": KIND,
-                    "title": str(course.get("title") or course_id),
+                    "title": title,
                     "role": str(course.get("role") or ""),
                 }
             )

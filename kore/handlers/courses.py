@@ -109,6 +109,11 @@ class CourseHandlerMixin(HubUserHandler):
         """The caller's active courses and their role in each, newest launch first."""
         return await self._registry(self.registry.memberships, self.hub_user["name"])
 
+    async def person_name(self) -> str:
+        """The caller's name for a greeting: from the LMS, else the hub user name."""
+        name = await self._registry(self.registry.person_name, self.hub_user["name"])
+        return name or self.hub_user["name"]
+
     async def course_entries(self) -> list[dict]:
         prefix = self.settings["kore_prefix"]
         return [

@@ -31,10 +31,17 @@ class HomeHandler(CourseHandlerMixin, PageHandler):
             self.render(
                 "for_instructors.html",
                 user=self.hub_user,
+                person=await self.person_name(),
                 message="",
             )
             return
-        self.render("home.html", user=self.hub_user, courses=courses, role_names=ROLE_NAMES)
+        self.render(
+            "home.html",
+            user=self.hub_user,
+            person=await self.person_name(),
+            courses=courses,
+            role_names=ROLE_NAMES,
+        )
 
 
 handlers = [("", HomeHandler)]

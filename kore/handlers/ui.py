@@ -153,6 +153,7 @@ class CoursePageHandler(CourseHandlerMixin, PageHandler):
             self.render(
                 "for_instructors.html",
                 user=self.hub_user,
+                person=await self.person_name(),
                 message=self.error_message(403, (type(exc), exc, None)),
             )
             return
