@@ -512,12 +512,23 @@ class Kore(Application):
                 " ".join(run_id[:8] for run_id in ended),
             )
 
+    async def end_predecessor_backups(self) -> None:
+        """Backups a previous Kore left "running" died with it (resets and deletions are
+        resumed instead): mark them interrupted before serving, so a new one can start."""
+        if self.course_manager is None:
+            return
+        try:
+            await self.course_manager.interrupt_predecessor()
+        except SQLAlchemyError as exc:
+            self.log.error("cannot mark the previous Kore's backups as interrupted: %s", exc)
+
     async def serve(self) -> int:
         """Serve until SIGTERM or SIGINT (the hub stops its services with these)."""
         try:
             host, port = self.listen_address()
             app = self.make_web_app()
             await self.end_predecessor_syncs()
+            await self.end_predecessor_backups()
             server = app.listen(port, address=host, xheaders=True)
         except StartupError as exc:
             self.log.critical("Kore cannot start: %s", exc)

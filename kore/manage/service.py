@@ -7,7 +7,9 @@ work is in :mod:`.files` and :mod:`.archive` (no link is ever followed), the gra
 work in :mod:`.gradebook` (confined to the grader's home), the hub calls in
 :mod:`.hubapi`, the records in :mod:`.store`. Blocking work runs in threads.
 
-Reset and delete are journaled (:class:`~ananke_hub.courses.models.CourseOperation`):
+Backups, resets and deletions run as operations in the background (:meth:`CourseManager.start`
+answers at once; the handlers answer 202 and the operation's entry shows its progress),
+at most one per course at a time. Reset and delete are journaled (:class:`~ananke_hub.courses.models.CourseOperation`):
 each step is idempotent and the number of the last completed step is saved after it,
 so an operation interrupted by a crash or a failing step is finished by running it
 again (:meth:`CourseManager.resume_unfinished` at Kore's start does it for crashed ones).
@@ -26,6 +28,8 @@ again (:meth:`CourseManager.resume_unfinished` at Kore's start does it for crash
   home (and systemd's ``/var/lib/grader-<course>`` link) and the course's exchange
   directory go - 6 registry: the course goes (members and syncs with it). Backups and
   audit events stay; backups remain usable by their owners.
+- backup: 1 backup ("manual"). Not resumed: a starting Kore marks a backup its
+  predecessor left running "interrupted" (:meth:`CourseManager.interrupt_predecessor`).
 """
 
 import asyncio
@@ -78,7 +82,15 @@ from .names import (
     is_notebook_name,
     new_backup_id,
 )
-from .store import FAILED, FINISHED, RUNNING, CourseFacts, ManageStore, OperationRunning, iso
+from .store import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    CourseFacts,
+    ManageStore,
+    OperationRunning,
+    iso,
+)
 
 MANIFEST_FORMAT = "ananke-course-backup"
 MANIFEST_VERSION = 1
@@ -111,7 +123,9 @@ DELETE_STEPS = (
     "files",
     "registry",
 )
-STEPS = {"reset": RESET_STEPS, "delete": DELETE_STEPS}
+STEPS = {"reset": RESET_STEPS, "delete": DELETE_STEPS, "backup": ("backup",)}
+KINDS = tuple(STEPS)
+INTERRUPTED_MESSAGE = "Kore stopped while this backup ran; nothing was kept. Make a new backup."
 
 
 def backup_entry(backup: Backup, course_exists: bool) -> dict:
@@ -604,14 +618,68 @@ class CourseManager(LoggingConfigurable):
         """Delete a course (backup first); the operation's entry (see :meth:`reset`)."""
         return await self._operate(self._course_id(course_id), "delete", actor)
 
+    async def start(self, kind: str, course_id: str, actor: str) -> dict:
+        """Start a backup, reset or delete in the background; its entry (state "running").
+
+        Refusals come before anything starts: NotFound, TooLarge, and Conflict (with
+        ``operation_id``, the running one's) while another operation runs on the course.
+        """
+        if kind not in KINDS:
+            raise InvalidRequest(f"An operation is one of {', '.join(KINDS)}, not {kind!r}.")
+        return await self._operate(self._course_id(course_id), kind, actor, wait=False)
+
+    async def operation(self, course_id: str, operation_id: str) -> dict:
+        """One operation of a course; NotFound for an unknown id or another course's."""
+        course_id = self._course_id(course_id)
+        op = await self._db(self.store.operation, str(operation_id)[:64])
+        if op is None or op.course_id != course_id:
+            raise NotFound(
+                f"Course {course_id} has no operation {operation_id}. Take the id from the "
+                "course's operations."
+            )
+        return operation_entry(op)
+
+    async def interrupt_predecessor(self) -> list[str]:
+        """At Kore's start, before it serves: backups the previous Kore left running died
+        with it. Say so (state "interrupted") so that a new one can start; resets and
+        deletions stay running and :meth:`resume_unfinished` finishes them."""
+        ops = await self._db(self.store.interrupt_unresumable, INTERRUPTED_MESSAGE)
+        for op in ops:
+            self.log.warning(
+                "course:%s %s %s of the previous Kore marked interrupted",
+                op.course_id,
+                op.kind,
+                op.id,
+            )
+            await self.record(
+                KORE_ACTOR,
+                f"course.{op.kind}",
+                op.course_id,
+                {"operation_id": op.id, "backup_id": op.backup_id},
+                "failed",
+                INTERRUPTED_MESSAGE,
+            )
+        return [op.id for op in ops]
+
     async def operations(self, course_id: str, limit: int = 50) -> list[dict]:
         course_id = self._course_id(course_id)
         ops = await self._db(self.store.operations, course_id, max(1, min(int(limit), 500)))
         return [operation_entry(op) for op in ops]
 
-    async def _operate(self, course_id: str, kind: str, actor: str) -> dict:
+    def _running(self, course_id: str, kind: str, op_id: str, who: str = "") -> Conflict:
+        by = f" started by {who}" if who else ""
+        exc = Conflict(
+            f"A {kind} of course {course_id}{by} is running (operation {op_id}). Wait for "
+            "it to end, then start another."
+        )
+        exc.operation_id = op_id
+        return exc
+
+    async def _operate(self, course_id: str, kind: str, actor: str, wait: bool = True) -> dict:
         unfinished = await self._db(
-            lambda: self.store.unfinished(course_id=course_id, states=(RUNNING, FAILED))
+            lambda: self.store.unfinished(
+                course_id=course_id, states=(RUNNING, FAILED), kinds=KINDS
+            )
         )
         for op in unfinished:
             if op.state == RUNNING:
@@ -623,22 +691,15 @@ class CourseManager(LoggingConfigurable):
                     "refused",
                     f"a {op.kind} is running",
                 )
-                raise audited(
-                    Conflict(
-                        f"A {op.kind} of course {course_id} started by {op.started_by} is "
-                        "running. Wait for it to end, then look at the course's operations."
-                    )
-                )
-        again = [op for op in unfinished if op.kind == kind]
+                raise audited(self._running(course_id, op.kind, op.id, op.started_by))
+        again = [op for op in unfinished if op.kind == kind and kind != "backup"]
         if again:
             # Run it again: it goes on after its last completed step.
             op = again[-1]
             try:
                 op = await self._db(self.store.reopen_operation, op.id)
             except OperationRunning as exc:
-                raise Conflict(
-                    f"Another operation on course {course_id} is running. Try again later."
-                ) from exc
+                raise self._running(course_id, "operation", exc.operation_id) from exc
             await self.record(
                 actor,
                 f"course.{kind}",
@@ -647,7 +708,7 @@ class CourseManager(LoggingConfigurable):
                 "started",
                 f"continued after step {op.step}",
             )
-            return await self._launch(op, actor)
+            return await self._launch(op, actor, wait)
 
         facts = await self._course(course_id)
         if facts.state == COURSE_DELETING:
@@ -659,9 +720,7 @@ class CourseManager(LoggingConfigurable):
         try:
             op = await self._db(self.store.start_operation, course_id, kind, actor, new_backup_id())
         except OperationRunning as exc:
-            raise Conflict(
-                f"Another operation on course {course_id} is running. Try again later."
-            ) from exc
+            raise self._running(course_id, "operation", exc.operation_id) from exc
         self.log.info("course:%s user:%s %s started (%s)", course_id, actor, kind, op.id)
         await self.record(
             actor,
@@ -670,16 +729,23 @@ class CourseManager(LoggingConfigurable):
             {"operation_id": op.id, "backup_id": op.backup_id},
             "started",
         )
-        return await self._launch(op, actor)
+        return await self._launch(op, actor, wait)
 
-    async def _launch(self, op: CourseOperation, actor: str) -> dict:
-        """Run the operation in its own task: a request that goes away does not stop it."""
+    async def _launch(self, op: CourseOperation, actor: str, wait: bool = True) -> dict:
+        """Run the operation in its own task: a request that goes away does not stop it.
+
+        ``wait``: the finished entry; otherwise the running one at once.
+        """
         task = asyncio.create_task(self._run(op, actor), name=f"course-{op.kind}-{op.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if not wait:
+            return operation_entry(op)
         return await asyncio.shield(task)
 
     def _steps(self, kind: str) -> list[Callable[[CourseOperation], Awaitable[None]]]:
+        if kind == "backup":
+            return [self._step_backup]
         if kind == "reset":
             return [
                 self._step_backup,
@@ -730,11 +796,14 @@ class CourseManager(LoggingConfigurable):
             else:
                 why = f"an unexpected error ({type(exc).__name__}; details in Kore's log)"
                 self.log.exception("%s: step %d failed", prefix, failed)
-            message = (
-                f"Step {failed} of {len(names)} ({names[failed - 1]}) failed: {why} "
-                f"Run the {op.kind} again to go on from there; the backup "
-                f"{op.backup_id} was {'made' if step >= 1 else 'not made yet'}."
-            )
+            if op.kind == "backup":
+                message = f"The backup failed: {why} Nothing was kept; make a new backup."
+            else:
+                message = (
+                    f"Step {failed} of {len(names)} ({names[failed - 1]}) failed: {why} "
+                    f"Run the {op.kind} again to go on from there; the backup "
+                    f"{op.backup_id} was {'made' if step >= 1 else 'not made yet'}."
+                )
             op = await self._db(self.store.end_operation, op.id, FAILED, message)
             await self.record(
                 actor,
@@ -785,7 +854,7 @@ class CourseManager(LoggingConfigurable):
         if await self._db(self.store.backup, op.backup_id) is not None:
             return
         facts = await self._course(op.course_id)
-        reason = "before-reset" if op.kind == "reset" else "before-delete"
+        reason = {"backup": "manual", "reset": "before-reset"}.get(op.kind, "before-delete")
         await self._make_backup(facts, op.backup_id, op.started_by, reason)
 
     async def _reset_gradebook(self, op: CourseOperation) -> None:

@@ -5,11 +5,13 @@ Blocking calls like the rest of the registry; the course manager runs them throu
 ``course_operations``, ``audit_events``); they have no foreign keys to ``courses``, so a
 deleted course's backups and audit trail stay.
 
-- At most one reset or delete runs per course: a partial unique index on
+- At most one operation (backup, reset or delete) runs per course: a partial unique index on
   ``course_operations(course_id) WHERE state = 'running'`` makes a second start fail in
   the database itself, across threads and processes (:class:`OperationRunning`).
 - An operation records the last step it completed; a crashed one stays "running" and
   is finished by :meth:`CourseManager.resume_unfinished`, a failed one by running it again.
+  A backup a crash stopped is not resumed: a starting Kore marks it "interrupted"
+  (:meth:`ManageStore.interrupt_unresumable`) and a new one can start.
 """
 
 import uuid
@@ -34,6 +36,10 @@ from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.roles import Role
 
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
+#: A backup whose Kore stopped while it ran (set by the next Kore at its start).
+INTERRUPTED = "interrupted"
+#: Kinds a starting Kore finishes (journaled, idempotent steps); others are interrupted.
+RESUMABLE_KINDS = ("reset", "delete")
 STAFF_ROLES = frozenset({str(Role.INSTRUCTOR), str(Role.TEACHING_ASSISTANT)})
 AUDIT_MESSAGE_MAX = 2000
 
@@ -234,6 +240,28 @@ class ManageStore:
                 or ""
             )
 
+    def interrupt_unresumable(self, message: str) -> list[CourseOperation]:
+        """Mark running operations that cannot be resumed (backups) as interrupted.
+
+        Called by a starting Kore only: whatever is "running" then was its predecessor's.
+        """
+        now = utcnow()
+        with self.session() as session, session.begin():
+            operations = list(
+                session.scalars(
+                    select(CourseOperation).where(
+                        CourseOperation.state == RUNNING,
+                        CourseOperation.kind.not_in(RESUMABLE_KINDS),
+                    )
+                )
+            )
+            for operation in operations:
+                operation.state = INTERRUPTED
+                operation.message = message
+                operation.updated_at = now
+                operation.finished_at = now
+        return operations
+
     def reopen_operation(self, operation_id: str) -> CourseOperation:
         """A failed operation running again (from its next step)."""
         try:
@@ -284,11 +312,17 @@ class ManageStore:
             )
 
     def unfinished(
-        self, *, course_id: str | None = None, states: tuple[str, ...] = (RUNNING,)
+        self,
+        *,
+        course_id: str | None = None,
+        states: tuple[str, ...] = (RUNNING,),
+        kinds: tuple[str, ...] = RESUMABLE_KINDS,
     ) -> list[CourseOperation]:
-        """Operations in ``states``, oldest first."""
+        """Operations of ``kinds`` in ``states``, oldest first."""
         with self.session() as session:
-            query = select(CourseOperation).where(CourseOperation.state.in_(states))
+            query = select(CourseOperation).where(
+                CourseOperation.state.in_(states), CourseOperation.kind.in_(kinds)
+            )
             if course_id is not None:
                 query = query.where(CourseOperation.course_id == course_id)
             return list(session.scalars(query.order_by(CourseOperation.started_at)))
@@ -298,7 +332,10 @@ class ManageStore:
         with self.session() as session:
             return set(
                 session.scalars(
-                    select(CourseOperation.backup_id).where(CourseOperation.state != FINISHED)
+                    select(CourseOperation.backup_id).where(
+                        CourseOperation.state != FINISHED,
+                        CourseOperation.kind.in_(RESUMABLE_KINDS),
+                    )
                 )
             )
 
