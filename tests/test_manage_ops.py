@@ -7,6 +7,7 @@ and released. Each test works on a copy of it (owners and modes kept) with its o
 SQLite registry, and a fake hub API (httpx.MockTransport) that records every call.
 """
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -40,7 +41,7 @@ from ananke_hub.courses.models import (
 from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
 from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
-from kore.manage import gradebook
+from kore.manage import files, gradebook
 from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from kore.manage.hubapi import HubAdmin
 from kore.manage.names import InvalidName, check_assignment_id, check_backup_id
@@ -554,6 +555,97 @@ async def test_a_second_operation_while_one_runs_is_refused(world):
         await manager.delete(COURSE_ID, "u100")
     assert ("course.delete", "refused") in audit_actions(world)
     assert gradebook_rows(world.paths)["students"] == ["u201", "u202"]
+
+
+async def finished(manager: CourseManager, entry: dict) -> dict:
+    """The operation's entry once its background task ended."""
+    for task in list(manager._tasks):
+        await task
+    return await manager.operation(entry["course_id"], entry["operation_id"])
+
+
+def held(manager: CourseManager, kind: str) -> asyncio.Event:
+    """Hold ``kind``'s first step until the event is set (a long backup, on demand)."""
+    release = asyncio.Event()
+    original = manager._steps
+
+    def steps(k):
+        found = original(k)
+        if k == kind:
+            first = found[0]
+
+            async def waiting(op):
+                await release.wait()
+                await first(op)
+
+            found[0] = waiting
+        return found
+
+    manager._steps = steps
+    return release
+
+
+async def test_operations_run_in_the_background_one_per_course(world):
+    manager = world.manager()
+    release = held(manager, "backup")
+    started = await manager.start("backup", COURSE_ID, "u100")
+    assert (started["kind"], started["state"], started["step"]) == ("backup", "running", 0)
+    # While it runs, every other operation on the course is refused, naming it.
+    for kind in ("backup", "reset", "delete"):
+        with pytest.raises(Conflict) as refused:
+            await manager.start(kind, COURSE_ID, "u105")
+        assert refused.value.operation_id == started["operation_id"]
+        assert started["operation_id"] in str(refused.value)
+    # Another course is not held up.
+    other = await manager.start("backup", OTHER, "u100")
+    assert other["state"] == "running" and other["operation_id"] != started["operation_id"]
+    release.set()
+    done = await finished(manager, started)
+    assert (await manager.operation(OTHER, other["operation_id"]))["state"] == "finished"
+    assert (done["state"], done["step"], done["steps"]) == ("finished", 1, ["backup"])
+    backup = await manager.get_backup(done["backup_id"], "u100", False)
+    assert backup["reason"] == "manual" and backup["contents"]["students"] == 2
+    assert manager.archive_path(done["backup_id"]).is_file()
+    # Once it ended, the next one starts.
+    reset = await manager.start("reset", COURSE_ID, "u105")
+    assert (await finished(manager, reset))["state"] == "finished"
+    assert_reset_done(world)
+    kinds = [op["kind"] for op in await manager.operations(COURSE_ID)]
+    assert kinds == ["reset", "backup"]
+
+
+async def test_a_backup_a_crash_stopped_is_interrupted_at_the_next_start(world):
+    # The previous Kore died during a backup (its archive half written) and a reset.
+    crashed = world.manager()
+    op = crashed.store.start_operation(COURSE_ID, "backup", "u100", "b-" + "2" * 32)
+    reset = crashed.store.start_operation(OTHER, "reset", "u100", "b-" + "3" * 32)
+    world.backups.mkdir(parents=True)
+    partial = world.backups / files.temp_name(f"{op.backup_id}.tar.gz")
+    partial.write_bytes(b"half an archive")
+    keep = world.backups / "unrelated.tar.gz"
+    keep.write_bytes(b"not ours")
+
+    manager = world.manager()
+    assert await manager.interrupt_predecessor() == [op.id]
+    entry = await manager.operation(COURSE_ID, op.id)
+    assert entry["state"] == "interrupted" and "new backup" in entry["message"]
+    assert not partial.exists() and keep.exists()
+    assert ("course.backup", "failed") in audit_actions(world)
+    # The reset is not interrupted: it is resumed, as before.
+    assert (await manager.operation(OTHER, reset.id))["state"] == "running"
+    (resumed,) = await manager.resume_unfinished()
+    assert (resumed["operation_id"], resumed["state"]) == (reset.id, "finished")
+    # A new backup of the course can start.
+    again = await manager.start("backup", COURSE_ID, "u100")
+    assert (await finished(manager, again))["state"] == "finished"
+
+
+async def test_an_operation_of_another_course_is_not_found(world):
+    manager = world.manager()
+    started = await manager.start("backup", COURSE_ID, "u100")
+    await finished(manager, started)
+    with pytest.raises(NotFound):
+        await manager.operation(OTHER, started["operation_id"])
 
 
 # --- delete --------------------------------------------------------------------------------------

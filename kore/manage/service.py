@@ -645,6 +645,9 @@ class CourseManager(LoggingConfigurable):
         deletions stay running and :meth:`resume_unfinished` finishes them."""
         ops = await self._db(self.store.interrupt_unresumable, INTERRUPTED_MESSAGE)
         for op in ops:
+            # What it wrote lies under a temporary name (the archive is renamed only when
+            # complete): remove it, the disk is not to fill up with dead halves.
+            await self._thread(self._remove_partials, op.backup_id)
             self.log.warning(
                 "course:%s %s %s of the previous Kore marked interrupted",
                 op.course_id,
@@ -660,6 +663,16 @@ class CourseManager(LoggingConfigurable):
                 INTERRUPTED_MESSAGE,
             )
         return [op.id for op in ops]
+
+    def _remove_partials(self, backup_id: str) -> None:
+        prefix = files.temp_name(f"{backup_id}{ARCHIVE_SUFFIX}").rsplit("-", 1)[0] + "-"
+        try:
+            names = os.listdir(self.backups_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(prefix):
+                files.remove_tree(Path(self.backups_dir) / name)
 
     async def operations(self, course_id: str, limit: int = 50) -> list[dict]:
         course_id = self._course_id(course_id)
