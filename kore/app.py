@@ -47,6 +47,8 @@ HERE = Path(__file__).parent
 DEFAULT_PREFIX = "/services/kore/"
 #: Seconds open connections get to finish after SIGTERM before Kore closes them.
 SHUTDOWN_GRACE = 5
+#: How often Kore prunes old sync history and old backups of deleted courses (seconds).
+RETENTION_INTERVAL = 24 * 3600
 #: Who started a roster sync that Kore runs by itself (Kore.roster_sync_interval).
 SCHEDULED_ACTOR = "kore (scheduled)"
 
@@ -397,6 +399,18 @@ class Kore(Application):
                 entry.get("state"),
             )
 
+    async def retention(self) -> None:
+        """Prune old sync history and old backups of deleted courses, now and then daily
+        (c.CourseManager.sync_history_days, sync_history_runs, deleted_course_backups_days)."""
+        while True:
+            try:
+                await self.course_manager.prune_history()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the registry or the disk is down: try again tomorrow
+                self.log.exception("retention: could not prune old history")
+            await self._wait(RETENTION_INTERVAL)
+
     async def scheduled_roster_syncs(self, app: web.Application) -> None:
         """Every ``roster_sync_interval`` seconds, sync the roster of every course."""
         self.log.info("roster syncs of all courses every %d s", self.roster_sync_interval)
@@ -550,15 +564,17 @@ class Kore(Application):
         # Operations a crash interrupted go on while Kore already serves: a long one
         # must not keep the keyset and the other courses waiting.
         resuming = asyncio.create_task(self.resume_operations()) if self.course_manager else None
+        pruning = asyncio.create_task(self.retention()) if self.course_manager else None
         rosters = None
         if self.roster_sync_interval and self.hub_login_enabled:
             rosters = asyncio.create_task(self.scheduled_roster_syncs(app))
         await stop.wait()
         self.log.info("Kore stopping")
         server.stop()
-        if rosters is not None:
-            rosters.cancel()
-            await asyncio.gather(rosters, return_exceptions=True)
+        for task in (rosters, pruning):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if resuming is not None and not resuming.done():
             # Each step is saved when done: the next start continues where this one stopped.
             resuming.cancel()

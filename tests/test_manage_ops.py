@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import stat
 import tarfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,7 @@ from ananke_hub.courses.settings import CourseSettings
 from kore.manage import files, gradebook
 from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from kore.manage.hubapi import HubAdmin
-from kore.manage.names import InvalidName, check_assignment_id, check_backup_id
+from kore.manage.names import InvalidName, check_assignment_id, check_backup_id, new_backup_id
 from kore.manage.service import CourseManager
 
 OTHER = "c-00000000000000b2"  # the import target, an empty course
@@ -646,6 +647,97 @@ async def test_an_operation_of_another_course_is_not_found(world):
     await finished(manager, started)
     with pytest.raises(NotFound):
         await manager.operation(OTHER, started["operation_id"])
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+
+def add_run(world, run_id: str, days_ago: float, state="finished", kind="grades", results=2):
+    started = datetime.now(UTC) - timedelta(days=days_ago)
+    with world.session() as session, session.begin():
+        session.add(
+            SyncRun(id=run_id, course_id=COURSE_ID, kind=kind, state=state, started_at=started)
+        )
+    with world.session() as session, session.begin():
+        for n in range(results):
+            session.add(
+                SyncResult(
+                    run_id=run_id,
+                    course_id=COURSE_ID,
+                    username=f"u{n}",
+                    item_key="total",
+                    status="sent",
+                )
+            )
+
+
+def run_ids(world) -> set[str]:
+    with world.session() as session:
+        return set(session.scalars(select(SyncRun.id)))
+
+
+def result_run_ids(world) -> set[str]:
+    with world.session() as session:
+        return set(session.scalars(select(SyncResult.run_id)))
+
+
+async def test_retention_prunes_old_sync_runs_and_keeps_recent_and_running_ones(world):
+    for n in range(3):
+        add_run(world, f"old{n}".ljust(32, "0"), days_ago=400 + n)
+    add_run(world, "running".ljust(32, "0"), days_ago=500, state="running")
+    add_run(world, "recent1".ljust(32, "0"), days_ago=1)
+    add_run(world, "recent2".ljust(32, "0"), days_ago=2)
+    add_run(world, "recent3".ljust(32, "0"), days_ago=3)
+    add_run(world, "roster".ljust(32, "0"), days_ago=5, kind="roster")
+    manager = world.manager(sync_history_days=180, sync_history_runs=3)
+    pruned = await manager.prune_history()
+    # By age: the three old ones; by count (3 per course and kind): "recent3" is the
+    # fourth newest ended grade sync (the fixture's "r" run started now).
+    kept = {"r" * 32, "s" * 32, *(n.ljust(32, "0") for n in ("recent1", "recent2"))}
+    kept |= {"running".ljust(32, "0"), "roster".ljust(32, "0")}
+    assert run_ids(world) == kept
+    assert pruned == {"sync_runs": 4, "backups": 0}
+    assert result_run_ids(world) == kept - {"s" * 32}  # the pruned runs' results went
+    assert count(world, SyncDelivery) == 1  # what the LMS holds stays
+    # 0 turns a limit off: nothing more goes.
+    unlimited = world.manager(sync_history_days=0, sync_history_runs=0)
+    assert await unlimited.prune_history() == {"sync_runs": 0, "backups": 0}
+    assert run_ids(world) == kept
+
+
+async def test_retention_removes_old_backups_of_deleted_courses_only(world):
+    manager = world.manager(deleted_course_backups_days=30)
+    gone = "c-00000000000000dd"
+    made = {}
+    for name, course_id, days in (
+        ("old-gone", gone, 40),
+        ("new-gone", gone, 10),
+        ("old-live", COURSE_ID, 400),
+    ):
+        backup_id = new_backup_id()
+        manager.store.add_backup(
+            backup_id=backup_id,
+            course_id=course_id,
+            title=name,
+            created_by="u100",
+            reason="before-delete",
+            size_bytes=1,
+            contents={},
+            owners=["u100"],
+        )
+        with world.session() as session, session.begin():
+            session.get(Backup, backup_id).created_at = datetime.now(UTC) - timedelta(days=days)
+        world.backups.mkdir(parents=True, exist_ok=True)
+        manager.archive_path(backup_id).write_bytes(b"archive")
+        made[name] = backup_id
+    assert (await manager.prune_history())["backups"] == 1
+    with world.session() as session:
+        deleted = {b.id for b in session.scalars(select(Backup)) if b.deleted_at is not None}
+    assert deleted == {made["old-gone"]}
+    assert not manager.archive_path(made["old-gone"]).exists()
+    assert manager.archive_path(made["new-gone"]).exists()
+    assert manager.archive_path(made["old-live"]).exists()
+    assert ("backup.delete", "ok") in audit_actions(world, gone)
 
 
 # --- delete --------------------------------------------------------------------------------------

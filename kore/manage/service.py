@@ -42,6 +42,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from traitlets import Integer, TraitError, Unicode, default, validate
@@ -222,7 +223,38 @@ class CourseManager(LoggingConfigurable):
         to ask the hub's administrators.""",
     )
 
-    @validate("retention", "max_backup_bytes")
+    sync_history_days = Integer(
+        180,
+        config=True,
+        help="""Grade and roster sync runs, with their per-person results, are kept this
+        many days after they started, then deleted (a 500-student course's grade sync
+        writes thousands of result rows). A running sync is never deleted. What the LMS
+        holds (one row per person and item, needed to send each score exactly once) is
+        kept regardless. 0 keeps them regardless of age.""",
+    )
+
+    sync_history_runs = Integer(
+        50,
+        config=True,
+        help="""At most this many ended sync runs are kept per course and kind (grades,
+        roster), the newest; older ones go with their results. 0: no limit by count.""",
+    )
+
+    deleted_course_backups_days = Integer(
+        365,
+        config=True,
+        help="""Backups of a course that was deleted are kept this many days after they
+        were made, then deleted (archive and entry; the audit log says so). Backups of
+        existing courses follow CourseManager.retention instead. 0 keeps them for good.""",
+    )
+
+    @validate(
+        "retention",
+        "max_backup_bytes",
+        "sync_history_days",
+        "sync_history_runs",
+        "deleted_course_backups_days",
+    )
     def _non_negative(self, proposal):
         if proposal.value < 0:
             raise TraitError(
@@ -663,6 +695,29 @@ class CourseManager(LoggingConfigurable):
                 INTERRUPTED_MESSAGE,
             )
         return [op.id for op in ops]
+
+    async def prune_history(self, now: datetime | None = None) -> dict:
+        """Retention of what grows with use: old sync runs and their results, old backups
+        of deleted courses (see the settings ``sync_history_*`` and
+        ``deleted_course_backups_days``). Kore runs it at its start and then daily."""
+        now = now or utcnow()
+        older = now - timedelta(days=self.sync_history_days) if self.sync_history_days else None
+        runs = await self._db(self.store.prune_sync_runs, older, self.sync_history_runs)
+        backups = 0
+        if self.deleted_course_backups_days:
+            cutoff = now - timedelta(days=self.deleted_course_backups_days)
+            pinned = await self._db(self.store.pinned_backups)
+            for old in await self._db(self.store.old_backups_of_deleted_courses, cutoff):
+                if old.id not in pinned:
+                    await self._remove_backup(old, KORE_ACTOR, "retention (course deleted)")
+                    backups += 1
+        if runs or backups:
+            self.log.info(
+                "retention: %d sync run(s) and %d backup(s) of deleted courses removed",
+                runs,
+                backups,
+            )
+        return {"sync_runs": runs, "backups": backups}
 
     def _remove_partials(self, backup_id: str) -> None:
         prefix = files.temp_name(f"{backup_id}{ARCHIVE_SUFFIX}").rsplit("-", 1)[0] + "-"

@@ -203,6 +203,56 @@ class ManageStore:
             )
             return result.rowcount > 0
 
+    # --- retention ----------------------------------------------------------------------
+
+    def prune_sync_runs(self, older_than: datetime | None, keep: int) -> int:
+        """Delete ended sync runs (and their results) older than ``older_than`` or beyond
+        the ``keep`` newest of their course and kind (0: no count limit); how many went.
+
+        A running run is never deleted, nor counted among the kept ones. Deliveries (what
+        the LMS holds, one row per person and item, needed to send each score once) stay.
+        """
+        with self.session() as session, session.begin():
+            ended = select(SyncRun.id, SyncRun.course_id, SyncRun.kind, SyncRun.started_at).where(
+                SyncRun.state != RUNNING
+            )
+            doomed = set()
+            if older_than is not None:
+                doomed |= set(
+                    session.scalars(
+                        select(SyncRun.id).where(
+                            SyncRun.state != RUNNING, SyncRun.started_at < older_than
+                        )
+                    )
+                )
+            if keep:
+                seen: dict[tuple[str, str], int] = {}
+                for run_id, course_id, kind, _ in session.execute(
+                    ended.order_by(SyncRun.started_at.desc(), SyncRun.id)
+                ):
+                    n = seen[course_id, kind] = seen.get((course_id, kind), 0) + 1
+                    if n > keep:
+                        doomed.add(run_id)
+            ids = sorted(doomed)
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = ids[start : start + 500]
+                session.execute(delete(SyncResult).where(SyncResult.run_id.in_(chunk)))
+                session.execute(delete(SyncRun).where(SyncRun.id.in_(chunk)))
+        return len(ids)
+
+    def old_backups_of_deleted_courses(self, older_than: datetime) -> list[Backup]:
+        """Backups not deleted yet, made before ``older_than``, whose course is gone."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Backup).where(
+                        Backup.deleted_at.is_(None),
+                        Backup.created_at < older_than,
+                        Backup.course_id.not_in(select(Course.id)),
+                    )
+                )
+            )
+
     # --- operations ---------------------------------------------------------------------
 
     def start_operation(
