@@ -451,9 +451,30 @@ class CourseOperationHandlerOne(ManageHandlerMixin, APIHandler):
                 "api/courses/%s/operations.",
                 course_id,
             )
-        await self.staff_course(course_id, "see its operations")
-        entry = await self.managed(self.manager.operation(course_id, raw_operation_id))
+        try:
+            await self.staff_course(course_id, "see its operations")
+        except web.HTTPError:
+            entry = await self.own_deletion(course_id, raw_operation_id)
+            if entry is None:
+                raise
+        else:
+            entry = await self.managed(self.manager.operation(course_id, raw_operation_id))
         self.write_json({**entry, "url": self.operation_url(course_id, entry["operation_id"])})
+
+    async def own_deletion(self, course_id: str, operation_id: str) -> dict | None:
+        """A finished deletion takes the course and its staff with it: whoever started it
+        (or a hub admin) still follows it to its end. None for anything else."""
+        try:
+            entry = await self.manager.operation(course_id, operation_id)
+        except ManageError:
+            return None
+        if entry["kind"] != "delete" or not (
+            entry["started_by"] == self.user_name or self.is_admin
+        ):
+            return None
+        if await self._registry(self.registry.get, course_id) is not None:
+            return None  # the course is there: its staff rules apply
+        return entry
 
 
 class CourseContentsHandler(ManageHandlerMixin, APIHandler):
