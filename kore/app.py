@@ -48,6 +48,8 @@ HERE = Path(__file__).parent
 DEFAULT_PREFIX = "/services/kore/"
 #: Seconds open connections get to finish after SIGTERM before Kore closes them.
 SHUTDOWN_GRACE = 5
+#: How often Kore prunes old sync history and old backups of deleted courses (seconds).
+RETENTION_INTERVAL = 24 * 3600
 #: Who started a roster sync that Kore runs by itself (Kore.roster_sync_interval).
 SCHEDULED_ACTOR = "kore (scheduled)"
 #: Seconds between two checks that the hub that started Kore is still its parent.
@@ -401,6 +403,18 @@ class Kore(Application):
                 entry.get("state"),
             )
 
+    async def retention(self) -> None:
+        """Prune old sync history and old backups of deleted courses, now and then daily
+        (c.CourseManager.sync_history_days, sync_history_runs, deleted_course_backups_days)."""
+        while True:
+            try:
+                await self.course_manager.prune_history()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the registry or the disk is down: try again tomorrow
+                self.log.exception("retention: could not prune old history")
+            await self._wait(RETENTION_INTERVAL)
+
     async def scheduled_roster_syncs(self, app: web.Application) -> None:
         """Every ``roster_sync_interval`` seconds, sync the roster of every course."""
         self.log.info("roster syncs of all courses every %d s", self.roster_sync_interval)
@@ -539,12 +553,23 @@ class Kore(Application):
                 return
             await asyncio.sleep(HUB_WATCH_INTERVAL)
 
+    async def end_predecessor_backups(self) -> None:
+        """Backups a previous Kore left "running" died with it (resets and deletions are
+        resumed instead): mark them interrupted before serving, so a new one can start."""
+        if self.course_manager is None:
+            return
+        try:
+            await self.course_manager.interrupt_predecessor()
+        except SQLAlchemyError as exc:
+            self.log.error("cannot mark the previous Kore's backups as interrupted: %s", exc)
+
     async def serve(self) -> int:
         """Serve until SIGTERM or SIGINT (the hub stops its services with these)."""
         try:
             host, port = self.listen_address()
             app = self.make_web_app()
             await self.end_predecessor_syncs()
+            await self.end_predecessor_backups()
             server = app.listen(port, address=host, xheaders=True)
         except StartupError as exc:
             self.log.critical("Kore cannot start: %s", exc)
@@ -568,6 +593,7 @@ class Kore(Application):
         # Operations a crash interrupted go on while Kore already serves: a long one
         # must not keep the keyset and the other courses waiting.
         resuming = asyncio.create_task(self.resume_operations()) if self.course_manager else None
+        pruning = asyncio.create_task(self.retention()) if self.course_manager else None
         rosters = None
         if self.roster_sync_interval and self.hub_login_enabled:
             rosters = asyncio.create_task(self.scheduled_roster_syncs(app))
@@ -576,9 +602,10 @@ class Kore(Application):
         if watching is not None:
             watching.cancel()
         server.stop()
-        if rosters is not None:
-            rosters.cancel()
-            await asyncio.gather(rosters, return_exceptions=True)
+        for task in (rosters, pruning):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if resuming is not None and not resuming.done():
             # Each step is saved when done: the next start continues where this one stopped.
             resuming.cancel()

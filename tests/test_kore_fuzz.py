@@ -24,6 +24,7 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
+from kore_operations import follow
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -169,12 +170,11 @@ def kore(tmp, hub, school):
         f"c = get_config()  # noqa\nc.CourseRegistry.url = {url!r}\n"
     )
     k.start()
-    r = httpx.post(
-        k.url(f"api/courses/{school.courses['A']}/backups"),
-        headers={"Authorization": "token t-ann"},
-    )
-    assert r.status_code == 201, r.text
-    school.backup = r.json()["backup_id"]
+    headers = {"Authorization": "token t-ann"}
+    r = httpx.post(k.url(f"api/courses/{school.courses['A']}/backups"), headers=headers)
+    op = follow(lambda path: httpx.get(k.base + path, headers=headers), r)
+    assert op["state"] == "finished", op
+    school.backup = op["backup_id"]
     yield k
     k.stop()
 

@@ -23,6 +23,7 @@ import time
 import httpx
 import pytest
 from hubtest import admin_stack, hub_api, hub_log
+from kore_operations import afollow
 from lti_browser import LTIBrowser
 from test_grade_sync import add_assignment, gradebook, submit
 from test_kore import FakeHub
@@ -84,12 +85,22 @@ class Kore:
     """Kore's API with one user's hub token."""
 
     def __init__(self, stack, user_token: str):
+        self.hub_url = stack.hub_url
         self.base = f"{stack.hub_url}/services/kore/api/"
         self.headers = {"Authorization": f"token {user_token}"}
 
     async def __call__(self, method: str, path: str, body=None) -> httpx.Response:
         async with httpx.AsyncClient(timeout=180) as http:
             return await http.request(method, self.base + path, headers=self.headers, json=body)
+
+    async def follow(self, started: httpx.Response) -> dict:
+        """A background operation's entry once it ended (the POST answered 202)."""
+
+        async def get(path):
+            async with httpx.AsyncClient(timeout=60) as http:
+                return await http.get(self.hub_url + path, headers=self.headers)
+
+        return await afollow(get, started)
 
 
 @pytest.fixture(scope="module")
@@ -167,11 +178,16 @@ async def audit(school, course_id) -> list[tuple[str, str]]:
 async def test_the_instructor_backs_up_her_course(stack, school):
     ada, homework = school["ada"], school["homework"]
     r = await ada("POST", f"courses/{homework}/backups")
-    assert r.status_code == 201, r.text
-    entry = r.json()
-    backup_id = entry["backup_id"]
+    assert r.status_code == 202, r.text
+    started = r.json()
+    assert (started["kind"], started["state"]) == ("backup", "running")
+    assert started["steps"] == ["backup"]
+    operation = await ada.follow(r)
+    assert (operation["state"], operation["step"]) == ("finished", 1), operation
+    backup_id = operation["backup_id"]
+    assert backup_id == started["backup_id"]
     school["backups"]["manual"] = backup_id
-    assert r.headers["location"].endswith(f"/api/backups/{backup_id}")
+    entry = (await ada("GET", f"backups/{backup_id}")).json()
     assert (entry["course_id"], entry["reason"], entry["created_by"]) == (homework, "manual", "u2")
     assert entry["contents"]["assignments"] == ["hw1"] and entry["contents"]["students"] == 1
     listed = (await ada("GET", f"courses/{homework}/backups")).json()["backups"]
@@ -334,8 +350,9 @@ async def test_reset_makes_a_backup_then_removes_the_students(stack, school):
     ).status_code == 403
 
     r = await ada("POST", f"courses/{homework}/reset", {"confirm": homework})
-    assert r.status_code == 200, r.text
-    operation = r.json()
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "running"
+    operation = await ada.follow(r)
     assert (operation["kind"], operation["state"]) == ("reset", "finished"), operation
     assert operation["step"] == len(operation["steps"])
     school["backups"]["reset"] = operation["backup_id"]
@@ -363,8 +380,8 @@ async def test_delete_makes_a_backup_then_the_course_is_gone(stack, school):
     ada, exam = school["ada"], school["exam"]
     paths = layout(stack).course(exam)
     r = await ada("POST", f"courses/{exam}/delete", {"confirm": exam})
-    assert r.status_code == 200, r.text
-    operation = r.json()
+    assert r.status_code == 202, r.text
+    operation = await ada.follow(r)
     assert (operation["kind"], operation["state"]) == ("delete", "finished"), operation
     backup_id = operation["backup_id"]
     school["backups"]["delete"] = backup_id

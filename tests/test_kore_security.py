@@ -38,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from kore_operations import follow
 from test_kore import PREFIX, FakeHub
 from test_kore_courses import launch
 from test_kore_settings import HubStartedKore, log_in_with_cookie, xsrf_token
@@ -224,9 +225,7 @@ def kore(tmp, hub, school):
     )
     k.start()
     # One backup of course A, made by its instructor: the {backup} of the cases.
-    r = httpx.post(k.url(f"api/courses/{school.courses['A']}/backups"), headers=auth("t-ann"))
-    assert r.status_code == 201, (r.text, k.log)
-    school.backup = r.json()["backup_id"]
+    school.backup = made_backup(k, school.courses["A"])["backup_id"]
     yield k
     k.stop()
 
@@ -236,6 +235,14 @@ def kore(tmp, hub, school):
 
 def auth(token: str | None) -> dict:
     return {"Authorization": f"token {token}"} if token else {}
+
+
+def made_backup(kore, course: str, token="t-ann") -> dict:
+    """A backup made through the API (202, then followed until it finished)."""
+    started = httpx.post(kore.url(f"api/courses/{course}/backups"), headers=auth(token))
+    op = follow(lambda path: httpx.get(kore.base + path, headers=auth(token)), started)
+    assert op["state"] == "finished", op
+    return op
 
 
 @dataclass
@@ -341,6 +348,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("api/courses/([^/]+)/reset", "POST"): Case("api/courses/{course}/reset", body=CONFIRM),
     ("api/courses/([^/]+)/delete", "POST"): Case("api/courses/{course}/delete", body=CONFIRM),
     ("api/courses/([^/]+)/operations", "GET"): Case("api/courses/{course}/operations"),
+    ("api/courses/([^/]+)/operations/([^/]+)", "GET"): Case(
+        "api/courses/{course}/operations/{run}"
+    ),
     ("api/courses/([^/]+)/import", "POST"): Case("api/courses/{course}/import", body=IMPORT),
     ("api/courses/([^/]+)/contents", "GET"): Case("api/courses/{course}/contents"),
     ("api/courses/([^/]+)/audit", "GET"): Case("api/courses/{course}/audit"),
@@ -557,7 +567,7 @@ def test_the_xsrf_token_of_kores_page_works(kore, school, browser):
     browser.cookies.set("_xsrf", token)
     url = PREFIX + f"api/courses/{school.courses['A']}/backups"
     r = browser.post(url, content=b"{}", headers={"X-XSRFToken": token})
-    assert r.status_code == 201, r.text
+    assert follow(browser.get, r)["state"] == "finished"
 
 
 @pytest.mark.parametrize(("key", "case"), walk(access={"staff", "backup"}, methods=CHANGING))
@@ -596,9 +606,7 @@ def archive_bytes(kore, backup_id: str, token="t-ann") -> bytes:
 def test_a_backup_never_follows_planted_links(kore, school, tmp):
     before = school.untouchable()
     course = school.courses["A"]
-    r = httpx.post(kore.url(f"api/courses/{course}/backups"), headers=auth("t-ann"), timeout=60)
-    assert r.status_code == 201, r.text
-    data = archive_bytes(kore, r.json()["backup_id"])
+    data = archive_bytes(kore, made_backup(kore, course)["backup_id"])
     path = tmp / "download.tar.gz"
     path.write_bytes(data)
     with tarfile.open(path) as tar:
@@ -679,9 +687,7 @@ def test_an_import_never_writes_through_a_link_in_the_target(kore, school):
 def test_a_backup_archive_replaced_by_a_link_is_not_followed(kore, school, tmp):
     before = school.untouchable()
     course = school.courses["A"]
-    r = httpx.post(kore.url(f"api/courses/{course}/backups"), headers=auth("t-ann"), timeout=60)
-    assert r.status_code == 201, r.text
-    backup_id = r.json()["backup_id"]
+    backup_id = made_backup(kore, course)["backup_id"]
     (archive,) = [p for p in school.backups_dir.rglob(f"*{backup_id}*") if p.is_file()]
     # A tar.gz outside whose manifest claims to be the backup, with an /etc link inside.
     fake = tmp / "fake.tar.gz"
@@ -706,8 +712,7 @@ def test_a_backup_archive_replaced_by_a_link_is_not_followed(kore, school, tmp):
 def test_a_backup_with_dotdot_members_is_refused_whole(kore, school, tmp):
     before = {**school.untouchable(), "A2": tree_hash(school.home("A2"))}
     course = school.courses["A"]
-    r = httpx.post(kore.url(f"api/courses/{course}/backups"), headers=auth("t-ann"), timeout=60)
-    backup_id = r.json()["backup_id"]
+    backup_id = made_backup(kore, course)["backup_id"]
     (archive,) = [p for p in school.backups_dir.rglob(f"*{backup_id}*") if p.is_file()]
     with tarfile.open(archive) as tar:
         manifest = tar.extractfile("manifest.json").read()

@@ -26,7 +26,9 @@ from test_grade_sync import add_assignment, gradebook, submit
 
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout
+from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from kore.manage.store import FAILED, ManageStore
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
@@ -530,6 +532,37 @@ async def confirm(page, typed: str = "") -> None:
     await expect(dialog).to_be_hidden()
 
 
+async def test_an_operation_running_when_the_page_opens_is_followed(ada, stack, management):
+    """A backup runs (started elsewhere): the page shows its step, keeps Reset and Delete
+    off, and "Back up now" follows the running one instead of failing; when it ends, the
+    page says so and the buttons work again."""
+    cid = course(stack)
+    registry = CourseRegistry(url=f"sqlite:///{stack.layout.root / 'courses.sqlite'}")
+    store = ManageStore(registry)
+    op = store.start_operation(cid, "backup", "u9", "b-" + "9" * 32)
+    try:
+        await open_course_page(ada, stack)
+        danger = ada.locator("#danger-panel")
+        await expect(danger.locator(".kore-alert")).to_contain_text(
+            "Making a backup… step 1 of 1 (backup)", timeout=WAIT
+        )
+        await expect(danger.locator(".kore-reset")).to_be_disabled()
+        panel = ada.locator("#backups-panel")
+        await panel.locator(".kore-backup-now:enabled").wait_for(timeout=WAIT)
+        await panel.locator(".kore-backup-now").click()  # 409: the running one is followed
+        await expect(panel.locator(".kore-alert")).to_contain_text("step 1 of 1", timeout=WAIT)
+        store.end_operation(op.id, FAILED, "stopped by the test")
+        await expect(danger.locator(".kore-alert")).to_contain_text("has ended", timeout=WAIT)
+        await expect(danger.locator(".kore-reset")).to_be_enabled()
+        await expect(panel.locator(".kore-alert.alert-warning")).to_contain_text(
+            "started by u9); it has ended. Try again now.", timeout=WAIT
+        )
+    finally:
+        if store.operation(op.id).state == "running":
+            store.end_operation(op.id, FAILED, "stopped by the test")
+        registry.close()
+
+
 async def test_back_up_and_reset_with_confirmation(ada, stack, management):
     cid = course(stack)
     await open_course_page(ada, stack)
@@ -537,7 +570,12 @@ async def test_back_up_and_reset_with_confirmation(ada, stack, management):
     backups = panel.locator(".kore-backups-table tbody tr")
     await panel.locator(".kore-backup-now:enabled").wait_for(timeout=WAIT)
     await panel.locator(".kore-backup-now").click()
-    await expect(panel.locator(".kore-alert.alert-success")).to_be_visible(timeout=WAIT)
+    # The backup runs in Kore; the page follows it to its end.
+    await expect(panel.locator(".kore-alert.alert-success")).to_contain_text(
+        "Backup made", timeout=WAIT
+    )
+    state = panel.locator(".kore-alert")
+    await expect(state).to_have_attribute("data-operation-state", "finished")
     await expect(backups).to_have_count(1)
     download = backups.nth(0).get_by_role("link", name="Download")
     archive = await ada.context.request.get(stack.hub_url + await download.get_attribute("href"))
@@ -561,6 +599,7 @@ async def test_back_up_and_reset_with_confirmation(ada, stack, management):
     await ok.click()
     done = ada.locator("#danger-panel .kore-alert.alert-success")
     await expect(done).to_contain_text("is reset", timeout=WAIT)
+    await expect(done).to_have_attribute("data-operation-state", "finished")
     await expect(backups).to_have_count(2)
     await expect(backups.nth(0)).to_contain_text("before-reset")
     # The students and their work are gone from the gradebook; the assignments stay.

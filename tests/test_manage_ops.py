@@ -7,6 +7,7 @@ and released. Each test works on a copy of it (owners and modes kept) with its o
 SQLite registry, and a fake hub API (httpx.MockTransport) that records every call.
 """
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -15,6 +16,7 @@ import shutil
 import sqlite3
 import stat
 import tarfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -40,10 +42,10 @@ from ananke_hub.courses.models import (
 from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
 from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
-from kore.manage import gradebook
+from kore.manage import files, gradebook
 from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from kore.manage.hubapi import HubAdmin
-from kore.manage.names import InvalidName, check_assignment_id, check_backup_id
+from kore.manage.names import InvalidName, check_assignment_id, check_backup_id, new_backup_id
 from kore.manage.service import CourseManager
 
 OTHER = "c-00000000000000b2"  # the import target, an empty course
@@ -558,6 +560,188 @@ async def test_a_second_operation_while_one_runs_is_refused(world):
         await manager.delete(COURSE_ID, "u100")
     assert ("course.delete", "refused") in audit_actions(world)
     assert gradebook_rows(world.paths)["students"] == ["u201", "u202"]
+
+
+async def finished(manager: CourseManager, entry: dict) -> dict:
+    """The operation's entry once its background task ended."""
+    for task in list(manager._tasks):
+        await task
+    return await manager.operation(entry["course_id"], entry["operation_id"])
+
+
+def held(manager: CourseManager, kind: str) -> asyncio.Event:
+    """Hold ``kind``'s first step until the event is set (a long backup, on demand)."""
+    release = asyncio.Event()
+    original = manager._steps
+
+    def steps(k):
+        found = original(k)
+        if k == kind:
+            first = found[0]
+
+            async def waiting(op):
+                await release.wait()
+                await first(op)
+
+            found[0] = waiting
+        return found
+
+    manager._steps = steps
+    return release
+
+
+async def test_operations_run_in_the_background_one_per_course(world):
+    manager = world.manager()
+    release = held(manager, "backup")
+    started = await manager.start("backup", COURSE_ID, "u100")
+    assert (started["kind"], started["state"], started["step"]) == ("backup", "running", 0)
+    # While it runs, every other operation on the course is refused, naming it.
+    for kind in ("backup", "reset", "delete"):
+        with pytest.raises(Conflict) as refused:
+            await manager.start(kind, COURSE_ID, "u105")
+        assert refused.value.operation_id == started["operation_id"]
+        assert started["operation_id"] in str(refused.value)
+    # Another course is not held up.
+    other = await manager.start("backup", OTHER, "u100")
+    assert other["state"] == "running" and other["operation_id"] != started["operation_id"]
+    release.set()
+    done = await finished(manager, started)
+    assert (await manager.operation(OTHER, other["operation_id"]))["state"] == "finished"
+    assert (done["state"], done["step"], done["steps"]) == ("finished", 1, ["backup"])
+    backup = await manager.get_backup(done["backup_id"], "u100", False)
+    assert backup["reason"] == "manual" and backup["contents"]["students"] == 2
+    assert manager.archive_path(done["backup_id"]).is_file()
+    # Once it ended, the next one starts.
+    reset = await manager.start("reset", COURSE_ID, "u105")
+    assert (await finished(manager, reset))["state"] == "finished"
+    assert_reset_done(world)
+    kinds = [op["kind"] for op in await manager.operations(COURSE_ID)]
+    assert kinds == ["reset", "backup"]
+
+
+async def test_a_backup_a_crash_stopped_is_interrupted_at_the_next_start(world):
+    # The previous Kore died during a backup (its archive half written) and a reset.
+    crashed = world.manager()
+    op = crashed.store.start_operation(COURSE_ID, "backup", "u100", "b-" + "2" * 32)
+    reset = crashed.store.start_operation(OTHER, "reset", "u100", "b-" + "3" * 32)
+    world.backups.mkdir(parents=True)
+    partial = world.backups / files.temp_name(f"{op.backup_id}.tar.gz")
+    partial.write_bytes(b"half an archive")
+    keep = world.backups / "unrelated.tar.gz"
+    keep.write_bytes(b"not ours")
+
+    manager = world.manager()
+    assert await manager.interrupt_predecessor() == [op.id]
+    entry = await manager.operation(COURSE_ID, op.id)
+    assert entry["state"] == "interrupted" and "new backup" in entry["message"]
+    assert not partial.exists() and keep.exists()
+    assert ("course.backup", "failed") in audit_actions(world)
+    # The reset is not interrupted: it is resumed, as before.
+    assert (await manager.operation(OTHER, reset.id))["state"] == "running"
+    (resumed,) = await manager.resume_unfinished()
+    assert (resumed["operation_id"], resumed["state"]) == (reset.id, "finished")
+    # A new backup of the course can start.
+    again = await manager.start("backup", COURSE_ID, "u100")
+    assert (await finished(manager, again))["state"] == "finished"
+
+
+async def test_an_operation_of_another_course_is_not_found(world):
+    manager = world.manager()
+    started = await manager.start("backup", COURSE_ID, "u100")
+    await finished(manager, started)
+    with pytest.raises(NotFound):
+        await manager.operation(OTHER, started["operation_id"])
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+
+def add_run(world, run_id: str, days_ago: float, state="finished", kind="grades", results=2):
+    started = datetime.now(UTC) - timedelta(days=days_ago)
+    with world.session() as session, session.begin():
+        session.add(
+            SyncRun(id=run_id, course_id=COURSE_ID, kind=kind, state=state, started_at=started)
+        )
+    with world.session() as session, session.begin():
+        for n in range(results):
+            session.add(
+                SyncResult(
+                    run_id=run_id,
+                    course_id=COURSE_ID,
+                    username=f"u{n}",
+                    item_key="total",
+                    status="sent",
+                )
+            )
+
+
+def run_ids(world) -> set[str]:
+    with world.session() as session:
+        return set(session.scalars(select(SyncRun.id)))
+
+
+def result_run_ids(world) -> set[str]:
+    with world.session() as session:
+        return set(session.scalars(select(SyncResult.run_id)))
+
+
+async def test_retention_prunes_old_sync_runs_and_keeps_recent_and_running_ones(world):
+    for n in range(3):
+        add_run(world, f"old{n}".ljust(32, "0"), days_ago=400 + n)
+    add_run(world, "running".ljust(32, "0"), days_ago=500, state="running")
+    add_run(world, "recent1".ljust(32, "0"), days_ago=1)
+    add_run(world, "recent2".ljust(32, "0"), days_ago=2)
+    add_run(world, "recent3".ljust(32, "0"), days_ago=3)
+    add_run(world, "roster".ljust(32, "0"), days_ago=5, kind="roster")
+    manager = world.manager(sync_history_days=180, sync_history_runs=3)
+    pruned = await manager.prune_history()
+    # By age: the three old ones; by count (3 per course and kind): "recent3" is the
+    # fourth newest ended grade sync (the fixture's "r" run started now).
+    kept = {"r" * 32, "s" * 32, *(n.ljust(32, "0") for n in ("recent1", "recent2"))}
+    kept |= {"running".ljust(32, "0"), "roster".ljust(32, "0")}
+    assert run_ids(world) == kept
+    assert pruned == {"sync_runs": 4, "backups": 0}
+    assert result_run_ids(world) == kept - {"s" * 32}  # the pruned runs' results went
+    assert count(world, SyncDelivery) == 1  # what the LMS holds stays
+    # 0 turns a limit off: nothing more goes.
+    unlimited = world.manager(sync_history_days=0, sync_history_runs=0)
+    assert await unlimited.prune_history() == {"sync_runs": 0, "backups": 0}
+    assert run_ids(world) == kept
+
+
+async def test_retention_removes_old_backups_of_deleted_courses_only(world):
+    manager = world.manager(deleted_course_backups_days=30)
+    gone = "c-00000000000000dd"
+    made = {}
+    for name, course_id, days in (
+        ("old-gone", gone, 40),
+        ("new-gone", gone, 10),
+        ("old-live", COURSE_ID, 400),
+    ):
+        backup_id = new_backup_id()
+        manager.store.add_backup(
+            backup_id=backup_id,
+            course_id=course_id,
+            title=name,
+            created_by="u100",
+            reason="before-delete",
+            size_bytes=1,
+            contents={},
+            owners=["u100"],
+        )
+        with world.session() as session, session.begin():
+            session.get(Backup, backup_id).created_at = datetime.now(UTC) - timedelta(days=days)
+        world.backups.mkdir(parents=True, exist_ok=True)
+        manager.archive_path(backup_id).write_bytes(b"archive")
+        made[name] = backup_id
+    assert (await manager.prune_history())["backups"] == 1
+    with world.session() as session:
+        deleted = {b.id for b in session.scalars(select(Backup)) if b.deleted_at is not None}
+    assert deleted == {made["old-gone"]}
+    assert not manager.archive_path(made["old-gone"]).exists()
+    assert manager.archive_path(made["new-gone"]).exists()
+    assert manager.archive_path(made["old-live"]).exists()
+    assert ("backup.delete", "ok") in audit_actions(world, gone)
 
 
 # --- delete --------------------------------------------------------------------------------------

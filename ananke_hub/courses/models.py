@@ -268,9 +268,10 @@ class CourseOperation(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     course_id: Mapped[str] = mapped_column(String(32), index=True)
-    #: "reset" or "delete".
+    #: "backup", "reset" or "delete".
     kind: Mapped[str] = mapped_column(String(16))
-    #: "running", "finished" or "failed" (a step raised: running it again goes on).
+    #: "running", "finished", "failed" (a step raised: running it again goes on) or
+    #: "interrupted" (a backup whose Kore stopped; not resumed).
     state: Mapped[str] = mapped_column(String(16), default="running")
     #: The last step completed (0: none).
     step: Mapped[int] = mapped_column(Integer, default=0)

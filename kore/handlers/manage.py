@@ -2,13 +2,16 @@
 
 All under ``<prefix>api/``, all JSON (see ``kore/openapi.yaml`` and docs/admin/api.md):
 
-- ``GET|POST courses/<c>/backups``: a course's backups; make one (201).
+- ``GET|POST courses/<c>/backups``: a course's backups; make one (202: an operation).
 - ``GET backups``: the backups the caller may use (every backup for hub admins).
 - ``GET|DELETE backups/<b>``, ``GET backups/<b>/download`` (the tar.gz),
   ``GET backups/<b>/contents`` (what can be imported from it).
 - ``POST courses/<c>/reset`` and ``POST courses/<c>/delete`` with
-  ``{"confirm": "<course id or title>"}``: a backup first, then the operation.
-- ``GET courses/<c>/operations``: the course's resets and deletions, latest first.
+  ``{"confirm": "<course id or title>"}``: a backup first, then the operation (202).
+- ``GET courses/<c>/operations``: the course's backups, resets and deletions, latest
+  first; ``GET courses/<c>/operations/<id>``: one of them, to follow its progress.
+  Backups, resets and deletions run in the background, one per course at a time: a
+  second one is refused with 409 and the running one's ``operation_id``.
 - ``POST courses/<c>/import``: a course, an assignment or a notebook from another course
   the caller teaches or from one of their backups; ``GET courses/<c>/contents``.
 - ``GET courses/<c>/audit`` (staff of the course), ``GET audit`` (hub admins).
@@ -64,6 +67,8 @@ class ManagerAnswer(web.HTTPError):
     def __init__(self, exc: ManageError):
         super().__init__(exc.status, "%s", str(exc))
         self.audited = bool(getattr(exc, "audited", False))
+        #: A Conflict with a running operation names it.
+        self.operation_id = getattr(exc, "operation_id", None)
 
 
 class ManageHandlerMixin(ChangeRequestMixin, CourseHandlerMixin):
@@ -77,6 +82,32 @@ class ManageHandlerMixin(ChangeRequestMixin, CourseHandlerMixin):
                 503, "Course management is not available: Kore is not connected to a hub."
             )
         return manager
+
+    def write_error(self, status_code: int, **kwargs):
+        exc = (kwargs.get("exc_info") or (None, None))[1]
+        operation_id = getattr(exc, "operation_id", None)
+        if not operation_id or not self.json_errors:
+            return super().write_error(status_code, **kwargs)
+        # Like a sync's 409: the running operation, so the client can follow it.
+        self.set_header("Cache-Control", "no-store")
+        self.write_json(
+            {
+                "status": status_code,
+                "message": self.error_message(status_code, kwargs.get("exc_info")),
+                "operation_id": operation_id,
+                "url": self.operation_url(self.path_args[0], operation_id),
+            }
+        )
+
+    def operation_url(self, course_id: str, operation_id: str) -> str:
+        return f"{self.settings['kore_prefix']}api/courses/{course_id}/operations/{operation_id}"
+
+    def accepted(self, entry: dict) -> None:
+        """202: the operation runs in the background; its URL shows its progress."""
+        url = self.operation_url(entry["course_id"], entry["operation_id"])
+        self.set_status(202)
+        self.set_header("Location", url)
+        self.write_json({**entry, "url": url})
 
     @property
     def user_name(self) -> str:
@@ -218,7 +249,7 @@ def confirmed(body: dict, course) -> None:
 
 @web.stream_request_body
 class CourseBackupsHandler(ManageHandlerMixin, APIHandler):
-    """A course's backups (GET) and a new backup (POST -> 201)."""
+    """A course's backups (GET) and a new backup (POST -> 202, an operation)."""
 
     @web.authenticated
     async def get(self, raw_course_id):
@@ -239,15 +270,17 @@ class CourseBackupsHandler(ManageHandlerMixin, APIHandler):
         async def work():
             await self.staff_course(course_id, "back it up")
             self.no_options()
-            return await self.managed(self.manager.backup(course_id, self.user_name))
+            return await self.managed(self.manager.start("backup", course_id, self.user_name))
 
         entry = await self.audited("backup.create", course_id, {}, work)
-        self.log.info("course:%s user:%s backup %s", course_id, self.user_name, entry["backup_id"])
-        self.set_status(201)
-        self.set_header(
-            "Location", f"{self.settings['kore_prefix']}api/backups/{entry['backup_id']}"
+        self.log.info(
+            "course:%s user:%s backup %s started (%s)",
+            course_id,
+            self.user_name,
+            entry["backup_id"],
+            entry["operation_id"],
         )
-        self.write_json(entry)
+        self.accepted(entry)
 
 
 class BackupsHandler(ManageHandlerMixin, APIHandler):
@@ -375,14 +408,17 @@ class CourseOperationHandler(ManageHandlerMixin, APIHandler):
         async def work():
             course = await self.staff_course(course_id, self.action)
             confirmed(self.json_object('{"confirm": "<course id>"}', required=True), course)
-            run = self.manager.reset if self.kind == "reset" else self.manager.delete
-            return await self.managed(run(course_id, self.user_name))
+            return await self.managed(self.manager.start(self.kind, course_id, self.user_name))
 
         entry = await self.audited(f"course.{self.kind}", course_id, {}, work)
         self.log.info(
-            "course:%s user:%s %s: %s", course_id, self.user_name, self.kind, entry.get("state")
+            "course:%s user:%s %s started (%s)",
+            course_id,
+            self.user_name,
+            self.kind,
+            entry["operation_id"],
         )
-        self.write_json(entry)
+        self.accepted(entry)
 
 
 class CourseDeleteHandler(CourseOperationHandler):
@@ -394,9 +430,51 @@ class CourseOperationsHandler(ManageHandlerMixin, APIHandler):
     @web.authenticated
     async def get(self, raw_course_id):
         course_id = self.checked_course_id(raw_course_id)
-        await self.staff_course(course_id, "see its resets and deletions")
+        await self.staff_course(course_id, "see its operations")
         operations = await self.managed(self.manager.operations(course_id))
         self.write_json({"course_id": course_id, "operations": operations})
+
+
+OPERATION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class CourseOperationHandlerOne(ManageHandlerMixin, APIHandler):
+    """One backup, reset or deletion of a course: its state and progress (step of steps)."""
+
+    @web.authenticated
+    async def get(self, raw_course_id, raw_operation_id):
+        course_id = self.checked_course_id(raw_course_id)
+        if not OPERATION_ID.fullmatch(raw_operation_id):
+            raise web.HTTPError(
+                400,
+                "The URL does not name an operation (32 hex digits). Take the id from "
+                "api/courses/%s/operations.",
+                course_id,
+            )
+        try:
+            await self.staff_course(course_id, "see its operations")
+        except web.HTTPError:
+            entry = await self.own_deletion(course_id, raw_operation_id)
+            if entry is None:
+                raise
+        else:
+            entry = await self.managed(self.manager.operation(course_id, raw_operation_id))
+        self.write_json({**entry, "url": self.operation_url(course_id, entry["operation_id"])})
+
+    async def own_deletion(self, course_id: str, operation_id: str) -> dict | None:
+        """A finished deletion takes the course and its staff with it: whoever started it
+        (or a hub admin) still follows it to its end. None for anything else."""
+        try:
+            entry = await self.manager.operation(course_id, operation_id)
+        except ManageError:
+            return None
+        if entry["kind"] != "delete" or not (
+            entry["started_by"] == self.user_name or self.is_admin
+        ):
+            return None
+        if await self._registry(self.registry.get, course_id) is not None:
+            return None  # the course is there: its staff rules apply
+        return entry
 
 
 class CourseContentsHandler(ManageHandlerMixin, APIHandler):
@@ -564,6 +642,7 @@ handlers = [
     (r"api/courses/([^/]+)/reset", CourseOperationHandler),
     (r"api/courses/([^/]+)/delete", CourseDeleteHandler),
     (r"api/courses/([^/]+)/operations", CourseOperationsHandler),
+    (r"api/courses/([^/]+)/operations/([^/]+)", CourseOperationHandlerOne),
     (r"api/courses/([^/]+)/import", CourseImportHandler),
     (r"api/courses/([^/]+)/contents", CourseContentsHandler),
     (r"api/courses/([^/]+)/audit", CourseAuditHandler),

@@ -7,7 +7,9 @@ work is in :mod:`.files` and :mod:`.archive` (no link is ever followed), the gra
 work in :mod:`.gradebook` (confined to the grader's home), the hub calls in
 :mod:`.hubapi`, the records in :mod:`.store`. Blocking work runs in threads.
 
-Reset and delete are journaled (:class:`~ananke_hub.courses.models.CourseOperation`):
+Backups, resets and deletions run as operations in the background (:meth:`CourseManager.start`
+answers at once; the handlers answer 202 and the operation's entry shows its progress),
+at most one per course at a time. Reset and delete are journaled (:class:`~ananke_hub.courses.models.CourseOperation`):
 each step is idempotent and the number of the last completed step is saved after it,
 so an operation interrupted by a crash or a failing step is finished by running it
 again (:meth:`CourseManager.resume_unfinished` at Kore's start does it for crashed ones).
@@ -26,6 +28,8 @@ again (:meth:`CourseManager.resume_unfinished` at Kore's start does it for crash
   home (and systemd's ``/var/lib/grader-<course>`` link) and the course's exchange
   directory go - 6 registry: the course goes (members and syncs with it). Backups and
   audit events stay; backups remain usable by their owners.
+- backup: 1 backup ("manual"). Not resumed: a starting Kore marks a backup its
+  predecessor left running "interrupted" (:meth:`CourseManager.interrupt_predecessor`).
 """
 
 import asyncio
@@ -38,6 +42,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from traitlets import Integer, TraitError, Unicode, default, validate
@@ -78,7 +83,15 @@ from .names import (
     is_notebook_name,
     new_backup_id,
 )
-from .store import FAILED, FINISHED, RUNNING, CourseFacts, ManageStore, OperationRunning, iso
+from .store import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    CourseFacts,
+    ManageStore,
+    OperationRunning,
+    iso,
+)
 
 MANIFEST_FORMAT = "ananke-course-backup"
 MANIFEST_VERSION = 1
@@ -111,7 +124,9 @@ DELETE_STEPS = (
     "files",
     "registry",
 )
-STEPS = {"reset": RESET_STEPS, "delete": DELETE_STEPS}
+STEPS = {"reset": RESET_STEPS, "delete": DELETE_STEPS, "backup": ("backup",)}
+KINDS = tuple(STEPS)
+INTERRUPTED_MESSAGE = "Kore stopped while this backup ran; nothing was kept. Make a new backup."
 
 
 def backup_entry(backup: Backup, course_exists: bool) -> dict:
@@ -208,7 +223,38 @@ class CourseManager(LoggingConfigurable):
         to ask the hub's administrators.""",
     )
 
-    @validate("retention", "max_backup_bytes")
+    sync_history_days = Integer(
+        180,
+        config=True,
+        help="""Grade and roster sync runs, with their per-person results, are kept this
+        many days after they started, then deleted (a 500-student course's grade sync
+        writes thousands of result rows). A running sync is never deleted. What the LMS
+        holds (one row per person and item, needed to send each score exactly once) is
+        kept regardless. 0 keeps them regardless of age.""",
+    )
+
+    sync_history_runs = Integer(
+        50,
+        config=True,
+        help="""At most this many ended sync runs are kept per course and kind (grades,
+        roster), the newest; older ones go with their results. 0: no limit by count.""",
+    )
+
+    deleted_course_backups_days = Integer(
+        365,
+        config=True,
+        help="""Backups of a course that was deleted are kept this many days after they
+        were made, then deleted (archive and entry; the audit log says so). Backups of
+        existing courses follow CourseManager.retention instead. 0 keeps them for good.""",
+    )
+
+    @validate(
+        "retention",
+        "max_backup_bytes",
+        "sync_history_days",
+        "sync_history_runs",
+        "deleted_course_backups_days",
+    )
     def _non_negative(self, proposal):
         if proposal.value < 0:
             raise TraitError(
@@ -604,14 +650,104 @@ class CourseManager(LoggingConfigurable):
         """Delete a course (backup first); the operation's entry (see :meth:`reset`)."""
         return await self._operate(self._course_id(course_id), "delete", actor)
 
+    async def start(self, kind: str, course_id: str, actor: str) -> dict:
+        """Start a backup, reset or delete in the background; its entry (state "running").
+
+        Refusals come before anything starts: NotFound, TooLarge, and Conflict (with
+        ``operation_id``, the running one's) while another operation runs on the course.
+        """
+        if kind not in KINDS:
+            raise InvalidRequest(f"An operation is one of {', '.join(KINDS)}, not {kind!r}.")
+        return await self._operate(self._course_id(course_id), kind, actor, wait=False)
+
+    async def operation(self, course_id: str, operation_id: str) -> dict:
+        """One operation of a course; NotFound for an unknown id or another course's."""
+        course_id = self._course_id(course_id)
+        op = await self._db(self.store.operation, str(operation_id)[:64])
+        if op is None or op.course_id != course_id:
+            raise NotFound(
+                f"Course {course_id} has no operation {operation_id}. Take the id from the "
+                "course's operations."
+            )
+        return operation_entry(op)
+
+    async def interrupt_predecessor(self) -> list[str]:
+        """At Kore's start, before it serves: backups the previous Kore left running died
+        with it. Say so (state "interrupted") so that a new one can start; resets and
+        deletions stay running and :meth:`resume_unfinished` finishes them."""
+        ops = await self._db(self.store.interrupt_unresumable, INTERRUPTED_MESSAGE)
+        for op in ops:
+            # What it wrote lies under a temporary name (the archive is renamed only when
+            # complete): remove it, the disk is not to fill up with dead halves.
+            await self._thread(self._remove_partials, op.backup_id)
+            self.log.warning(
+                "course:%s %s %s of the previous Kore marked interrupted",
+                op.course_id,
+                op.kind,
+                op.id,
+            )
+            await self.record(
+                KORE_ACTOR,
+                f"course.{op.kind}",
+                op.course_id,
+                {"operation_id": op.id, "backup_id": op.backup_id},
+                "failed",
+                INTERRUPTED_MESSAGE,
+            )
+        return [op.id for op in ops]
+
+    async def prune_history(self, now: datetime | None = None) -> dict:
+        """Retention of what grows with use: old sync runs and their results, old backups
+        of deleted courses (see the settings ``sync_history_*`` and
+        ``deleted_course_backups_days``). Kore runs it at its start and then daily."""
+        now = now or utcnow()
+        older = now - timedelta(days=self.sync_history_days) if self.sync_history_days else None
+        runs = await self._db(self.store.prune_sync_runs, older, self.sync_history_runs)
+        backups = 0
+        if self.deleted_course_backups_days:
+            cutoff = now - timedelta(days=self.deleted_course_backups_days)
+            pinned = await self._db(self.store.pinned_backups)
+            for old in await self._db(self.store.old_backups_of_deleted_courses, cutoff):
+                if old.id not in pinned:
+                    await self._remove_backup(old, KORE_ACTOR, "retention (course deleted)")
+                    backups += 1
+        if runs or backups:
+            self.log.info(
+                "retention: %d sync run(s) and %d backup(s) of deleted courses removed",
+                runs,
+                backups,
+            )
+        return {"sync_runs": runs, "backups": backups}
+
+    def _remove_partials(self, backup_id: str) -> None:
+        prefix = files.temp_name(f"{backup_id}{ARCHIVE_SUFFIX}").rsplit("-", 1)[0] + "-"
+        try:
+            names = os.listdir(self.backups_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(prefix):
+                files.remove_tree(Path(self.backups_dir) / name)
+
     async def operations(self, course_id: str, limit: int = 50) -> list[dict]:
         course_id = self._course_id(course_id)
         ops = await self._db(self.store.operations, course_id, max(1, min(int(limit), 500)))
         return [operation_entry(op) for op in ops]
 
-    async def _operate(self, course_id: str, kind: str, actor: str) -> dict:
+    def _running(self, course_id: str, kind: str, op_id: str, who: str = "") -> Conflict:
+        by = f" started by {who}" if who else ""
+        exc = Conflict(
+            f"A {kind} of course {course_id}{by} is running (operation {op_id}). Wait for "
+            "it to end, then start another."
+        )
+        exc.operation_id = op_id
+        return exc
+
+    async def _operate(self, course_id: str, kind: str, actor: str, wait: bool = True) -> dict:
         unfinished = await self._db(
-            lambda: self.store.unfinished(course_id=course_id, states=(RUNNING, FAILED))
+            lambda: self.store.unfinished(
+                course_id=course_id, states=(RUNNING, FAILED), kinds=KINDS
+            )
         )
         for op in unfinished:
             if op.state == RUNNING:
@@ -623,22 +759,15 @@ class CourseManager(LoggingConfigurable):
                     "refused",
                     f"a {op.kind} is running",
                 )
-                raise audited(
-                    Conflict(
-                        f"A {op.kind} of course {course_id} started by {op.started_by} is "
-                        "running. Wait for it to end, then look at the course's operations."
-                    )
-                )
-        again = [op for op in unfinished if op.kind == kind]
+                raise audited(self._running(course_id, op.kind, op.id, op.started_by))
+        again = [op for op in unfinished if op.kind == kind and kind != "backup"]
         if again:
             # Run it again: it goes on after its last completed step.
             op = again[-1]
             try:
                 op = await self._db(self.store.reopen_operation, op.id)
             except OperationRunning as exc:
-                raise Conflict(
-                    f"Another operation on course {course_id} is running. Try again later."
-                ) from exc
+                raise self._running(course_id, "operation", exc.operation_id) from exc
             await self.record(
                 actor,
                 f"course.{kind}",
@@ -647,7 +776,7 @@ class CourseManager(LoggingConfigurable):
                 "started",
                 f"continued after step {op.step}",
             )
-            return await self._launch(op, actor)
+            return await self._launch(op, actor, wait)
 
         facts = await self._course(course_id)
         if facts.state == COURSE_DELETING:
@@ -659,9 +788,7 @@ class CourseManager(LoggingConfigurable):
         try:
             op = await self._db(self.store.start_operation, course_id, kind, actor, new_backup_id())
         except OperationRunning as exc:
-            raise Conflict(
-                f"Another operation on course {course_id} is running. Try again later."
-            ) from exc
+            raise self._running(course_id, "operation", exc.operation_id) from exc
         self.log.info("course:%s user:%s %s started (%s)", course_id, actor, kind, op.id)
         await self.record(
             actor,
@@ -670,16 +797,23 @@ class CourseManager(LoggingConfigurable):
             {"operation_id": op.id, "backup_id": op.backup_id},
             "started",
         )
-        return await self._launch(op, actor)
+        return await self._launch(op, actor, wait)
 
-    async def _launch(self, op: CourseOperation, actor: str) -> dict:
-        """Run the operation in its own task: a request that goes away does not stop it."""
+    async def _launch(self, op: CourseOperation, actor: str, wait: bool = True) -> dict:
+        """Run the operation in its own task: a request that goes away does not stop it.
+
+        ``wait``: the finished entry; otherwise the running one at once.
+        """
         task = asyncio.create_task(self._run(op, actor), name=f"course-{op.kind}-{op.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if not wait:
+            return operation_entry(op)
         return await asyncio.shield(task)
 
     def _steps(self, kind: str) -> list[Callable[[CourseOperation], Awaitable[None]]]:
+        if kind == "backup":
+            return [self._step_backup]
         if kind == "reset":
             return [
                 self._step_backup,
@@ -730,11 +864,14 @@ class CourseManager(LoggingConfigurable):
             else:
                 why = f"an unexpected error ({type(exc).__name__}; details in Kore's log)"
                 self.log.exception("%s: step %d failed", prefix, failed)
-            message = (
-                f"Step {failed} of {len(names)} ({names[failed - 1]}) failed: {why} "
-                f"Run the {op.kind} again to go on from there; the backup "
-                f"{op.backup_id} was {'made' if step >= 1 else 'not made yet'}."
-            )
+            if op.kind == "backup":
+                message = f"The backup failed: {why} Nothing was kept; make a new backup."
+            else:
+                message = (
+                    f"Step {failed} of {len(names)} ({names[failed - 1]}) failed: {why} "
+                    f"Run the {op.kind} again to go on from there; the backup "
+                    f"{op.backup_id} was {'made' if step >= 1 else 'not made yet'}."
+                )
             op = await self._db(self.store.end_operation, op.id, FAILED, message)
             await self.record(
                 actor,
@@ -785,7 +922,7 @@ class CourseManager(LoggingConfigurable):
         if await self._db(self.store.backup, op.backup_id) is not None:
             return
         facts = await self._course(op.course_id)
-        reason = "before-reset" if op.kind == "reset" else "before-delete"
+        reason = {"backup": "manual", "reset": "before-reset"}.get(op.kind, "before-delete")
         await self._make_backup(facts, op.backup_id, op.started_by, reason)
 
     async def _reset_gradebook(self, op: CourseOperation) -> None:

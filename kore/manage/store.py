@@ -5,11 +5,13 @@ Blocking calls like the rest of the registry; the course manager runs them throu
 ``course_operations``, ``audit_events``); they have no foreign keys to ``courses``, so a
 deleted course's backups and audit trail stay.
 
-- At most one reset or delete runs per course: a partial unique index on
+- At most one operation (backup, reset or delete) runs per course: a partial unique index on
   ``course_operations(course_id) WHERE state = 'running'`` makes a second start fail in
   the database itself, across threads and processes (:class:`OperationRunning`).
 - An operation records the last step it completed; a crashed one stays "running" and
   is finished by :meth:`CourseManager.resume_unfinished`, a failed one by running it again.
+  A backup a crash stopped is not resumed: a starting Kore marks it "interrupted"
+  (:meth:`ManageStore.interrupt_unresumable`) and a new one can start.
 """
 
 import uuid
@@ -34,6 +36,10 @@ from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.roles import Role
 
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
+#: A backup whose Kore stopped while it ran (set by the next Kore at its start).
+INTERRUPTED = "interrupted"
+#: Kinds a starting Kore finishes (journaled, idempotent steps); others are interrupted.
+RESUMABLE_KINDS = ("reset", "delete")
 STAFF_ROLES = frozenset({str(Role.INSTRUCTOR), str(Role.TEACHING_ASSISTANT)})
 AUDIT_MESSAGE_MAX = 2000
 
@@ -197,6 +203,56 @@ class ManageStore:
             )
             return result.rowcount > 0
 
+    # --- retention ----------------------------------------------------------------------
+
+    def prune_sync_runs(self, older_than: datetime | None, keep: int) -> int:
+        """Delete ended sync runs (and their results) older than ``older_than`` or beyond
+        the ``keep`` newest of their course and kind (0: no count limit); how many went.
+
+        A running run is never deleted, nor counted among the kept ones. Deliveries (what
+        the LMS holds, one row per person and item, needed to send each score once) stay.
+        """
+        with self.session() as session, session.begin():
+            ended = select(SyncRun.id, SyncRun.course_id, SyncRun.kind, SyncRun.started_at).where(
+                SyncRun.state != RUNNING
+            )
+            doomed = set()
+            if older_than is not None:
+                doomed |= set(
+                    session.scalars(
+                        select(SyncRun.id).where(
+                            SyncRun.state != RUNNING, SyncRun.started_at < older_than
+                        )
+                    )
+                )
+            if keep:
+                seen: dict[tuple[str, str], int] = {}
+                for run_id, course_id, kind, _ in session.execute(
+                    ended.order_by(SyncRun.started_at.desc(), SyncRun.id)
+                ):
+                    n = seen[course_id, kind] = seen.get((course_id, kind), 0) + 1
+                    if n > keep:
+                        doomed.add(run_id)
+            ids = sorted(doomed)
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = ids[start : start + 500]
+                session.execute(delete(SyncResult).where(SyncResult.run_id.in_(chunk)))
+                session.execute(delete(SyncRun).where(SyncRun.id.in_(chunk)))
+        return len(ids)
+
+    def old_backups_of_deleted_courses(self, older_than: datetime) -> list[Backup]:
+        """Backups not deleted yet, made before ``older_than``, whose course is gone."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Backup).where(
+                        Backup.deleted_at.is_(None),
+                        Backup.created_at < older_than,
+                        Backup.course_id.not_in(select(Course.id)),
+                    )
+                )
+            )
+
     # --- operations ---------------------------------------------------------------------
 
     def start_operation(
@@ -233,6 +289,28 @@ class ManageStore:
                 )
                 or ""
             )
+
+    def interrupt_unresumable(self, message: str) -> list[CourseOperation]:
+        """Mark running operations that cannot be resumed (backups) as interrupted.
+
+        Called by a starting Kore only: whatever is "running" then was its predecessor's.
+        """
+        now = utcnow()
+        with self.session() as session, session.begin():
+            operations = list(
+                session.scalars(
+                    select(CourseOperation).where(
+                        CourseOperation.state == RUNNING,
+                        CourseOperation.kind.not_in(RESUMABLE_KINDS),
+                    )
+                )
+            )
+            for operation in operations:
+                operation.state = INTERRUPTED
+                operation.message = message
+                operation.updated_at = now
+                operation.finished_at = now
+        return operations
 
     def reopen_operation(self, operation_id: str) -> CourseOperation:
         """A failed operation running again (from its next step)."""
@@ -284,11 +362,17 @@ class ManageStore:
             )
 
     def unfinished(
-        self, *, course_id: str | None = None, states: tuple[str, ...] = (RUNNING,)
+        self,
+        *,
+        course_id: str | None = None,
+        states: tuple[str, ...] = (RUNNING,),
+        kinds: tuple[str, ...] = RESUMABLE_KINDS,
     ) -> list[CourseOperation]:
-        """Operations in ``states``, oldest first."""
+        """Operations of ``kinds`` in ``states``, oldest first."""
         with self.session() as session:
-            query = select(CourseOperation).where(CourseOperation.state.in_(states))
+            query = select(CourseOperation).where(
+                CourseOperation.state.in_(states), CourseOperation.kind.in_(kinds)
+            )
             if course_id is not None:
                 query = query.where(CourseOperation.course_id == course_id)
             return list(session.scalars(query.order_by(CourseOperation.started_at)))
@@ -298,7 +382,10 @@ class ManageStore:
         with self.session() as session:
             return set(
                 session.scalars(
-                    select(CourseOperation.backup_id).where(CourseOperation.state != FINISHED)
+                    select(CourseOperation.backup_id).where(
+                        CourseOperation.state != FINISHED,
+                        CourseOperation.kind.in_(RESUMABLE_KINDS),
+                    )
                 )
             )
 

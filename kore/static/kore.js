@@ -729,6 +729,47 @@
     return parts.join(", ");
   }
 
+  // A backup, reset or deletion runs in Kore after its 202: follow its URL until it
+  // ends, showing step n of m in `alert`. Resolves with its last entry.
+  var OPERATION_WORDS = { backup: "Making a backup", reset: "Resetting the course", delete: "Deleting the course" };
+
+  function followOperation(op, alert) {
+    return new Promise(function (resolve, reject) {
+      function show(entry) {
+        var steps = entry.steps || [];
+        var next = steps[entry.step] ? " (" + steps[entry.step] + ")" : "";
+        showAlert(alert, (OPERATION_WORDS[entry.kind] || "Working") + "… step " +
+          Math.min(entry.step + 1, steps.length) + " of " + steps.length + next + ".", "info");
+        alert.dataset.operationState = entry.state;
+      }
+      function poll(entry) {
+        if (entry.state !== "running") { alert.dataset.operationState = entry.state; resolve(entry); return; }
+        show(entry);
+        setTimeout(function () {
+          api("GET", op.url).then(poll, function (err) {
+            if (err.status === 0 || err.status >= 500) {
+              setTimeout(function () { poll(entry); }, POLL_RETRY_MS);
+            } else {
+              reject(err);
+            }
+          });
+        }, POLL_MS);
+      }
+      poll(op);
+    });
+  }
+
+  // A 409 names the operation already running: follow it, then say the way is free.
+  function followRunning(err, alert) {
+    if (err.status !== 409 || !err.data || !err.data.url) return Promise.reject(err);
+    return api("GET", err.data.url).then(function (running) {
+      return followOperation(running, alert).then(function () {
+        showAlert(alert, "Another operation on this course was running (" + running.kind +
+          ", started by " + running.started_by + "); it has ended. Try again now.", "warning");
+      });
+    });
+  }
+
   function BackupsPanel(section) {
     var self = this;
     this.section = section;
@@ -741,12 +782,24 @@
     this.button.addEventListener("click", function () {
       whileBusy([self.button], function () {
         showAlert(self.alert, "Making a backup…", "info");
-        return api("POST", API + "backups", {}).then(function (entry) {
-          var text = "Backup made: " + bytes(entry.size_bytes) + ".";
-          showAlert(self.alert, text, "success");
-          self.live.textContent = text;
-          return self.load();
-        }, function (err) { showAlert(self.alert, errorText(err)); });
+        return api("POST", API + "backups", {}).then(function (op) {
+          return followOperation(op, self.alert);
+        }).then(function (op) {
+          if (op.state !== "finished") {
+            var failed = "The backup did not finish: " + (op.message || op.state);
+            showAlert(self.alert, failed);
+            self.live.textContent = failed;
+            return self.load();
+          }
+          return api("GET", PREFIX + "api/backups/" + encodeURIComponent(op.backup_id)).then(function (entry) {
+            var text = "Backup made: " + bytes(entry.size_bytes) + ".";
+            showAlert(self.alert, text, "success");
+            self.live.textContent = text;
+            return self.load();
+          });
+        }).catch(function (err) {
+          return followRunning(err, self.alert).catch(function (e) { showAlert(self.alert, errorText(e)); });
+        });
       });
     });
     this.load();
@@ -965,6 +1018,23 @@
     this.del.disabled = false;
     this.reset.addEventListener("click", function () { self.ask("reset"); });
     this.del.addEventListener("click", function () { self.ask("delete"); });
+    // An operation running when the page opens (started elsewhere, or before a reload):
+    // show its progress and keep the buttons off until it ends.
+    api("GET", API + "operations").then(function (data) {
+      var running = listOf(data, "operations").filter(function (o) { return o.state === "running"; })[0];
+      if (!running) return;
+      running.url = API + "operations/" + encodeURIComponent(running.operation_id);
+      return whileBusy([self.reset, self.del], function () {
+        return followOperation(running, self.alert).then(function (op) {
+          if (op.kind === "backup") {
+            showAlert(self.alert, "The backup that was running has ended (" + op.state + ").", "info");
+            backupsPanel && backupsPanel.load();
+          } else {
+            self.done(op.kind, op);
+          }
+        });
+      });
+    }, function () { /* the panels say what fails when used */ });
   }
 
   var LOST = {
@@ -1001,8 +1071,12 @@
           showAlert(self.alert, (kind === "reset" ? "Resetting" : "Deleting") +
             " the course (a backup is made first)…", "info");
           return api("POST", API + kind, { confirm: typed }).then(function (op) {
+            return followOperation(op, self.alert);
+          }).then(function (op) {
             self.done(kind, op);
-          }, function (err) { showAlert(self.alert, errorText(err)); });
+          }).catch(function (err) {
+            return followRunning(err, self.alert).catch(function (e) { showAlert(self.alert, errorText(e)); });
+          });
         });
       });
   };
