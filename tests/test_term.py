@@ -65,13 +65,6 @@ NOTEBOOK = "problem1"
 #: Console errors that are not this product's fault or are fixed elsewhere, each with why:
 #: (pattern of the message, pattern of the URL it names).
 ALLOWED_CONSOLE_ERRORS = [
-    # The first kernel WebSocket of a lab: the PyPI proxy never answers the subprotocol
-    # JupyterLab asks for, so Chromium refuses the connection and JupyterLab reconnects
-    # without one (issue 13, item 5, fixed on branch i13-demo: drop this entry then).
-    (re.compile(r"Sent non-empty 'Sec-WebSocket-Protocol' header"), re.compile(r"")),
-    # The built-in LMS has no favicon (issue 13, item 8, fixed on branch i13-demo: drop
-    # this entry then).
-    (re.compile(r"status of 404"), re.compile(r"^http://127\.0\.0\.1:\d+/favicon\.ico$")),
     # nbgrader's submission page and nbconvert's feedback files load MathJax from
     # cdnjs (a literal in nbgrader's formgrade template, not configurable); this machine
     # has no internet. On a hub without internet, formulas in submissions stay TeX.
