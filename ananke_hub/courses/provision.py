@@ -166,6 +166,20 @@ class CourseProvisioner(LoggingConfigurable):
 
     async def provision(self, handler, info: LaunchInfo) -> Entitlements:
         registry = self.registry
+        # A returning member whose claims did not change: one read, no write, no nbgrader.
+        pairs = await registry.run(registry.unchanged_launch, info, PROVISION_VERSION)
+        if pairs is None:
+            pairs = await self._record(handler, info)
+        else:
+            # The grader account exists since the course's first launch; this only finds it.
+            handler.user_from_username(grader_username(info.course_id))
+        trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
+        return entitlements(pairs)
+
+    async def _record(self, handler, info: LaunchInfo) -> list[tuple[str, str]]:
+        """A first launch, or one that changed something: write it, set the course up,
+        enrol a learner. Returns the user's memberships afterwards."""
+        registry = self.registry
         # nbgrader takes seconds to import: never in the event loop (preloaded at start).
         nbgrader_setup = await registry.run(importlib.import_module, NBGRADER_SETUP)
         try:
@@ -215,9 +229,7 @@ class CourseProvisioner(LoggingConfigurable):
                 "minute; if it keeps failing, tell the hub's administrators."
             ) from exc
 
-        pairs = await registry.run(current_memberships, registry, info.username)
-        trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
-        return entitlements(pairs)
+        return await registry.run(current_memberships, registry, info.username)
 
     async def entitlements_of(self, username: str) -> Entitlements:
         """What the registry gives ``username`` now (for a refresh outside a launch)."""

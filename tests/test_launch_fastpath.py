@@ -1,0 +1,184 @@
+"""A returning member's unchanged launch writes nothing and does no nbgrader work; any
+change (name, e-mail, role, course data, roster state, newest course) still updates."""
+
+import sys
+import types
+
+import pytest
+from sqlalchemy import event, update
+
+from ananke_hub.courses import provision
+from ananke_hub.courses.identity import LaunchInfo
+from ananke_hub.courses.layout import CourseLayout
+from ananke_hub.courses.models import COURSE_DELETING, Course, Member
+from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
+from ananke_hub.courses.registry import CourseRegistry
+
+M = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
+CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+
+
+def launch(sub="3", role="Learner", link="L1", **extra) -> LaunchInfo:
+    claims = {
+        "iss": "https://lms.example.edu",
+        "aud": "tool",
+        "sub": sub,
+        CLAIM + "deployment_id": "d1",
+        CLAIM + "resource_link": {"id": link, "title": f"Homework {link}"},
+        CLAIM + "context": {"id": "ctx", "label": "DS101", "title": "Data Science 101"},
+        CLAIM + "roles": [M + role],
+        "given_name": "Alan",
+        "family_name": "Turing",
+        "email": "alan@example.edu",
+    }
+    claims.update(extra)
+    return LaunchInfo.from_id_token(claims, "u" + sub)
+
+
+class Recorder:
+    """What the launches asked of nbgrader and of the registry's database."""
+
+    def __init__(self):
+        self.nbgrader = []
+        self.writes = []
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    rec = Recorder()
+    # nbgrader's course setup, recorded: this test is about when it is called at all.
+    fake = types.ModuleType("fake_nbgrader_setup")
+
+    class CourseSettings:
+        @staticmethod
+        def from_dict(data):
+            return data
+
+    fake.CourseSettings = CourseSettings
+    fake.StudentRecord = lambda **kw: kw
+    fake.ensure_course_files = lambda paths, cid, settings: rec.nbgrader.append(("course", cid))
+    fake.enrol_students = lambda paths, students: rec.nbgrader.append(("enrol", students))
+    monkeypatch.setitem(sys.modules, "fake_nbgrader_setup", fake)
+    monkeypatch.setattr(provision, "NBGRADER_SETUP", "fake_nbgrader_setup")
+
+    registry = CourseRegistry(url=f"sqlite:///{tmp_path / 'courses.sqlite'}")
+
+    @event.listens_for(registry.engine, "before_cursor_execute")
+    def _count(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().split(None, 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}:
+            rec.writes.append(statement)
+
+    layout = CourseLayout(homes_root=str(tmp_path / "homes"), exchange_root=str(tmp_path / "ex"))
+    provisioner = CourseProvisioner(registry=registry, layout=layout)
+
+    class Handler:
+        settings = {"oauth_no_confirm_list": set()}
+        graders = []
+
+        def user_from_username(self, name):
+            self.graders.append(name)
+
+    yield provisioner, Handler(), rec
+    registry.close()
+
+
+async def test_unchanged_relaunch_writes_nothing(setup):
+    provisioner, handler, rec = setup
+    first = await provisioner.provision(handler, launch())
+    assert rec.writes and [kind for kind, _ in rec.nbgrader] == ["course", "enrol"]
+    rec.writes.clear(), rec.nbgrader.clear()
+
+    again = await provisioner.provision(handler, launch())
+    assert rec.writes == [] and rec.nbgrader == []
+    assert again == first  # the same groups and roles
+    assert len(handler.graders) == 2  # the grader account is still looked up
+
+
+@pytest.mark.parametrize(
+    "changed, column, value",
+    [
+        ({"email": "turing@example.edu"}, "email", "turing@example.edu"),
+        ({"given_name": "Alan M."}, "given_name", "Alan M."),
+        ({"family_name": "Turing-Smith"}, "family_name", "Turing-Smith"),
+    ],
+)
+async def test_changed_person_updates_the_row_and_the_gradebook(setup, changed, column, value):
+    provisioner, handler, rec = setup
+    await provisioner.provision(handler, launch())
+    rec.writes.clear(), rec.nbgrader.clear()
+
+    info = launch(**changed)
+    await provisioner.provision(handler, info)
+    assert rec.writes
+    [(kind, students)] = rec.nbgrader
+    assert kind == "enrol" and students[0][column] == value
+    [member] = provisioner.registry.members(info.course_id)
+    assert getattr(member, column) == value and member.in_gradebook
+    rec.writes.clear(), rec.nbgrader.clear()
+    await provisioner.provision(handler, launch(**changed))  # and now it is unchanged
+    assert rec.writes == [] and rec.nbgrader == []
+
+
+async def test_changed_role_updates_groups(setup):
+    provisioner, handler, rec = setup
+    learner = await provisioner.provision(handler, launch())
+    rec.writes.clear()
+    teacher = await provisioner.provision(handler, launch(role="Instructor"))
+    assert rec.writes
+    assert learner.groups != teacher.groups and teacher.staff_courses
+    [member] = provisioner.registry.members(launch().course_id)
+    assert member.role == "instructor"
+    # An instructor is never in the gradebook: their unchanged relaunch writes nothing too.
+    rec.writes.clear(), rec.nbgrader.clear()
+    await provisioner.provision(handler, launch(role="Instructor"))
+    assert rec.writes == [] and rec.nbgrader == []
+
+
+async def test_changed_course_data_updates(setup):
+    provisioner, handler, rec = setup
+    await provisioner.provision(handler, launch())
+    rec.writes.clear()
+    await provisioner.provision(
+        handler, launch(**{CLAIM + "context": {"id": "ctx", "label": "DS101", "title": "Renamed"}})
+    )
+    assert rec.writes
+    assert provisioner.registry.get(launch().course_id).context_title == "Renamed"
+
+
+async def test_returning_to_an_older_course_makes_it_current(setup):
+    provisioner, handler, rec = setup
+    await provisioner.provision(handler, launch(link="A"))
+    await provisioner.provision(handler, launch(link="B"))
+    rec.writes.clear()
+    await provisioner.provision(handler, launch(link="A"))  # nothing changed but the order
+    assert rec.writes
+    newest = provisioner.registry.memberships("u3")[0][0]
+    assert newest.id == launch(link="A").course_id
+
+
+async def test_roster_and_deletion_in_another_process_are_seen(setup):
+    provisioner, handler, rec = setup
+    info = launch()
+    await provisioner.provision(handler, info)
+    # Kore's roster sync found the person gone from the LMS's roster ...
+    with provisioner.registry.session() as s, s.begin():
+        s.execute(update(Member).values(active=False))
+    rec.writes.clear()
+    await provisioner.provision(handler, info)  # ... the launch brings them back
+    assert rec.writes and provisioner.registry.members(info.course_id)[0].active
+    # Kore is deleting the course: the launch is refused, not waved through.
+    with provisioner.registry.session() as s, s.begin():
+        s.execute(update(Course).values(state=COURSE_DELETING))
+    with pytest.raises(ProvisioningError):
+        await provisioner.provision(handler, info)
+
+
+async def test_unfinished_gradebook_enrolment_is_retried(setup):
+    provisioner, handler, rec = setup
+    info = launch()
+    await provisioner.provision(handler, info)
+    with provisioner.registry.session() as s, s.begin():
+        s.execute(update(Member).values(in_gradebook=False))
+    rec.nbgrader.clear()
+    await provisioner.provision(handler, info)
+    assert [kind for kind, _ in rec.nbgrader] == ["enrol"]
