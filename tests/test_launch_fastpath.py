@@ -3,10 +3,12 @@ change (name, e-mail, role, course data, roster state, newest course) still upda
 
 import sys
 import types
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import event, update
 
+from ananke_hub.auth.authenticator import AnankeLTI13Authenticator
 from ananke_hub.courses import provision
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import CourseLayout
@@ -19,11 +21,17 @@ CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 
 
 def launch(sub="3", role="Learner", link="L1", **extra) -> LaunchInfo:
+    return LaunchInfo.from_id_token(id_token(sub, role, link, **extra), "u" + sub)
+
+
+def id_token(sub="3", role="Learner", link="L1", **extra) -> dict:
     claims = {
         "iss": "https://lms.example.edu",
         "aud": "tool",
         "sub": sub,
         CLAIM + "deployment_id": "d1",
+        CLAIM + "message_type": "LtiResourceLinkRequest",
+        CLAIM + "version": "1.3.0",
         CLAIM + "resource_link": {"id": link, "title": f"Homework {link}"},
         CLAIM + "context": {"id": "ctx", "label": "DS101", "title": "Data Science 101"},
         CLAIM + "roles": [M + role],
@@ -32,7 +40,7 @@ def launch(sub="3", role="Learner", link="L1", **extra) -> LaunchInfo:
         "email": "alan@example.edu",
     }
     claims.update(extra)
-    return LaunchInfo.from_id_token(claims, "u" + sub)
+    return claims
 
 
 class Recorder:
@@ -74,9 +82,13 @@ def setup(tmp_path, monkeypatch):
     class Handler:
         settings = {"oauth_no_confirm_list": set()}
         graders = []
+        users = {}
 
         def user_from_username(self, name):
             self.graders.append(name)
+
+        def find_user(self, name):
+            return self.users.get(name)
 
     yield provisioner, Handler(), rec
     registry.close()
@@ -182,3 +194,44 @@ async def test_unfinished_gradebook_enrolment_is_retried(setup):
     rec.nbgrader.clear()
     await provisioner.provision(handler, info)
     assert [kind for kind, _ in rec.nbgrader] == ["enrol"]
+
+
+def hub_user(model: dict, admin=False):
+    """A hub user holding exactly the groups and roles of ``model``."""
+    return SimpleNamespace(
+        name=model["name"],
+        admin=admin,
+        groups=[SimpleNamespace(name=g) for g in model["groups"]],
+        roles=[
+            SimpleNamespace(
+                name=r["name"], scopes=list(r.get("scopes", [])), description=r.get("description")
+            )
+            for r in model["roles"]
+        ],
+    )
+
+
+@pytest.mark.parametrize("role", ["Learner", "Instructor"])
+async def test_hub_groups_and_roles_are_rewritten_only_when_they_differ(setup, role):
+    provisioner, handler, rec = setup
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+
+    async def login():
+        return await auth.run_post_auth_hook(
+            handler, {"name": "u3", "auth_state": id_token(role=role)}
+        )
+
+    first = await login()  # a new hub user: JupyterHub applies them
+    assert first["groups"] and {"name": "user"} in first["roles"]
+    handler.users["u3"] = user = hub_user(first)
+    again = await login()
+    assert again["groups"] is None and again["roles"] is None  # JupyterHub leaves them
+
+    user.groups = user.groups[1:] + [SimpleNamespace(name="nbgrader-elsewhere")]
+    assert (await login())["groups"] == first["groups"]
+    handler.users["u3"] = user = hub_user(first, admin=True)  # an admin: keeps the role
+    assert {"name": "admin"} in (await login())["roles"]
+    if role == "Instructor":  # the staff role's scopes differ from what the hub holds
+        handler.users["u3"] = user = hub_user(first)
+        next(r for r in user.roles if r.scopes).scopes = ["access:servers"]
+        assert (await login())["roles"] == first["roles"]
