@@ -1,6 +1,7 @@
 """A returning member's unchanged launch writes nothing and does no nbgrader work; any
 change (name, e-mail, role, course data, roster state, newest course) still updates."""
 
+import asyncio
 import sys
 import types
 from types import SimpleNamespace
@@ -49,6 +50,7 @@ class Recorder:
     def __init__(self):
         self.nbgrader = []
         self.writes = []
+        self.enrolled = set()
 
 
 @pytest.fixture
@@ -63,9 +65,16 @@ def setup(tmp_path, monkeypatch):
             return data
 
     fake.CourseSettings = CourseSettings
-    fake.StudentRecord = lambda **kw: kw
+    fake.StudentRecord = SimpleNamespace
     fake.ensure_course_files = lambda paths, cid, settings: rec.nbgrader.append(("course", cid))
-    fake.enrol_students = lambda paths, students: rec.nbgrader.append(("enrol", students))
+
+    def enrol_students(paths, students):
+        if any(s.email == "refused@example.edu" for s in students):
+            raise ValueError("the gradebook refused a record")
+        rec.nbgrader.append(("enrol", students))
+        rec.enrolled.update(s.username for s in students)
+
+    fake.enrol_students = enrol_students
     monkeypatch.setitem(sys.modules, "fake_nbgrader_setup", fake)
     monkeypatch.setattr(provision, "NBGRADER_SETUP", "fake_nbgrader_setup")
 
@@ -123,7 +132,7 @@ async def test_changed_person_updates_the_row_and_the_gradebook(setup, changed, 
     await provisioner.provision(handler, info)
     assert rec.writes
     [(kind, students)] = rec.nbgrader
-    assert kind == "enrol" and students[0][column] == value
+    assert kind == "enrol" and getattr(students[0], column) == value
     [member] = provisioner.registry.members(info.course_id)
     assert getattr(member, column) == value and member.in_gradebook
     rec.writes.clear(), rec.nbgrader.clear()
@@ -235,3 +244,39 @@ async def test_hub_groups_and_roles_are_rewritten_only_when_they_differ(setup, r
         handler.users["u3"] = user = hub_user(first)
         next(r for r in user.roles if r.scopes).scopes = ["access:servers"]
         assert (await login())["roles"] == first["roles"]
+
+
+async def test_a_class_launching_at_once_is_enrolled_in_batches(setup):
+    provisioner, handler, rec = setup
+    await provisioner.provision(handler, launch(sub="1", role="Instructor"))
+    seen_enrolled = {}
+
+    async def first_launch(sub):
+        await provisioner.provision(handler, launch(sub=sub))
+        # The login returns only once the student is in the gradebook.
+        seen_enrolled[sub] = f"u{sub}" in rec.enrolled
+
+    subs = [str(n) for n in range(100, 130)]
+    await asyncio.gather(*(first_launch(sub) for sub in subs))
+    assert all(seen_enrolled[sub] for sub in subs) and len(seen_enrolled) == 30
+    batches = provisioner.enrolments.batches
+    assert sum(batches) == 30 and len(batches) < 30  # fewer gradebook writes than launches
+    members = provisioner.registry.members(launch().course_id)
+    assert all(m.in_gradebook for m in members if m.role == "learner")
+
+
+async def test_one_refused_record_fails_only_its_own_launch(setup):
+    provisioner, handler, rec = setup
+    await provisioner.provision(handler, launch(sub="1", role="Instructor"))
+    results = await asyncio.gather(
+        *(
+            provisioner.provision(handler, launch(sub=sub, email=f"{sub}@example.edu"))
+            for sub in ("200", "201")
+        ),
+        provisioner.provision(handler, launch(sub="202", email="refused@example.edu")),
+        return_exceptions=True,
+    )
+    assert [isinstance(r, ProvisioningError) for r in results] == [False, False, True]
+    assert rec.enrolled == {"u200", "u201"}
+    in_gradebook = {m.username: m.in_gradebook for m in provisioner.registry.members(launch().course_id)}
+    assert in_gradebook == {"u1": False, "u200": True, "u201": True, "u202": False}
