@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import event, update
+from test_courses import registry  # noqa: F401 (the fixture: SQLite and PostgreSQL)
 
 from ananke_hub.auth.authenticator import AnankeLTI13Authenticator
 from ananke_hub.courses import provision
@@ -78,15 +79,15 @@ def setup(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "fake_nbgrader_setup", fake)
     monkeypatch.setattr(provision, "NBGRADER_SETUP", "fake_nbgrader_setup")
 
-    registry = CourseRegistry(url=f"sqlite:///{tmp_path / 'courses.sqlite'}")
+    reg = CourseRegistry(url=f"sqlite:///{tmp_path / 'courses.sqlite'}")
 
-    @event.listens_for(registry.engine, "before_cursor_execute")
+    @event.listens_for(reg.engine, "before_cursor_execute")
     def _count(conn, cursor, statement, params, context, executemany):
         if statement.lstrip().split(None, 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}:
             rec.writes.append(statement)
 
     layout = CourseLayout(homes_root=str(tmp_path / "homes"), exchange_root=str(tmp_path / "ex"))
-    provisioner = CourseProvisioner(registry=registry, layout=layout)
+    provisioner = CourseProvisioner(registry=reg, layout=layout)
 
     class Handler:
         settings = {"oauth_no_confirm_list": set()}
@@ -100,7 +101,7 @@ def setup(tmp_path, monkeypatch):
             return self.users.get(name)
 
     yield provisioner, Handler(), rec
-    registry.close()
+    reg.close()
 
 
 async def test_unchanged_relaunch_writes_nothing(setup):
@@ -280,3 +281,18 @@ async def test_one_refused_record_fails_only_its_own_launch(setup):
     assert rec.enrolled == {"u200", "u201"}
     in_gradebook = {m.username: m.in_gradebook for m in provisioner.registry.members(launch().course_id)}
     assert in_gradebook == {"u1": False, "u200": True, "u201": True, "u202": False}
+
+
+def test_a_course_the_roster_added_does_not_hide_the_newest_launch(registry):  # noqa: F811
+    """PostgreSQL sorts NULL first in descending order: a membership the roster added
+    (never launched) must not count as the user's newest launch."""
+    from ananke_hub.courses.sync_store import RosterEntry, SyncStore
+
+    cid = registry.record_launch(launch()).course_id
+    registry.mark_provisioned(cid, provision.PROVISION_VERSION)
+    registry.mark_in_gradebook(cid, ["u3"])
+    other = registry.record_launch(launch(sub="9", role="Instructor", link="L2")).course_id
+    SyncStore(registry).apply_roster(
+        other, [RosterEntry(username="u3", lms_user_id="3", role="learner")], deactivate_missing=False
+    )
+    assert registry.unchanged_launch(launch(), provision.PROVISION_VERSION) is not None

@@ -317,7 +317,8 @@ class CourseRegistry(LoggingConfigurable):
                 select(Course, Member)
                 .join(Member, Member.course_id == Course.id)
                 .where(Member.username == info.username)
-                .order_by(Member.last_launch.desc())
+                # Members the roster added have never launched: never the newest.
+                .order_by(Member.last_launch.desc().nulls_last())
             ).all()
         if not rows or rows[0][0].id != info.course_id:
             return None  # not a member yet, or another course is their newest launch
