@@ -174,6 +174,7 @@ PROFILE_FOCUS = {
     "    JupyterHub User.save_auth_state": "User.save_auth_state",
     "    CourseProvisioner.provision (in loop)": "CourseProvisioner.provision",
     "registry threads, all": "thread:registry",
+    "  CourseRegistry.unchanged_launch": "CourseRegistry.unchanged_launch",
     "  CourseRegistry.record_launch": "CourseRegistry.record_launch",
     "  CourseRegistry.mark_in_gradebook": "CourseRegistry.mark_in_gradebook",
     "  CourseRegistry.memberships": "CourseRegistry.memberships",

@@ -273,13 +273,33 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         auth_model["roles"] = entitlements.roles
         # The managed roles replace all of the user's roles: keep a hub admin's admin
         # role (JupyterHub grants it from admin_users just before applying these).
+        existing = handler.find_user(auth_model["name"])
         admin = auth_model.get("admin")
         if admin is None:  # admin_users says nothing: the user's current state stands
-            existing = handler.find_user(auth_model["name"])
             admin = existing is not None and existing.admin
         if admin:
             auth_model["roles"].append({"name": "admin"})
+        if existing is not None and self._holds(existing, auth_model, bool(admin)):
+            # A returning user who has all of it: JupyterHub's sync_roles would rewrite
+            # every role (create_role per role) to the same values. None = leave as is.
+            auth_model["groups"] = auth_model["roles"] = None
         return auth_model
+
+    @staticmethod
+    def _holds(user, auth_model: dict, admin: bool) -> bool:
+        """Whether ``user`` has exactly the groups and roles (names, scopes and
+        descriptions of the managed ones) that ``auth_model`` would give them."""
+        if user.admin != admin or {g.name for g in user.groups} != set(auth_model["groups"]):
+            return False
+        have = {role.name: role for role in user.roles}
+        if set(have) != {role["name"] for role in auth_model["roles"]}:
+            return False
+        return all(
+            sorted(have[role["name"]].scopes) == sorted(role["scopes"])
+            and have[role["name"]].description == role.get("description")
+            for role in auth_model["roles"]
+            if "scopes" in role
+        )
 
     @staticmethod
     def _access_model(user, granted: Entitlements) -> dict | None:

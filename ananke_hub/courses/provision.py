@@ -16,7 +16,9 @@ block lists). One launch:
    (group shares give no browser access; see DESIGN.md).
 """
 
+import asyncio
 import importlib
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,11 +143,90 @@ def current_memberships(registry: CourseRegistry, username: str) -> list[tuple[s
     ]
 
 
+class GradebookEnrolments:
+    """Learners' first launches of one course, enrolled together.
+
+    When a class launches at once, each first launch would open the course's gradebook
+    on its own (nbgrader_setup serialises them with a per-course lock). Here the
+    launches that arrive while a course's enrolment is running wait and are enrolled
+    in the next one: one gradebook transaction and one registry write for all of them.
+    Each launch still waits until its own student is committed to the gradebook, so
+    the login, and with it any lab, never comes before the gradebook row.
+    """
+
+    def __init__(self, registry: CourseRegistry):
+        self.registry = registry
+        self._waiting: dict[str, list[tuple[object, asyncio.Future]]] = {}
+        self._running: set[str] = set()
+        self._tasks: set[asyncio.Future] = set()
+        #: Batches enrolled (for tests and logs): list of their sizes.
+        self.batches: list[int] = []
+
+    async def enrol(self, nbgrader_setup, paths, student) -> None:
+        course_id = paths.course_id
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(course_id, []).append((student, done))
+        if course_id not in self._running:
+            self._running.add(course_id)
+            # Held here: the loop keeps only a weak reference to a task.
+            self._tasks.add(task := asyncio.ensure_future(self._drain(nbgrader_setup, paths)))
+            task.add_done_callback(self._tasks.discard)
+        await done
+
+    async def _drain(self, nbgrader_setup, paths) -> None:
+        course_id = paths.course_id
+        try:
+            while batch := self._waiting.pop(course_id, None):
+                try:
+                    await self._write(nbgrader_setup, paths, [s for s, _ in batch])
+                except Exception:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], sys.exc_info()[1])
+                        continue
+                    # One bad record must not fail the others: each on its own.
+                    for student, done in batch:
+                        try:
+                            await self._write(nbgrader_setup, paths, [student])
+                        except Exception as exc:
+                            _settle(done, exc)
+                        else:
+                            _settle(done, None)
+                else:
+                    for _, done in batch:
+                        _settle(done, None)
+        finally:
+            self._running.discard(course_id)
+
+    async def _write(self, nbgrader_setup, paths, students) -> None:
+        # The same person twice in a batch (two tabs): their latest data counts.
+        latest = list({s.username: s for s in students}.values())
+        self.batches.append(len(latest))
+        await self.registry.run(nbgrader_setup.enrol_students, paths, latest)
+        await self.registry.run(
+            self.registry.mark_in_gradebook, paths.course_id, [s.username for s in latest]
+        )
+
+
+def _settle(future: asyncio.Future, error: BaseException | None) -> None:
+    if future.done():  # the launch was cancelled (client gone)
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 class CourseProvisioner(LoggingConfigurable):
     """Creates and updates courses when people launch them."""
 
     registry = Instance(CourseRegistry)
     layout = Instance(CourseLayout)
+
+    enrolments = Instance(GradebookEnrolments)
+
+    @default("enrolments")
+    def _default_enrolments(self):
+        return GradebookEnrolments(self.registry)
 
     @default("registry")
     def _default_registry(self):
@@ -181,6 +262,20 @@ class CourseProvisioner(LoggingConfigurable):
         threading.Thread(target=work, name="courses-prepare", daemon=True).start()
 
     async def provision(self, handler, info: LaunchInfo) -> Entitlements:
+        registry = self.registry
+        # A returning member whose claims did not change: one read, no write, no nbgrader.
+        pairs = await registry.run(registry.unchanged_launch, info, PROVISION_VERSION)
+        if pairs is None:
+            pairs = await self._record(handler, info)
+        else:
+            # The grader account exists since the course's first launch; this only finds it.
+            handler.user_from_username(grader_username(info.course_id))
+        trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
+        return entitlements(pairs)
+
+    async def _record(self, handler, info: LaunchInfo) -> list[tuple[str, str]]:
+        """A first launch, or one that changed something: write it, set the course up,
+        enrol a learner. Returns the user's memberships afterwards."""
         registry = self.registry
         # nbgrader takes seconds to import: never in the event loop (preloaded at start).
         nbgrader_setup = await registry.run(importlib.import_module, NBGRADER_SETUP)
@@ -231,8 +326,7 @@ class CourseProvisioner(LoggingConfigurable):
                     family_name=info.family_name,
                     email=info.email,
                 )
-                await registry.run(nbgrader_setup.enrol_students, paths, [student])
-                await registry.run(registry.mark_in_gradebook, info.course_id, [info.username])
+                await self.enrolments.enrol(nbgrader_setup, paths, student)
         except Exception as exc:
             self.log.exception("%s provisioning failed", log_prefix)
             raise ProvisioningError(
@@ -240,9 +334,7 @@ class CourseProvisioner(LoggingConfigurable):
                 "minute; if it keeps failing, tell the hub's administrators."
             ) from exc
 
-        pairs = await registry.run(current_memberships, registry, info.username)
-        trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
-        return entitlements(pairs)
+        return await registry.run(current_memberships, registry, info.username)
 
     async def entitlements_of(self, username: str) -> Entitlements:
         """What the registry gives ``username`` now (for a refresh outside a launch)."""

@@ -70,6 +70,25 @@ class LaunchRecord:
     member_changed: bool = True
 
 
+#: Service URLs a launch never erases when it leaves them out (see record_launch).
+KEPT_COURSE_URLS = ("lineitems_url", "lineitem_url", "memberships_url")
+
+
+def launch_course_values(info: LaunchInfo) -> dict:
+    """The course columns a launch sets, from its claims."""
+    return {
+        "context_id": info.context_id,
+        "context_label": info.context_label,
+        "context_title": info.context_title,
+        "link_title": info.link_title,
+        "title": info.title,
+        "lineitems_url": info.lineitems_url,
+        "lineitem_url": info.lineitem_url,
+        "ags_scopes": list(info.ags_scopes),
+        "memberships_url": info.memberships_url,
+    }
+
+
 def member_role(info: LaunchInfo) -> str:
     """The course role stored for a launch; administrators count as instructors."""
     role = info.roles.course_role
@@ -162,18 +181,7 @@ class CourseRegistry(LoggingConfigurable):
         """Create or update the launch's course and member, in one transaction."""
         insert = self._insert()
         now = utcnow()
-        course_values = {
-            "context_id": info.context_id,
-            "context_label": info.context_label,
-            "context_title": info.context_title,
-            "link_title": info.link_title,
-            "title": info.title,
-            "lineitems_url": info.lineitems_url,
-            "lineitem_url": info.lineitem_url,
-            "ags_scopes": list(info.ags_scopes),
-            "memberships_url": info.memberships_url,
-            "updated_at": now,
-        }
+        course_values = {**launch_course_values(info), "updated_at": now}
         role = member_role(info)
         with self.session() as session, session.begin():
             created = session.execute(
@@ -199,12 +207,15 @@ class CourseRegistry(LoggingConfigurable):
                 # A launch never erases a service URL an earlier launch gave: Moodle leaves
                 # `lineitem` out of every launch once tool-made line items are bound to
                 # the link (AGS 2.0 section 3.1), which does not make the activity ungraded.
-                kept = ("lineitems_url", "lineitem_url", "memberships_url")
                 session.execute(
                     update(Course)
                     .where(Course.id == info.course_id)
                     .values(
-                        **{k: v for k, v in course_values.items() if v or k not in kept}
+                        **{
+                            k: v
+                            for k, v in course_values.items()
+                            if v or k not in KEPT_COURSE_URLS
+                        }
                     )
                 )
             member_changed = False
@@ -289,6 +300,48 @@ class CourseRegistry(LoggingConfigurable):
             return dict(course.settings)
 
     # --- reads --------------------------------------------------------------------
+
+    def unchanged_launch(self, info: LaunchInfo, version: int) -> list[tuple[str, str]] | None:
+        """The user's ``(course_id, role)`` memberships if this launch has nothing to write.
+
+        One read, no write: a returning member's launch changes nothing when the course
+        and member rows already hold everything the launch says, the course is
+        provisioned (``version``) and not being deleted, a learner is in the gradebook,
+        and this course is already the member's newest launch (``last_launch`` orders
+        their courses, "current" first). Otherwise None: ``record_launch`` does the
+        work. The rows are read each time rather than trusted from memory, because Kore
+        (another process) changes them: roster syncs, course deletion.
+        """
+        role = member_role(info)
+        if not role:
+            return None
+        with self.session() as session:
+            rows = session.execute(
+                select(Course, Member)
+                .join(Member, Member.course_id == Course.id)
+                .where(Member.username == info.username)
+                # Members the roster added have never launched: never the newest.
+                .order_by(Member.last_launch.desc().nulls_last())
+            ).all()
+        if not rows or rows[0][0].id != info.course_id:
+            return None  # not a member yet, or another course is their newest launch
+        course, member = rows[0]
+        if course.state == COURSE_DELETING or course.provisioned < version:
+            return None
+        if (member.role, member.lms_user_id, member.given_name, member.family_name) != (
+            role,
+            info.lms_user_id,
+            info.given_name,
+            info.family_name,
+        ) or (member.email, member.active) != (info.email, True):
+            return None
+        if role == str(Role.LEARNER) and not member.in_gradebook:
+            return None
+        for key, value in launch_course_values(info).items():
+            # A launch that leaves a service URL out keeps the stored one (record_launch).
+            if getattr(course, key) != value and (value or key not in KEPT_COURSE_URLS):
+                return None
+        return [(c.id, m.role) for c, m in rows if m.active and c.state != COURSE_DELETING]
 
     def get(self, course_id: str) -> Course | None:
         with self.session() as session:
