@@ -52,6 +52,7 @@ class Recorder:
         self.nbgrader = []
         self.writes = []
         self.enrolled = set()
+        self.grader_groups = []
 
 
 @pytest.fixture
@@ -96,6 +97,7 @@ def setup(tmp_path, monkeypatch):
 
         def user_from_username(self, name):
             self.graders.append(name)
+            return SimpleNamespace(sync_groups=lambda groups: rec.grader_groups.append(groups))
 
         def find_user(self, name):
             return self.users.get(name)
@@ -106,7 +108,8 @@ def setup(tmp_path, monkeypatch):
 
 async def test_unchanged_relaunch_writes_nothing(setup):
     provisioner, handler, rec = setup
-    first = await provisioner.provision(handler, launch())
+    first_course = launch()
+    first = await provisioner.provision(handler, first_course)
     assert rec.writes and [kind for kind, _ in rec.nbgrader] == ["course", "enrol"]
     rec.writes.clear(), rec.nbgrader.clear()
 
@@ -114,6 +117,9 @@ async def test_unchanged_relaunch_writes_nothing(setup):
     assert rec.writes == [] and rec.nbgrader == []
     assert again == first  # the same groups and roles
     assert len(handler.graders) == 2  # the grader account is still looked up
+    # ... and kept in its formgrade group, so that a course made before the group
+    # existed gets it at any launch (nbgrader's Collect needs it).
+    assert rec.grader_groups == [[f"formgrade-{first_course.course_id}"]] * 2
 
 
 @pytest.mark.parametrize(

@@ -268,10 +268,25 @@ class CourseProvisioner(LoggingConfigurable):
         if pairs is None:
             pairs = await self._record(handler, info)
         else:
-            # The grader account exists since the course's first launch; this only finds it.
-            handler.user_from_username(grader_username(info.course_id))
+            # The grader account exists since the course's first launch; this finds it and
+            # keeps its group (courses made before the group existed get it here too).
+            self._ensure_grader(handler, info.course_id)
         trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
         return entitlements(pairs)
+
+    @staticmethod
+    def _ensure_grader(handler, course_id: str) -> None:
+        """The course's grader account (it owns the course directory and runs the
+        formgrader), in its one group.
+
+        nbgrader's JupyterHubAuthPlugin lists an account's courses from its hub groups
+        (nbgrader-<c>, formgrade-<c>): without one, the formgrader's exchange listing
+        drops the course, so it never sees a release ("draft" stays, no Collect). Kept at
+        every launch so courses made before this get it too; a group carries no scopes
+        here (roles are per user), so this grants nothing.
+        """
+        grader = handler.user_from_username(grader_username(course_id))
+        grader.sync_groups([staff_group(course_id)])
 
     async def _record(self, handler, info: LaunchInfo) -> list[tuple[str, str]]:
         """A first launch, or one that changed something: write it, set the course up,
@@ -298,14 +313,7 @@ class CourseProvisioner(LoggingConfigurable):
         if record.created:
             self.log.info("%s created course %r", log_prefix, record.title)
 
-        # The grader account owns the course directory and runs the formgrader.
-        grader = handler.user_from_username(grader_username(info.course_id))
-        # nbgrader's JupyterHubAuthPlugin lists an account's courses from its hub groups
-        # (nbgrader-<c>, formgrade-<c>): without one, the formgrader's exchange listing
-        # drops the course, so it never sees a release ("draft" stays, no Collect).
-        # Its only group, kept at every launch so courses made before this get it too.
-        # A group carries no scopes here (roles are per user), so this grants nothing.
-        grader.sync_groups([staff_group(info.course_id)])
+        self._ensure_grader(handler, info.course_id)
         paths = self.layout.course(info.course_id)
         try:
             fresh = record.provisioned < PROVISION_VERSION
