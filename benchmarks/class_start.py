@@ -258,6 +258,8 @@ async def run(args, workdir: Path) -> dict:
                 stack.extra_config["SimpleLocalProcessSpawner"] = {
                     "home_dir_template": str(workdir / name / "homes" / "{username}")
                 }
+                if os.geteuid() == 0:  # jupyter-server refuses root without it
+                    stack.extra_config["Spawner"] = {"args": ["--allow-root"]}
             exits.push_async_callback(stack.stop)
             await stack.start()
             print(
