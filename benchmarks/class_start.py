@@ -208,10 +208,7 @@ async def one_class(name: str, stack: DemoStack, args) -> dict:
     step = args.window / max(args.students - 1, 1)
     wall = time.perf_counter()
     students = await asyncio.gather(
-        *(
-            one_student(driver, i, i * step, args.timeout, args.poll)
-            for i in range(args.students)
-        )
+        *(one_student(driver, i, i * step, args.timeout, args.poll) for i in range(args.students))
     )
     wall = time.perf_counter() - wall
     stop.set()
@@ -262,9 +259,7 @@ async def run(args, workdir: Path) -> dict:
                     stack.extra_config["Spawner"] = {"args": ["--allow-root"]}
             exits.push_async_callback(stack.stop)
             await stack.start()
-            print(
-                f"{name}: {args.students} students click over {args.window:g} s ...", flush=True
-            )
+            print(f"{name}: {args.students} students click over {args.window:g} s ...", flush=True)
             results[name] = await one_class(name, stack, args)
             r = results[name]
             print(
