@@ -14,13 +14,22 @@ CHROMIUM = shutil.which("chromium")
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
 
 if not CHROMIUM and not os.environ.get("CI"):
-    pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)", allow_module_level=True)
+    pytest.skip(
+        "Debian's chromium is not installed (scripts/test.sh installs it)", allow_module_level=True
+    )
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 
 def launch_button(page, sub: str):
-    return page.locator(f"form:has(input[name=user][value='{sub}']):has(input[name=link][value='homework']) button")
+    return page.locator(
+        f"form:has(input[name=user][value='{sub}']):has(input[name=link][value='homework']) button"
+    )
 
 
 async def test_second_student_waits_in_the_queue_and_gets_their_lab(tmp_path):
@@ -31,7 +40,10 @@ async def test_second_student_waits_in_the_queue_and_gets_their_lab(tmp_path):
         # within JupyterHub's slow_spawn_timeout, and the page would never show.
         "JupyterHub": {"tornado_settings": {"slow_spawn_timeout": 0}},
     }
-    async with admin_stack(tmp_path / "hub", extra_config=config) as stack, playwright.async_playwright() as p:
+    async with (
+        admin_stack(tmp_path / "hub", extra_config=config) as stack,
+        playwright.async_playwright() as p,
+    ):
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         # Two browsers of their own (separate cookie jars): Alan (3) and Émilie (4).
         alan, emilie = [await (await browser.new_context()).new_page() for _ in range(2)]

@@ -72,7 +72,9 @@ async def test_a_start_beyond_the_limit_waits_in_the_queue_and_then_starts(tmp_p
         for name in names:
             resp = await hub_api(stack, f"/users/{name}/server", "POST")
             assert resp.status_code in (201, 202), resp.text
-        qb, qc = await asyncio.gather(progress_messages(stack, "qb"), progress_messages(stack, "qc"))
+        qb, qc = await asyncio.gather(
+            progress_messages(stack, "qb"), progress_messages(stack, "qc")
+        )
         for events in (qb, qc):
             assert events[-1].get("ready") is True, events
             assert not any(e.get("failed") for e in events), events
