@@ -10,6 +10,8 @@ the same run, each in its own demo stack; upstream is the baseline. See benchmar
 
 import argparse
 import asyncio
+import html
+import json
 import os
 import re
 import sys
@@ -42,6 +44,8 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 #: JupyterHub's log line once a spawn is done (handlers/base.py).
 _STARTED = re.compile(r"User (?P<user>\S+?) took (?P<s>[\d.]+) seconds to start")
+#: The waiting page's EventSource (JupyterHub's spawn_pending.html).
+_PROGRESS_URL = re.compile(r'new EventSource\("([^"]+)"\)')
 #: Ours, while a start waits for a free slot (ananke_hub/spawner.py, StartQueue).
 _QUEUED = re.compile(r"user:(?P<user>\S+) waited (?P<s>[\d.]+) s for a start slot")
 
@@ -131,9 +135,7 @@ async def follow(client: httpx.AsyncClient, url: str, student: Student) -> httpx
     raise RuntimeError(f"more than 20 redirects from {url}")
 
 
-async def one_student(
-    driver: LaunchDriver, index: int, delay: float, timeout: float, poll: float
-) -> Student:
+async def one_student(driver: LaunchDriver, index: int, delay: float, timeout: float) -> Student:
     student = Student(sub=bench_user(index).sub)
     await asyncio.sleep(delay)
     async with driver.new_client() as client:
@@ -147,7 +149,7 @@ async def one_student(
         # starts the lab and shows the waiting page (or the lab, if it started quickly).
         started = time.perf_counter()
         try:
-            await follow(client, driver.target_link_uri, student)
+            page = await follow(client, driver.target_link_uri, student)
         except httpx.HTTPError as exc:
             student.errors.append(f"{type(exc).__name__} on the way to the waiting page")
             return student
@@ -155,33 +157,56 @@ async def one_student(
         if student.user is None:
             student.errors.append("no user name in the redirects after login")
             return student
-        # The waiting page redirects into the lab once it is ready (its script follows the
-        # hub's progress events; polling the page itself gives the same answer).
-        pending = f"{driver.hub_url}/hub/spawn-pending/{student.user}"
+        # The waiting page follows the hub's progress events (an EventSource) and goes
+        # into the lab on the event that says it is ready; a lab that started within
+        # the hub's slow_spawn_timeout skips the page.
         status = f"{driver.hub_url}/user/{student.user}/api/status"
-        deadline = click + timeout
-        while time.perf_counter() < deadline:
+        if urlsplit(str(page.url)).path.startswith("/hub/spawn-pending/"):
+            match = _PROGRESS_URL.search(page.text)
+            if not match:
+                student.errors.append("no progress URL on the waiting page")
+                return student
+            url = urljoin(str(page.url), html.unescape(match[1]))
             try:
-                page = await follow(client, pending, student)
-                if page.status_code >= 400:
-                    return student  # the spawn failed: the student would need a second click
-                if not urlsplit(str(page.url)).path.startswith("/user/"):
-                    await asyncio.sleep(poll)
-                    continue
-                resp = await follow(client, status, student)
+                event = await asyncio.wait_for(
+                    last_event(client, url), click + timeout - time.perf_counter()
+                )
+            except TimeoutError:
+                student.errors.append(f"no lab within {timeout:g} s")
+                return student
             except httpx.HTTPError as exc:
-                student.errors.append(f"{type(exc).__name__} waiting for the lab")
+                student.errors.append(f"{type(exc).__name__} on the progress events")
                 return student
-            if resp.status_code == 200 and resp.headers.get("content-type", "").startswith(
-                "application/json"
-            ):
-                student.ready_ms = (time.perf_counter() - click) * 1000
-                student.ok = not student.errors
+            if not event.get("ready"):
+                student.errors.append(f"the waiting page said: {event.get('message')}")
                 return student
-            student.errors.append(f"HTTP {resp.status_code} from the lab's /api/status")
+        try:
+            resp = await follow(client, status, student)
+        except httpx.HTTPError as exc:
+            student.errors.append(f"{type(exc).__name__} opening the lab")
             return student
-        student.errors.append(f"no lab within {timeout:g} s")
-    return student
+        if resp.status_code == 200 and resp.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            student.ready_ms = (time.perf_counter() - click) * 1000
+            student.ok = not student.errors
+        else:
+            student.errors.append(f"HTTP {resp.status_code} from the lab's /api/status")
+        return student
+
+
+async def last_event(client: httpx.AsyncClient, url: str) -> dict:
+    """Read the progress events until the spawn is ready or failed; that event."""
+    event: dict = {}
+    async with client.stream("GET", url, timeout=httpx.Timeout(30, read=None)) as resp:
+        if resp.status_code != 200:
+            return {"message": f"HTTP {resp.status_code} from the progress events"}
+        async for line in resp.aiter_lines():
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event.get("ready") or event.get("failed"):
+                    return event
+    return event
 
 
 # --- one class ------------------------------------------------------------------------------
@@ -208,7 +233,7 @@ async def one_class(name: str, stack: DemoStack, args) -> dict:
     step = args.window / max(args.students - 1, 1)
     wall = time.perf_counter()
     students = await asyncio.gather(
-        *(one_student(driver, i, i * step, args.timeout, args.poll) for i in range(args.students))
+        *(one_student(driver, i, i * step, args.timeout) for i in range(args.students))
     )
     wall = time.perf_counter() - wall
     stop.set()
@@ -318,7 +343,6 @@ def parse_args(argv=None):
     p.add_argument("--students", type=int, default=100, help="students in the class")
     p.add_argument("--window", type=float, default=60, help="seconds over which they click")
     p.add_argument("--timeout", type=float, default=600, help="seconds a student waits at most")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between lab status polls")
     p.add_argument(
         "--only", choices=AUTHENTICATORS, help="run one stack only (no baseline, no ratio)"
     )

@@ -64,7 +64,12 @@ async def progress_messages(stack, name: str) -> list[dict]:
 
 @pytest.mark.slow
 async def test_a_start_beyond_the_limit_waits_in_the_queue_and_then_starts(tmp_path):
-    stack = admin_stack(tmp_path / "demo", extra_config={"Spawner": {"concurrent_starts": 1}})
+    config = {
+        "Spawner": {"concurrent_starts": 1},
+        # The API answers 202 at once instead of waiting up to 10 s for each start.
+        "JupyterHub": {"tornado_settings": {"slow_spawn_timeout": 0}},
+    }
+    stack = admin_stack(tmp_path / "demo", extra_config=config)
     async with stack:
         names = ["qa", "qb", "qc"]
         for name in names:
