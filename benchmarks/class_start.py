@@ -181,6 +181,9 @@ async def one_student(driver: LaunchDriver, index: int, delay: float, timeout: f
                 student.errors.append(f"the waiting page said: {event.get('message')}")
                 return student
         try:
+            # The lab page first, as the browser: only a page goes through the lab's
+            # OAuth step with the hub that gives the browser the lab's cookie.
+            await follow(client, f"{driver.hub_url}/user/{student.user}/lab", student)
             resp = await follow(client, status, student)
         except httpx.HTTPError as exc:
             student.errors.append(f"{type(exc).__name__} opening the lab")
