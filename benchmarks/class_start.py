@@ -201,7 +201,11 @@ async def one_student(driver: LaunchDriver, index: int, delay: float, timeout: f
 async def last_event(client: httpx.AsyncClient, url: str) -> dict:
     """Read the progress events until the spawn is ready or failed; that event."""
     event: dict = {}
-    async with client.stream("GET", url, timeout=httpx.Timeout(30, read=None)) as resp:
+    # Accept as a browser's EventSource sends it: the proxy streams such answers.
+    headers = {"Accept": "text/event-stream"}
+    async with client.stream(
+        "GET", url, headers=headers, timeout=httpx.Timeout(30, read=None)
+    ) as resp:
         if resp.status_code != 200:
             return {"message": f"HTTP {resp.status_code} from the progress events"}
         async for line in resp.aiter_lines():

@@ -53,9 +53,10 @@ async def progress_messages(stack, name: str) -> list[dict]:
     events = []
     async with httpx.AsyncClient(timeout=120) as client:
         url = f"{stack.hub_url}/hub/api/users/{name}/server/progress"
-        headers = {"Authorization": f"token {stack.admin_token}"}
+        # Accept as the waiting page's EventSource sends it.
+        headers = {"Authorization": f"token {stack.admin_token}", "Accept": "text/event-stream"}
         async with client.stream("GET", url, headers=headers) as resp:
-            assert resp.status_code == 200
+            assert resp.status_code == 200, (resp.status_code, await resp.aread())
             async for line in resp.aiter_lines():
                 if line.startswith("data:"):
                     events.append(json.loads(line[5:]))
