@@ -203,6 +203,8 @@ class LabEnvironment(LoggingConfigurable):
         """Run the spawner's own ``start`` in the start queue; keep the slot until the lab
         answers HTTP (at most ``http_timeout`` seconds), so that the next start waits."""
         queue, limit = self.start_queue, self.concurrent_starts
+        if limit <= 0:  # no queue: the hub waits for the lab itself (http_timeout)
+            return await start()
         asked = time.monotonic()
         await queue.acquire(self, limit)
         began = time.monotonic()
