@@ -11,7 +11,15 @@ it never tells the browser which: tornado's ``WebSocketHandler`` selects none un
 ``select_subprotocol`` says so. A browser that offered a subprotocol must then fail the
 connection (RFC 6455 section 4.1), so every lab's first kernel connection failed and
 JupyterLab fell back to a second one. :class:`SubprotocolProxyHandler` answers with the
-subprotocol the upstream selected. Everything else is the unchanged upstream command.
+subprotocol the upstream selected.
+
+Event streams: the port buffers every answer until the upstream ends it, under tornado's
+20 s request timeout. JupyterHub's waiting page follows a start through an event stream
+(``/hub/api/users/<name>/server/progress``): the page never saw a progress message and,
+for a start longer than 20 s (a class in the start queue), got a 503 instead of its
+lab. :meth:`SubprotocolProxyHandler.call_proxy` passes ``text/event-stream`` requests
+through as they come, without a time limit. Everything else is the unchanged upstream
+command.
 
 We keep the PyPI port rather than the JupyterHub project's Node.js proxy (npm) so that
 ``pip install`` alone sets up a hub: no Node.js runtime in the images or in CI.
@@ -22,8 +30,14 @@ import sys
 from configurable_http_proxy import configproxy
 from configurable_http_proxy.handlers import ProxyHandler
 from tornado.httpclient import AsyncHTTPClient
+from tornado.httputil import HTTPHeaders, parse_response_start_line
 
 MAX_CONCURRENT_REQUESTS = 1000
+#: Seconds an event stream may stay open through the proxy (JupyterHub ends a start's
+#: progress stream when the start ends, at most Spawner.start_timeout later).
+EVENT_STREAM_TIMEOUT = 24 * 3600
+#: Headers of the upstream's answer not copied to the client's (tornado frames the body).
+_HOP_HEADERS = {"Connection", "Transfer-Encoding", "Content-Length", "Keep-Alive"}
 
 
 class SubprotocolProxyHandler(ProxyHandler):
@@ -35,6 +49,50 @@ class SubprotocolProxyHandler(ProxyHandler):
         upstream = getattr(self, "ws_client", None)
         selected = upstream.selected_subprotocol if upstream is not None else None
         return selected if selected in subprotocols else None
+
+    async def call_proxy(self, path=None):
+        if "text/event-stream" not in self.request.headers.get("Accept", ""):
+            return await super().call_proxy(path)
+        url = await self.get_target_url(path)
+        if url is None:
+            return
+        request = self._get_proxy_request(url)
+        request.request_timeout = EVENT_STREAM_TIMEOUT
+        request.header_callback = self._stream_header
+        request.streaming_callback = self._stream_chunk
+        self._stream_headers = HTTPHeaders()
+        self._stream_started = False
+        try:
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except Exception as err:
+            if not self._stream_started:
+                await self.handle_proxy_error(503, err)
+            return
+        if response.code == 599 and not self._stream_started:
+            await self.handle_proxy_error(503, response.error)
+            return
+        self.finish()
+
+    def _stream_header(self, line: str) -> None:
+        if line.startswith("HTTP/"):
+            start = parse_response_start_line(line.strip())
+            self.set_status(start.code, start.reason)
+            self._stream_headers = HTTPHeaders()
+        elif line.strip():
+            self._stream_headers.parse_line(line)
+        else:  # the end of the headers: pass them on
+            seen = set()
+            for name, value in self._stream_headers.get_all():
+                if name in _HOP_HEADERS:
+                    continue
+                # set first (replacing tornado's default Content-Type), then add repeats
+                (self.add_header if name in seen else self.set_header)(name, value)
+                seen.add(name)
+
+    def _stream_chunk(self, chunk: bytes) -> None:
+        self._stream_started = True
+        self.write(chunk)
+        self.flush()
 
 
 def install() -> None:

@@ -16,11 +16,14 @@ import os
 import pwd
 import re
 import shutil
+import time
 from pathlib import Path
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.utils import AnyTimeoutError, url_path_join, wait_for_http_server
 from systemdspawner import SystemdSpawner, systemd
-from traitlets import Bool, TraitError, Unicode, default, validate
+from traitlets import Bool, Integer, TraitError, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
 
 from .courses.layout import CourseLayout, course_of_grader
 from .courses.provision import staff_group
@@ -149,8 +152,143 @@ def _systemd_property_value(name: str, value) -> str:
     )
 
 
-class LabEnvironment:
+class StartQueue:
+    """Labs starting at the same time across all users of the hub: at most ``limit`` at
+    once, the others wait in the order they asked.
+
+    A lab's start is CPU-bound (Python imports, JupyterLab's extensions: seconds of CPU
+    each); a class clicking within a minute on a small machine otherwise starts dozens at
+    once, which takes as long in total but starves the hub's event loop and every lab
+    misses its timeout together. JupyterHub's own ``concurrent_spawn_limit`` answers 429
+    to whoever is over the limit: a student would see an error and have to click again.
+    """
+
+    def __init__(self):
+        self.active = 0
+        self._waiting: list[tuple[object, asyncio.Future]] = []
+        self._recent: list[float] = []  # seconds the last starts took, for estimates
+
+    def position(self, key) -> int | None:
+        """1 for the next one to start, None when ``key`` is not waiting."""
+        for i, (k, _) in enumerate(self._waiting):
+            if k is key:
+                return i + 1
+        return None
+
+    def estimate_s(self, position: int, limit: int) -> float | None:
+        """Seconds until the one at ``position`` starts, from the recent starts' times."""
+        if not self._recent or limit <= 0:
+            return None
+        return -(-position // limit) * sum(self._recent) / len(self._recent)
+
+    async def acquire(self, key, limit: int) -> None:
+        if limit <= 0 or (self.active < limit and not self._waiting):
+            self.active += 1
+            return
+        entry = (key, asyncio.get_running_loop().create_future())
+        self._waiting.append(entry)
+        try:
+            await entry[1]
+        except BaseException:
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+            elif entry[1].done() and not entry[1].cancelled():
+                self.release(limit)  # given a slot, but cancelled before taking it
+            raise
+
+    def release(self, limit: int, took_s: float | None = None) -> None:
+        self.active -= 1
+        if took_s is not None:
+            self._recent = [*self._recent[-9:], took_s]
+        while self._waiting and (limit <= 0 or self.active < limit):
+            _, future = self._waiting.pop(0)
+            if not future.done():
+                self.active += 1
+                future.set_result(None)
+
+
+#: The one queue of the hub process, shared by both spawners.
+START_QUEUE = StartQueue()
+
+
+class LabEnvironment(LoggingConfigurable):
     """What every Ananke lab finds in its environment, whichever spawner starts it."""
+
+    start_queue = START_QUEUE
+
+    concurrent_starts = Integer(
+        config=True,
+        help="""Labs that may be starting at the same time (0: no limit).
+
+        Further starts wait in a queue, in the order the students clicked; their waiting
+        page shows their place and an estimate. A lab holds its place until it answers
+        HTTP, so the limit bounds the CPU spent on starting labs and keeps the hub
+        responsive when a class clicks at once. The wait counts against
+        `Spawner.start_timeout`. Default: the number of CPU cores, at least 2.
+        """,
+    )
+
+    @default("concurrent_starts")
+    def _default_concurrent_starts(self):
+        return max(2, os.cpu_count() or 1)
+
+    async def queued_start(self, start):
+        """Run the spawner's own ``start`` in the start queue; keep the slot until the lab
+        answers HTTP (at most ``http_timeout`` seconds), so that the next start waits."""
+        queue, limit = self.start_queue, self.concurrent_starts
+        if limit <= 0:  # no queue: the hub waits for the lab itself (http_timeout)
+            return await start()
+        asked = time.monotonic()
+        await queue.acquire(self, limit)
+        began = time.monotonic()
+        if queue.active >= limit > 0 or began - asked > 0.5:
+            self.log.info(
+                "user:%s waited %.1f s for a start slot (%d of %d starting)",
+                self.user.name,
+                began - asked,
+                queue.active,
+                limit,
+            )
+        took = None
+        try:
+            location = await start()
+            await self._wait_for_lab(location)
+            took = time.monotonic() - began
+            return location
+        finally:
+            queue.release(limit, took)
+
+    async def _wait_for_lab(self, location) -> None:
+        if isinstance(location, tuple):
+            ip, port = location
+            location = f"http://{ip}:{port}"
+        # What the hub waits for after start() (User._wait_up): the lab's /api.
+        url = url_path_join(location, self.server.base_url, "api")
+        try:
+            await wait_for_http_server(url, timeout=self.http_timeout)
+        except AnyTimeoutError:
+            raise TimeoutError(
+                f"The lab of {self.user.name} did not answer within {self.http_timeout} s "
+                "(Spawner.http_timeout) after its process started."
+            ) from None
+
+    async def progress(self):
+        """Events for the waiting page: the place in the start queue while waiting."""
+        queue, limit = self.start_queue, self.concurrent_starts
+        last = None
+        while (place := queue.position(self)) is not None:
+            if place != last:
+                last = place
+                estimate = queue.estimate_s(place, limit)
+                yield {
+                    "progress": 10,
+                    "message": f"You are number {place} in the queue: {queue.active} labs "
+                    "are starting, yours starts when one of them is ready"
+                    + (f" (about {estimate:.0f} s)." if estimate else ".")
+                    + " Keep this page open.",
+                }
+            await asyncio.sleep(0.5)
+        yield {"progress": 50, "message": "Your lab is starting. Keep this page open."}
 
     def lab_environment(self) -> dict:
         layout = CourseLayout(parent=self)
@@ -381,7 +519,7 @@ class AnankeSystemdSpawner(LabEnvironment, SystemdSpawner):
                 self.user.name,
                 self.exchange_root,
             )
-        result = await super().start()
+        result = await self.queued_start(super().start)
         try:
             await self.after_start()
         except Exception:  # the lab runs; the next start tries again
@@ -469,4 +607,4 @@ class AnankeLocalSpawner(LabEnvironment, SimpleLocalProcessSpawner):
                 'teaching: on a systemd machine use spawner_class "ananke-systemd".'
             )
         self.ensure_home()
-        return await super().start()
+        return await self.queued_start(super().start)

@@ -38,10 +38,24 @@ class Echo(websocket.WebSocketHandler):
         self.write_message(f"echo:{message}")
 
 
+class Events(web.RequestHandler):
+    """An event stream as JupyterHub's progress API sends it: an event, then it stays
+    open until the test lets it end."""
+
+    release: asyncio.Event
+
+    async def get(self):
+        self.set_header("Content-Type", "text/event-stream")
+        self.write('data: {"message": "You are number 1 in the queue"}\n\n')
+        await self.flush()
+        await Events.release.wait()
+        self.write('data: {"ready": true}\n\n')
+
+
 @pytest.fixture
 async def upstream():
     sockets = bind_sockets(0, "127.0.0.1")
-    server = HTTPServer(web.Application([(r"/user/u3/lab/ws", Echo)]))
+    server = HTTPServer(web.Application([(r"/user/u3/lab/ws", Echo), (r"/user/u3/events", Events)]))
     server.add_sockets(sockets)
     yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
     server.stop()
@@ -98,3 +112,33 @@ async def test_websocket_without_subprotocol_gets_none(proxy):
         assert await conn.read_message() == "echo:hi"
     finally:
         conn.close()
+
+
+async def test_event_streams_pass_through_as_they_come(proxy):
+    # The waiting page's progress events: the first one must reach the browser while
+    # the stream is still open (the lab still starting), however long that takes.
+    Events.release = asyncio.Event()
+    url = proxy.replace("ws://", "http://") + "/events"
+    first = asyncio.get_running_loop().create_future()
+    chunks = []
+
+    def on_chunk(chunk):
+        chunks.append(chunk)
+        if not first.done():
+            first.set_result(chunk)
+
+    request = HTTPRequest(
+        url,
+        headers={"Accept": "text/event-stream"},
+        streaming_callback=on_chunk,
+        request_timeout=60,
+    )
+    fetch = asyncio.ensure_future(AsyncHTTPClient().fetch(request, raise_error=False))
+    done, _ = await asyncio.wait([first, fetch], return_when=asyncio.FIRST_COMPLETED)
+    assert first in done, f"the stream ended before its first event: {fetch.result().code}"
+    assert b"number 1 in the queue" in first.result()
+    Events.release.set()
+    response = await fetch
+    assert response.code == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert b'"ready": true' in b"".join(chunks)

@@ -88,7 +88,9 @@ def make_systemd_spawner(config=None, user=None, server_name="", **kwargs):
         hub=Hub(),
         config=config or Config(),
         cmd=["/usr/bin/env", "jupyterhub-singleuser"],
-        **kwargs,
+        # No start queue: it would wait for a lab to answer HTTP, and systemd is faked here
+        # (tests/test_start_queue.py tests the queue with a real hub).
+        **{"concurrent_starts": 0, **kwargs},
     )
 
 
