@@ -11,7 +11,9 @@ it never tells the browser which: tornado's ``WebSocketHandler`` selects none un
 ``select_subprotocol`` says so. A browser that offered a subprotocol must then fail the
 connection (RFC 6455 section 4.1), so every lab's first kernel connection failed and
 JupyterLab fell back to a second one. :class:`SubprotocolProxyHandler` answers with the
-subprotocol the upstream selected.
+subprotocol the upstream selected, and forwards the browser's binary frames as binary
+(the port sent them as text, which breaks the binary v1 kernel protocol that the
+subprotocol selects).
 
 Event streams: the port buffers every answer until the upstream ends it, under tornado's
 20 s request timeout. JupyterHub's waiting page follows a start through an event stream
@@ -49,6 +51,17 @@ class SubprotocolProxyHandler(ProxyHandler):
         upstream = getattr(self, "ws_client", None)
         selected = upstream.selected_subprotocol if upstream is not None else None
         return selected if selected in subprotocols else None
+
+    def on_message(self, message):
+        # The port forwards the browser's frames with write_message(message), which sends
+        # bytes as a text frame. With the subprotocol selected, JupyterLab speaks the
+        # binary v1 kernel protocol: its frames must stay binary or the lab's kernel never
+        # connects ("Unknown").
+        if self.ws_client:
+            prefix = self.target["prefix"] if self.target else ""
+            if prefix:
+                self.proxy.update_last_activity(prefix)
+            self.ws_client.write_message(message, binary=isinstance(message, bytes))
 
     async def call_proxy(self, path=None):
         if "text/event-stream" not in self.request.headers.get("Accept", ""):

@@ -35,7 +35,10 @@ class Echo(websocket.WebSocketHandler):
         return KERNEL_PROTOCOL if KERNEL_PROTOCOL in subprotocols else None
 
     def on_message(self, message):
-        self.write_message(f"echo:{message}")
+        if isinstance(message, bytes):  # a binary frame (the v1 kernel protocol's)
+            self.write_message(b"binary:" + message, binary=True)
+        else:
+            self.write_message(f"echo:{message}")
 
 
 class Events(web.RequestHandler):
@@ -100,6 +103,19 @@ async def test_websocket_through_proxy_gets_the_selected_subprotocol(proxy):
         assert conn.selected_subprotocol == KERNEL_PROTOCOL
         await conn.write_message("hi")
         assert await conn.read_message() == "echo:hi"
+    finally:
+        conn.close()
+
+
+async def test_binary_frames_stay_binary_both_ways(proxy):
+    """The v1 kernel protocol (selected above) sends binary frames; the port forwarded the
+    browser's as text frames, which the lab refuses, so a lab's kernel never connected."""
+    conn = await websocket.websocket_connect(f"{proxy}/lab/ws", subprotocols=[KERNEL_PROTOCOL])
+    frame = b"\x00\x00\x00\x02\xff\xfe kernel message"  # not UTF-8
+    try:
+        await conn.write_message(frame, binary=True)
+        # Bounded: with the frame sent as text the lab drops it and nothing comes back.
+        assert await asyncio.wait_for(conn.read_message(), 20) == b"binary:" + frame
     finally:
         conn.close()
 
