@@ -532,8 +532,11 @@ async def check_records(args, targets: dict[str, Target]) -> dict:
         }
         staff_ok = 0
         for i in range(args.activities):
-            staff = await hub_group(prov, client, staff_group(prov.course_id(activity(i))))
-            staff_ok += staff == [username(instructor(i))]
+            cid_i = prov.course_id(activity(i))
+            staff = await hub_group(prov, client, staff_group(cid_i))
+            # The instructor and the course's grader account (nbgrader lists the grader's
+            # course from this group: the formgrader's Collect needs it).
+            staff_ok += sorted(staff) == sorted([username(instructor(i)), grader_username(cid_i)])
         records["staff_groups"] = {"expected": args.activities, "ok": staff_ok}
         graders = {grader_username(prov.course_id(activity(i))) for i in range(args.activities)}
         records["grader_accounts"] = {

@@ -132,7 +132,9 @@ async def test_body_over_the_limit_is_413_and_the_hub_still_serves(stack, route)
 
         try:
             chunked = await http.post(f"{stack.hub_url}/hub/lti13/{route}", content=chunks())
-            assert chunked.status_code in (400, 413)
+            # 503: the proxy's answer when the hub cut the connection at the limit while
+            # the proxy was still sending (a race under load); never the hub accepting it.
+            assert chunked.status_code in (400, 413, 503)
         except httpx.TransportError:
             pass  # tornado closed the connection at the limit
         assert (await http.get(f"{stack.hub_url}/hub/health")).status_code == 200
@@ -149,21 +151,22 @@ async def test_oversized_id_token_is_refused_with_413(stack):
 
 
 async def test_auth_state_keeps_only_what_ananke_reads(stack):
+    # A learner of the course (a person with no course role opens nothing).
     async with LTIBrowser() as browser:
-        state, nonce, _ = await initiate(browser, stack, "6")
-        id_token = forge(stack, nonce, person("6"), overrides={PLANTED_CLAIM: "y" * 4000})
+        state, nonce, _ = await initiate(browser, stack, "4")
+        id_token = forge(stack, nonce, person("4"), overrides={PLANTED_CLAIM: "y" * 4000})
         stack.id_tokens.append(id_token)
         resp = await callback(browser, stack, id_token, state)
     assert resp.status_code == 302, resp.text
-    auth_state = (await hub_api(stack, "/users/u6")).json()["auth_state"]
+    auth_state = (await hub_api(stack, "/users/u4")).json()["auth_state"]
     assert set(auth_state) <= set(KEPT_CLAIMS)
     assert PLANTED_CLAIM not in auth_state and "nonce" not in auth_state
-    assert auth_state["sub"] == "6"
+    assert auth_state["sub"] == "4"
     # What a launch is read as does not change by what is left out.
     import jwt
 
     full = jwt.decode(id_token, options={"verify_signature": False})
-    assert LaunchInfo.from_id_token(auth_state, "u6") == LaunchInfo.from_id_token(full, "u6")
+    assert LaunchInfo.from_id_token(auth_state, "u4") == LaunchInfo.from_id_token(full, "u4")
     assert kept_claims(full) == auth_state
 
 
