@@ -39,12 +39,13 @@ from pathlib import Path
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Integer, Unicode, default
 
-from . import bubblewrap
+from . import bubblewrap, systemd
+from .broker import BROKER_SOCKET, SCRATCH_AREA
 
 # Environment variable an admin sets for the labs (c.Spawner.environment) to choose the
 # backend; see SandboxProvisioner.backend.
 BACKEND_ENV = "ANANKE_AUTOGRADE_SANDBOX"
-BACKENDS = ("auto", "bubblewrap", "off")
+BACKENDS = ("auto", "systemd", "bubblewrap", "off")
 # Throwaway uids when the grader runs as root: far above systemd's dynamic users
 # (61184-65519) and container ranges, never in /etc/passwd.
 THROWAWAY_UIDS = range(0x6A000000, 0x6B000000)
@@ -112,6 +113,8 @@ class SandboxProvisioner(LocalProvisioner):
         return value
 
     limit_exceeded: str | None = None
+    _request: dict | None = None
+    _broker_process: systemd.BrokerProcess | None = None
     scratch: str | None = None
     _uid: int | None = None
     _watchdog: asyncio.Task | None = None
@@ -141,6 +144,12 @@ class SandboxProvisioner(LocalProvisioner):
                 _whoami(),
             )
             return await super().pre_launch(**kwargs)
+        if backend == "auto":
+            # The broker needs a caller it can name (a grader account); root has bubblewrap.
+            use_broker = os.geteuid() != 0 and systemd.broker_available()
+            backend = "systemd" if use_broker else "bubblewrap"
+        if backend == "systemd":
+            return await self._pre_launch_systemd(**kwargs)
         self._uid = secrets.choice(THROWAWAY_UIDS) if os.geteuid() == 0 else None
         try:
             tools = bubblewrap.find_tools()
@@ -228,7 +237,88 @@ class SandboxProvisioner(LocalProvisioner):
         )
         return kwargs
 
+    async def _pre_launch_systemd(self, **kwargs):
+        """The kernel in a transient unit started by the broker (:mod:`.broker`)."""
+        if not systemd.broker_available():
+            raise bubblewrap.SandboxUnavailable(
+                f"{BACKEND_ENV}=systemd, but the sandbox broker's socket {BROKER_SOCKET} is "
+                "missing: enable ananke-sandbox-broker.socket (the images do). Autograding "
+                "is refused rather than run unsandboxed."
+            )
+        km = self.parent
+        cwd = kwargs.get("cwd")
+        home = os.path.realpath(os.path.expanduser("~"))
+        if cwd and _contains_any(cwd, [home, os.getcwd()]):
+            raise bubblewrap.SandboxUnavailable(
+                f"The notebook's folder {cwd} is (or contains) the grader's home or the "
+                "course directory; it is not copied into the sandbox. Autograde from "
+                "nbgrader's submitted/autograded folders."
+            )
+        # The broker accepts only a directory of ours directly in this area of our home.
+        area = os.path.join(home, SCRATCH_AREA)
+        os.makedirs(area, mode=0o700, exist_ok=True)
+        self.scratch = tempfile.mkdtemp(prefix="ananke-sandbox-", dir=area)
+        if cwd:
+            await asyncio.to_thread(_copy_tree, Path(cwd), Path(self.scratch))
+        km.transport = "ipc"
+        km.ip = os.path.join(self.scratch, "kernel")
+        km.cache_ports = False
+        km.connection_file = os.path.join(self.scratch, "connection.json")
+        kwargs = await super().pre_launch(**kwargs)
+        # The kernel's throwaway user must read its notebook and connection file and make
+        # its sockets here; nobody else can reach this directory (our home, under
+        # /var/lib/private, 0700 root).
+        await asyncio.to_thread(_open_to_kernel, Path(self.scratch))
+        env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+        env.update(
+            HOME=self.scratch,
+            TMPDIR=bubblewrap.SANDBOX_TMP,
+            USER="student",
+            PATH=os.pathsep.join(
+                [os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]
+            ),
+            MALLOC_ARENA_MAX="2",
+            MPLCONFIGDIR=os.path.join(self.scratch, ".matplotlib"),
+        )
+        self._request = {
+            "scratch": self.scratch,
+            "argv": kwargs["cmd"],
+            "env": env,
+            "limits": {
+                "time_limit": self.time_limit,
+                "memory_mb": self.memory_mb,
+                "cpu_seconds": self.cpu_seconds,
+                "tasks_max": self.tasks_max,
+                "disk_mb": self.tmp_size_mb,
+            },
+        }
+        kwargs["cwd"] = self.scratch
+        self.log.info(
+            "Sandbox: kernel %s in a systemd unit with a dynamic user (broker %s), scratch "
+            "%s, limits %s",
+            self.kernel_id,
+            BROKER_SOCKET,
+            self.scratch,
+            self._request["limits"],
+        )
+        return kwargs
+
+    async def poll(self):
+        ret = await super().poll()
+        result = getattr(self.process, "result", None)
+        if ret is not None and result == "timeout" and self.limit_exceeded is None:
+            # systemd's RuntimeMaxSec= ended it (systemd.service(5), "RuntimeMaxSec=").
+            self._exceeded(f"exceeded the time limit of {self.time_limit} s")
+        return ret
+
     async def launch_kernel(self, cmd, **kwargs):
+        if self._request is not None:
+            self.process = await asyncio.to_thread(systemd.start, self._request)
+            self._broker_process = self.process
+            self.pid = self.pgid = None
+            self.cwd = self.scratch
+            self._watchdog = asyncio.ensure_future(self._stop_after_time_limit())
+            return self.connection_info
         info = await super().launch_kernel(cmd, **kwargs)
         if self.scratch is not None:
             self._watchdog = asyncio.ensure_future(self._stop_after_time_limit())
@@ -257,6 +347,13 @@ class SandboxProvisioner(LocalProvisioner):
             # namespace take everything inside with it.
             await self.kill()
             await self.wait()
+        if self._broker_process is not None:
+            # The broker answers only once the unit and all its processes are gone.
+            await asyncio.to_thread(self._broker_process.wait, 180)
+            self._broker_process.close()
+            self._broker_process = None
+            self.process = None
+        self._request = None
         await super().cleanup(restart=restart)
         # Also on a restart: pre_launch makes a new one.
         if self.scratch is not None:
@@ -329,6 +426,16 @@ def _copy_tree(src: Path, dst: Path) -> None:
                     continue
                 with open(target / name, "xb") as fout:
                     shutil.copyfileobj(fin, fout)
+
+
+def _open_to_kernel(root: Path) -> None:
+    """Directories 0777 and files 0666 (we made every entry, none is a link)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o777)  # noqa: S103 (see the caller)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o666)  # noqa: S103
+    os.chmod(root, 0o777)  # noqa: S103
 
 
 def _give(root: Path, uid: int) -> None:

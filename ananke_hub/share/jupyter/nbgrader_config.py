@@ -39,3 +39,14 @@ if _student_id:
 from ananke_hub.sandbox.execute import sandboxed_autograde_preprocessors  # noqa: E402
 
 c.Autograde.autograde_preprocessors = sandboxed_autograde_preprocessors()
+
+# The formgrader's and the lab's Validate button in a grader account's lab run student
+# code too. nbgrader's Validator has a fixed preprocessor list (nbgrader/validator.py,
+# Validator.preprocessors is not config=True) and its Execute forces its kernel manager
+# (preprocessors/execute.py), but Execute takes nbclient's kernel_name from config: the
+# "ananke-sandbox" kernel spec (share/jupyter/kernels, on the labs' JUPYTER_PATH) names
+# the sandbox's kernel provisioner. Students' own labs validate their own code as usual.
+from ananke_hub.exchange import GRADER_ACCOUNT_RE  # noqa: E402
+
+if GRADER_ACCOUNT_RE.fullmatch(os.environ.get("JUPYTERHUB_USER", "")):
+    c.Execute.kernel_name = "ananke-sandbox"
