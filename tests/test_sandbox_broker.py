@@ -117,7 +117,9 @@ def test_the_unit_confines_the_kernel():
     for prop in ("DynamicUser=yes", "PrivateNetwork=yes", "ProtectSystem=strict",
                  "ProtectHome=tmpfs", "NoNewPrivileges=yes", "MemoryMax=512M", "TasksMax=32",
                  "RuntimeMaxSec=30", "LimitCPU=30", "TemporaryFileSystem=/tmp:size=64M,mode=1777",
-                 f"BindPaths={req.scratch}", "KillMode=control-group"):
+                 f"BindPaths={req.scratch}", "KillMode=control-group", "LimitNPROC=32",
+                 "TemporaryFileSystem=/var/lib/private/g:mode=0711",
+                 "TemporaryFileSystem=/var/lib/private/g/.ananke-sandbox:mode=0711"):
         assert prop in props, prop
     assert "--setenv=HOME=/x" in argv
 

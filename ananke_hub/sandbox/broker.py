@@ -179,6 +179,12 @@ def python_dirs() -> list[str]:
     return sorted(p for p in prefixes if not (p == "/usr" or p.startswith("/usr/")))
 
 
+def _ancestors_below_hidden(path: str) -> list[str]:
+    """``path``'s ancestors below one of HIDDEN, top first."""
+    parents = [str(p) for p in reversed(Path(path).parents)]
+    return [p for p in parents if any(p.startswith(h + "/") for h in HIDDEN)]
+
+
 def unit_argv(unit: str, req: Request) -> list[str]:
     """``systemd-run`` for one kernel (systemd.exec(5), systemd.resource-control(5))."""
     lim = req.limits
@@ -190,10 +196,12 @@ def unit_argv(unit: str, req: Request) -> list[str]:
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=",
         "AmbientCapabilities=",
-        # No network but its own loopback; Unix sockets only (the kernel's ZMQ IPC).
+        # No network but its own, empty loopback. ZMQ resolves addresses even for its
+        # IPC transport (libzmq aborts without AF_INET), so the families stay: there is
+        # nothing to reach with them.
         "PrivateNetwork=yes",
         "PrivateIPC=yes",
-        "RestrictAddressFamilies=AF_UNIX",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         "RestrictNamespaces=yes",
         "PrivateDevices=yes",
         "ProtectSystem=strict",
@@ -209,10 +217,14 @@ def unit_argv(unit: str, req: Request) -> list[str]:
         "RestrictRealtime=yes",
         "RestrictSUIDSGID=yes",
         "SystemCallArchitectures=native",
-        # Homes, the exchange, Ananke's state, the broker's socket: out of sight. /tmp is
-        # the kernel's scratch space with a size: its disk quota.
-        f"TemporaryFileSystem={' '.join(f'{d}:ro' for d in HIDDEN)}",
+        # Homes, the exchange, Ananke's state, the broker's socket: out of sight, under
+        # empty tmpfs of root's (not read-only: systemd makes the bind mounts' points
+        # there). /tmp is the kernel's scratch space with a size: its disk quota.
+        f"TemporaryFileSystem={' '.join(HIDDEN)}",
         f"TemporaryFileSystem=/tmp:size={lim['disk_mb']}M,mode=1777",
+        # The directories on the way to the scratch directory are made again (in the
+        # tmpfs above) for its bind mount: traversable, not listable.
+        *(f"TemporaryFileSystem={p}:mode=0711" for p in _ancestors_below_hidden(req.scratch)),
         "InaccessiblePaths=-/etc/ananke",
         f"BindPaths={req.scratch}",
         *(f"BindReadOnlyPaths={p}" for p in python_dirs()),
@@ -225,6 +237,9 @@ def unit_argv(unit: str, req: Request) -> list[str]:
         f"MemoryMax={lim['memory_mb']}M",
         "MemorySwapMax=0",
         f"TasksMax={lim['tasks_max']}",
+        # Also per uid (each kernel has its own): where systemd has no pids controller
+        # (some containers), TasksMax= alone would not stop a fork bomb.
+        f"LimitNPROC={lim['tasks_max']}",
         "CPUQuota=100%",
         f"LimitAS={lim['memory_mb'] * mib}",
         f"LimitCPU={lim['cpu_seconds']}",

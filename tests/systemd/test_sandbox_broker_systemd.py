@@ -115,8 +115,8 @@ def live_processes_with(c, marker: str) -> list[str]:
 
 ATTACKS = (
     "gradebook_own gradebook_other read_source read_release read_other_submission "
-    "modify_other_submission read_other_feedback modify_other_feedback list_grader_home "
-    "list_var_lib_ananke tcp_loopback spawn_300 allocate_8gb"
+    "modify_other_submission read_other_feedback modify_other_feedback read_other_home "
+    "list_grader_home list_homes list_var_lib_ananke tcp_loopback spawn_300 allocate_8gb"
 ).split()
 
 
@@ -125,7 +125,7 @@ def test_a_malicious_submission_through_the_systemd_backend(broker):
     marker = f"ananke-systemd-leftover-{secrets.token_hex(4)}"
     out = autograde(c, "systemd", marker)
     report = out["report"]
-    assert report, out
+    assert report, (out, c.journal(lines=200))
     succeeded = [a for a in ATTACKS if report[a]["ok"]]
     assert not succeeded, {a: report[a] for a in succeeded}
     assert out["changed"] == [], out["changed"]
