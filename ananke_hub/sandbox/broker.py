@@ -39,7 +39,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..exchange import GRADER_ACCOUNT_RE
+# Light imports only: systemd starts a broker process for every kernel.
+from ..courses.layout import course_of_grader
 
 #: Where the socket unit listens; the labs see it read-only (ReadOnlyPaths=/).
 BROKER_SOCKET = "/run/ananke-sandbox/broker.sock"
@@ -92,9 +93,10 @@ def identify(uid: int) -> Caller:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
         raise Refused(f"uid {uid} is no known user.") from None
-    if not GRADER_ACCOUNT_RE.match(name):
+    course_id = course_of_grader(name)
+    if course_id is None:
         raise Refused(f"{name} is not a course's grader account; only they autograde.")
-    return Caller(uid, name, name.removeprefix("grader-"))
+    return Caller(uid, name, course_id)
 
 
 def course_caps(course_id: str) -> dict[str, int]:

@@ -14,6 +14,9 @@ from ananke_hub.sandbox.broker import BROKER_SOCKET
 
 
 def ask(request) -> dict:
+    # The broker removes a scratch directory after its kernel: one for every request.
+    good_dir.mkdir(exist_ok=True)
+    good_dir.chmod(0o777)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(60)
     conn.connect(BROKER_SOCKET)
@@ -30,8 +33,6 @@ home = Path(os.getcwd()).resolve()
 area = home / ".ananke-sandbox"
 area.mkdir(mode=0o700, exist_ok=True)
 good_dir = area / "ananke-sandbox-good1"
-good_dir.mkdir(exist_ok=True)
-good_dir.chmod(0o777)
 (area / "ananke-sandbox-link1").unlink(missing_ok=True)
 (area / "ananke-sandbox-link1").symlink_to("/var/lib/ananke")
 limits = {"time_limit": 20, "memory_mb": 512, "cpu_seconds": 60, "tasks_max": 32,
@@ -46,7 +47,6 @@ def req(**changes):
 
 
 cases = {
-    "good": req(),
     "outside_area": req(scratch="/tmp"),
     "other_home": req(scratch="/var/lib/private/u100/.ananke-sandbox/ananke-sandbox-abcd"),
     "dotdot": req(scratch=f"{area}/../.ananke-sandbox/ananke-sandbox-good1"),
@@ -61,5 +61,8 @@ cases = {
     "relative_argv": req(argv=["python3", "-c", "1"]),
     "env_newline": req(env={"A": "x\nExecStartPre=/bin/sh"}),
     "unknown_field": {**req(), "user": "root"},
+    "good": req(),  # last: the broker removes the scratch directory after the kernel
 }
-print(json.dumps({k: ask(v) for k, v in cases.items()}))
+answers = {k: ask(v) for k, v in cases.items()}
+answers["good_scratch_removed"] = not good_dir.exists()
+print(json.dumps(answers))

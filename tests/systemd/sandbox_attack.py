@@ -71,6 +71,9 @@ submissions = {
     "u160": "import time\ntime.sleep(600)\n",
     "u170": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
 }
+if os.environ.get("ANANKE_AUTOGRADE_SANDBOX") == "off":
+    # The negative control: no unbounded sleeper or fork bomb without the sandbox.
+    del submissions["u160"], submissions["u170"]
 results = {}
 for student, code in submissions.items():
     folder = home / "autograded" / student / ps
@@ -99,7 +102,9 @@ survivors = []
 for entry in os.scandir("/proc"):
     if entry.name.isdigit() and entry.name != str(os.getpid()):
         try:
-            if marker.encode() in Path(f"/proc/{entry.name}/cmdline").read_bytes():
+            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            # (systemd-run, which started this script, has the marker in its argv too)
+            if marker.encode() in cmdline and b"sandbox_attack.py" not in cmdline:
                 survivors.append(int(entry.name))
         except OSError:
             pass
