@@ -15,10 +15,12 @@ For each kernel it:
    directory: in the sandbox's own network namespace the host's loopback is out of
    reach, but a Unix socket in a shared directory is not. The connection file goes
    there too (the kernel reads it; it holds only this kernel's key);
-3. runs the kernel under bubblewrap (:mod:`.bubblewrap`) with an environment built from
-   nothing (the grader's hub token and the like stay outside) and hard limits; as root
-   it first switches to a throwaway uid, so the code runs neither as root nor as the
-   grader account;
+3. with the systemd broker's socket present (and not as root), asks the broker
+   (:mod:`.broker`, :mod:`.systemd`) to run the kernel in a transient unit with a
+   dynamic user of its own; otherwise runs the kernel under bubblewrap
+   (:mod:`.bubblewrap`). Either way with an environment built from nothing (the
+   grader's hub token and the like stay outside) and hard limits, never as root nor as
+   the grader account (bubblewrap as root first switches to a throwaway uid);
 4. stops everything after ``time_limit`` seconds, remembering which limit was hit
    (:attr:`limit_exceeded`), and at cleanup kills what is left and removes the scratch
    directory.
