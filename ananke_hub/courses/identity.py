@@ -21,6 +21,7 @@ from ..lti_spec import (
     CONTEXT,
     CUSTOM,
     DEPLOYMENT_ID,
+    DL_SETTINGS,
     MESSAGE_TYPE,
     MESSAGE_TYPE_RESOURCE_LINK,
     NRPS,
@@ -152,6 +153,8 @@ KEPT_CLAIMS = {
     CONTEXT: ("id", "label", "title"),
     AGS_ENDPOINT: ("lineitems", "lineitem", "scope"),
     NRPS: ("context_memberships_url", "service_versions"),
+    # A content selection's settings: the hub checks them again in run_post_auth_hook.
+    DL_SETTINGS: ("deep_link_return_url", "accept_types", "accept_multiple", "data"),
 }
 
 
@@ -192,6 +195,10 @@ class LaunchInfo:
     ags_scopes: tuple[str, ...] = ()
     memberships_url: str = ""
     custom: dict = field(default_factory=dict)
+    #: A launch of an activity placed by Deep Linking (deeplink.py): the nbgrader
+    #: assignment it stands for. Its course is the linked one, whose own activity's
+    #: titles and service URLs the launch leaves as they are.
+    linked_assignment: str = ""
 
     @property
     def title(self) -> str:
