@@ -96,7 +96,7 @@ class DeepLinkHandler(PageHandler):
         self.set_header("Cache-Control", "no-store")
         self.render(
             "deeplink.html",
-            request=request,
+            selection=request,
             courses=courses,
             new_activity=NEW_ACTIVITY,
             multiple=request.accept_multiple,
