@@ -103,8 +103,16 @@ class DeepLinkHandler(PageHandler):
             xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf,
         )
 
-    @web.authenticated
     async def post(self, request_id):
+        if not self.current_user:
+            # @web.authenticated answers a bare 403 to a form post: say why.
+            if self.get_cookie(self.hub_auth.cookie_name):
+                raise web.HTTPError(
+                    403,
+                    "Kore did not accept its login cookie for this form: it needs the XSRF "
+                    "token of the page and a current login. Reload the page and choose again.",
+                )
+            raise web.HTTPError(403, "Not logged in: start again from your LMS.")
         request = await self.open_request(request_id)
         picked = self.get_body_arguments("item")
         if not picked:
