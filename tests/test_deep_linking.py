@@ -278,3 +278,46 @@ async def test_forged_link_parameters_attach_nobody(stack):
         assert "placed no such activity" in resp.text, case
         assert (await hub_api(stack, f"/users/u{sub}")).status_code == 404, case
     assert {c.id for c in rows(stack, Course)} == {homework(stack)}
+
+
+# --- the picker in a real browser (clicks only) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def chromium():
+    playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
+    from test_browser_launch import CHROMIUM, CHROMIUM_ARGS
+
+    assert CHROMIUM, "chromium missing on CI: scripts/test.sh should have installed it"
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+async def test_the_picker_in_a_browser(stack, chromium):
+    from test_kore_ui import screenshot
+
+    context = await chromium.new_context(viewport={"width": 1200, "height": 900})
+    page = await context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        await page.goto(f"{stack.platform_url}/")
+        await page.get_by_role("button", name="Select content for Data Science 101 as Ada Lovelace").click()
+        await page.wait_for_url(f"{stack.hub_url}/services/kore/deeplink/**", timeout=90_000)
+        await page.get_by_role("heading", name="Add Jupyter assignments to Data Science 101").wait_for()
+        await screenshot(page, "kore-deeplink.png")
+        await page.get_by_label("hw1").check()
+        await page.get_by_label("hw2").check()
+        await page.get_by_role("button", name="Add to the LMS course").click()
+        await page.wait_for_url(f"{stack.platform_url}/deeplink/return", timeout=60_000)
+        added = page.locator("ul.added-activities li")
+        assert await added.count() == 2
+        assert [t.split(" (")[0] for t in await added.all_inner_texts()] == ["hw1", "hw2"]
+        # The new activities are on the LMS's launch page, a Launch button each.
+        await page.get_by_role("link", name="Back to the launch page").click()
+        await page.get_by_role("button", name="Launch hw1 as Alan Turing").first.wait_for()
+    finally:
+        await context.close()
+    assert not errors, errors
