@@ -23,6 +23,7 @@ from ..lti_spec import (
     DEPLOYMENT_ID,
     DL_SETTINGS,
     MESSAGE_TYPE,
+    MESSAGE_TYPE_DEEP_LINKING,
     MESSAGE_TYPE_RESOURCE_LINK,
     NRPS,
     RESOURCE_LINK,
@@ -59,14 +60,11 @@ class NotACourseLaunch(LaunchError):
             self.status = status
 
 
-#: LTI Deep Linking 2.0, section 4.4: https://www.imsglobal.org/spec/lti-dl/v2p0
-MESSAGE_TYPE_DEEP_LINKING = "LtiDeepLinkingRequest"
-
 DEEP_LINKING_REFUSAL = (
     "Your LMS asked this hub to choose content for a course (an LTI Deep Linking "
-    "request), which the hub does not offer yet: nothing was created. To add Jupyter to "
-    "a course, add the tool as an activity (in Moodle: Add an activity or resource, "
-    "External tool, then choose the Jupyter tool) and open that activity."
+    "request), which opens no course: nothing was created. Teachers add Jupyter "
+    "assignments with the LMS's Select content; to open "
+    "Jupyter, open a Jupyter activity of the course."
 )
 
 
