@@ -80,3 +80,17 @@ ROLE_SYSTEM_ADMINISTRATOR = _LIS + "system/person#Administrator"
 
 # Context types: https://www.imsglobal.org/spec/lti/v1p3/#context-type-vocabulary
 COURSE_OFFERING = "http://purl.imsglobal.org/vocab/lis/v2/course#CourseOffering"
+
+# --- Deep Linking 2.0: https://www.imsglobal.org/spec/lti-dl/v2p0
+MESSAGE_TYPE_DEEP_LINKING = "LtiDeepLinkingRequest"
+MESSAGE_TYPE_DEEP_LINKING_RESPONSE = "LtiDeepLinkingResponse"
+_DL = "https://purl.imsglobal.org/spec/lti-dl/claim/"
+# Request: https://www.imsglobal.org/spec/lti-dl/v2p0#deep-linking-settings
+DL_SETTINGS = _DL + "deep_linking_settings"
+# Response: https://www.imsglobal.org/spec/lti-dl/v2p0#deep-linking-response-message
+DL_CONTENT_ITEMS = _DL + "content_items"
+DL_DATA = _DL + "data"
+DL_MSG = _DL + "msg"
+DL_ERRORMSG = _DL + "errormsg"
+# Content item types: https://www.imsglobal.org/spec/lti-dl/v2p0#lti-resource-link
+DL_RESOURCE_LINK = "ltiResourceLink"

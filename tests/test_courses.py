@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pgserver
 import pytest
 
+from ananke_hub.courses.deeplink import check_deep_linking_request
 from ananke_hub.courses.identity import (
     LaunchError,
     LaunchInfo,
@@ -292,3 +293,46 @@ def test_member_changed_only_when_something_changed(registry):
     t = token(sub="3", email="other@example.edu")
     assert registry.record_launch(LaunchInfo.from_id_token(t, "u3")).member_changed
     assert registry.record_launch(info(sub="3", role="Instructor")).member_changed  # role
+
+
+DL = "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings"
+
+
+def deep_linking(roles, settings=None) -> dict:
+    claims = {CLAIM + "message_type": "LtiDeepLinkingRequest", CLAIM + "roles": roles}
+    if settings is not None:
+        claims[DL] = settings
+    return claims
+
+
+@pytest.mark.parametrize("roles", [[M + "Learner"], [M + "Mentor"], [], ["http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant"]])
+def test_only_instructors_may_select_content(roles):
+    settings = {"deep_link_return_url": "https://lms.example/return", "accept_types": ["ltiResourceLink"]}
+    with pytest.raises(NotACourseLaunch, match="Only teachers") as refused:
+        check_deep_linking_request(deep_linking(roles, settings))
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        (None, "no deep linking settings"),
+        ({"accept_types": ["ltiResourceLink"]}, "no return URL"),
+        ({"deep_link_return_url": "javascript:alert(1)", "accept_types": ["ltiResourceLink"]}, "no return URL"),
+        ({"deep_link_return_url": "https://lms.example/r", "accept_types": ["file", "html"]}, "file, html"),
+    ],
+)
+def test_unusable_content_selections_are_explained(settings, words):
+    with pytest.raises(LaunchError, match=re.escape(words)):
+        check_deep_linking_request(deep_linking([M + "Instructor"], settings))
+
+
+def test_a_content_selection_keeps_what_the_lms_asked_for():
+    settings = {"deep_link_return_url": "https://lms.example/r", "accept_types": ["ltiResourceLink"]}
+    checked = check_deep_linking_request(deep_linking([M + "Instructor"], settings))
+    assert (checked.accept_multiple, checked.data) == (True, None)  # absent: several allowed
+    settings |= {"accept_multiple": False, "data": "opaque-123"}
+    checked = check_deep_linking_request(deep_linking([M + "Instructor"], settings))
+    assert (checked.accept_multiple, checked.data) == (False, "opaque-123")
+    # The stored auth_state keeps the settings: the hub checks them again from it.
+    assert check_deep_linking_request(kept_claims({**token(), **deep_linking([M + "Instructor"], settings)}))

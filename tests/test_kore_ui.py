@@ -67,6 +67,8 @@ DOC_SCREENSHOTS = {
     "kore-grades-failed.png",
     "kore-reset-dialog.png",
     "kore-student.png",
+    # tests/test_deep_linking.py: the Deep Linking picker
+    "kore-deeplink.png",
 }
 
 

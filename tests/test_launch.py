@@ -152,9 +152,11 @@ DEEP_LINKING = {
 }
 NOT_COURSE_LAUNCHES = [
     # (case id, claims, status, words in the page)
-    ("deep-linking", DEEP_LINKING, 400, "Deep Linking"),
+    # A content selection by someone who does not teach the course (issue 17)
+    ("deep-linking", DEEP_LINKING, 403, "Only teachers"),
     # with azp, as upstream's checks want it for Deep Linking
-    ("deep-linking-azp", {**DEEP_LINKING, "azp": DEMO_CLIENT_ID}, 400, "Deep Linking"),
+    ("deep-linking-azp", {**DEEP_LINKING, "azp": DEMO_CLIENT_ID}, 403, "Only teachers"),
+    ("deep-linking-learner", {**DEEP_LINKING, ROLES: [LIS + "Learner"]}, 403, "Only teachers"),
     ("mentor-only", {ROLES: [LIS + "Mentor"]}, 403, "(Mentor) gives no access"),
     ("no-role", {ROLES: []}, 403, "(none) gives no access"),
     ("content-developer", {ROLES: [LIS + "ContentDeveloper"]}, 403, "gives no access"),

@@ -164,7 +164,11 @@ async def test_launch_page_lists_people_and_activities(platform):
     for title in ("Data Science 101", "Homework", "Exam"):
         assert title in text
     assert f"{platform.url}/auth" in text and f"{platform.url}/jwks" in text
-    forms = parse_forms(page)
+    forms = [f for f in parse_forms(page) if f.action == platform.url + "/launch"]
+    selects = [f for f in parse_forms(page) if f.action == platform.url + "/deeplink"]
+    assert {(f.fields["user"], f.fields["context"]) for f in selects} == {
+        (sub, "ds101") for sub in ("2", "3", "4", "5")
+    }
     assert {(f.fields["user"], f.fields["link"]) for f in forms} == {
         (sub, link) for sub in ("2", "3", "4", "5") for link in ("homework", "exam")
     }

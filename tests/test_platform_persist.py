@@ -90,3 +90,20 @@ async def test_an_unreadable_gradebook_file_is_named(tmp_path):
             pass
     assert str(state / FILE_NAME) in str(failed.value)
     assert "Move it aside" in str(failed.value)
+
+
+def test_placed_activities_survive_a_restart():
+    """Activities a tool placed by Deep Linking, and their columns, are in the file."""
+    from ananke_hub.platform import demo_data
+    from ananke_hub.platform.persistence import dump, load
+    from ananke_hub.platform.store import PlatformStore
+
+    store = PlatformStore(0)
+    column = {"label": "hw1", "scoreMaximum": 10, "resourceId": "nbgrader:hw1", "tag": "t"}
+    link = store.add_link("ds101", "hw1", {"ananke_link": "abc"}, column)
+    again = PlatformStore(0)
+    load(again, json.loads(json.dumps(dump(store))))
+    assert again.find_link(link.id) == (demo_data.DS101, link)
+    assert dict(link.custom) == {"ananke_link": "abc"}
+    item = again.course("ds101").lineitems[link.id]
+    assert (item.resource_link_id, item.score_maximum, item.tag) == (link.id, 10, "t")

@@ -1,13 +1,23 @@
 """Ananke's LTI 1.3 authenticator: ltiauthenticator's login flow, hardened and configured
 from the one LMS registration in ``30_lms.py``."""
 
+import dataclasses
+
 from ltiauthenticator.lti13.auth import LTI13Authenticator
 from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
 from ltiauthenticator.lti13.error import LoginError
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
+from sqlalchemy.exc import SQLAlchemyError
 from tornado.web import HTTPError
 from traitlets import Bool, Float, Instance, Integer, TraitError, Unicode, default, validate
 
+from ..courses.deeplink import (
+    LINK_PARAMETER,
+    DeepLinkingSettings,
+    DeepLinkStore,
+    check_deep_linking_request,
+    is_deep_linking_request,
+)
 from ..courses.identity import LaunchError, LaunchInfo, check_course_launch, kept_claims
 from ..courses.layout import course_of_grader
 from ..courses.provision import CourseProvisioner, Entitlements, ProvisioningError
@@ -258,9 +268,17 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
             return auth_model
         token = auth_model.get("auth_state") or {}
         try:
+            if is_deep_linking_request(token):
+                # An instructor's content selection (checked in the callback already):
+                # it logs them in and changes none of their courses, groups or roles.
+                check_deep_linking_request(token)
+                auth_model["groups"] = auth_model["roles"] = None
+                return auth_model
             # Only an activity launch by a member of its course creates anything.
             check_course_launch(token)
             info = LaunchInfo.from_id_token(token, auth_model["name"])
+            if LINK_PARAMETER in info.custom:
+                info = await self.linked_launch(info)
         except LaunchError as exc:
             raise HTTPError(exc.status, f"LTI launch refused: {exc}") from None
         try:
@@ -284,6 +302,46 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
             # every role (create_role per role) to the same values. None = leave as is.
             auth_model["groups"] = auth_model["roles"] = None
         return auth_model
+
+    async def linked_launch(self, info: LaunchInfo) -> LaunchInfo:
+        """A launch of an activity placed by Deep Linking opens the course Kore placed
+        it for (courses/deeplink.py), not a new one; a parameter Kore did not issue for
+        this LMS course is refused."""
+        store = DeepLinkStore(self.provisioner.registry)
+        try:
+            link = await self.provisioner.registry.run(
+                store.resolve, info.custom[LINK_PARAMETER], info
+            )
+        except SQLAlchemyError:
+            self.log.exception("lti: cannot look up a placed activity in the course registry")
+            raise HTTPError(
+                503, "The hub cannot open this activity right now. Launch again in a minute."
+            ) from None
+        self.log.info(
+            "course:%s user:%s launch of placed activity %s (assignment %s)",
+            link.course_id,
+            info.username,
+            info.resource_link_id[:40],
+            link.assignment,
+        )
+        return dataclasses.replace(
+            info, course_id=link.course_id, linked_assignment=link.assignment
+        )
+
+    async def record_deep_linking(
+        self, username: str, token: dict, settings: DeepLinkingSettings
+    ) -> str:
+        """Keep an instructor's validated content selection for Kore's picker page."""
+        store = DeepLinkStore(self.provisioner.registry)
+        try:
+            return await self.provisioner.registry.run(
+                store.record_request, username, token, settings
+            )
+        except SQLAlchemyError:
+            self.log.exception("lti: cannot record a content selection in the course registry")
+            raise HTTPError(
+                503, "The hub cannot answer this request right now. Try again in a minute."
+            ) from None
 
     @staticmethod
     def _holds(user, auth_model: dict, admin: bool) -> bool:

@@ -34,8 +34,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from tornado import httputil
 from tornado.web import HTTPError, stream_request_body
 
-from ..courses.identity import DEEP_LINKING_REFUSAL, MESSAGE_TYPE_DEEP_LINKING
-from ..lti_spec import MESSAGE_TYPE
+from ..courses.deeplink import (
+    DeepLinkingSettings,
+    check_deep_linking_request,
+    is_deep_linking_request,
+)
+from ..courses.identity import LaunchError
 from .platform_keys import PlatformKeysUnavailable, UnknownSigningKey
 
 # Claims an id_token must carry, on top of the LTI claims ltiauthenticator checks
@@ -142,6 +146,14 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             raise HTTPError(400, f"LTI launch refused: {exc}") from None
         if user is None:
             raise HTTPError(403, "You are not allowed on this hub. Ask its administrators.")
+        if self._deep_linking is not None:
+            # Content selection: the instructor chooses on Kore's picker page, which
+            # answers the LMS with Kore's signing key (see courses/deeplink.py).
+            request_id = await self.authenticator.record_deep_linking(
+                user.name, id_token, self._deep_linking
+            )
+            self.redirect(f"{self.base_url}services/kore/deeplink/{request_id}")
+            return
         await self.redirect_to_next_url(user)
 
     async def validate_launch(self) -> dict:
@@ -179,11 +191,17 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         except jwt.PyJWTError as exc:
             raise TokenError(f"id_token rejected: {exc}") from None
 
-        if id_token.get(MESSAGE_TYPE) == MESSAGE_TYPE_DEEP_LINKING:
+        self._deep_linking: DeepLinkingSettings | None = None
+        if is_deep_linking_request(id_token):
             # Upstream asks a Deep Linking request for claims Moodle does not send and
-            # refuses it with a riddle; the hub offers no content selection anyway.
-            raise HTTPError(400, f"LTI launch refused: {DEEP_LINKING_REFUSAL}")
-        validator.validate_id_token(id_token)
+            # refuses it with a riddle: ours checks the role and the settings claim.
+            # Anyone but an instructor is refused here, before a hub user exists.
+            try:
+                self._deep_linking = check_deep_linking_request(id_token)
+            except LaunchError as exc:
+                raise HTTPError(exc.status, f"LTI launch refused: {exc}") from None
+        else:
+            validator.validate_id_token(id_token)
         validator.validate_azp_claim(id_token, authenticator.client_id)
         authenticator.check_deployment(id_token)
         self.check_nonce(id_token)  # nonce equals the hash of this browser's nonce cookie

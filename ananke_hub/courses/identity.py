@@ -21,7 +21,9 @@ from ..lti_spec import (
     CONTEXT,
     CUSTOM,
     DEPLOYMENT_ID,
+    DL_SETTINGS,
     MESSAGE_TYPE,
+    MESSAGE_TYPE_DEEP_LINKING,
     MESSAGE_TYPE_RESOURCE_LINK,
     NRPS,
     RESOURCE_LINK,
@@ -58,14 +60,11 @@ class NotACourseLaunch(LaunchError):
             self.status = status
 
 
-#: LTI Deep Linking 2.0, section 4.4: https://www.imsglobal.org/spec/lti-dl/v2p0
-MESSAGE_TYPE_DEEP_LINKING = "LtiDeepLinkingRequest"
-
 DEEP_LINKING_REFUSAL = (
     "Your LMS asked this hub to choose content for a course (an LTI Deep Linking "
-    "request), which the hub does not offer yet: nothing was created. To add Jupyter to "
-    "a course, add the tool as an activity (in Moodle: Add an activity or resource, "
-    "External tool, then choose the Jupyter tool) and open that activity."
+    "request), which opens no course: nothing was created. Teachers add Jupyter "
+    "assignments with the LMS's Select content; to open "
+    "Jupyter, open a Jupyter activity of the course."
 )
 
 
@@ -152,6 +151,8 @@ KEPT_CLAIMS = {
     CONTEXT: ("id", "label", "title"),
     AGS_ENDPOINT: ("lineitems", "lineitem", "scope"),
     NRPS: ("context_memberships_url", "service_versions"),
+    # A content selection's settings: the hub checks them again in run_post_auth_hook.
+    DL_SETTINGS: ("deep_link_return_url", "accept_types", "accept_multiple", "data"),
 }
 
 
@@ -192,6 +193,10 @@ class LaunchInfo:
     ags_scopes: tuple[str, ...] = ()
     memberships_url: str = ""
     custom: dict = field(default_factory=dict)
+    #: A launch of an activity placed by Deep Linking (deeplink.py): the nbgrader
+    #: assignment it stands for. Its course is the linked one, whose own activity's
+    #: titles and service URLs the launch leaves as they are.
+    linked_assignment: str = ""
 
     @property
     def title(self) -> str:

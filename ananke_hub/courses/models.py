@@ -302,3 +302,50 @@ class AuditEvent(Base):
     #: "ok", "refused", "failed" or "started".
     outcome: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- LTI Deep Linking 2.0: see deeplink.py -----------------------------------------------
+
+
+class DeepLinkRequest(Base):
+    """An instructor's content selection (LtiDeepLinkingRequest) between the hub, which
+    validated it, and Kore's picker page, which answers it once."""
+
+    __tablename__ = "deep_link_requests"
+
+    #: Random, unguessable: the picker's URL carries it.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The hub user who launched it: only they may answer it.
+    username: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(255))
+    client_id: Mapped[str] = mapped_column(String(255))
+    deployment_id: Mapped[str] = mapped_column(String(255))
+    context_id: Mapped[str] = mapped_column(String(255), default="")
+    context_title: Mapped[str] = mapped_column(String(255), default="")
+    return_url: Mapped[str] = mapped_column(String(1024))
+    #: The request's `data`, echoed in the response (Deep Linking 2.0 section 4.4.1).
+    data: Mapped[str | None] = mapped_column(Text, nullable=True)
+    accept_types: Mapped[list] = mapped_column(JSON, default=list)
+    accept_multiple: Mapped[bool] = mapped_column(Boolean, default=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DeepLink(Base):
+    """An activity Kore placed in an LMS course: its custom parameter ``ananke_link``
+    names this row, which ties launches from it to a course and an assignment."""
+
+    __tablename__ = "deep_links"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    course_id: Mapped[str] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), index=True
+    )
+    assignment: Mapped[str] = mapped_column(String(255))
+    #: The registration and LMS course it was placed in: a launch must come from them.
+    issuer: Mapped[str] = mapped_column(String(255))
+    client_id: Mapped[str] = mapped_column(String(255))
+    deployment_id: Mapped[str] = mapped_column(String(255))
+    context_id: Mapped[str] = mapped_column(String(255), default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -204,6 +204,9 @@ class CourseRegistry(LoggingConfigurable):
                 state = session.scalar(select(Course.state).where(Course.id == info.course_id))
                 if state == COURSE_DELETING:
                     raise CourseBeingDeleted(info.course_id)
+            # A placed activity's launch (Deep Linking) leaves the course's own activity
+            # (titles, service URLs) as it is.
+            if not created and not info.linked_assignment:
                 # A launch never erases a service URL an earlier launch gave: Moodle leaves
                 # `lineitem` out of every launch once tool-made line items are bound to
                 # the link (AGS 2.0 section 3.1), which does not make the activity ungraded.
@@ -337,7 +340,7 @@ class CourseRegistry(LoggingConfigurable):
             return None
         if role == str(Role.LEARNER) and not member.in_gradebook:
             return None
-        for key, value in launch_course_values(info).items():
+        for key, value in () if info.linked_assignment else launch_course_values(info).items():
             # A launch that leaves a service URL out keeps the stored one (record_launch).
             if getattr(course, key) != value and (value or key not in KEPT_COURSE_URLS):
                 return None

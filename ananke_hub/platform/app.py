@@ -30,7 +30,7 @@ from . import constants as C
 from .client_auth import ReplayGuard, ToolKeyset
 from .demo_data import DEFAULT_EXTRA_LEARNERS
 from .faults import Faults
-from .handlers import ags, gradebook, jwks, launch, nrps, oidc, testapi, token
+from .handlers import ags, deeplink, gradebook, jwks, launch, nrps, oidc, testapi, token
 from .handlers.base import XSRF_COOKIE
 from .persistence import StoreFile, StoreFileError
 from .settings import PlatformSettings
@@ -54,7 +54,7 @@ def make_app(
         level = logging.INFO if status < 400 else logging.WARNING
         log.log(level, "%d %s %s", status, handler.request.method, handler.request.path)
 
-    routes = launch.ROUTES + oidc.ROUTES + jwks.ROUTES
+    routes = launch.ROUTES + deeplink.ROUTES + oidc.ROUTES + jwks.ROUTES
     routes += token.ROUTES + ags.ROUTES + nrps.ROUTES + gradebook.ROUTES
     # Browsers ask every page's host for one; an empty answer keeps the log clean.
     routes.append((r"/favicon\.ico", FaviconHandler))

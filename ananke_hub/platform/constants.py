@@ -23,6 +23,10 @@ from ..lti_spec import (  # noqa: F401 (re-exported for the platform's modules)
     COURSE_OFFERING,
     CUSTOM,
     DEPLOYMENT_ID,
+    DL_CONTENT_ITEMS,
+    DL_DATA,
+    DL_RESOURCE_LINK,
+    DL_SETTINGS,
     FORM_CONTENT_TYPE,
     GRADING_FULLY_GRADED,
     GRADING_PROGRESS,
@@ -33,6 +37,8 @@ from ..lti_spec import (  # noqa: F401 (re-exported for the platform's modules)
     MEMBER_INACTIVE,
     MEMBER_STATUSES,
     MESSAGE_TYPE,
+    MESSAGE_TYPE_DEEP_LINKING,
+    MESSAGE_TYPE_DEEP_LINKING_RESPONSE,
     MESSAGE_TYPE_RESOURCE_LINK,
     NRPS,
     NRPS_MEDIA_MEMBERSHIPS,
@@ -63,6 +69,10 @@ AUTH_REQUEST_FIXED = {
 #: Moodle's id_tokens live 60 seconds; the platform does the same so that a hub that
 #: works here does not rely on a longer lifetime.
 ID_TOKEN_LIFETIME = 60
+#: Seconds a content selection (Deep Linking request) waits for the tool's answer.
+DEEP_LINK_LIFETIME = 3600
+#: How a login initiation's lti_message_hint names a content selection, not an activity.
+DEEP_LINK_HINT = "deeplink:"
 SIGNING_ALGORITHM = "RS256"
 
 # --- LTI Advantage services (token endpoint, AGS, NRPS): the platform's own choices.

@@ -35,6 +35,9 @@ class ResourceLink:
 
     id: str
     title: str
+    #: Custom parameters the LMS sends with every launch of it (an activity a tool
+    #: placed by Deep Linking carries the tool's own).
+    custom: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,11 @@ def dump(store: PlatformStore) -> dict:
                 for e in course.enrolments.values()
             ],
             "lineitems": [asdict(item) for item in course.lineitems.values()],
+            # Activities a tool placed by Deep Linking (an older file has none).
+            "added_links": [
+                {"id": link.id, "title": link.title, "custom": dict(link.custom)}
+                for link in course.added_links
+            ],
             "scores": [
                 {"item_id": item_id, **asdict(score), "timestamp": score.timestamp.isoformat()}
                 for (item_id, _user), score in course.scores.items()
@@ -71,6 +76,12 @@ def load(store: PlatformStore, data: dict) -> None:
             e["sub"]: demo_data.Enrolment(_user(users, e["sub"]), tuple(e["roles"]), e["status"])
             for e in saved["enrolments"]
         }
+        course.added_links = [
+            demo_data.ResourceLink(
+                link["id"], link["title"], tuple(sorted(link["custom"].items()))
+            )
+            for link in saved.get("added_links", [])
+        ]
         course.lineitems = {}
         for item in saved["lineitems"]:
             course.lineitems[item["item_id"]] = LineItem(**item)

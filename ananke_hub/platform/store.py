@@ -12,7 +12,7 @@ from datetime import datetime
 
 from . import constants as C
 from . import demo_data
-from .demo_data import Context, Enrolment
+from .demo_data import Context, Enrolment, ResourceLink
 
 
 @dataclass
@@ -72,6 +72,16 @@ class Tally:
 
 
 @dataclass(frozen=True)
+class DeepLinkRequest:
+    """A content selection sent to the tool, waiting for its answer."""
+
+    context_id: str
+    user_sub: str
+    accept_multiple: bool
+    expires: float
+
+
+@dataclass(frozen=True)
 class AccessToken:
     value: str = field(repr=False)
     scopes: tuple[str, ...]
@@ -96,13 +106,19 @@ class Course:
             for link in context.links
         }
         self.scores: dict[tuple[str, str], Score] = {}  # (item_id, user_id) -> latest
+        #: Activities a tool placed by Deep Linking, after the demo's own.
+        self.added_links: list[ResourceLink] = []
 
     @property
     def id(self) -> str:
         return self.context.id
 
+    @property
+    def links(self) -> list[ResourceLink]:
+        return [*self.context.links, *self.added_links]
+
     def link_ids(self) -> set[str]:
-        return {link.id for link in self.context.links}
+        return {link.id for link in self.links}
 
     def members(self) -> list[Enrolment]:
         """The roster in enrolment order."""
@@ -174,6 +190,7 @@ class PlatformStore:
         # Ids of created line items keep counting across resets: an id a tool
         # remembers from before a reset never names a different column.
         self._next_item_id = 1001
+        self.deep_link_requests: dict[str, DeepLinkRequest] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -187,6 +204,51 @@ class PlatformStore:
 
     def course(self, context_id: str) -> Course | None:
         return self.courses.get(context_id)
+
+    def find_link(self, link_id: str) -> tuple[Context, ResourceLink] | None:
+        """The course and activity ``link_id``: the demo's, or one placed by a tool."""
+        for course in self.courses.values():
+            for link in course.links:
+                if link.id == link_id:
+                    return course.context, link
+        return None
+
+    # --- Deep Linking 2.0 (https://www.imsglobal.org/spec/lti-dl/v2p0): requests the
+    # platform sent, by their `data`, answered once.
+
+    def open_deep_link(self, context_id: str, user_sub: str, accept_multiple: bool) -> str:
+        now = time.time()
+        for data in [d for d, r in self.deep_link_requests.items() if r.expires <= now]:
+            del self.deep_link_requests[data]
+        data = secrets.token_urlsafe(16)
+        self.deep_link_requests[data] = DeepLinkRequest(
+            context_id, user_sub, accept_multiple, now + C.DEEP_LINK_LIFETIME
+        )
+        return data
+
+    def deep_link_request(self, data: str) -> "DeepLinkRequest | None":
+        request = self.deep_link_requests.get(data)
+        return request if request is not None and request.expires > time.time() else None
+
+    def add_link(self, context_id: str, title: str, custom: dict, line_item: dict | None) -> ResourceLink:
+        """A new activity (and its grade column, if the tool asked for one)."""
+        course = self.courses[context_id]
+        link = ResourceLink(
+            f"placed-{self.new_lineitem_id()}", title, tuple(sorted(custom.items()))
+        )
+        course.added_links.append(link)
+        if line_item is not None:
+            # The column is bound to the new link; its id is the link's, as for the
+            # demo's own activities, so the launch's `lineitem` names it.
+            course.lineitems[link.id] = LineItem(
+                item_id=link.id,
+                label=line_item["label"],
+                score_maximum=line_item["scoreMaximum"],
+                resource_id=line_item.get("resourceId", ""),
+                tag=line_item.get("tag", ""),
+                resource_link_id=link.id,
+            )
+        return link
 
     def new_lineitem_id(self) -> str:
         item_id = str(self._next_item_id)

@@ -72,7 +72,7 @@ def launch_claims(
         },
         C.ROLES: demo_data.launch_roles(user, context),
         # Moodle brings its username only as a custom parameter (`username=$User.username`).
-        C.CUSTOM: {"username": user.username},
+        C.CUSTOM: {"username": user.username, **dict(link.custom)},
         C.LAUNCH_PRESENTATION: {
             "locale": "en",
             "document_target": "window",

@@ -42,6 +42,7 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ananke_hub.courses.deeplink import DeepLinkStore, link_tag
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import Course
 from ananke_hub.courses.registry import CourseRegistry
@@ -445,6 +446,7 @@ class GradeSyncJob(SyncJob):
             if target.find_own:
                 self.find_own_line_item(course, target, existing)
         targets = [t for t in targets if t.resource_id]
+        placed = await self.placed_line_items(course)
         ours: dict[str, list[agsv.LineItem]] = {}
         for item in existing:
             if item.tag not in ("", TAG):
@@ -456,7 +458,9 @@ class GradeSyncJob(SyncJob):
 
         async def resolve(target: Target):
             async with limit:
-                found = ours.get(target.resource_id, [])
+                # An activity placed by Deep Linking has its own column: the score goes
+                # there, and Kore makes no column of its own for the assignment.
+                found = placed.get(target.resource_id) or ours.get(target.resource_id, [])
                 if len(found) > 1:
                     self.warn(
                         f"The LMS has {len(found)} grade items for {target.label}; Kore uses "
@@ -472,6 +476,24 @@ class GradeSyncJob(SyncJob):
                     target.problem = f"Not sent: {exc.message}"
 
         await asyncio.gather(*(resolve(t) for t in targets))
+
+    async def placed_line_items(self, course: Course) -> dict[str, list[agsv.LineItem]]:
+        """The line items of the activities Kore placed for this course by Deep Linking
+        (``tag`` ananke-nbgrader@<course id>, any resource link), by ``resourceId``."""
+        store = DeepLinkStore(self.registry)
+        if not await self.registry.run(store.has_links, course.id):
+            return {}
+        tag = link_tag(course.id)
+        try:
+            items = await self.ags.line_items(course.lineitems_url, tag=tag)
+        except LTIServiceError as exc:
+            self.warn(f"Kore could not look up the placed activities' grade items: {exc.message}")
+            return {}
+        placed: dict[str, list[agsv.LineItem]] = {}
+        for item in items:
+            if item.tag == tag and item.resource_id.startswith(RESOURCE_PREFIX):
+                placed.setdefault(item.resource_id, []).append(item)
+        return placed
 
     def find_own_line_item(
         self, course: Course, target: Target, existing: list[agsv.LineItem]

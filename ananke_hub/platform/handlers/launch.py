@@ -15,6 +15,7 @@ class LaunchPageHandler(PlatformHandler):
         self.render(
             "launch_page.html",
             contexts=demo_data.CONTEXTS.values(),
+            links_of=lambda context: self.settings["platform_store"].course(context.id).links,
             users=demo_data.USERS,
             current=self.session_user(),
             short_role=demo_data.short_role,
@@ -27,7 +28,7 @@ class LaunchHandler(PlatformHandler):
         user = demo_data.find_user(self.get_body_argument("user", ""))
         if user is None:
             raise PlatformError("Unknown user: choose a person on the launch page.")
-        found = demo_data.find_link(self.get_body_argument("link", ""))
+        found = self.settings["platform_store"].find_link(self.get_body_argument("link", ""))
         if found is None:
             raise PlatformError("Unknown activity: choose an activity on the launch page.")
         context, link = found

@@ -15,6 +15,7 @@ from .. import constants as C
 from .. import demo_data
 from ..demo_data import Context, ResourceLink, User
 from ..settings import PlatformSettings
+from ..store import DeepLinkRequest, PlatformStore
 from ..tokens import launch_claims, sign_id_token
 from .base import PlatformError, PlatformHandler
 
@@ -38,13 +39,20 @@ class AuthRequestError(Exception):
 class AuthRequest:
     user: User
     context: Context
-    link: ResourceLink
+    #: None for a content selection (Deep Linking request): it names no activity.
+    link: ResourceLink | None
     nonce: str
     state: str | None
+    #: The content selection's `data` (the key of the platform's open request).
+    deep_link_data: str | None = None
+    deep_link: DeepLinkRequest | None = None
 
 
 def check_auth_request(
-    params: Mapping[str, str | None], settings: PlatformSettings, session_user: User | None
+    params: Mapping[str, str | None],
+    settings: PlatformSettings,
+    session_user: User | None,
+    store: PlatformStore | None = None,
 ) -> AuthRequest:
     """Validate the request parameters against the registration and the session."""
     for name, required in C.AUTH_REQUEST_FIXED.items():
@@ -76,7 +84,19 @@ def check_auth_request(
             f"login_hint {login_hint!r} is not the person logged in to the platform "
             f"({session_user.name}). Start the launch again from the launch page."
         )
-    found = demo_data.find_link(params.get("lti_message_hint") or "")
+    hint = params.get("lti_message_hint") or ""
+    deep_link = data = None
+    if hint.startswith(C.DEEP_LINK_HINT) and store is not None:
+        data = hint[len(C.DEEP_LINK_HINT) :]
+        deep_link = store.deep_link_request(data)
+        if deep_link is None or deep_link.user_sub != session_user.sub:
+            raise AuthRequestError(
+                "lti_message_hint names no open content selection of this person: start "
+                "again from the launch page (Select content)."
+            )
+        found = (demo_data.CONTEXTS[deep_link.context_id], None)
+    else:
+        found = store.find_link(hint) if store is not None else demo_data.find_link(hint)
     if found is None:
         raise AuthRequestError(
             f"lti_message_hint {params.get('lti_message_hint')!r} names no activity: "
@@ -88,7 +108,7 @@ def check_auth_request(
     nonce = params.get("nonce")
     if not nonce:
         raise AuthRequestError(f"nonce is missing ({SPEC}): the tool must send one.")
-    return AuthRequest(session_user, context, link, nonce, params.get("state"))
+    return AuthRequest(session_user, context, link, nonce, params.get("state"), data, deep_link)
 
 
 def moodle_sends_lineitem(course, link_id: str) -> bool:
@@ -120,9 +140,14 @@ class AuthorizationHandler(PlatformHandler):
     async def get(self):
         params = {name: self.get_argument(name, None, strip=False) for name in AUTH_REQUEST_PARAMS}
         try:
-            request = check_auth_request(params, self.platform, self.session_user())
+            request = check_auth_request(
+                params, self.platform, self.session_user(), self.settings["platform_store"]
+            )
         except AuthRequestError as e:
             raise PlatformError(str(e)) from None
+        if request.deep_link is not None:
+            self.post_deep_linking_request(request)
+            return
         overrides = None
         if self.platform.moodle and not moodle_sends_lineitem(
             self.settings["platform_store"].course(request.context.id), request.link.id
@@ -152,6 +177,39 @@ class AuthorizationHandler(PlatformHandler):
         )
 
     post = get
+
+    def post_deep_linking_request(self, request: AuthRequest) -> None:
+        """An LtiDeepLinkingRequest (Deep Linking 2.0 section 4.4) for the course."""
+        any_link = demo_data.ResourceLink("", "")
+        settings = {
+            "deep_link_return_url": self.platform.url("/deeplink/return"),
+            "accept_types": [C.DL_RESOURCE_LINK],
+            "accept_presentation_document_targets": ["iframe", "window"],
+            "accept_multiple": request.deep_link.accept_multiple,
+            "auto_create": True,
+            "title": "Jupyter",
+            "data": request.deep_link_data,
+        }
+        claims = launch_claims(
+            self.platform,
+            request.user,
+            any_link,
+            request.nonce,
+            context=request.context,
+            overrides={
+                C.MESSAGE_TYPE: C.MESSAGE_TYPE_DEEP_LINKING,
+                C.RESOURCE_LINK: None,  # a content selection names no activity
+                C.DL_SETTINGS: settings,
+            },
+        )
+        claims[C.AGS_ENDPOINT] = {
+            k: v for k, v in claims[C.AGS_ENDPOINT].items() if k != "lineitem"
+        }
+        fields = {"id_token": sign_id_token(claims, self.keys.signing_key())}
+        if request.state is not None:
+            fields["state"] = request.state
+        self.log.info("auth: user:%s content selection -> id_token posted", request.user.sub)
+        self.render_autopost(self.platform.tool_redirect_uri, fields, title="Select content")
 
 
 ROUTES = [(r"/auth", AuthorizationHandler)]
