@@ -12,14 +12,19 @@
 #                          (default http://127.0.0.1:9090)
 #       --hub-url URL      register this hub at the first start (e.g. http://127.0.0.1:8000);
 #                          the 30_lms.py values are printed and kept in the data volume
-#       --publish ADDR:PORT  where the host publishes Moodle's port 80
-#                          (default: the address and port of --moodle-url)
+#       --publish ADDR:PORT  run on Podman's own network and publish Moodle's port 80
+#                          there (for a Moodle on another address than the hub, e.g.
+#                          the extra loopback address of docs/developer/testing.md);
+#                          default: the host's network, Apache listening on the
+#                          address and port of --moodle-url, so that 127.0.0.1 is the
+#                          same for the browser, the hub and Moodle
 #   scripts/test-moodle.sh logs      the first start's progress (install, registration)
 #   scripts/test-moodle.sh shell     a root shell in the container
 #   scripts/test-moodle.sh remove    stop and remove the container (the data stays in
 #                                    the volumes test-moodle-db and test-moodle-data)
 #   scripts/test-moodle.sh purge     remove the container and its volumes
 #
+# Environment: PODMAN_RUNTIME (e.g. runc) picks Podman's OCI runtime for `run`.
 # Works with rootful and rootless Podman. See docs/developer/testing.md ("A real Moodle").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,16 +72,26 @@ run() {
     if [ -n "$hub_url" ]; then
         [[ $hub_url =~ ^https?://[^/]+$ ]] || die "--hub-url must be http(s)://HOST[:PORT] without a path"
     fi
-    [ -n "$publish" ] || publish="$host:$port"
+    local network=(--network host) listen="$host:$port"
+    if [ -n "$publish" ]; then
+        network=(-p "$publish:80")
+        listen=80
+    fi
     podman image exists "$IMAGE" || die "no $IMAGE yet: run scripts/test-moodle.sh build MOODLE-TARBALL first"
     podman container exists "$NAME" && die "a container $NAME exists: scripts/test-moodle.sh remove first (the data stays)"
     # The first-start unit reads its settings from this file (systemd as PID 1 does not
     # pass podman's -e variables to services); kept for the next `run`.
     local conf=${XDG_CONFIG_HOME:-$HOME/.config}/test-moodle
     mkdir -p "$conf"
-    printf 'MOODLE_URL=%s\nANANKE_HUB_URL=%s\n' "$moodle_url" "$hub_url" >"$conf/test-moodle.env"
-    podman run -d --name "$NAME" --systemd=always --cap-add SYS_ADMIN \
-        -p "$publish:80" \
+    printf 'MOODLE_URL=%s\nANANKE_HUB_URL=%s\nMOODLE_LISTEN=%s\n' \
+        "$moodle_url" "$hub_url" "$listen" >"$conf/test-moodle.env"
+    local podman=(podman)
+    [ -n "${PODMAN_RUNTIME:-}" ] && podman+=(--runtime "$PODMAN_RUNTIME")
+    # Explicit rlimits: Apache and PostgreSQL under systemd want more than some hosts'
+    # defaults for containers.
+    "${podman[@]}" run -d --name "$NAME" --systemd=always --cap-add SYS_ADMIN \
+        --ulimit nofile=16384:16384 --ulimit nproc=16384:16384 \
+        "${network[@]}" \
         -v "$conf/test-moodle.env:/etc/test-moodle.env:ro" \
         -v test-moodle-db:/var/lib/postgresql -v test-moodle-data:/var/lib/moodledata \
         "$IMAGE" >/dev/null

@@ -7,11 +7,23 @@
 #   MOODLE_URL             the address browsers and the hub use for Moodle
 #   ANANKE_HUB_URL         the hub's address as Moodle and browsers reach it (optional)
 #   MOODLE_ADMIN_PASSWORD  the admin's password (default Admin123.)
+#   MOODLE_LISTEN          where Apache listens: "80" (a published port) or HOST:PORT
+#                          (the host's network, the default of scripts/test-moodle.sh)
 set -eu
 MOODLE_URL=${MOODLE_URL:-http://127.0.0.1:9090}
 ADMIN_PASSWORD=${MOODLE_ADMIN_PASSWORD:-Admin123.}
 MARKER=/var/lib/moodledata/.test-moodle-installed
 php=/usr/bin/php
+
+# Apache's port. On the host's network (the default), 127.0.0.1 is the same for the
+# browser, the hub and Moodle: Moodle fetches the hub's keyset and Kore Moodle's token
+# endpoint at the addresses the browser uses.
+echo "Listen ${MOODLE_LISTEN:-80}" >/etc/apache2/ports.conf
+
+# PostgreSQL on its Unix socket only: on the host's network a TCP port could clash with
+# the host's own PostgreSQL. Moodle connects as www-data (peer authentication).
+sed -i "s/^#\?listen_addresses = .*/listen_addresses = ''/" /etc/postgresql/*/main/postgresql.conf
+systemctl restart postgresql
 
 # Moodle 5.1 serves its public/ directory; older releases the top directory.
 if [ -f /opt/moodle/public/version.php ]; then
@@ -29,12 +41,12 @@ global \$CFG;
 \$CFG = new stdClass();
 \$CFG->dbtype = 'pgsql';
 \$CFG->dblibrary = 'native';
-\$CFG->dbhost = 'localhost';
+\$CFG->dbhost = '';
 \$CFG->dbname = 'moodle';
-\$CFG->dbuser = 'moodle';
-\$CFG->dbpass = 'moodle';
+\$CFG->dbuser = 'www-data';
+\$CFG->dbpass = '';
 \$CFG->prefix = 'mdl_';
-\$CFG->dboptions = ['dbpersist' => 0, 'dbport' => '', 'dbsocket' => ''];
+\$CFG->dboptions = ['dbpersist' => 0, 'dbport' => '', 'dbsocket' => '/var/run/postgresql'];
 \$CFG->wwwroot = '${MOODLE_URL}';
 \$CFG->dataroot = '/var/lib/moodledata';
 \$CFG->admin = 'admin';
@@ -50,11 +62,11 @@ if [ -e "$MARKER" ]; then
 fi
 
 echo "test-moodle: creating the database"
-if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'moodle'" | grep -q 1; then
-    runuser -u postgres -- psql -q -c "CREATE USER moodle PASSWORD 'moodle'"
+if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'www-data'" | grep -q 1; then
+    runuser -u postgres -- psql -q -c 'CREATE USER "www-data"'
 fi
 if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname = 'moodle'" | grep -q 1; then
-    runuser -u postgres -- createdb -O moodle -E UTF8 -T template0 moodle
+    runuser -u postgres -- createdb -O www-data -E UTF8 -T template0 moodle
 fi
 
 echo "test-moodle: installing Moodle at $MOODLE_URL (this takes several minutes)"
