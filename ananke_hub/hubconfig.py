@@ -26,6 +26,8 @@ log = logging.getLogger("ananke")
 #: Page templates that extend JupyterHub's own (see share/templates/page.html).
 TEMPLATES_DIR = Path(__file__).parent / "share" / "templates"
 KORE_SERVICE = "kore"
+#: Seconds the hub waits for Kore to answer at start before it gives up (and exits).
+KORE_START_TIMEOUT = 120
 KORE_ROLE = "kore-service"
 #: The course layout the hub resolved (its own settings above, then the fragments),
 #: handed to Kore in these variables so both find course files in the same place.
@@ -59,6 +61,10 @@ def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
         },
         # Instructors open Kore from their lab: no extra consent page for our own service.
         "oauth_no_confirm": True,
+        # JupyterHub gives up on the whole hub when a managed service does not answer
+        # within this time (30 s by default). Kore's imports alone took 29 s on a busy
+        # 2-core machine, and the hub exited with "Cannot connect to kore service".
+        "timeout": KORE_START_TIMEOUT,
         # Listed in the Services menu of the hub's pages (JupyterHub shows a service there
         # when it has a url, display is true and the user holds
         # access:services!service=kore, which the "user" role of configure() gives everyone).

@@ -12,6 +12,7 @@ hub's user, for laptops, CI and the demo: no isolation at all.
 """
 
 import asyncio
+import json
 import os
 import pwd
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from jupyterhub.utils import AnyTimeoutError, url_path_join, wait_for_http_server
 from systemdspawner import SystemdSpawner, systemd
-from traitlets import Bool, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .courses.layout import CourseLayout, course_of_grader
@@ -38,6 +39,12 @@ LAB_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter"
 #: Per kind of lab (lab_kind), the JupyterLab plugins of nbgrader it hides: put on
 #: JUPYTER_CONFIG_PATH after LAB_CONFIG_DIR (see the README.md there).
 LAB_KINDS_DIR = Path(__file__).parent / "share" / "jupyter_lab_kinds"
+#: Jupyter config of jupyter-fs (second file browsers, `shared_folders`): put first on
+#: JUPYTER_CONFIG_PATH of labs only when an admin configured a shared folder, so that
+#: labs without one neither load jupyter-fs nor show its empty panel.
+JUPYTERFS_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter_features" / "jupyterfs"
+#: The lab-side config (jupyter_server_config.py there) reads the folders from here.
+SHARED_FOLDERS_ENV = "ANANKE_SHARED_FOLDERS"
 
 
 def lab_kind(username: str, group_names) -> str:
@@ -232,6 +239,57 @@ class LabEnvironment(LoggingConfigurable):
     def _default_concurrent_starts(self):
         return max(2, os.cpu_count() or 1)
 
+    shared_folders = List(
+        Dict(),
+        config=True,
+        help="""Folders every lab shows in a second file browser (jupyter-fs), e.g.
+        ``[{"name": "Course material", "path": "/srv/ananke/material"}]``.
+
+        Each entry has a ``name`` (the browser's title) and an absolute ``path`` on the
+        machine the labs run on. Labs see the folder with the lab user's own
+        permissions: make it readable and not writable for students (under the systemd
+        spawner every path outside a lab's home and the exchange is read-only anyway).
+        Needs the ``jupyter-fs`` package in the labs' environment (the ananke-nbgrader
+        image has it; ``pip install 'ananke[jupyterfs]'`` elsewhere). Empty (the
+        default): no second file browser, jupyter-fs stays off.
+        """,
+    )
+
+    @validate("shared_folders")
+    def _valid_shared_folders(self, proposal):
+        folders = proposal["value"]
+        names = set()
+        for i, folder in enumerate(folders):
+            where = f"LabEnvironment.shared_folders[{i}]"
+            if set(folder) != {"name", "path"}:
+                raise TraitError(
+                    f"{where} must have exactly the keys 'name' and 'path', not "
+                    f"{sorted(folder)}: e.g. {{'name': 'Course material', 'path': '/srv/material'}}."
+                )
+            name, path = folder["name"], folder["path"]
+            if not isinstance(name, str) or not name.strip() or len(name) > 80:
+                raise TraitError(f"{where}: 'name' must be a non-empty text of at most 80 characters.")
+            if name in names:
+                raise TraitError(f"{where}: the name {name!r} is used twice; give each folder its own.")
+            names.add(name)
+            if (
+                not isinstance(path, str)
+                or not os.path.isabs(path)
+                or ".." in Path(path).parts
+                or "\0" in path
+            ):
+                raise TraitError(
+                    f"{where}: 'path' must be an absolute path without '..', not {path!r}."
+                )
+        return folders
+
+    def shared_folders_environment(self) -> dict:
+        """The jupyter-fs config dir and the folders, for labs when folders are set."""
+        if not self.shared_folders:
+            return {}
+        folders = [{"name": f["name"], "path": os.path.normpath(f["path"])} for f in self.shared_folders]
+        return {SHARED_FOLDERS_ENV: json.dumps(folders)}
+
     async def queued_start(self, start):
         """Run the spawner's own ``start`` in the start queue; keep the slot until the lab
         answers HTTP (at most ``http_timeout`` seconds), so that the next start waits."""
@@ -292,13 +350,17 @@ class LabEnvironment(LoggingConfigurable):
 
     def lab_environment(self) -> dict:
         layout = CourseLayout(parent=self)
+        # jupyter-fs's config, when there are shared folders, comes first: it turns on
+        # the jupyter-fs panel the shared config hides (front of the path wins).
+        features = [str(JUPYTERFS_CONFIG_DIR)] if self.shared_folders else []
         return {
+            **self.shared_folders_environment(),
             # nbgrader_config.py (exchange, student id = hub user) and our server
             # extension's config come first; the user's own config dirs still follow.
             # Then what this kind of lab shows of nbgrader: no instructor menus for
             # learners, no dead Formgrader entry in an instructor's own lab.
             "JUPYTER_CONFIG_PATH": os.pathsep.join(
-                [str(LAB_CONFIG_DIR), str(LAB_KINDS_DIR / self.lab_kind())]
+                [*features, str(LAB_CONFIG_DIR), str(LAB_KINDS_DIR / self.lab_kind())]
             ),
             # Data files too: JupyterLab finds the prebuilt extensions we ship (the Kore
             # menu) in <dir>/labextensions, whatever prefix the package was installed in.

@@ -329,9 +329,10 @@ def test_template_fragments_are_the_shipped_ones_plus_container_specific_ones(te
         {"35_plain_login.py"} if name == "template-base" else set()
     )
     assert own - shipped == extra
-    # The base image has no nbgrader: no course fragment, and launches make no courses.
+    # The base image has no nbgrader (no course fragment, and launches make no courses)
+    # and no jupyter-fs (no shared folders).
     if name == "template-base":
-        assert shipped - own == {"40_nbgrader.py"}
+        assert shipped - own == {"40_nbgrader.py", "85_shared_folders.py.disabled"}
         config = load_fragments(fragments).config
         assert config.AnankeLTI13Authenticator.provision_courses is False
     else:

@@ -183,6 +183,28 @@ def test_kore_is_in_the_hub_services_menu(tmp_path, monkeypatch):
     assert "access:services!service=kore" in user_role["scopes"]
 
 
+def test_the_hub_waits_for_a_slow_kore_instead_of_exiting(tmp_path, monkeypatch):
+    """JupyterHub exits ("Cannot connect to kore service") when a managed service does
+    not answer within the service's timeout, 30 s unless set: Kore's start took 29 s on
+    a busy 2-core machine. JupyterHub's own Service object must read our longer wait."""
+    from jupyterhub.services.service import Service
+    from traitlets.config import Config
+
+    from ananke_hub import hubconfig
+    from ananke_hub.paths import StateLayout
+
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "")
+    cfg_dir = tmp_path / "config.d"
+    cfg_dir.mkdir()
+    c = Config()
+    c.AnankeLocalSpawner.allow_root = True
+    c.JupyterHub.bind_url = "http://127.0.0.1:8000/"
+    hubconfig.configure(c, cfg_dir=cfg_dir, layout=StateLayout(tmp_path / "state"))
+    (kore,) = [s for s in c.JupyterHub.services if s["name"] == "kore"]
+    service = Service(**{k: v for k, v in kore.items() if Service.class_traits().get(k)})
+    assert service.timeout >= 120
+
+
 # --- in a real browser ------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium")
