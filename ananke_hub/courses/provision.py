@@ -224,6 +224,11 @@ class CourseProvisioner(LoggingConfigurable):
 
     enrolments = Instance(GradebookEnrolments)
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        #: user name -> their gradebook enrolments started by launches, not finished.
+        self._pending: dict[str, set[asyncio.Future]] = {}
+
     @default("enrolments")
     def _default_enrolments(self):
         return GradebookEnrolments(self.registry)
@@ -264,7 +269,12 @@ class CourseProvisioner(LoggingConfigurable):
     async def provision(self, handler, info: LaunchInfo) -> Entitlements:
         registry = self.registry
         # A returning member whose claims did not change: one read, no write, no nbgrader.
-        pairs = await registry.run(registry.unchanged_launch, info, PROVISION_VERSION)
+        # The authenticator made the read with the nonce's write when it could.
+        read = getattr(handler, "ananke_launch_read", None)
+        if read is not None and read[0] == info:
+            pairs = read[1]
+        else:
+            pairs = await registry.run(registry.unchanged_launch, info, PROVISION_VERSION)
         if pairs is None:
             pairs = await self._record(handler, info)
         else:
@@ -334,7 +344,9 @@ class CourseProvisioner(LoggingConfigurable):
                     family_name=info.family_name,
                     email=info.email,
                 )
-                await self.enrolments.enrol(nbgrader_setup, paths, student)
+                # Off the login's critical path: ensure_enrolled, before any lab of the
+                # user starts, waits for it (or does it after a hub restart).
+                self._enrol_later(nbgrader_setup, paths, student)
         except Exception as exc:
             self.log.exception("%s provisioning failed", log_prefix)
             raise ProvisioningError(
@@ -343,6 +355,77 @@ class CourseProvisioner(LoggingConfigurable):
             ) from exc
 
         return await registry.run(current_memberships, registry, info.username)
+
+    def _enrol_later(self, nbgrader_setup, paths, student) -> None:
+        """Start the student's gradebook enrolment without waiting for it."""
+        username = student.username
+        task = asyncio.ensure_future(self.enrolments.enrol(nbgrader_setup, paths, student))
+        self._pending.setdefault(username, set()).add(task)
+
+        def done(task):
+            pending = self._pending.get(username)
+            if pending is not None:
+                pending.discard(task)
+                if not pending:
+                    del self._pending[username]
+            if not task.cancelled() and task.exception() is not None:
+                # Logged here; the lab's start tries again (ensure_enrolled) and says so.
+                self.log.error(
+                    "course:%s user:%s gradebook enrolment failed (tried again when their "
+                    "lab starts): %s",
+                    paths.course_id,
+                    username,
+                    task.exception(),
+                )
+
+        task.add_done_callback(done)
+
+    async def ensure_enrolled(self, username: str) -> None:
+        """Before a lab of ``username`` starts: they are in the gradebook of every course
+        they launched as a learner (the authenticator's ``pre_spawn_start``).
+
+        A launch enrols a new or changed student after its login answered. This waits
+        for those enrolments of this hub process, then asks the registry for launched
+        learner memberships still without ``in_gradebook`` (an enrolment that failed,
+        or one a hub restart cut off) and enrols them now. Raises ProvisioningError when
+        that fails: the lab does not start.
+        """
+        pending = list(self._pending.get(username, ()))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        registry = self.registry
+        missing = await registry.run(registry.unenrolled_launches, username, PROVISION_VERSION)
+        if not missing:
+            return
+        nbgrader_setup = await registry.run(importlib.import_module, NBGRADER_SETUP)
+        try:
+            await asyncio.gather(
+                *(
+                    self.enrolments.enrol(
+                        nbgrader_setup,
+                        self.layout.course(member.course_id),
+                        nbgrader_setup.StudentRecord(
+                            username=username,
+                            lms_user_id=member.lms_user_id,
+                            given_name=member.given_name,
+                            family_name=member.family_name,
+                            email=member.email,
+                        ),
+                    )
+                    for member in missing
+                )
+            )
+        except Exception as exc:
+            self.log.exception("user:%s gradebook enrolment before their lab failed", username)
+            raise ProvisioningError(
+                "Your lab cannot start yet: adding you to your course's gradebook failed. "
+                "Try again in a minute; if it keeps failing, tell the hub's administrators."
+            ) from exc
+        self.log.info(
+            "user:%s enrolled in %s before their lab started",
+            username,
+            ", ".join(m.course_id for m in missing),
+        )
 
     async def entitlements_of(self, username: str) -> Entitlements:
         """What the registry gives ``username`` now (for a refresh outside a launch)."""
