@@ -143,6 +143,12 @@ def current_memberships(registry: CourseRegistry, username: str) -> list[tuple[s
     ]
 
 
+def record_with_memberships(registry: CourseRegistry, info: LaunchInfo):
+    """``record_launch``, then the user's memberships after it (blocking: call through
+    ``registry.run``). Raises CourseBeingDeleted as record_launch does."""
+    return registry.record_launch(info), current_memberships(registry, info.username)
+
+
 class GradebookEnrolments:
     """Learners' first launches of one course, enrolled together.
 
@@ -228,6 +234,7 @@ class CourseProvisioner(LoggingConfigurable):
         super().__init__(**kwargs)
         #: user name -> their gradebook enrolments started by launches, not finished.
         self._pending: dict[str, set[asyncio.Future]] = {}
+        self._nbgrader = None
 
     @default("enrolments")
     def _default_enrolments(self):
@@ -248,6 +255,7 @@ class CourseProvisioner(LoggingConfigurable):
 
         def work():
             nbgrader_setup = importlib.import_module(NBGRADER_SETUP)
+            self._nbgrader = nbgrader_setup  # imported: launches need no thread hop for it
             try:
                 nbgrader_setup.warm_up()
                 nbgrader_setup.ensure_exchange_root(Path(self.layout.exchange_root))
@@ -303,9 +311,10 @@ class CourseProvisioner(LoggingConfigurable):
         enrol a learner. Returns the user's memberships afterwards."""
         registry = self.registry
         # nbgrader takes seconds to import: never in the event loop (preloaded at start).
-        nbgrader_setup = await registry.run(importlib.import_module, NBGRADER_SETUP)
+        nbgrader_setup = await self._nbgrader_setup()
         try:
-            record = await registry.run(registry.record_launch, info)
+            # The record and the memberships it leaves, in one thread-pool call.
+            record, memberships = await registry.run(record_with_memberships, registry, info)
         except CourseBeingDeleted:
             self.log.info(
                 "course:%s user:%s launch refused: the course is being deleted",
@@ -354,7 +363,13 @@ class CourseProvisioner(LoggingConfigurable):
                 "minute; if it keeps failing, tell the hub's administrators."
             ) from exc
 
-        return await registry.run(current_memberships, registry, info.username)
+        return memberships
+
+    async def _nbgrader_setup(self):
+        """The nbgrader_setup module; imported in a thread (it takes seconds), once."""
+        if self._nbgrader is None:
+            self._nbgrader = await self.registry.run(importlib.import_module, NBGRADER_SETUP)
+        return self._nbgrader
 
     def _enrol_later(self, nbgrader_setup, paths, student) -> None:
         """Start the student's gradebook enrolment without waiting for it."""
@@ -397,7 +412,7 @@ class CourseProvisioner(LoggingConfigurable):
         missing = await registry.run(registry.unenrolled_launches, username, PROVISION_VERSION)
         if not missing:
             return
-        nbgrader_setup = await registry.run(importlib.import_module, NBGRADER_SETUP)
+        nbgrader_setup = await self._nbgrader_setup()
         try:
             await asyncio.gather(
                 *(
