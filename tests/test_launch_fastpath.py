@@ -126,9 +126,14 @@ async def test_unchanged_relaunch_writes_nothing(setup):
     again = await launched(provisioner, handler, launch())
     assert rec.writes == [] and rec.nbgrader == []
     assert again == first  # the same groups and roles
-    assert len(handler.graders) == 2  # the grader account is still looked up
-    # ... and kept in its formgrade group, so that a course made before the group
-    # existed gets it at any launch (nbgrader's Collect needs it).
+    # The grader account was made sure of once in this hub process: no hub database
+    # query for it at each returning launch ...
+    assert rec.grader_groups == [[f"formgrade-{first_course.course_id}"]]
+    # ... and again by a restarted hub at its first launch of the course, so that a
+    # course made before the group existed gets it (nbgrader's Collect needs it).
+    restarted = CourseProvisioner(registry=provisioner.registry, layout=provisioner.layout)
+    assert await launched(restarted, handler, launch()) == first
+    assert rec.writes == [] and rec.nbgrader == []
     assert rec.grader_groups == [[f"formgrade-{first_course.course_id}"]] * 2
 
 

@@ -235,6 +235,9 @@ class CourseProvisioner(LoggingConfigurable):
         #: user name -> their gradebook enrolments started by launches, not finished.
         self._pending: dict[str, set[asyncio.Future]] = {}
         self._nbgrader = None
+        #: Courses whose grader account this process made sure of (any launch that
+        #: writes, e.g. a course made again after its deletion, makes sure again).
+        self._graders_kept: set[str] = set()
 
     @default("enrolments")
     def _default_enrolments(self):
@@ -287,13 +290,14 @@ class CourseProvisioner(LoggingConfigurable):
             pairs = await self._record(handler, info)
         else:
             # The grader account exists since the course's first launch; this finds it and
-            # keeps its group (courses made before the group existed get it here too).
-            self._ensure_grader(handler, info.course_id)
+            # keeps its group (courses made before the group existed get it here too),
+            # once per course in this hub process: no hub database query per launch.
+            if info.course_id not in self._graders_kept:
+                self._ensure_grader(handler, info.course_id)
         trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
         return entitlements(pairs)
 
-    @staticmethod
-    def _ensure_grader(handler, course_id: str) -> None:
+    def _ensure_grader(self, handler, course_id: str) -> None:
         """The course's grader account (it owns the course directory and runs the
         formgrader), in its one group.
 
@@ -305,6 +309,7 @@ class CourseProvisioner(LoggingConfigurable):
         """
         grader = handler.user_from_username(grader_username(course_id))
         grader.sync_groups([staff_group(course_id)])
+        self._graders_kept.add(course_id)
 
     async def _record(self, handler, info: LaunchInfo) -> list[tuple[str, str]]:
         """A first launch, or one that changed something: write it, set the course up,
