@@ -408,3 +408,39 @@ def test_a_course_the_roster_added_does_not_hide_the_newest_launch(registry):  #
         deactivate_missing=False,
     )
     assert registry.unchanged_launch(launch(), provision.PROVISION_VERSION) is not None
+
+
+async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, monkeypatch):
+    """The nonce's write and the registry read go through the pool together; the read
+    is used only for the launch it was made for, and a change still writes."""
+    provisioner, handler, rec = setup
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+    trips = []
+    run = provisioner.registry.run
+
+    async def counted(func, *args):
+        trips.append(getattr(func, "__name__", func))
+        return await run(func, *args)
+
+    monkeypatch.setattr(provisioner.registry, "run", counted)
+
+    async def login(nonce, name="u3", **claims):
+        token = {**id_token(**claims), "nonce": nonce}
+        request = type(handler)()  # a request handler of its own
+        assert await auth.use_nonce(request, token) is True
+        return await auth.run_post_auth_hook(request, {"name": name, "auth_state": token})
+
+    await login("n1")
+    await provisioner.ensure_enrolled("u3")
+    trips.clear(), rec.writes.clear()
+    await login("n2")
+    assert len(trips) == 1
+    assert [w.split()[0] for w in rec.writes] == ["INSERT"]  # the nonce, nothing else
+
+    rec.writes.clear()
+    await login("n3", email="turing@example.edu")  # changed: the read says so, it writes
+    assert member_row(provisioner, "u3").email == "turing@example.edu"
+    # An admin's post_auth_hook renamed the user: the read of "u3" is not used for them.
+    trips.clear()
+    await login("n4", name="u3-renamed")
+    assert trips.count("unchanged_launch") == 1 and len(trips) > 1
