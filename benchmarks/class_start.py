@@ -341,6 +341,10 @@ def _s(ms) -> str:
     return "-" if ms is None else f"{ms / 1000:.1f}"
 
 
+def _or(value) -> str:
+    return "-" if value is None else str(value)
+
+
 def render(report: dict) -> str:
     p = report["parameters"]
     lines = [
@@ -367,7 +371,8 @@ def render(report: dict) -> str:
             f"  {name:9} {r['ok']:>3}/{r['students']:<3} {_s(lab['p50']):>8} {_s(lab['p95']):>6} "
             f"{_s(lab['max']):>6} | {_s(r['login_ms']['p50']):>9} "
             f"{_s(r['spawn_request_ms']['p50']):>13} {_s(r['hub_start_ms']['p50']):>13} "
-            f"{_s(r['queue_wait_ms']['p50']):>9} | {r['cpu_s']['hub']:>7} {r['cpu_s']['kore']:>8} "
+            f"{_s(r['queue_wait_ms']['p50']):>9} | {_or(r['cpu_s']['hub']):>7} "
+            f"{_or(r['cpu_s']['kore']):>8} "
             f"{r['lab_rss_mb']['mean'] or 0:>6.0f} {_s(r['hub_health_ms']['max']):>9}"
         )
     if len(report["classes"]) == 2:
