@@ -351,8 +351,7 @@ def render(report: dict) -> str:
         f"A lecture starts: {p['students']} students click one activity over {p['window']:g} s;"
         " each waits until their lab's /api/status answers (through the proxy). Seconds.",
         (
-            "Ours with AnankeSystemdSpawner under systemd (nspawn container); no baseline; "
-            "hub cpu = the hub's unit (hub, proxy, Kore); MB/lab = the lab unit's memory."
+            "Ours with AnankeSystemdSpawner under systemd (nspawn container); no baseline."
             if p.get("spawner") == "systemd"
             else "Baseline: upstream (plain ltiauthenticator + SimpleLocalProcessSpawner), "
             "same run."

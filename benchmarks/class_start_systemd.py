@@ -8,9 +8,9 @@ the systemd spawner: each lab is a transient unit ``jupyter-<user>`` with a dyna
 
 The class itself is driven by class_start.py's own student (``one_student``), started
 as a host program in the container's network namespace (``--drive``): the container has
-only its own loopback. Hub CPU and memory per lab come from systemd's accounting of the
-units (``CPUUsageNSec`` of the hub's unit, which holds the hub, its proxy and Kore;
-``MemoryCurrent`` of each lab's unit), the hub's start times from its journal.
+only its own loopback. Hub and Kore CPU and memory per lab come from /proc on the host
+(the container's processes are the host's; systemd inside cannot account them, no
+cgroup controllers are delegated to it), the hub's start times from its journal.
 
 No baseline here: upstream's plain spawner does not run labs as systemd units. Needs
 root, systemd-nspawn, nsenter, overlayfs and mmdebstrap or debootstrap (the systemd
@@ -45,11 +45,6 @@ def _systemd_harness():
     return rootfs, nspawn, container_hub, conftest.missing_prerequisites
 
 
-def _unit_int(container, unit: str, prop: str) -> int | None:
-    value = container.unit_properties(unit, prop).get(prop, "")
-    return int(value) if value.isdigit() else None  # "[not set]" without accounting
-
-
 def run_class(args, workdir: Path) -> dict:
     """Boot the container, start the hub, let the class click; the class's numbers."""
     rootfs, nspawn, container_hub, missing_prerequisites = _systemd_harness()
@@ -73,6 +68,35 @@ def run_class(args, workdir: Path) -> dict:
         rootfs.remove_tree(run_dir)
 
 
+class ContainerProcesses:
+    """The hub, Kore and the labs inside the container, as the host sees them (systemd in
+    the container cannot account CPU and memory here: no cgroup controllers delegated)."""
+
+    def __init__(self, init_pid: int):
+        self.init = init_pid
+
+    def _matching(self, needle: str) -> list[int]:
+        from class_start import _cmdline, _descendants
+
+        return [p for p in _descendants(self.init) if needle in _cmdline(p)]
+
+    def hub(self) -> list[int]:
+        return self._matching("bin/jupyterhub -f")
+
+    def cpu(self) -> dict:
+        from class_start import _cpu_s
+
+        return {
+            "hub": sum(_cpu_s(p) for p in self.hub()),
+            "kore": sum(_cpu_s(p) for p in self._matching("-m kore")),
+        }
+
+    def lab_rss_mb(self) -> list[float]:
+        from class_start import _rss_mb
+
+        return [_rss_mb(p) for p in self._matching("singleuser")]
+
+
 def _drive(args, workdir: Path, container, hub, container_hub) -> dict:
     from class_start import _QUEUED, _STARTED
     from report import summary
@@ -80,11 +104,8 @@ def _drive(args, workdir: Path, container, hub, container_hub) -> dict:
     # LaunchDriver signs launches with the LMS's key from <root>/platform/keys.
     keys_root = Path(tempfile.mkdtemp(prefix="lms-", dir=workdir))
     (keys_root / "platform").symlink_to(container.path(LMS_STATE))
-    # The kernel counts every cgroup's CPU (cgroup v2); systemd shows it once asked to.
-    container.run(
-        ["systemctl", "set-property", "--runtime", container_hub.HUB_UNIT, "CPUAccounting=yes"]
-    )
-    cpu_before = _unit_int(container, container_hub.HUB_UNIT, "CPUUsageNSec")
+    procs = ContainerProcesses(container.pid)
+    cpu_before = procs.cpu()
     load_before = os.getloadavg()
     argv = [
         sys.executable,
@@ -107,14 +128,10 @@ def _drive(args, workdir: Path, container, hub, container_hub) -> dict:
     drove = json.loads(proc.stdout)
     ok_count = sum(s["ok"] for s in drove["samples"])
     print(f"systemd: {ok_count}/{len(drove['samples'])} labs", flush=True)
-    cpu_after = _unit_int(container, container_hub.HUB_UNIT, "CPUUsageNSec")
+    cpu_after = procs.cpu()
     students = drove["samples"]
     ok = [s for s in students if s["ok"]]
-    lab_mb = []
-    for s in ok:
-        current = _unit_int(container, f"jupyter-{s['user']}", "MemoryCurrent")
-        if current is not None:
-            lab_mb.append(current / 2**20)
+    lab_mb = procs.lab_rss_mb()
     journal = container.journal(container_hub.HUB_UNIT, 100_000)
     return {
         "spawner": "AnankeSystemdSpawner (labs: transient units with dynamic users)",
@@ -129,15 +146,10 @@ def _drive(args, workdir: Path, container, hub, container_hub) -> dict:
         ),
         "hub_start_ms": summary([float(m["s"]) * 1000 for m in _STARTED.finditer(journal)]),
         "queue_wait_ms": summary([float(m["s"]) * 1000 for m in _QUEUED.finditer(journal)]),
-        # The hub's unit: the hub, its proxy and Kore (Kore is a hub-managed service).
-        "cpu_s": {
-            "hub": None
-            if cpu_before is None or cpu_after is None
-            else round((cpu_after - cpu_before) / 1e9, 1),
-            "kore": "in hub",
-        },
+        # From /proc on the host, as class_start.py's local variant measures them.
+        "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_after},
         "labs_running": len(lab_mb),
-        "lab_rss_mb": summary(lab_mb),  # the lab unit's MemoryCurrent (cgroup, cache included)
+        "lab_rss_mb": summary(lab_mb),  # RSS of each jupyterhub-singleuser process
         "hub_health_ms": drove["hub_health_ms"],
         "wall_s": drove["wall_s"],
         "loadavg_before": [round(x, 2) for x in load_before],
