@@ -19,6 +19,7 @@ import time
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -271,7 +272,41 @@ async def one_class(name: str, stack: DemoStack, args) -> dict:
     }
 
 
+async def drive(args) -> dict:
+    """``--drive``: the class against a hub already running (the systemd variant runs
+    this in its container's network namespace); the students and the health probe."""
+    stack = SimpleNamespace(
+        hub_url=args.hub_url,
+        ports=SimpleNamespace(hub_api=args.hub_api_port),
+        platform_url=args.platform_url,
+        root=args.platform_root,
+    )
+    driver = LaunchDriver(stack, args.students, timeout=args.timeout)
+    stop = asyncio.Event()
+    probe = asyncio.create_task(
+        probe_health(driver, driver.hub_server_url + "/hub/health", stop, 0.05, args.timeout * 2)
+    )
+    step = args.window / max(args.students - 1, 1)
+    wall = time.perf_counter()
+    students = await asyncio.gather(
+        *(one_student(driver, i, i * step, args.timeout) for i in range(args.students))
+    )
+    wall = time.perf_counter() - wall
+    stop.set()
+    health = await probe
+    return {
+        "samples": [s.__dict__ for s in students],
+        "hub_health_ms": {k: v for k, v in health.items() if k != "samples_ms"},
+        "wall_s": round(wall, 1),
+    }
+
+
 async def run(args, workdir: Path) -> dict:
+    if args.spawner == "systemd":
+        from class_start_systemd import run_class
+
+        print(f"systemd: booting a container, then {args.students} students ...", flush=True)
+        return {"ours": await asyncio.to_thread(run_class, args, workdir)}
     results = {}
     # One stack at a time: labs of one class would take the other's cores and memory.
     for name in args.order:
@@ -306,12 +341,21 @@ def _s(ms) -> str:
     return "-" if ms is None else f"{ms / 1000:.1f}"
 
 
+def _or(value) -> str:
+    return "-" if value is None else str(value)
+
+
 def render(report: dict) -> str:
     p = report["parameters"]
     lines = [
         f"A lecture starts: {p['students']} students click one activity over {p['window']:g} s;"
         " each waits until their lab's /api/status answers (through the proxy). Seconds.",
-        "Baseline: upstream (plain ltiauthenticator + SimpleLocalProcessSpawner), same run.",
+        (
+            "Ours with AnankeSystemdSpawner under systemd (nspawn container); no baseline."
+            if p.get("spawner") == "systemd"
+            else "Baseline: upstream (plain ltiauthenticator + SimpleLocalProcessSpawner), "
+            "same run."
+        ),
         "",
         f"  {'':9} {'ok/n':>7} {'lab p50':>8} {'p95':>6} {'max':>6} | {'login p50':>9} "
         f"{'spawn req p50':>13} {'hub start p50':>13} {'queue p50':>9} | {'hub cpu':>7} "
@@ -326,7 +370,8 @@ def render(report: dict) -> str:
             f"  {name:9} {r['ok']:>3}/{r['students']:<3} {_s(lab['p50']):>8} {_s(lab['p95']):>6} "
             f"{_s(lab['max']):>6} | {_s(r['login_ms']['p50']):>9} "
             f"{_s(r['spawn_request_ms']['p50']):>13} {_s(r['hub_start_ms']['p50']):>13} "
-            f"{_s(r['queue_wait_ms']['p50']):>9} | {r['cpu_s']['hub']:>7} {r['cpu_s']['kore']:>8} "
+            f"{_s(r['queue_wait_ms']['p50']):>9} | {_or(r['cpu_s']['hub']):>7} "
+            f"{_or(r['cpu_s']['kore']):>8} "
             f"{r['lab_rss_mb']['mean'] or 0:>6.0f} {_s(r['hub_health_ms']['max']):>9}"
         )
     if len(report["classes"]) == 2:
@@ -354,12 +399,28 @@ def parse_args(argv=None):
         "--only", choices=AUTHENTICATORS, help="run one stack only (no baseline, no ratio)"
     )
     p.add_argument("--quick", action="store_true", help="smoke sizes: 3 students over 2 s")
+    p.add_argument(
+        "--spawner",
+        choices=["local", "systemd"],
+        default="local",
+        help="local: the demo stacks (ours and upstream); systemd: ours only, with "
+        "AnankeSystemdSpawner in a booted systemd-nspawn container (root; the systemd "
+        "tests' prerequisites, see docs/developer/testing.md)",
+    )
+    # --drive: internal, the systemd variant's class driver inside the container's network.
+    p.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--hub-url", help=argparse.SUPPRESS)
+    p.add_argument("--hub-api-port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--platform-url", help=argparse.SUPPRESS)
+    p.add_argument("--platform-root", help=argparse.SUPPRESS)
     add_output_arguments(p, "the stacks' state and logs", "a student got no lab")
     from report import parse_sizes
 
     args = parse_sizes(p, argv, QUICK)
     if args.students < 1 or args.window < 0:
         p.error("--students must be 1 or more and --window 0 or more")
+    if args.spawner == "systemd" and args.only == "upstream":
+        p.error("--spawner systemd runs ours only (upstream's spawner makes no systemd units)")
     args.order = [args.only] if args.only else ["ours", "upstream"]
     return args
 
@@ -367,6 +428,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     keep_traffic_local()
+    if args.drive:
+        json.dump(asyncio.run(drive(args)), sys.stdout)
+        return 0
     workdir = work_directory(args.workdir, "ananke-class-")
     started = time.monotonic()
     report = report_header("class-start", args)

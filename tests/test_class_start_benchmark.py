@@ -24,3 +24,9 @@ def test_class_start_benchmark_quick(tmp_path):
 
 def test_class_start_benchmark_refuses_nonsense_sizes():
     assert "--students must be 1 or more" in refused(BENCHMARK, "--students", "0")
+
+
+def test_the_systemd_variant_has_no_upstream_stack():
+    assert "--spawner systemd runs ours only" in refused(
+        BENCHMARK, "--spawner", "systemd", "--only", "upstream"
+    )

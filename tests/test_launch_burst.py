@@ -99,7 +99,13 @@ async def test_hub_killed_during_a_burst_of_first_launches(tmp_path):
             assert group in user["groups"], user
         registry = CourseRegistry(url=f"sqlite:///{stack.layout.root / 'courses.sqlite'}")
         try:
-            members = {m.username: m for m in registry.members(course_id)}
+            # The gradebook enrolments run after the logins answered (a lab's start
+            # waits for them): wait until they are done, or fail below.
+            for _ in range(300):
+                members = {m.username: m for m in registry.members(course_id)}
+                if all(m.in_gradebook for m in members.values() if m.role == "learner"):
+                    break
+                await asyncio.sleep(0.2)
         finally:
             registry.close()
         for sub in subs:

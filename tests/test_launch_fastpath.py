@@ -3,12 +3,14 @@ change (name, e-mail, role, course data, roster state, newest course) still upda
 
 import asyncio
 import sys
+import threading
 import types
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import event, update
 from test_courses import registry  # noqa: F401 (the fixture: SQLite and PostgreSQL)
+from tornado.web import HTTPError
 
 from ananke_hub.auth.authenticator import AnankeLTI13Authenticator
 from ananke_hub.courses import provision
@@ -43,6 +45,14 @@ def id_token(sub="3", role="Learner", link="L1", **extra) -> dict:
     }
     claims.update(extra)
     return claims
+
+
+async def launched(provisioner, handler, info: LaunchInfo):
+    """A launch's provisioning, then what the start of the user's lab waits for (the
+    gradebook enrolment runs after the login answered)."""
+    granted = await provisioner.provision(handler, info)
+    await provisioner.ensure_enrolled(info.username)
+    return granted
 
 
 class Recorder:
@@ -109,16 +119,21 @@ def setup(tmp_path, monkeypatch):
 async def test_unchanged_relaunch_writes_nothing(setup):
     provisioner, handler, rec = setup
     first_course = launch()
-    first = await provisioner.provision(handler, first_course)
+    first = await launched(provisioner, handler, first_course)
     assert rec.writes and [kind for kind, _ in rec.nbgrader] == ["course", "enrol"]
     rec.writes.clear(), rec.nbgrader.clear()
 
-    again = await provisioner.provision(handler, launch())
+    again = await launched(provisioner, handler, launch())
     assert rec.writes == [] and rec.nbgrader == []
     assert again == first  # the same groups and roles
-    assert len(handler.graders) == 2  # the grader account is still looked up
-    # ... and kept in its formgrade group, so that a course made before the group
-    # existed gets it at any launch (nbgrader's Collect needs it).
+    # The grader account was made sure of once in this hub process: no hub database
+    # query for it at each returning launch ...
+    assert rec.grader_groups == [[f"formgrade-{first_course.course_id}"]]
+    # ... and again by a restarted hub at its first launch of the course, so that a
+    # course made before the group existed gets it (nbgrader's Collect needs it).
+    restarted = CourseProvisioner(registry=provisioner.registry, layout=provisioner.layout)
+    assert await launched(restarted, handler, launch()) == first
+    assert rec.writes == [] and rec.nbgrader == []
     assert rec.grader_groups == [[f"formgrade-{first_course.course_id}"]] * 2
 
 
@@ -132,39 +147,39 @@ async def test_unchanged_relaunch_writes_nothing(setup):
 )
 async def test_changed_person_updates_the_row_and_the_gradebook(setup, changed, column, value):
     provisioner, handler, rec = setup
-    await provisioner.provision(handler, launch())
+    await launched(provisioner, handler, launch())
     rec.writes.clear(), rec.nbgrader.clear()
 
     info = launch(**changed)
-    await provisioner.provision(handler, info)
+    await launched(provisioner, handler, info)
     assert rec.writes
     [(kind, students)] = rec.nbgrader
     assert kind == "enrol" and getattr(students[0], column) == value
     [member] = provisioner.registry.members(info.course_id)
     assert getattr(member, column) == value and member.in_gradebook
     rec.writes.clear(), rec.nbgrader.clear()
-    await provisioner.provision(handler, launch(**changed))  # and now it is unchanged
+    await launched(provisioner, handler, launch(**changed))  # and now it is unchanged
     assert rec.writes == [] and rec.nbgrader == []
 
 
 async def test_changed_role_updates_groups(setup):
     provisioner, handler, rec = setup
-    learner = await provisioner.provision(handler, launch())
+    learner = await launched(provisioner, handler, launch())
     rec.writes.clear()
-    teacher = await provisioner.provision(handler, launch(role="Instructor"))
+    teacher = await launched(provisioner, handler, launch(role="Instructor"))
     assert rec.writes
     assert learner.groups != teacher.groups and teacher.staff_courses
     [member] = provisioner.registry.members(launch().course_id)
     assert member.role == "instructor"
     # An instructor is never in the gradebook: their unchanged relaunch writes nothing too.
     rec.writes.clear(), rec.nbgrader.clear()
-    await provisioner.provision(handler, launch(role="Instructor"))
+    await launched(provisioner, handler, launch(role="Instructor"))
     assert rec.writes == [] and rec.nbgrader == []
 
 
 async def test_changed_course_data_updates(setup):
     provisioner, handler, rec = setup
-    await provisioner.provision(handler, launch())
+    await launched(provisioner, handler, launch())
     rec.writes.clear()
     await provisioner.provision(
         handler, launch(**{CLAIM + "context": {"id": "ctx", "label": "DS101", "title": "Renamed"}})
@@ -175,10 +190,10 @@ async def test_changed_course_data_updates(setup):
 
 async def test_returning_to_an_older_course_makes_it_current(setup):
     provisioner, handler, rec = setup
-    await provisioner.provision(handler, launch(link="A"))
-    await provisioner.provision(handler, launch(link="B"))
+    await launched(provisioner, handler, launch(link="A"))
+    await launched(provisioner, handler, launch(link="B"))
     rec.writes.clear()
-    await provisioner.provision(handler, launch(link="A"))  # nothing changed but the order
+    await launched(provisioner, handler, launch(link="A"))  # nothing changed but the order
     assert rec.writes
     newest = provisioner.registry.memberships("u3")[0][0]
     assert newest.id == launch(link="A").course_id
@@ -187,28 +202,28 @@ async def test_returning_to_an_older_course_makes_it_current(setup):
 async def test_roster_and_deletion_in_another_process_are_seen(setup):
     provisioner, handler, rec = setup
     info = launch()
-    await provisioner.provision(handler, info)
+    await launched(provisioner, handler, info)
     # Kore's roster sync found the person gone from the LMS's roster ...
     with provisioner.registry.session() as s, s.begin():
         s.execute(update(Member).values(active=False))
     rec.writes.clear()
-    await provisioner.provision(handler, info)  # ... the launch brings them back
+    await launched(provisioner, handler, info)  # ... the launch brings them back
     assert rec.writes and provisioner.registry.members(info.course_id)[0].active
     # Kore is deleting the course: the launch is refused, not waved through.
     with provisioner.registry.session() as s, s.begin():
         s.execute(update(Course).values(state=COURSE_DELETING))
     with pytest.raises(ProvisioningError):
-        await provisioner.provision(handler, info)
+        await launched(provisioner, handler, info)
 
 
 async def test_unfinished_gradebook_enrolment_is_retried(setup):
     provisioner, handler, rec = setup
     info = launch()
-    await provisioner.provision(handler, info)
+    await launched(provisioner, handler, info)
     with provisioner.registry.session() as s, s.begin():
         s.execute(update(Member).values(in_gradebook=False))
     rec.nbgrader.clear()
-    await provisioner.provision(handler, info)
+    await launched(provisioner, handler, info)
     assert [kind for kind, _ in rec.nbgrader] == ["enrol"]
 
 
@@ -255,38 +270,127 @@ async def test_hub_groups_and_roles_are_rewritten_only_when_they_differ(setup, r
 
 async def test_a_class_launching_at_once_is_enrolled_in_batches(setup):
     provisioner, handler, rec = setup
-    await provisioner.provision(handler, launch(sub="1", role="Instructor"))
-    seen_enrolled = {}
-
-    async def first_launch(sub):
-        await provisioner.provision(handler, launch(sub=sub))
-        # The login returns only once the student is in the gradebook.
-        seen_enrolled[sub] = f"u{sub}" in rec.enrolled
-
+    await launched(provisioner, handler, launch(sub="1", role="Instructor"))
     subs = [str(n) for n in range(100, 130)]
-    await asyncio.gather(*(first_launch(sub) for sub in subs))
-    assert all(seen_enrolled[sub] for sub in subs) and len(seen_enrolled) == 30
+    await asyncio.gather(*(provisioner.provision(handler, launch(sub=sub)) for sub in subs))
+    # Each lab's start waits until its student is in the gradebook.
+    for sub in subs:
+        await provisioner.ensure_enrolled(f"u{sub}")
+        assert f"u{sub}" in rec.enrolled
     batches = provisioner.enrolments.batches
     assert sum(batches) == 30 and len(batches) < 30  # fewer gradebook writes than launches
     members = provisioner.registry.members(launch().course_id)
     assert all(m.in_gradebook for m in members if m.role == "learner")
 
 
-async def test_one_refused_record_fails_only_its_own_launch(setup):
+async def test_one_refused_record_fails_only_its_own_lab(setup):
     provisioner, handler, rec = setup
-    await provisioner.provision(handler, launch(sub="1", role="Instructor"))
-    results = await asyncio.gather(
-        *(
-            provisioner.provision(handler, launch(sub=sub, email=f"{sub}@example.edu"))
-            for sub in ("200", "201")
-        ),
-        provisioner.provision(handler, launch(sub="202", email="refused@example.edu")),
-        return_exceptions=True,
-    )
-    assert [isinstance(r, ProvisioningError) for r in results] == [False, False, True]
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+    await launched(provisioner, handler, launch(sub="1", role="Instructor"))
+    infos = [launch(sub=sub, email=f"{sub}@example.edu") for sub in ("200", "201")]
+    infos.append(launch(sub="202", email="refused@example.edu"))
+    await asyncio.gather(*(provisioner.provision(handler, info) for info in infos))
+    # The logins all passed; the refused record stops only its own lab, with a reason.
+    for info in infos[:2]:
+        await auth.pre_spawn_start(SimpleNamespace(name=info.username), None)
+    with pytest.raises(HTTPError) as refused:
+        await auth.pre_spawn_start(SimpleNamespace(name="u202"), None)
+    assert refused.value.status_code == 503 and "gradebook" in refused.value.log_message
     assert rec.enrolled == {"u200", "u201"}
-    in_gradebook = {m.username: m.in_gradebook for m in provisioner.registry.members(launch().course_id)}
+    in_gradebook = {
+        m.username: m.in_gradebook for m in provisioner.registry.members(launch().course_id)
+    }
     assert in_gradebook == {"u1": False, "u200": True, "u201": True, "u202": False}
+
+
+class Gate:
+    """Holds nbgrader's enrolment (in the registry's thread) until opened; ``die``
+    makes the held write fail instead, as if the hub process ended during it."""
+
+    def __init__(self, monkeypatch):
+        self.entered = threading.Event()
+        self.open = threading.Event()
+        self.die = False
+        fake = sys.modules["fake_nbgrader_setup"]
+        enrol = fake.enrol_students
+
+        def held(paths, students):
+            self.entered.set()
+            assert self.open.wait(60), "the test never opened the gate"
+            if self.die:
+                raise RuntimeError("the hub process ended before the gradebook write")
+            enrol(paths, students)
+
+        monkeypatch.setattr(fake, "enrol_students", held)
+        self.restore = lambda: monkeypatch.setattr(fake, "enrol_students", enrol)
+
+    async def login(self, login):
+        """Await the login ``login`` while the gradebook write is held."""
+        task = asyncio.ensure_future(login)
+        while not self.entered.is_set() and not task.done():
+            await asyncio.sleep(0.01)
+        try:
+            return await asyncio.wait_for(task, 30)  # deadlock guard: old code waits here
+        except TimeoutError:
+            self.open.set()
+            raise
+
+
+def member_row(provisioner, username):
+    [member] = [
+        m for m in provisioner.registry.members(launch().course_id) if m.username == username
+    ]
+    return member
+
+
+async def test_the_login_does_not_wait_for_the_gradebook_but_the_lab_does(setup, monkeypatch):
+    provisioner, handler, rec = setup
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+    await launched(provisioner, handler, launch(sub="1", role="Instructor"))
+    gate = Gate(monkeypatch)
+    # The login answers while nbgrader is still writing the student's gradebook row.
+    model = await gate.login(
+        auth.run_post_auth_hook(handler, {"name": "u3", "auth_state": id_token()})
+    )
+    assert model["groups"] == [f"nbgrader-{launch().course_id}"]
+    assert "u3" not in rec.enrolled  # the gate is closed: not written yet
+
+    # A lab of u3 starting now (JupyterHub awaits pre_spawn_start before Spawner.start)
+    # waits for the enrolment.
+    spawn = asyncio.ensure_future(auth.pre_spawn_start(SimpleNamespace(name="u3"), None))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not spawn.done() and "u3" not in rec.enrolled
+    gate.open.set()
+    await spawn
+    assert "u3" in rec.enrolled and member_row(provisioner, "u3").in_gradebook
+
+
+async def test_a_hub_restart_between_login_and_lab_still_enrols_first(setup, monkeypatch):
+    provisioner, handler, rec = setup
+    await launched(provisioner, handler, launch(sub="1", role="Instructor"))
+    gate = Gate(monkeypatch)
+    gate.die = True
+    await gate.login(provisioner.provision(handler, launch()))  # the login answered ...
+    while not gate.entered.is_set():
+        await asyncio.sleep(0.01)
+    gate.open.set()  # ... and the hub ended before the gradebook write
+    while provisioner._pending:
+        await asyncio.sleep(0.01)
+    assert "u3" not in rec.enrolled and not member_row(provisioner, "u3").in_gradebook
+
+    # The restarted hub: a new provisioner with nothing in memory, the same registry.
+    gate.restore()
+    restarted = CourseProvisioner(registry=provisioner.registry, layout=provisioner.layout)
+    auth = AnankeLTI13Authenticator(provisioner=restarted)
+    await auth.pre_spawn_start(SimpleNamespace(name="u3"), None)
+    assert "u3" in rec.enrolled and member_row(restarted, "u3").in_gradebook
+    # Grader accounts and people in no course start as before, nothing asked of nbgrader.
+    rec.nbgrader.clear()
+    await auth.pre_spawn_start(SimpleNamespace(name=f"grader-{launch().course_id}"), None)
+    await auth.pre_spawn_start(SimpleNamespace(name="u404"), None)
+    await auth.pre_spawn_start(SimpleNamespace(name="u3"), None)  # enrolled: nothing to do
+    assert rec.nbgrader == []
 
 
 def test_a_course_the_roster_added_does_not_hide_the_newest_launch(registry):  # noqa: F811
@@ -299,6 +403,44 @@ def test_a_course_the_roster_added_does_not_hide_the_newest_launch(registry):  #
     registry.mark_in_gradebook(cid, ["u3"])
     other = registry.record_launch(launch(sub="9", role="Instructor", link="L2")).course_id
     SyncStore(registry).apply_roster(
-        other, [RosterEntry(username="u3", lms_user_id="3", role="learner")], deactivate_missing=False
+        other,
+        [RosterEntry(username="u3", lms_user_id="3", role="learner")],
+        deactivate_missing=False,
     )
     assert registry.unchanged_launch(launch(), provision.PROVISION_VERSION) is not None
+
+
+async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, monkeypatch):
+    """The nonce's write and the registry read go through the pool together; the read
+    is used only for the launch it was made for, and a change still writes."""
+    provisioner, handler, rec = setup
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+    trips = []
+    run = provisioner.registry.run
+
+    async def counted(func, *args):
+        trips.append(getattr(func, "__name__", func))
+        return await run(func, *args)
+
+    monkeypatch.setattr(provisioner.registry, "run", counted)
+
+    async def login(nonce, name="u3", **claims):
+        token = {**id_token(**claims), "nonce": nonce}
+        request = type(handler)()  # a request handler of its own
+        assert await auth.use_nonce(request, token) is True
+        return await auth.run_post_auth_hook(request, {"name": name, "auth_state": token})
+
+    await login("n1")
+    await provisioner.ensure_enrolled("u3")
+    trips.clear(), rec.writes.clear()
+    await login("n2")
+    assert len(trips) == 1
+    assert [w.split()[0] for w in rec.writes] == ["INSERT"]  # the nonce, nothing else
+
+    rec.writes.clear()
+    await login("n3", email="turing@example.edu")  # changed: the read says so, it writes
+    assert member_row(provisioner, "u3").email == "turing@example.edu"
+    # An admin's post_auth_hook renamed the user: the read of "u3" is not used for them.
+    trips.clear()
+    await login("n4", name="u3-renamed")
+    assert trips.count("unchanged_launch") == 1 and len(trips) > 1

@@ -13,9 +13,11 @@ import pytest
 from hubtest import admin_stack, callback, forge, hub_api, initiate, person
 from lti_browser import LTIBrowser
 from nbgrader.api import Gradebook
+from sqlalchemy import update
 
 from ananke_hub.courses.identity import TITLE_MAX, clean_text, course_id_for
 from ananke_hub.courses.layout import CourseLayout
+from ananke_hub.courses.models import Member
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 from ananke_hub.exchange import INBOUND_MODE
@@ -63,6 +65,23 @@ async def user(stack, name):
 def gradebook_students(stack, course_id) -> dict:
     with Gradebook(layout(stack).course(course_id).gradebook_url) as gb:
         return {s.id: (s.lms_user_id, s.first_name, s.last_name, s.email) for s in gb.students}
+
+
+async def enrolled(stack, course_id, username, timeout=60) -> tuple:
+    """The student's gradebook row once the launch's enrolment is done: it runs after
+    the login answered (a lab's start waits for it), so it is not there at once."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    reg = registry(stack)
+    try:
+        while True:
+            rows = {m.username: m for m in reg.members(course_id)}
+            member = rows.get(username)
+            if member is not None and member.in_gradebook:
+                return gradebook_students(stack, course_id)[username]
+            assert asyncio.get_running_loop().time() < deadline, f"{username} never enrolled"
+            await asyncio.sleep(0.2)
+    finally:
+        reg.close()
 
 
 async def launch(stack, sub, link="homework", browser=None):
@@ -123,8 +142,8 @@ async def test_student_launch_enrols_in_the_gradebook(stack):
     alan = await user(stack, "u3")
     assert alan["groups"] == [f"nbgrader-{cid}"]
     assert f"staff-{cid}" not in alan["roles"]
+    assert await enrolled(stack, cid, "u3") == ("3", "Alan", "Turing", "alan.turing@example.edu")
     students = gradebook_students(stack, cid)
-    assert students["u3"] == ("3", "Alan", "Turing", "alan.turing@example.edu")
     assert "u2" not in students and "u5" not in students  # staff are no students
 
 
@@ -134,7 +153,7 @@ async def test_names_and_email_kept_up_to_date(stack):
         stack, "3", link_id="homework", role="Learner", title="Homework", email="alan@new.example"
     )
     assert resp.status_code == 302
-    assert gradebook_students(stack, cid)["u3"][3] == "alan@new.example"
+    assert (await enrolled(stack, cid, "u3"))[3] == "alan@new.example"
 
 
 async def test_second_course_keeps_the_first(stack):
@@ -150,7 +169,7 @@ async def test_student_before_any_instructor(stack):
     assert resp.status_code == 302
     cid = course_of(stack, "lab-7")
     assert registry(stack).get(cid).title == "Data Science 101 - Lab 7"
-    assert "u931" in gradebook_students(stack, cid)
+    assert (await enrolled(stack, cid, "u931"))[0] == "931"
     resp = await forged_launch(stack, "2", link_id="lab-7", role="Instructor", title="Lab 7")
     assert resp.status_code == 302
     assert f"formgrade-{cid}" in (await user(stack, "u2"))["groups"]
@@ -230,3 +249,35 @@ async def test_hub_admins_keep_admin_rights_when_they_launch(tmp_path):
             assert any(r.startswith("staff-") for r in ada["roles"])
             page = await browser.get(f"{admin_hub.hub_url}/hub/admin")
             assert page.status_code == 200
+
+
+async def test_a_lab_starts_only_once_its_student_is_in_the_gradebook(tmp_path):
+    """The login does not wait for the gradebook; the lab's start does. Here the hub
+    restarts between the two, with the enrolment lost (as a crash during it leaves it):
+    the lab's start enrols the student before the lab runs."""
+    async with admin_stack(tmp_path / "hub") as stack:
+        resp = await forged_launch(stack, "960", link_id="lab-9", role="Learner", title="Lab 9")
+        assert resp.status_code == 302
+        cid = course_of(stack, "lab-9")
+        await enrolled(stack, cid, "u960")
+        # What a crash before the gradebook write leaves: no row, the flag unset.
+        with Gradebook(layout(stack).course(cid).gradebook_url, cid) as gb:
+            gb.remove_student("u960")
+        reg = registry(stack)
+        try:
+            with reg.session() as s, s.begin():
+                s.execute(update(Member).where(Member.username == "u960").values(in_gradebook=False))
+        finally:
+            reg.close()
+        await stack.restart_hub()
+
+        resp = await hub_api(stack, "/users/u960/server", "POST")
+        assert resp.status_code in (201, 202), resp.text
+        deadline = asyncio.get_running_loop().time() + 180
+        while not ((await user(stack, "u960"))["servers"].get("", {}).get("ready")):
+            assert asyncio.get_running_loop().time() < deadline, "the lab never started"
+            await asyncio.sleep(0.5)
+        assert gradebook_students(stack, cid)["u960"][0] == "960"
+        log = (stack.log_dir / "jupyterhub.log").read_text(errors="replace")
+        enrolled_at = log.index(f"user:u960 enrolled in {cid} before their lab started")
+        assert enrolled_at < log.index("User u960 took", enrolled_at)

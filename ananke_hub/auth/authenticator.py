@@ -3,6 +3,7 @@ from the one LMS registration in ``30_lms.py``."""
 
 import dataclasses
 
+from jupyterhub.utils import maybe_future
 from ltiauthenticator.lti13.auth import LTI13Authenticator
 from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
 from ltiauthenticator.lti13.error import LoginError
@@ -20,14 +21,19 @@ from ..courses.deeplink import (
 )
 from ..courses.identity import LaunchError, LaunchInfo, check_course_launch, kept_claims
 from ..courses.layout import course_of_grader
-from ..courses.provision import CourseProvisioner, Entitlements, ProvisioningError
+from ..courses.provision import (
+    PROVISION_VERSION,
+    CourseProvisioner,
+    Entitlements,
+    ProvisioningError,
+)
 from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
 from ..usernames import UsernameRule, check_prefix, hub_username
 from .access import ACCESS_ROUTE, AccessHandler, revoke_grader_tokens
 from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
 from .platform_keys import PlatformKeySet
-from .replay import NonceRegistry
+from .replay import NOT_READ, NonceRegistry
 
 
 class AnankeLTI13Authenticator(LTI13Authenticator):
@@ -203,6 +209,37 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
                 ttl=validator.max_age + 2 * validator.time_leeway + 60,
             )
         return self._nonces
+
+    async def use_nonce(self, handler, id_token: dict) -> bool:
+        """Record the launch's nonce (False: seen before, a replay).
+
+        With provisioning, the registry read of a returning member's launch
+        (``CourseRegistry.unchanged_launch``) is made in the same thread-pool call,
+        right after the nonce's write, and kept on the handler for ``provision``: one
+        round trip through the pool instead of two. ``provision`` uses it only for the
+        very launch it read (the same ``LaunchInfo``), else it reads again.
+        """
+        info = self._launch_info(id_token) if self.provision_courses else None
+        if info is None:
+            return await self.nonces.use(id_token["nonce"])
+        registry = self.provisioner.registry
+        fresh, pairs = await self.nonces.use_then(
+            id_token["nonce"], registry.unchanged_launch, info, PROVISION_VERSION
+        )
+        if fresh and pairs is not NOT_READ:
+            handler.ananke_launch_read = (info, pairs)
+        return fresh
+
+    def _launch_info(self, id_token: dict) -> LaunchInfo | None:
+        """The launch's course and person as ``run_post_auth_hook`` will see them, or
+        None when it will refuse the launch (it says why then)."""
+        try:
+            token = kept_claims(id_token)
+            check_course_launch(token)
+            username = self.normalize_username(self.get_username(id_token))
+            return LaunchInfo.from_id_token(token, username)
+        except (LaunchError, LoginError):
+            return None
 
     def check_login_initiation(self, args: dict) -> str:
         """Check a login initiation request; return the client id to use."""
@@ -415,6 +452,19 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
             "roles": sorted(role.name for role in user.roles),
             "revoked_tokens": revoked,
         }
+
+    async def pre_spawn_start(self, user, spawner):
+        """Before any lab starts (JupyterHub calls this in every spawn, before
+        ``Spawner.start``): the user is in the gradebook of every course they launched
+        as a learner. A launch enrols them after its login answered (it is not on the
+        login's critical path); this waits for that, or does it after a hub restart."""
+        await maybe_future(super().pre_spawn_start(user, spawner))
+        if not self.provision_courses or course_of_grader(user.name) is not None:
+            return
+        try:
+            await self.provisioner.ensure_enrolled(user.name)
+        except ProvisioningError as exc:
+            raise HTTPError(503, str(exc)) from None
 
     async def authenticate(self, handler, data=None):
         if not data:

@@ -206,7 +206,7 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         authenticator.check_deployment(id_token)
         self.check_nonce(id_token)  # nonce equals the hash of this browser's nonce cookie
         try:
-            fresh = await authenticator.nonces.use(id_token["nonce"])
+            fresh = await authenticator.use_nonce(self, id_token)
         except SQLAlchemyError:
             # Without the record a replay could pass: refuse rather than accept unchecked.
             self.log.exception("lti: cannot record the launch's nonce in the course registry")

@@ -10,6 +10,7 @@ thread pool, never from the event loop.
 """
 
 import hashlib
+import logging
 import time
 from datetime import timedelta
 
@@ -17,6 +18,11 @@ from sqlalchemy import delete, func, select, update
 
 from ..courses.models import UsedNonce, utcnow
 from ..courses.registry import CourseRegistry
+
+log = logging.getLogger(__name__)
+
+#: ``use_then``'s result when the read was not made.
+NOT_READ = object()
 
 
 class NonceRegistry:
@@ -28,10 +34,29 @@ class NonceRegistry:
 
     async def use(self, nonce: str) -> bool:
         """Record ``nonce``; False if it was already used within the window."""
+        fresh, _ = await self.use_then(nonce, None)
+        return fresh
+
+    async def use_then(self, nonce: str, then, *args) -> tuple[bool, object]:
+        """Record ``nonce``, then, if it was fresh, call ``then(*args)`` in the same
+        thread-pool call: the launch's registry read rides along with the nonce's write
+        instead of a second round trip through the pool. Returns ``(fresh, result)``;
+        the result is ``NOT_READ`` when ``then`` was not called or failed (the caller
+        reads again itself, so a failed read never fails the nonce check)."""
         prune = time.monotonic() >= self._next_prune
         if prune:
             self._next_prune = time.monotonic() + self.prune_every
-        return await self.registry.run(self.use_blocking, nonce, prune)
+        return await self.registry.run(self._use_then_blocking, nonce, prune, then, args)
+
+    def _use_then_blocking(self, nonce, prune, then, args) -> tuple[bool, object]:
+        fresh = self.use_blocking(nonce, prune)
+        if not fresh or then is None:
+            return fresh, NOT_READ
+        try:
+            return fresh, then(*args)
+        except Exception:
+            log.exception("lti: reading the launch's registry rows with its nonce failed")
+            return fresh, NOT_READ
 
     def use_blocking(self, nonce: str, prune: bool = False) -> bool:
         """:meth:`use` for a thread: one transaction, safe against a concurrent replay."""

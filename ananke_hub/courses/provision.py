@@ -143,6 +143,12 @@ def current_memberships(registry: CourseRegistry, username: str) -> list[tuple[s
     ]
 
 
+def record_with_memberships(registry: CourseRegistry, info: LaunchInfo):
+    """``record_launch``, then the user's memberships after it (blocking: call through
+    ``registry.run``). Raises CourseBeingDeleted as record_launch does."""
+    return registry.record_launch(info), current_memberships(registry, info.username)
+
+
 class GradebookEnrolments:
     """Learners' first launches of one course, enrolled together.
 
@@ -224,6 +230,15 @@ class CourseProvisioner(LoggingConfigurable):
 
     enrolments = Instance(GradebookEnrolments)
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        #: user name -> their gradebook enrolments started by launches, not finished.
+        self._pending: dict[str, set[asyncio.Future]] = {}
+        self._nbgrader = None
+        #: Courses whose grader account this process made sure of (any launch that
+        #: writes, e.g. a course made again after its deletion, makes sure again).
+        self._graders_kept: set[str] = set()
+
     @default("enrolments")
     def _default_enrolments(self):
         return GradebookEnrolments(self.registry)
@@ -243,6 +258,7 @@ class CourseProvisioner(LoggingConfigurable):
 
         def work():
             nbgrader_setup = importlib.import_module(NBGRADER_SETUP)
+            self._nbgrader = nbgrader_setup  # imported: launches need no thread hop for it
             try:
                 nbgrader_setup.warm_up()
                 nbgrader_setup.ensure_exchange_root(Path(self.layout.exchange_root))
@@ -264,18 +280,24 @@ class CourseProvisioner(LoggingConfigurable):
     async def provision(self, handler, info: LaunchInfo) -> Entitlements:
         registry = self.registry
         # A returning member whose claims did not change: one read, no write, no nbgrader.
-        pairs = await registry.run(registry.unchanged_launch, info, PROVISION_VERSION)
+        # The authenticator made the read with the nonce's write when it could.
+        read = getattr(handler, "ananke_launch_read", None)
+        if read is not None and read[0] == info:
+            pairs = read[1]
+        else:
+            pairs = await registry.run(registry.unchanged_launch, info, PROVISION_VERSION)
         if pairs is None:
             pairs = await self._record(handler, info)
         else:
             # The grader account exists since the course's first launch; this finds it and
-            # keeps its group (courses made before the group existed get it here too).
-            self._ensure_grader(handler, info.course_id)
+            # keeps its group (courses made before the group existed get it here too),
+            # once per course in this hub process: no hub database query per launch.
+            if info.course_id not in self._graders_kept:
+                self._ensure_grader(handler, info.course_id)
         trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
         return entitlements(pairs)
 
-    @staticmethod
-    def _ensure_grader(handler, course_id: str) -> None:
+    def _ensure_grader(self, handler, course_id: str) -> None:
         """The course's grader account (it owns the course directory and runs the
         formgrader), in its one group.
 
@@ -287,15 +309,17 @@ class CourseProvisioner(LoggingConfigurable):
         """
         grader = handler.user_from_username(grader_username(course_id))
         grader.sync_groups([staff_group(course_id)])
+        self._graders_kept.add(course_id)
 
     async def _record(self, handler, info: LaunchInfo) -> list[tuple[str, str]]:
         """A first launch, or one that changed something: write it, set the course up,
         enrol a learner. Returns the user's memberships afterwards."""
         registry = self.registry
         # nbgrader takes seconds to import: never in the event loop (preloaded at start).
-        nbgrader_setup = await registry.run(importlib.import_module, NBGRADER_SETUP)
+        nbgrader_setup = await self._nbgrader_setup()
         try:
-            record = await registry.run(registry.record_launch, info)
+            # The record and the memberships it leaves, in one thread-pool call.
+            record, memberships = await registry.run(record_with_memberships, registry, info)
         except CourseBeingDeleted:
             self.log.info(
                 "course:%s user:%s launch refused: the course is being deleted",
@@ -334,7 +358,9 @@ class CourseProvisioner(LoggingConfigurable):
                     family_name=info.family_name,
                     email=info.email,
                 )
-                await self.enrolments.enrol(nbgrader_setup, paths, student)
+                # Off the login's critical path: ensure_enrolled, before any lab of the
+                # user starts, waits for it (or does it after a hub restart).
+                self._enrol_later(nbgrader_setup, paths, student)
         except Exception as exc:
             self.log.exception("%s provisioning failed", log_prefix)
             raise ProvisioningError(
@@ -342,7 +368,84 @@ class CourseProvisioner(LoggingConfigurable):
                 "minute; if it keeps failing, tell the hub's administrators."
             ) from exc
 
-        return await registry.run(current_memberships, registry, info.username)
+        return memberships
+
+    async def _nbgrader_setup(self):
+        """The nbgrader_setup module; imported in a thread (it takes seconds), once."""
+        if self._nbgrader is None:
+            self._nbgrader = await self.registry.run(importlib.import_module, NBGRADER_SETUP)
+        return self._nbgrader
+
+    def _enrol_later(self, nbgrader_setup, paths, student) -> None:
+        """Start the student's gradebook enrolment without waiting for it."""
+        username = student.username
+        task = asyncio.ensure_future(self.enrolments.enrol(nbgrader_setup, paths, student))
+        self._pending.setdefault(username, set()).add(task)
+
+        def done(task):
+            pending = self._pending.get(username)
+            if pending is not None:
+                pending.discard(task)
+                if not pending:
+                    del self._pending[username]
+            if not task.cancelled() and task.exception() is not None:
+                # Logged here; the lab's start tries again (ensure_enrolled) and says so.
+                self.log.error(
+                    "course:%s user:%s gradebook enrolment failed (tried again when their "
+                    "lab starts): %s",
+                    paths.course_id,
+                    username,
+                    task.exception(),
+                )
+
+        task.add_done_callback(done)
+
+    async def ensure_enrolled(self, username: str) -> None:
+        """Before a lab of ``username`` starts: they are in the gradebook of every course
+        they launched as a learner (the authenticator's ``pre_spawn_start``).
+
+        A launch enrols a new or changed student after its login answered. This waits
+        for those enrolments of this hub process, then asks the registry for launched
+        learner memberships still without ``in_gradebook`` (an enrolment that failed,
+        or one a hub restart cut off) and enrols them now. Raises ProvisioningError when
+        that fails: the lab does not start.
+        """
+        pending = list(self._pending.get(username, ()))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        registry = self.registry
+        missing = await registry.run(registry.unenrolled_launches, username, PROVISION_VERSION)
+        if not missing:
+            return
+        nbgrader_setup = await self._nbgrader_setup()
+        try:
+            await asyncio.gather(
+                *(
+                    self.enrolments.enrol(
+                        nbgrader_setup,
+                        self.layout.course(member.course_id),
+                        nbgrader_setup.StudentRecord(
+                            username=username,
+                            lms_user_id=member.lms_user_id,
+                            given_name=member.given_name,
+                            family_name=member.family_name,
+                            email=member.email,
+                        ),
+                    )
+                    for member in missing
+                )
+            )
+        except Exception as exc:
+            self.log.exception("user:%s gradebook enrolment before their lab failed", username)
+            raise ProvisioningError(
+                "Your lab cannot start yet: adding you to your course's gradebook failed. "
+                "Try again in a minute; if it keeps failing, tell the hub's administrators."
+            ) from exc
+        self.log.info(
+            "user:%s enrolled in %s before their lab started",
+            username,
+            ", ".join(m.course_id for m in missing),
+        )
 
     async def entitlements_of(self, username: str) -> Entitlements:
         """What the registry gives ``username`` now (for a refresh outside a launch)."""

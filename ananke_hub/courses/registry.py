@@ -346,6 +346,33 @@ class CourseRegistry(LoggingConfigurable):
                 return None
         return [(c.id, m.role) for c, m in rows if m.active and c.state != COURSE_DELETING]
 
+    def unenrolled_launches(self, username: str, version: int) -> list[Member]:
+        """The user's launched learner memberships not yet in their course's gradebook.
+
+        ``in_gradebook`` is set only after the gradebook commit (``mark_in_gradebook``
+        after nbgrader's enrolment), and reset by a launch that changed the person's
+        data; so these are exactly the courses whose gradebook a lab must wait for.
+        Only active members of provisioned (``version``) courses not being deleted:
+        a course without its gradebook yet is set up by its next launch.
+        """
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Member)
+                    .join(Course, Member.course_id == Course.id)
+                    .where(
+                        Member.username == username,
+                        Member.role == str(Role.LEARNER),
+                        Member.active.is_(True),
+                        Member.in_gradebook.is_(False),
+                        Member.last_launch.is_not(None),
+                        Course.state != COURSE_DELETING,
+                        Course.provisioned >= version,
+                    )
+                    .order_by(Member.course_id)
+                )
+            )
+
     def get(self, course_id: str) -> Course | None:
         with self.session() as session:
             return session.get(Course, course_id)
