@@ -5,12 +5,14 @@ from ltiauthenticator.lti13.auth import LTI13Authenticator
 from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
 from ltiauthenticator.lti13.error import LoginError
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
+from sqlalchemy.exc import SQLAlchemyError
 from tornado.web import HTTPError
 from traitlets import Bool, Float, Instance, Integer, TraitError, Unicode, default, validate
 
 from ..courses.identity import LaunchError, LaunchInfo, check_course_launch, kept_claims
 from ..courses.layout import course_of_grader
 from ..courses.provision import CourseProvisioner, Entitlements, ProvisioningError
+from ..courses.schema import SchemaOutOfDate, SchemaTooNew
 from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
 from ..usernames import UsernameRule, check_prefix, hub_username
@@ -168,6 +170,14 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     def get_handlers(self, app):
         # Called once, when the hub starts: the moment to prepare for course launches.
         if self.provision_courses:
+            # A database at another schema stops the hub with what to do (upgrade-db).
+            try:
+                self.provisioner.registry.check_schema()
+            except (SchemaOutOfDate, SchemaTooNew) as exc:
+                self.log.critical("%s", exc)
+                raise SystemExit(str(exc)) from exc
+            except SQLAlchemyError as exc:  # down now: each launch tries again, as before
+                self.log.warning("courses: the course registry is not reachable: %s", exc)
             self.provisioner.prepare()
         # Kore asks the hub to apply a course's changed staff at once (see access.py).
         return [*super().get_handlers(app), (ACCESS_ROUTE, AccessHandler)]
