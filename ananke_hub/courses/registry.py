@@ -83,7 +83,8 @@ class CourseRegistry(LoggingConfigurable):
         help="""SQLAlchemy URL of the course registry, shared by the hub and Kore.
 
         Default: a SQLite file `courses.sqlite` in the state directory. For PostgreSQL:
-        `postgresql+psycopg://user:password@host/dbname` (install the driver).""",
+        `postgresql+psycopg://user:password@host/dbname` (install the driver:
+        `pip install "ananke[postgres]"`).""",
     )
 
     threads = Int(
