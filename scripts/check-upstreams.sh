@@ -16,14 +16,16 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # upstream (PyPI name) -> the tests that exercise what we use of it.
 declare -A TESTS=(
-    [jupyterhub-ltiauthenticator]="tests/test_authenticator.py"
-    [jupyterhub-systemdspawner]="tests/test_spawner.py"
-    [nbgrader]="tests/test_nbgrader_setup.py tests/test_nbgrader_roundtrip.py"
+    [jupyterhub-ltiauthenticator]="tests/test_authenticator.py tests/test_upstream_internals.py"
+    [jupyterhub-systemdspawner]="tests/test_spawner.py tests/test_upstream_internals.py"
+    [nbgrader]="tests/test_nbgrader_setup.py tests/test_nbgrader_roundtrip.py tests/test_upstream_internals.py"
     [traitlets]="tests/test_checkconfig.py tests/test_fragments.py"
 )
 if [ $# -gt 0 ]; then upstreams=("$@"); else upstreams=("${!TESTS[@]}"); fi
 
-scratch=$(mktemp -d -t ananke-upstreams-XXXXXX)
+# Readable by all: the round-trip tests run nbgrader as other uids from this venv.
+scratch="${TMPDIR:-/tmp}/ananke-upstreams-$$"
+install -d -m 0755 "$scratch"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$scratch"' EXIT
 "$PYTHON" -m venv "$scratch/venv"
 py="$scratch/venv/bin/python"
