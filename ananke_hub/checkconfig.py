@@ -4,9 +4,10 @@ Each fragment is loaded on its own (so every problem names its file), and each o
 settings is checked against the trait of the real class it configures: the classes the
 hub loads (JupyterHub and everything it finds through its entry points), Ananke's own
 (LMSRegistration, the spawners, the authenticator, Kore) and ltiauthenticator's launch
-validator. Nothing is started: values are validated with ``trait._validate`` on a bare
-instance made by ``cls.__new__``, which runs the trait's type check and the class's
-``@validate`` methods without running ``__init__``.
+validator. Nothing is started: each setting is loaded by traitlets itself into an
+instance of the real class (its traits, ``@validate`` and ``@observe`` methods), as the
+hub would load it; only the class's own ``__init__`` work beyond traitlets' (a spawner's
+systemd probe, Kore's required arguments) is left out. No private traitlets API.
 
 Then the LMS registration is checked (placeholders, empty settings a launch needs) and,
 unless told to stay offline, the LMS's public keyset is fetched once.
@@ -26,7 +27,7 @@ from urllib.parse import urlparse
 
 from jupyterhub.traitlets import EntryPointType
 from traitlets import Dict, List, Set, TraitError, Tuple, Union
-from traitlets.config import Config, Configurable, DeferredConfig, LazyConfigValue
+from traitlets.config import Config, Configurable, LazyConfigValue
 from traitlets.utils.importstring import import_item
 
 from .fragments import FragmentError, fragment_files, load_fragment
@@ -227,9 +228,13 @@ def _resolve_class(trait: EntryPointType, value: str) -> tuple[type | None, str 
 # -- checking one value against its trait -------------------------------------------------------
 
 
-def _bare_instance(klass: type):
-    """An instance with its traits and @validate handlers set up, but no __init__ run."""
-    return klass.__new__(klass)
+def _configured(klass: type, config: Config):
+    """An instance of ``klass`` configured by traitlets' ``Configurable.__init__``: loading
+    the config sets, validates and cross-validates every setting as for the real object,
+    without the class's own start-up work (which may need a user, systemd or a hub)."""
+    instance = klass.__new__(klass)
+    Configurable.__init__(instance, config=config)
+    return instance
 
 
 def _empty_like(trait):
@@ -255,8 +260,9 @@ _USE = {
 def _lazy_mismatch(lazy: LazyConfigValue, initial) -> str | None:
     """traitlets silently drops changes that do not fit the container: say so."""
     kind = type(initial)
-    list_ops = bool(lazy._extend or lazy._prepend or lazy._inserts)
-    update = lazy._update
+    ops = lazy.to_dict()
+    list_ops = bool(ops.get("extend") or ops.get("prepend") or ops.get("inserts"))
+    update = ops.get("update")
     if (
         (kind is not list and list_ops)
         or (kind is list and update)
@@ -290,10 +296,12 @@ def _conversion_hint(trait, value) -> str:
     return f"write {converted!r} without quotes"
 
 
-def validate_value(klass: type, trait, value):
-    """Validate ``value`` for ``trait`` of ``klass``; return it, or raise TraitError."""
-    obj = _bare_instance(klass)
+def validate_value(klass: type, key: str, value):
+    """Load ``c.<klass>.<key> = value`` into an instance of ``klass``; return the value it
+    got, or raise TraitError with traitlets' own message."""
+    trait = klass.class_traits(config=True)[key]
     if isinstance(value, LazyConfigValue):
+        # traitlets silently ignores an .append() on a dict: say so before it does.
         initial = _empty_like(trait)
         if initial is None:
             raise TraitError(
@@ -302,27 +310,22 @@ def validate_value(klass: type, trait, value):
         mismatch = _lazy_mismatch(value, initial)
         if mismatch:
             raise TraitError(mismatch)
-        value = value.get_value(initial)
-    elif isinstance(value, DeferredConfig):
-        value = value.get_value(trait)
-    if isinstance(trait, EntryPointType) and isinstance(value, str):
-        klass_value, error = _resolve_class(trait, value)
+    elif isinstance(trait, EntryPointType) and isinstance(value, str):
+        # Resolved first for a message that names the entry point and the import error.
+        error = _resolve_class(trait, value)[1]
         if error:
             raise TraitError(error)
-        value = klass_value
-    # Type check first, with the class's @validate methods held back...
-    obj._cross_validation_lock = True
-    value = trait._validate(obj, value)
-    obj._cross_validation_lock = False
-    # ...then those methods. A validator that needs a fully built object cannot run on a
-    # bare one: only the errors it means (TraitError) count.
+    config = Config()
+    config[klass.__name__][key] = copy.deepcopy(value)
     try:
-        value = trait._cross_validate(obj, value)
+        instance = _configured(klass, config)
     except TraitError:
         raise
-    except Exception:  # noqa: S110  cannot judge without a real instance; the hub will
-        pass
-    return value
+    except Exception:
+        # An @observe or @validate method that needs a running hub cannot judge here:
+        # the type check passed (it runs first); the hub checks the rest when it starts.
+        return value
+    return getattr(instance, key)
 
 
 # -- checking a fragment --------------------------------------------------------------------
@@ -409,7 +412,7 @@ def _check_setting(path: Path, known: KnownClasses, section: str, key: str, valu
             hint = "remove the line; `jupyterhub --help-all` lists the hub's settings"
         return [Problem(ERROR, path, setting, f"{section} has no setting {key!r}", hint, line)]
     try:
-        validate_value(klass, trait, value)
+        validate_value(klass, key, value)
     except TraitError as exc:
         hint = _conversion_hint(trait, value) or f"fix the value in {path.name}"
         return [Problem(ERROR, path, setting, _trait_message(exc), hint, line)]
@@ -438,7 +441,7 @@ def _registration(merged: Config):
         if trait is None:
             continue  # reported per fragment
         try:
-            setattr(registration, key, validate_value(LMSRegistration, trait, value))
+            setattr(registration, key, validate_value(LMSRegistration, key, value))
         except TraitError:
             continue  # reported per fragment
     return registration

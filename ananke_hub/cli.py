@@ -52,6 +52,28 @@ def _cmd_init_config(args) -> int:
     return 0
 
 
+def _cmd_upgrade_db(args) -> int:
+    from .courses.models import Base
+    from .courses.registry import CourseRegistry
+    from .courses.schema import upgrade
+    from .fragments import FragmentError, load_fragments
+
+    url = args.url
+    if not url:
+        try:
+            fragments = load_fragments(config_dir())
+        except FragmentError as exc:
+            print(f"{exc}. Fix the fragment, or give the database with --url.", file=sys.stderr)
+            return 2
+        url = CourseRegistry(config=fragments.config).url
+    try:
+        upgrade(url, Base.metadata.create_all)
+    except Exception as exc:  # the CLI edge: one line for the admin, no traceback
+        print(f"upgrade-db: {redact.redact(str(exc))}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _keystore(args):
     from .keys import KeyStore
     from .persist import ensure_private_dir
@@ -121,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("directory", nargs="?", default=str(config_dir()))
     check.add_argument("--offline", action="store_true", help="do not fetch the LMS's keyset")
     check.set_defaults(func=_cmd_check_config)
+
+    upgrade = sub.add_parser(
+        "upgrade-db",
+        help="upgrade the Ananke database (c.CourseRegistry.url) to this release's schema; "
+        "stop the hub and back the database up first",
+    )
+    upgrade.add_argument(
+        "--url", help="SQLAlchemy URL of the database (default: from the config fragments)"
+    )
+    upgrade.set_defaults(func=_cmd_upgrade_db)
 
     init = sub.add_parser("init-config", help="copy the shipped fragments into a directory")
     init.add_argument("directory", nargs="?", default=str(config_dir()))

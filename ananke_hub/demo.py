@@ -279,6 +279,20 @@ class DemoStack:
             settings.setdefault(section, {}).update(values)
         # JSON, not Python: generated settings are data (see fragments.py).
         (self.config_dir / "90_demo.json").write_text(json.dumps(settings, indent=2) + "\n")
+        self.upgrade_database()
+
+    def upgrade_database(self) -> None:
+        """A demo directory of an earlier release: upgrade its database, as an admin
+        does with `ananke upgrade-db` (the hub refuses an old one), and say so."""
+        from .courses.models import Base
+        from .courses.schema import upgrade
+
+        database = self.layout.root / "courses.sqlite"
+        if database.exists():
+            said = []
+            before, after = upgrade(f"sqlite:///{database}", Base.metadata.create_all, said.append)
+            if before != after:
+                print("\n".join(f"demo: {line}" for line in said), flush=True)
 
     def _env(self) -> dict:
         env = dict(os.environ)

@@ -2,7 +2,9 @@
 
 Fragments are ordinary traitlets config files (``c = get_config()``), or JSON files of
 the same structure (``{"JupyterHub": {"bind_url": ...}}``, for settings written by
-tools), loaded in sorted order, later fragments overriding earlier ones. A file ending in ``.disabled`` (such as
+tools), loaded in sorted order, later fragments overriding earlier ones. Services and
+roles are the exception: they are named entries (:data:`NAMED_LISTS`), and a fragment's
+list adds its entries to the earlier fragments' instead of replacing them. A file ending in ``.disabled`` (such as
 ``80_rtc.py.disabled``) is skipped: renaming it to ``.py`` switches it on.
 
 The hub (through the shipped ``jupyterhub_config.py``), Kore and ``ananke check-config``
@@ -14,9 +16,15 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from traitlets.config import Config, JSONFileConfigLoader, PyFileConfigLoader
+from traitlets.config import Config, JSONFileConfigLoader, LazyConfigValue, PyFileConfigLoader
 
 FRAGMENT_SUFFIXES = (".py", ".json")
+
+#: List settings made of entries with a "name": each fragment sets its own entries, and
+#: a later fragment adds to the earlier ones (an entry of the same name replaces that
+#: entry) instead of replacing the whole list. So 60_culler.py's service and a later
+#: fragment's never drop each other (config sets, never mutates).
+NAMED_LISTS = (("JupyterHub", "services"), ("JupyterHub", "load_roles"))
 
 
 class FragmentError(Exception):
@@ -87,4 +95,35 @@ def load_fragments(directory: Path) -> LoadedFragments:
         merged.merge(copy.deepcopy(fragment))
         result.files.append(path)
         result.per_file[path] = fragment
+    for section, key in NAMED_LISTS:
+        merged_entries = _merge_named(result.per_file, section, key)
+        if merged_entries is not None:
+            merged[section][key] = merged_entries
     return result
+
+
+def _merge_named(per_file: dict[Path, Config], section: str, key: str) -> list | None:
+    """The entries of ``c.<section>.<key>`` over all fragments, merged by name."""
+    by_name: dict[str, dict] = {}
+    found = False
+    for path, fragment in per_file.items():
+        if section not in fragment or key not in fragment[section]:
+            continue
+        found = True
+        value = fragment[section][key]
+        # `.append(...)` in a fragment leaves a lazy value: its own entries.
+        entries = value.get_value([]) if isinstance(value, LazyConfigValue) else value
+        if not isinstance(entries, list | tuple):
+            raise FragmentError(
+                path, None, f"c.{section}.{key} must be a list of dicts, not {entries!r}"
+            )
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise FragmentError(
+                    path,
+                    None,
+                    f"every entry of c.{section}.{key} needs a \"name\" (entries of "
+                    f"several fragments are merged by name); {entry!r} has none",
+                )
+            by_name[entry["name"]] = copy.deepcopy(entry)
+    return list(by_name.values()) if found else None

@@ -28,6 +28,7 @@ from ananke_hub import redact
 from ananke_hub.checkconfig import KnownClasses, check_fragment
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.courses.schema import SchemaOutOfDate, SchemaTooNew
 from ananke_hub.courses.sync_store import SyncAlreadyRunning
 from ananke_hub.fragments import FragmentError, load_fragments
 from ananke_hub.hubconfig import COURSE_LAYOUT_ENV, HUB_PID_ENV
@@ -332,6 +333,13 @@ class Kore(Application):
         except (TraitError, ArgumentError) as exc:
             raise StartupError(f"{exc} Check {self.fragments_setting('CourseRegistry')}.") from exc
         self.log.info("course registry: %s", shown)
+        # Before serving: a database at another schema stops Kore with what to do.
+        try:
+            self.registry.check_schema()
+        except (SchemaOutOfDate, SchemaTooNew) as exc:
+            raise StartupError(str(exc)) from exc
+        except SQLAlchemyError as exc:  # down now: every request tries again, as before
+            self.log.warning("course registry not reachable at start: %s", exc)
 
     def init_course_layout(self) -> None:
         # Where course files are: the settings API writes nbgrader_config.json there.

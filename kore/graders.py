@@ -6,21 +6,20 @@ on demand through the hub's REST API (``GET /users/{name}``, ``POST
 /users/{name}/server``), with its own API token, which needs the scopes
 ``read:servers`` (see the server) and ``servers`` (start it).
 
-All calls are asynchronous (tornado's AsyncHTTPClient): a slow hub never blocks
-Kore's event loop. A server that is still starting is reported as such; the caller
+All calls are asynchronous, through Kore's one hub client (:mod:`kore.hub_api`,
+httpx): a slow hub never blocks Kore's event loop. A server that is still starting is reported as such; the caller
 decides whether to wait or to show a progress page.
 """
 
 import asyncio
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-
 from ananke_hub.courses.layout import grader_username
+
+from .hub_api import HubAPIClient
 
 #: Seconds between two looks at a starting server while a request waits for it.
 POLL_INTERVAL = 0.5
@@ -62,12 +61,14 @@ class GraderAccountMissing(GraderError):
     """The hub has no user ``grader-<course>``: provisioning did not finish."""
 
 
-class GraderServers:
+class GraderServers(HubAPIClient):
     """Looks at and starts the grader servers of courses through the hub's REST API."""
 
-    def __init__(self, *, api_url: str, api_token: str, hub_base_url: str, log):
-        self.api_url = api_url.rstrip("/")
-        self.api_token = api_token
+    error = GraderError
+    scopes = "read:servers and servers"
+
+    def __init__(self, *, api_url: str, api_token: str, hub_base_url: str, log, transport=None):
+        super().__init__(api_url=api_url, token=api_token, transport=transport)
         #: The hub's public base path ("/" or "/jhub/"), from JUPYTERHUB_BASE_URL.
         self.hub_base_url = "/" + hub_base_url.strip("/") + "/" if hub_base_url.strip("/") else "/"
         self.log = log
@@ -81,27 +82,9 @@ class GraderServers:
 
     async def _hub(self, method: str, path: str, timeout: float) -> tuple[int, dict | None]:
         """One hub API call; the status and the JSON body (None if there is none)."""
-        request = HTTPRequest(
-            self.api_url + path,
-            method=method,
-            headers={"Authorization": f"token {self.api_token}"},
-            body=b"" if method == "POST" else None,
-            request_timeout=timeout,
-            connect_timeout=min(timeout, 10.0),
-        )
-        try:
-            response = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except (OSError, HTTPClientError) as exc:
-            # With raise_error=False tornado raises only when no HTTP answer came:
-            # connection refused (OSError) or a timeout (HTTPClientError 599).
-            raise GraderError(f"no answer from the hub API at {self.api_url}: {exc}") from exc
-        body = None
-        if response.body:
-            try:
-                body = json.loads(response.body)
-            except ValueError:
-                body = None
-        return response.code, body if isinstance(body, dict) else None
+        async with self._client(timeout) as client:
+            code, body = await self._call(client, method, path)
+        return code, body if isinstance(body, dict) else None
 
     @staticmethod
     def _hub_message(code: int, body: dict | None) -> str:

@@ -34,6 +34,10 @@ class HubAPIClient:
     error: type[Exception] = RuntimeError
     #: The scopes Kore's token needs for this client's calls, named on a 403.
     scopes = "admin:users and admin:groups"
+    #: Users created per request (JupyterHub's bulk ``POST /hub/api/users``).
+    bulk_size = 200
+    #: Requests at once where one per user is needed.
+    concurrency = 8
 
     def __init__(
         self,
@@ -49,8 +53,11 @@ class HubAPIClient:
         # Tests give an httpx.MockTransport; Kore the default network transport.
         self.transport = transport
 
-    def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
+    def _client(self, timeout: float | None = None) -> httpx.AsyncClient:
+        timeout = self.timeout if timeout is None else timeout
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), transport=self.transport
+        )
 
     def no_answer(self, exc: httpx.HTTPError) -> Exception:
         return self.error(f"no answer from the hub API at {self.api_url}: {exc}")
@@ -93,6 +100,43 @@ class HubAPIClient:
             + hint
             + self.what_next()
         )
+
+    async def create_users(self, client: httpx.AsyncClient, names: list[str]) -> dict[str, str]:
+        """Make sure the hub has these users; the problem per name ("" = it exists now).
+
+        One ``POST /hub/api/users`` per :attr:`bulk_size` names (JupyterHub creates the
+        missing ones, skips those that exist, answers 409 when all exist). Only when the
+        hub refuses a batch (400: a name it does not accept fails all of them) are its
+        names asked one by one, so that the problem is told for the right person.
+        """
+        problems = dict.fromkeys(names, "")
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(name: str) -> None:
+            async with limit:
+                try:
+                    code, data = await self._call(client, "POST", "/users", {"usernames": [name]})
+                except self.error as exc:
+                    problems[name] = str(exc)
+                    return
+            if code not in (201, 409):
+                problems[name] = str(self._refused("POST", "/users", code, data))
+
+        for start in range(0, len(names), self.bulk_size):
+            batch = names[start : start + self.bulk_size]
+            try:
+                code, data = await self._call(client, "POST", "/users", {"usernames": batch})
+            except self.error as exc:  # no answer
+                problems.update(dict.fromkeys(batch, str(exc)))
+                continue
+            if code in (201, 409):  # 409: all of them exist
+                continue
+            if code == 400 and len(batch) > 1:
+                await asyncio.gather(*(one(n) for n in batch))
+            else:
+                refused = str(self._refused("POST", "/users", code, data))
+                problems.update(dict.fromkeys(batch, refused))
+        return problems
 
     async def apply_course_access(
         self, usernames, concurrency: int = 8

@@ -41,6 +41,18 @@ if ! command -v bwrap >/dev/null 2>&1; then
     fi
 fi
 
+# benchmarks/proxy.py compares our proxy with the JupyterHub project's Node.js one
+# (installed from npm by the benchmark); its quick run is a test.
+if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing Debian's nodejs and npm for the proxy benchmark ..."
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else
+        echo "npm is not installed: the proxy benchmark's test is skipped (apt-get install npm)." >&2
+    fi
+fi
+
 # --- Real-systemd tests (tests/systemd/, marker "systemd"): self-contained block. ---
 # They boot a Debian rootfs with systemd-nspawn (package systemd-container); mmdebstrap
 # builds the rootfs, about twice as fast as debootstrap on these machines. As root they

@@ -299,3 +299,42 @@ REQUEST_LIMITS_BENCHMARK = BENCHMARK.with_name("request_limits.py")
 def test_request_limits_benchmark_refuses_nonsense_sizes():
     assert "--requests must be 1 or more" in refused(REQUEST_LIMITS_BENCHMARK, "--requests", "0")
     assert "--size-mb must be 1 or more" in refused(REQUEST_LIMITS_BENCHMARK, "--size-mb", "0")
+
+
+@pytest.mark.slow
+def test_proxy_benchmark_quick(tmp_path):
+    import os
+    import shutil
+
+    if not shutil.which("npm"):
+        if os.environ.get("CI"):
+            pytest.fail("npm is not installed: scripts/test.sh installs it on CI")
+        pytest.skip("npm is not installed (apt-get install npm)")
+    proxy = BENCHMARK.parent / "proxy.py"
+    out = tmp_path / "proxy.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(proxy),
+            "--quick",
+            "--requests",
+            "50",
+            "--large",
+            "64",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    for size in ("1KB", "64KB"):
+        assert set(report["results"][size]) == {"direct", "pypi", "npm"}
+        for name, result in report["results"][size].items():
+            assert result["requests"] == 50 and result["failures"] == 0, (size, name)
+        assert report["ratios"][size] > 0
+    assert "npm/pypi throughput" in proc.stdout

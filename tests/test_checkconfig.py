@@ -441,3 +441,38 @@ def test_init_config_writes_private_fragments_whatever_the_umask(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o700
     files = list(target.iterdir())
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+
+
+# --- traitlets' own loading: what the real class does with a setting ---------------------------
+
+
+def test_settings_go_through_the_classs_own_observers_and_validators(tmp_path):
+    from traitlets import Integer, TraitError, Unicode, observe, validate
+    from traitlets.config import Configurable, PyFileConfigLoader
+
+    from ananke_hub.checkconfig import KnownClasses, check_fragment
+
+    class Queue(Configurable):
+        size = Integer(1, config=True)
+        mode = Unicode("fifo", config=True)
+
+        @validate("size")
+        def _positive(self, proposal):
+            if proposal.value < 1:
+                raise TraitError("size must be at least 1")
+            return proposal.value
+
+        @observe("mode")
+        def _known_mode(self, change):
+            # Checked where the hub checks it: when the setting is loaded.
+            if change.new not in ("fifo", "lifo"):
+                raise TraitError(f"mode must be fifo or lifo, not {change.new!r}")
+
+    fragment = tmp_path / "25_queue.py"
+    fragment.write_text("c.Queue.size = 0\nc.Queue.mode = 'random'\nc.Queue.size = 3\n")
+    config = PyFileConfigLoader(fragment.name, path=str(tmp_path)).load_config()
+    known = KnownClasses.empty()
+    known.add(Queue)
+    problems = check_fragment(fragment, config, known)
+    assert [(p.setting, p.line) for p in problems] == [("Queue.mode", 2)]
+    assert "mode must be fifo or lifo, not 'random'" in problems[0].message

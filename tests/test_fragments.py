@@ -101,3 +101,78 @@ def test_empty_directory_gives_empty_config(tmp_path):
     loaded = load_fragments(tmp_path)
     assert loaded.config == Config()
     assert loaded.files == []
+
+
+# --- services and roles: named entries, merged across fragments --------------------------------
+
+
+def test_a_later_fragments_services_and_roles_keep_the_earlier_ones(tmp_path):
+    write(
+        tmp_path,
+        "60_culler.py",
+        'c.JupyterHub.services = [{"name": "idle-culler", "command": ["culler"]}]',
+        'c.JupyterHub.load_roles = [{"name": "idle-culler", "services": ["idle-culler"]}]',
+    )
+    write(
+        tmp_path,
+        "65_announce.py",
+        'c.JupyterHub.services = [{"name": "announce", "url": "http://127.0.0.1:9"}]',
+        'c.JupyterHub.load_roles = [{"name": "announcer", "services": ["announce"]}]',
+    )
+    # .append() in a third one adds too; an entry of the same name replaces that entry.
+    write(
+        tmp_path,
+        "70_more.py",
+        'c.JupyterHub.services.append({"name": "idle-culler", "command": ["culler", "-v"]})',
+    )
+    loaded = load_fragments(tmp_path)
+    assert loaded.config.JupyterHub.services == [
+        {"name": "idle-culler", "command": ["culler", "-v"]},
+        {"name": "announce", "url": "http://127.0.0.1:9"},
+    ]
+    assert [r["name"] for r in loaded.config.JupyterHub.load_roles] == ["idle-culler", "announcer"]
+    # Each fragment's own settings stay what it set.
+    assert [
+        s["name"] for s in loaded.per_file[tmp_path / "65_announce.py"].JupyterHub.services
+    ] == ["announce"]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('c.JupyterHub.services = [{"url": "http://x"}]', 'needs a "name"'),
+        ('c.JupyterHub.load_roles = {"name": "x"}', "must be a list of dicts"),
+    ],
+)
+def test_a_service_or_role_without_a_name_is_refused(tmp_path, line, message):
+    write(tmp_path, "65_bad.py", line)
+    with pytest.raises(FragmentError, match=message) as refused:
+        load_fragments(tmp_path)
+    assert refused.value.path.name == "65_bad.py"
+
+
+def test_the_hub_keeps_the_culler_and_kore_when_a_later_fragment_adds_a_service(
+    tmp_path, monkeypatch
+):
+    import shutil
+
+    from ananke_hub.hubconfig import KORE_ROLE, KORE_SERVICE, configure
+    from ananke_hub.paths import SHIPPED_CONFIG_DIR, StateLayout
+
+    cfg_dir = tmp_path / "config.d"
+    shutil.copytree(SHIPPED_CONFIG_DIR, cfg_dir)
+    write(
+        cfg_dir,
+        "65_announce.py",
+        'c.JupyterHub.services = [{"name": "announce", "url": "http://127.0.0.1:9"}]',
+        'c.JupyterHub.load_roles = [{"name": "announcer", "services": ["announce"], '
+        '"scopes": ["read:users"]}]',
+    )
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "")  # configure() sets it; restored after
+    monkeypatch.setattr("ananke_hub.hubconfig.check_root_labs", lambda c: None)
+    c = Config()
+    configure(c, cfg_dir, StateLayout(tmp_path / "state"))
+    assert [s["name"] for s in c.JupyterHub.services] == ["idle-culler", "announce", KORE_SERVICE]
+    assert {"idle-culler", "announcer", "user", KORE_ROLE} <= {
+        r["name"] for r in c.JupyterHub.load_roles
+    }

@@ -896,6 +896,7 @@ def test_an_older_registry_gets_the_run_owner_column(tmp_path, lms):
     from sqlalchemy import create_engine, text
 
     from ananke_hub.courses.models import Base
+    from ananke_hub.courses.schema import SchemaOutOfDate, upgrade
 
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     engine = create_engine(url)
@@ -903,7 +904,10 @@ def test_an_older_registry_gets_the_run_owner_column(tmp_path, lms):
     with engine.begin() as db:
         db.execute(text("ALTER TABLE sync_runs DROP COLUMN owner"))
     engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match="ananke upgrade-db"):
+        CourseRegistry(url=url).check_schema()
     for _ in range(2):  # idempotent
+        upgrade(url, Base.metadata.create_all, log=lambda _message: None)
         registry = CourseRegistry(url=url)
         course_id = launch(registry, lms, "1", "instructor")
         store = SyncStore(registry)

@@ -41,6 +41,7 @@ from ananke_hub.courses.models import (
 )
 from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
 from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
+from ananke_hub.courses.schema import SchemaOutOfDate, upgrade
 from ananke_hub.courses.settings import CourseSettings
 from kore.manage import files, gradebook
 from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
@@ -1143,7 +1144,10 @@ def test_an_older_registry_gets_the_course_state_column(tmp_path):
             {"id": COURSE_ID},
         )
     engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match="ananke upgrade-db"):
+        CourseRegistry(url=url).get(COURSE_ID)
     for _ in range(2):  # idempotent
+        upgrade(url, Base.metadata.create_all, log=lambda _message: None)
         registry = CourseRegistry(url=url)
         assert registry.get(COURSE_ID).state == "active"
         registry.close()

@@ -49,6 +49,8 @@ class FakeHubAPI:
         self.revocable: dict[str, int] = {}
         self.access_applied: list[str] = []
         self.access_route = True
+        #: Names the hub refuses (its username rules).
+        self.invalid_names: set[str] = set()
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/hub/api"
         hub = self
@@ -99,6 +101,20 @@ class FakeHubAPI:
                 hub.users.add(name)
                 self.reply(201, {"name": name})
 
+        class Users(Handler):
+            # JupyterHub's bulk creation: skips users that exist, 409 when all do,
+            # 400 for the whole request when one name is invalid.
+            def post(self):
+                names = json.loads(self.request.body)["usernames"]
+                invalid = [n for n in names if n in hub.invalid_names]
+                if invalid:
+                    return self.reply(400, {"status": 400, "message": f"Invalid username: {invalid[0]}"})
+                new = [n for n in names if n not in hub.users]
+                if not new:
+                    return self.reply(409, {"status": 409, "message": "All users already exist"})
+                hub.users.update(new)
+                self.reply(201, [{"name": n} for n in new])
+
         class Access(Handler):
             # ananke_hub/auth/access.py: apply the registry to the user, revoke tokens.
             def post(self, name):
@@ -114,6 +130,7 @@ class FakeHubAPI:
             [
                 (r"/hub/api/groups/([^/]+)", Group),
                 (r"/hub/api/groups/([^/]+)/users", GroupUsers),
+                (r"/hub/api/users", Users),
                 (r"/hub/api/users/([^/]+)", User),
                 (r"/hub/api/ananke/users/([^/]+)/access", Access),
             ]
@@ -228,6 +245,9 @@ async def test_roster_enrols_everyone_before_they_launch(
     assert hub.groups[learner_group(course)] == {"u101", "u102", "u103", "u104"}
     # hub users for everyone with a course role: learners and staff
     assert hub.users == {"u1", "u101", "u102", "u103", "u104", "u105"}
+    # created in bulk (JupyterHub's POST /hub/api/users), not one request each
+    creations = [path for method, path in hub.calls if method == "POST" and "/api/users" in path]
+    assert creations and set(creations) == {"/hub/api/users"}
 
 
 async def test_a_second_roster_sync_changes_nothing(course, registry, layout, client, lms, hub):

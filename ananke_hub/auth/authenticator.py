@@ -27,6 +27,7 @@ from ..courses.provision import (
     Entitlements,
     ProvisioningError,
 )
+from ..courses.schema import SchemaOutOfDate, SchemaTooNew
 from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
 from ..usernames import UsernameRule, check_prefix, hub_username
@@ -183,6 +184,15 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
 
     def get_handlers(self, app):
         # Called once, when the hub starts: the moment to prepare for course launches.
+        # The registry's database (courses, and the used nonces of every launch) at
+        # another schema stops the hub with what to do (`ananke upgrade-db`).
+        try:
+            self.provisioner.registry.check_schema()
+        except (SchemaOutOfDate, SchemaTooNew) as exc:
+            self.log.critical("%s", exc)
+            raise SystemExit(str(exc)) from exc
+        except SQLAlchemyError as exc:  # down now: each launch tries again, as before
+            self.log.warning("courses: the course registry is not reachable: %s", exc)
         if self.provision_courses:
             self.provisioner.prepare()
         # Kore asks the hub to apply a course's changed staff at once (see access.py).

@@ -12,10 +12,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import create_engine, event, func, inspect, select, text, update
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
@@ -25,6 +24,7 @@ from ..persist import ensure_private_sqlite
 from ..roles import Role
 from .identity import LaunchInfo
 from .models import COURSE_DELETING, Base, Course, Member, utcnow
+from .schema import ensure_current
 
 
 class CourseBeingDeleted(RuntimeError):
@@ -33,28 +33,6 @@ class CourseBeingDeleted(RuntimeError):
     def __init__(self, course_id: str):
         super().__init__(f"course {course_id} is being deleted")
         self.course_id = course_id
-
-
-#: Columns later releases added to existing tables: (table, column, its DDL).
-ADDED_COLUMNS = (
-    ("courses", "state", "VARCHAR(16) NOT NULL DEFAULT 'active'"),
-    ("sync_runs", "owner", "VARCHAR(128) NOT NULL DEFAULT ''"),
-)
-
-
-def upgrade_schema(engine: Engine) -> None:
-    """Add the columns later releases gave existing tables (create_all only makes new
-    tables). Idempotent: each column is added once, if missing."""
-    for table, column, ddl in ADDED_COLUMNS:
-        if column in {c["name"] for c in inspect(engine).get_columns(table)}:
-            continue
-        try:
-            with engine.begin() as db:
-                db.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
-        except DBAPIError:
-            # The hub and Kore open the registry at the same time: the other one won.
-            if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                raise
 
 
 @dataclass(frozen=True)
@@ -105,7 +83,8 @@ class CourseRegistry(LoggingConfigurable):
         help="""SQLAlchemy URL of the course registry, shared by the hub and Kore.
 
         Default: a SQLite file `courses.sqlite` in the state directory. For PostgreSQL:
-        `postgresql+psycopg://user:password@host/dbname` (install the driver).""",
+        `postgresql+psycopg://user:password@host/dbname` (install the driver:
+        `pip install "ananke[postgres]"`).""",
     )
 
     threads = Int(
@@ -136,8 +115,13 @@ class CourseRegistry(LoggingConfigurable):
         with self._init_lock:  # first use may come from several pool threads at once
             if self._engine is None:
                 engine = self._create_engine()
-                Base.metadata.create_all(engine)
-                upgrade_schema(engine)
+                # A new database is created at the newest schema; any other must be at
+                # it (`ananke upgrade-db`): SchemaOutOfDate says so otherwise.
+                try:
+                    ensure_current(engine, Base.metadata.create_all)
+                except BaseException:
+                    engine.dispose()
+                    raise
                 self._sessions = sessionmaker(engine, expire_on_commit=False)
                 self._engine = engine
         return self._engine
@@ -161,6 +145,11 @@ class CourseRegistry(LoggingConfigurable):
 
             return engine
         return create_engine(self.url, pool_pre_ping=True)
+
+    def check_schema(self) -> None:
+        """Open the database now (at start-up): create a new one, or raise
+        SchemaOutOfDate (run `ananke upgrade-db`) for one at an older schema."""
+        self.engine  # noqa: B018
 
     def session(self) -> Session:
         self.engine  # noqa: B018 (creates the schema on first use)

@@ -1,8 +1,8 @@
 """The hub's side of a roster sync: learners in the course's group before they launch.
 
 nbgrader finds a student's courses by the hub group ``nbgrader-<course>``
-(JupyterHubAuthPlugin). A learner the roster lists gets a hub user (``POST
-/hub/api/users/{name}``) and joins the group (``POST /hub/api/groups/{name}/users``);
+(JupyterHubAuthPlugin). Learners the roster lists get hub users (one bulk ``POST
+/hub/api/users`` for all of them) and join the group (``POST /hub/api/groups/{name}/users``);
 one the roster dropped leaves it (``DELETE``). The hub token needs the scopes
 ``admin:users`` (create users) and ``admin:groups`` (create the group, change members).
 
@@ -10,7 +10,6 @@ At a launch the authenticator sets the user's groups from the registry
 (``manage_groups``): the same answer, since the roster sync wrote the registry first.
 """
 
-import asyncio
 from urllib.parse import quote
 
 from ..hub_api import HubAPIClient
@@ -48,20 +47,7 @@ class HubGroups(HubAPIClient):
                 raise self._refused("GET", group_path, code, data)
 
             missing = sorted(members - current)
-            limit = asyncio.Semaphore(self.concurrency)
-
-            async def ensure_user(name: str):
-                async with limit:
-                    path = f"/users/{quote(name, safe='')}"
-                    try:
-                        code, data = await self._call(client, "POST", path)
-                    except HubAPIError as exc:
-                        problems[name] = str(exc)
-                        return
-                    if code not in (201, 409):  # 409: the user exists
-                        problems[name] = str(self._refused("POST", path, code, data))
-
-            await asyncio.gather(*(ensure_user(n) for n in missing))
+            problems.update(await self.create_users(client, missing))
             ready = [n for n in missing if not problems[n]]
             if ready:
                 path = group_path + "/users"

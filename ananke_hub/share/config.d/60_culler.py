@@ -36,5 +36,6 @@ c.JupyterHub.load_roles = [
     },
 ]
 
-# A later fragment that sets c.JupyterHub.services or load_roles replaces these lists:
-# add its entries to the lists above instead (Kore is added by Ananke itself).
+# A later fragment that sets c.JupyterHub.services or load_roles adds its entries to
+# these (an entry with the same name replaces that entry): services and roles of all
+# fragments are merged by name (Kore is added by Ananke itself).

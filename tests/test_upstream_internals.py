@@ -1,0 +1,86 @@
+"""The upstream internals Ananke still relies on, checked against the installed releases.
+
+Each is a private name of an upstream whose version pyproject.toml bounds; a release
+that renames or changes one fails here, with the file that uses it, before anything
+subtler breaks. scripts/check-upstreams.sh runs this file against the newest releases.
+Where the hub uses them:
+
+- systemdspawner: ``systemd.RUN_ROOT`` and ``SystemdSpawner._expand_user_vars``
+  (ananke_hub/spawner.py, the only importer of systemdspawner);
+- nbgrader: ``ExchangeCollect._path_to_record`` and ``_sort_by_timestamp``
+  (ananke_hub/exchange.py, the only subclass of nbgrader's exchange);
+- JupyterHub: the tornado setting ``oauth_no_confirm_list`` (courses/provision.py,
+  ``trust_graders``: grader servers are user servers, to which the public
+  ``oauth_no_confirm`` of services does not apply) and ``HubOAuth._persist_url_token_if_set``
+  (kore/handlers/base.py, as JupyterHub's own ``HubOAuthenticated`` mixin calls it).
+"""
+
+import inspect
+from datetime import datetime
+from importlib.metadata import version
+
+
+def fail_message(upstream: str, name: str, user: str) -> str:
+    return (
+        f"{upstream} {version(upstream)} changed {name}, which {user} relies on: keep the "
+        "upper bound in pyproject.toml, or port that code to the new release."
+    )
+
+
+def test_systemdspawner_internals():
+    from systemdspawner import SystemdSpawner, systemd
+
+    where = "ananke_hub/spawner.py"
+    upstream = "jupyterhub-systemdspawner"
+    assert isinstance(getattr(systemd, "RUN_ROOT", None), str), fail_message(
+        upstream, "systemd.RUN_ROOT", where
+    )
+    expand = getattr(SystemdSpawner, "_expand_user_vars", None)
+    assert callable(expand) and list(inspect.signature(expand).parameters) == [
+        "self",
+        "string",
+    ], fail_message(upstream, "SystemdSpawner._expand_user_vars(string)", where)
+    # What we use it for: {USERNAME} in unit names and User=.
+    spawner = SystemdSpawner.__new__(SystemdSpawner)
+    spawner.user = type("User", (), {"name": "u7", "id": 7})()
+    assert expand(spawner, "jupyter-{USERNAME}") == "jupyter-u7", fail_message(
+        upstream, "SystemdSpawner._expand_user_vars", where
+    )
+
+
+def test_nbgrader_exchange_internals():
+    from nbgrader.exchange.default import ExchangeCollect
+
+    where = "ananke_hub/exchange.py (ExchangeCollect.init_src)"
+    collect = ExchangeCollect.__new__(ExchangeCollect)
+    try:
+        record = collect._path_to_record("/x/inbound/u1+ps1+2026-01-02 03:04:05.000000 UTC+ab")
+        older = collect._path_to_record("/x/inbound/u1+ps1+2025-01-02 03:04:05.000000 UTC+cd")
+        newest_first = collect._sort_by_timestamp([older, record])
+    except AttributeError as exc:
+        raise AssertionError(fail_message("nbgrader", str(exc), where)) from exc
+    assert record["username"] == "u1" and isinstance(record["timestamp"], datetime), fail_message(
+        "nbgrader", "ExchangeCollect._path_to_record", where
+    )
+    assert newest_first == [record, older], fail_message(
+        "nbgrader", "ExchangeCollect._sort_by_timestamp", where
+    )
+
+
+def test_jupyterhub_internals():
+    from jupyterhub.apihandlers.auth import OAuthAuthorizeHandler
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.services.auth import HubOAuth
+
+    # The set the hub fills from services' oauth_no_confirm and reads at authorization.
+    assert "oauth_no_confirm_list" in inspect.getsource(JupyterHub.init_tornado_settings), (
+        fail_message("jupyterhub", "the tornado setting oauth_no_confirm_list", "trust_graders")
+    )
+    assert "oauth_no_confirm_list" in inspect.getsource(OAuthAuthorizeHandler), fail_message(
+        "jupyterhub", "the tornado setting oauth_no_confirm_list", "trust_graders"
+    )
+    persist = getattr(HubOAuth, "_persist_url_token_if_set", None)
+    assert callable(persist) and list(inspect.signature(persist).parameters) == [
+        "self",
+        "handler",
+    ], fail_message("jupyterhub", "HubOAuth._persist_url_token_if_set", "kore/handlers/base.py")
