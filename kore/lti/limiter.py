@@ -105,7 +105,8 @@ class AdaptiveLimit:
         elif latency is None:
             self.no_answer += 1
             self._decrease(slot, 0.5)
-        elif self.adaptive:
+        elif self.adaptive and slot > self._decreased_at:
+            # Answers to requests sent before the last decrease belong to the old round.
             self._round.append(latency)
             if len(self._round) >= self.current:
                 self._end_round(slot)
