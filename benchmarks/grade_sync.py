@@ -2,19 +2,27 @@
 
     .venv/bin/python benchmarks/grade_sync.py [--json results.json] [--quick]
 
-One built-in LMS (``python -m ananke_hub.platform --test-api``) on 127.0.0.1, every AGS
+The built-in LMS (``python -m ananke_hub.platform --test-api``) on 127.0.0.1, every AGS
 request delayed by 20 ms (``POST /_test/faults {"delay": 0.02}``), a course of 500
-learners with 10 graded nbgrader assignments each. Scenarios, in this order, each on
-a freshly reset LMS:
+learners with 10 graded nbgrader assignments each; once over plain http and once over
+https with a private CA made in the run (``ananke_hub.platform.tls``), which every
+client here trusts through ``SSL_CERT_FILE`` (no verification is turned off). Per
+scheme, each scenario on a freshly reset LMS:
 
-- ``ours``: Kore's grade sync job (kore/sync/grades.py), as Kore runs it: gradebook
-  read, access token, one line item per assignment created, every student's score per
-  assignment and the course total to the activity's own line item;
+- ``ours``: Kore's grade sync job (kore/sync/grades.py) with the shipped defaults of
+  ``c.LTIAdvantage`` (adaptive concurrency under its ceiling, kept-alive connections):
+  gradebook read, access token, one line item per assignment created, every student's
+  score per assignment and the course total to the activity's own line item;
 - ``resync``: the same job again with nothing changed (it must send nothing);
-- ``sequential_total``: as the original sends grades: one course total per student,
-  one request after the other, each on a new connection;
+- ``sequential_total`` (http only): as the original sends grades: one course total per
+  student, one request after the other, each on a new connection;
 - ``sequential_all``: the same work as ours (line items and every score), one request
   after the other on new connections; by default a sample of it, extrapolated.
+
+Then, on the last scheme, an LMS that slows down under load (``--load-delay`` per
+request in flight, 429 beyond ``--load-limit``: the built-in LMS's own options, set
+through ``POST /_test/load``): ``load_adaptive`` (the shipped defaults) and
+``load_fixed`` (always the ceiling in flight), with their 429s and retries.
 
 Afterwards the LMS's tallies (``GET /_test/scores.json``) must show every score exactly
 once: none missing, none twice, none refused. See benchmarks/README.md.

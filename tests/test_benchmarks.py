@@ -156,7 +156,17 @@ def test_profile_summary_counts_inclusive_time_per_launch(tmp_path, monkeypatch)
 
 
 GRADE_SYNC_BENCHMARK = BENCHMARK.parent / "grade_sync.py"
-GRADE_SYNC_SCENARIOS = {"ours", "resync", "sequential_total", "sequential_all"}
+GRADE_SYNC_SCENARIOS = {
+    "ours",
+    "resync",
+    "sequential_total",
+    "sequential_all",
+    "https_ours",
+    "https_resync",
+    "https_sequential_all",
+    "load_adaptive",
+    "load_fixed",
+}
 
 
 @pytest.mark.slow
@@ -186,13 +196,26 @@ def test_grade_sync_benchmark_quick(tmp_path):
     every = scenarios["sequential_all"]
     assert every["extrapolated"] is False and every["scores_sent"] == every["scores"] == 60
     assert every["line_items_created"] == 2
-    assert set(report["ratios"]) == {
+    assert set(report["ratios"]) == {"http", "https", "load"}
+    assert set(report["ratios"]["http"]) == {
         "sequential_all_over_ours",
         "sequential_total_over_ours",
         "requests_per_s_ours_over_sequential",
         "sending_phase_over_sequential_all",
     }
-    assert report["target"]["compared"] == "sequential_all / ours"
+    assert set(report["target"]) == {"http", "https"}
+    assert report["target"]["https"]["compared"] == "sequential_all / ours, shipped defaults"
+    # https: the LMS's certificate from the run's private CA, trusted via SSL_CERT_FILE
+    assert report["lms"]["https"].startswith("https://")
+    assert report["tls"]["trusted_via"] == "SSL_CERT_FILE"
+    for name in ("ours", "https_ours", "load_adaptive", "load_fixed"):
+        s = scenarios[name]
+        assert s["counts"] == {"sent": 60}, name
+        # kept-alive connections: fewer than requests, never more than the ceiling
+        assert 1 <= s["traffic"]["lms_connections"] < s["requests"], name
+        assert s["traffic"]["lms_peak_in_flight"] <= s["concurrency"], name
+    assert scenarios["load_adaptive"]["adaptive"] is True
+    assert scenarios["load_fixed"]["adaptive"] is False
 
 
 def test_grade_sync_benchmark_refuses_nonsense_sizes():

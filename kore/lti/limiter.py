@@ -7,6 +7,7 @@ answer, and shrinks by a quarter when the answers of a round took more than
 ``tolerance`` times the fastest round lately (the LMS queues requests: more in flight
 only adds waiting). A ``Retry-After`` stops new requests until it has passed, not only
 the one that got it. It never exceeds ``ceiling`` (``c.LTIAdvantage.concurrency``).
+Not adaptive: always ``ceiling`` slots, and only the refused request waits.
 
 A round is as many answers as the limit was when it began, about one round trip of
 every request in flight. Answers to requests sent before the last decrease cannot
@@ -99,7 +100,7 @@ class AdaptiveLimit:
         self.in_flight -= 1
         if throttled:
             self.throttled += 1
-            if retry_after:
+            if retry_after and self.adaptive:
                 self._paused_until = max(self._paused_until, self.clock() + retry_after)
             self._decrease(slot, 0.5)
         elif latency is None:
