@@ -664,6 +664,22 @@ async def scenario_ours(
             and result["delivery"]["ok"]
             and result["values"]["wrong"] == 0
         )
+        if load:
+            # An overloaded LMS may refuse a score through every retry: the job must then
+            # say so (failed, sent next time), never send one twice or claim it sent.
+            d, counts = result["delivery"], result["counts"]
+            not_sent = sum(n for status, n in counts.items() if status != "sent")
+            result["honest"] = (
+                d["duplicated"] == d["refused"] == d["unexpected"] == 0
+                and d["missing"] == not_sent
+                and counts.get("sent", 0) == d["delivered_once"]
+            )
+            result["ok"] = (
+                result["honest"]
+                and len(by_url) == sizes.assignments
+                and not problems
+                and result["values"]["wrong"] == 0
+            )
         again = None
         if resync:
             # Nothing changed: the job must send nothing (it lists the line items once).
@@ -1077,14 +1093,17 @@ def render(report: dict) -> str:
         checks.append(
             f"{name} {d['delivered_once']}/{d['expected']}"
             + (
-                ""
+                f" (+{d['missing']} reported not sent, none twice)"
+                if s.get("honest") and not d["ok"]
+                else ""
                 if d["ok"]
                 else f" (missing {d['missing']}, twice {d['duplicated']}, "
                 f"refused {d['refused']}, unexpected {d['unexpected']})"
             )
         )
     lines.append(
-        f"Every score delivered exactly once: {'yes' if report['every_score_once'] else 'NO'} "
+        f"Every score delivered exactly once (or reported not sent): "
+        f"{'yes' if report['every_score_once'] else 'NO'} "
         f"({', '.join(checks)})"
     )
     for name, s in sc.items():
@@ -1219,7 +1238,10 @@ def main(argv=None) -> int:
             "ratio": goal,
             "met": goal is not None and goal >= TARGET_RATIO,
         }
-    report["every_score_once"] = all(s["delivery"]["ok"] for s in scenarios.values())
+    # Load scenarios: delivered once, or honestly reported not sent (no duplicate).
+    report["every_score_once"] = all(
+        s.get("honest", s["delivery"]["ok"]) for s in scenarios.values()
+    )
     report["all_ok"] = all(s["ok"] for s in scenarios.values())
     publish(report, render(report), args)
     problems = []

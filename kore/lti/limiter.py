@@ -3,9 +3,9 @@
 AIMD, as TCP finds a link's speed: the limit starts moderate and doubles per round of
 answers while the LMS answers as fast as it did (slow start), then grows by one per
 round; it halves on a 429 or 503 (the LMS said "too many"), on a request that got no
-answer, and shrinks by a quarter when the answers of a round took more than
-``tolerance`` times the fastest round lately (the LMS queues requests: more in flight
-only adds waiting). A ``Retry-After`` stops new requests until it has passed, not only
+answer, and shrinks by a quarter when the answers of a round took on average more than
+``tolerance`` times those of the fastest round lately (the LMS queues requests: more
+in flight only adds waiting). A ``Retry-After`` stops new requests until it has passed, not only
 the one that got it. It never exceeds ``ceiling`` (``c.LTIAdvantage.concurrency``).
 Not adaptive: always ``ceiling`` slots, and only the refused request waits.
 
@@ -19,8 +19,8 @@ import time
 from collections import deque
 from statistics import fmean
 
-#: Rounds whose fastest answer sets the latency the LMS is known to manage.
-BASELINE_ROUNDS = 10
+#: Rounds whose fastest mean answer time is the latency the LMS is known to manage.
+BASELINE_ROUNDS = 30
 
 
 class AdaptiveLimit:
@@ -55,7 +55,7 @@ class AdaptiveLimit:
         self._seq = 0
         self._decreased_at = 0
         self._round: list[float] = []
-        self._fastest: deque[float] = deque(maxlen=BASELINE_ROUNDS)
+        self._means: deque[float] = deque(maxlen=BASELINE_ROUNDS)
         self._waiters: deque[asyncio.Future] = deque()
 
     @property
@@ -120,8 +120,9 @@ class AdaptiveLimit:
 
     def _end_round(self, slot: int) -> None:
         answers, self._round = self._round, []
-        self._fastest.append(min(answers))
-        if fmean(answers) > self.tolerance * min(self._fastest):
+        mean = fmean(answers)
+        self._means.append(mean)
+        if mean > self.tolerance * min(self._means):
             self._decrease(slot, 0.75)
         elif self._slow_start:
             self.limit = min(self.ceiling, self.limit * 2)
