@@ -239,9 +239,9 @@ class TestPlatform(Application):
     load_delay = Float(
         0.0,
         config=True,
-        help="""Seconds every token, AGS or NRPS request waits per other request in flight
-        when it arrives: an LMS that slows down under load (with 0.002, the 40th request at
-        once waits 78 ms). Adds to the test API's delay faults.""",
+        help="""Seconds every token, AGS or NRPS request waits per request in flight
+        (itself included) when it arrives: an LMS that slows down under load (with 0.002,
+        the 40th request at once waits 80 ms). Adds to the test API's delay faults.""",
     )
     load_limit = Int(
         0,

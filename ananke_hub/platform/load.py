@@ -19,7 +19,7 @@ class LoadSettingError(ValueError):
 
 @dataclass
 class Load:
-    #: Seconds each request waits per other request in flight when it arrives.
+    #: Seconds each request waits per request in flight when it arrives (itself included).
     per_request: float = 0.0
     #: A request arriving while this many are in flight is answered 429 (0: never).
     limit: int = 0
@@ -83,8 +83,8 @@ class Load:
         if self.limit and self.in_flight >= self.limit:
             self.overloaded += 1
             return None
-        wait = self.per_request * self.in_flight
         self.in_flight += 1
+        wait = self.per_request * self.in_flight
         self.served += 1
         self.peak = max(self.peak, self.in_flight)
         return wait
