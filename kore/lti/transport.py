@@ -155,8 +155,12 @@ class LMSTransport:
         self.throttled = 0
         self.retries = 0
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is not None and not self._session.closed:
+            return self._session
+        # Reading the CA store is file work: not in the event loop.
+        context = await asyncio.to_thread(ssl.create_default_context)
+        if self._session is None or self._session.closed:  # not made meanwhile
             trace = aiohttp.TraceConfig()
 
             async def opened(session, context, params):
@@ -168,7 +172,7 @@ class LMSTransport:
                 limit=self.max_connections,
                 keepalive_timeout=KEEPALIVE_TIMEOUT,
                 # The system's CA store (and SSL_CERT_FILE), with host name checks.
-                ssl=ssl.create_default_context(),
+                ssl=context,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -200,7 +204,8 @@ class LMSTransport:
         self.attempts += 1
         if content is None and method in ("POST", "PUT"):
             content = b""
-        async with self._http().request(
+        session = await self._http()
+        async with session.request(
             method, url, headers=headers, data=content, allow_redirects=False
         ) as response:
             length = response.content_length
