@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,13 +60,23 @@ class Item:
 
 
 class FakeLMS:
-    def __init__(self, *, jwks, client_id="tool-client", context="ctx1", link="link1"):
+    def __init__(self, *, jwks, client_id="tool-client", context="ctx1", link="link1", tls=None):
         self.jwks = jwks  # callable -> {"keys": [...]} of the tool
         self.client_id = client_id
         self.context = context
         self.link = link
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        #: An ananke_hub.platform.tls.ServerTLS: serve https with its certificate.
+        self.tls = tls
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        #: Per request (as self.requests): the number of the TCP connection it came on.
+        self.request_connections: list[int] = []
+        self.connections = 0
+        #: Requests being handled now, and the most at once.
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        #: Seconds every request waits before it is handled (requests overlap).
+        self.delay = 0.0
         self.expected_aud: str | None = None  # default: the token URL
         self.token_lifetime = 3600
         self.grant: set[str] | None = None  # scopes the token endpoint grants (None: all asked)
@@ -152,7 +163,11 @@ class FakeLMS:
         )
 
     def start(self):
-        self.server = httpserver.HTTPServer(self.app())
+        ssl_options = None
+        if self.tls is not None:
+            ssl_options = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_options.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        self.server = httpserver.HTTPServer(self.app(), ssl_options=ssl_options)
         self.server.listen(self.port, "127.0.0.1")
         return self
 
@@ -203,9 +218,34 @@ class Base(web.RequestHandler):
     def check_xsrf_cookie(self):
         pass
 
+    _counted = False
+
+    def _left(self):
+        if self._counted:
+            self._counted = False
+            self.lms.in_flight -= 1
+
+    def on_finish(self):
+        self._left()
+
+    def on_connection_close(self):
+        self._left()
+
     async def prepare(self):
         lms = self.lms
         lms.requests.append((self.request.method, self.request.path))
+        # tornado keeps one stream per TCP connection across its kept-alive requests.
+        stream = self.request.connection.stream
+        number = getattr(stream, "_fake_lms_connection", None)
+        if number is None:
+            lms.connections += 1
+            number = stream._fake_lms_connection = lms.connections
+        lms.request_connections.append(number)
+        self._counted = True
+        lms.in_flight += 1
+        lms.peak_in_flight = max(lms.peak_in_flight, lms.in_flight)
+        if lms.delay:
+            await asyncio.sleep(lms.delay)
         for fault in lms.faults:
             if fault.times <= 0 or fault.method != self.request.method:
                 continue

@@ -111,6 +111,9 @@ def running_kore(kore, platform, registry):
         "c.LTIAdvantage.max_retry_delay = 0.05\n"
         # the slow-write test answers after 2 s: Kore gives up after 1 s
         "c.LTIAdvantage.request_timeout = 1.0\n"
+        # A pace the kill points can hit: with the default ceiling (64, kept-alive
+        # connections) a 300-score sync can end between two polls of its progress.
+        "c.LTIAdvantage.concurrency = 4\n"
     )
     kore.start()
     yield kore
@@ -191,7 +194,7 @@ def test_kore_killed_at_ten_points_of_a_300_score_sync(running_kore, platform, r
     kore = running_kore
     course_id = course_of(platform, registry, layout, demo_data.HOMEWORK)
     # A slow LMS, so that the kill points fall inside the sync.
-    lms(platform, "POST", "/_test/faults", json={"delay": 0.01})
+    lms(platform, "POST", "/_test/faults", json={"delay": 0.02})
     rng = random.Random(SEED)
     targets = sorted(rng.sample(range(1, LEARNERS * 2), KILLS))
     report = {"seed": SEED, "scores": LEARNERS * 2, "kills": []}

@@ -740,9 +740,7 @@ def test_cli_without_keys(admin_env, capsys):
 
 def without_lineitem(lms: FakeLMS) -> dict:
     """The AGS claim as Moodle sends it once tool-made line items are bound to the link."""
-    return {
-        lti_spec.AGS_ENDPOINT: {"scope": list(ALL_SCOPES), "lineitems": lms.lineitems_url}
-    }
+    return {lti_spec.AGS_ENDPOINT: {"scope": list(ALL_SCOPES), "lineitems": lms.lineitems_url}}
 
 
 async def test_the_total_stays_current_when_launches_leave_out_lineitem(
@@ -761,9 +759,7 @@ async def test_the_total_stays_current_when_launches_leave_out_lineitem(
     assert last(lms, lms.launch_item, "101")["scoreGiven"] == 9
 
 
-async def test_the_activitys_own_line_item_is_found_in_the_container(
-    registry, layout, client, lms
-):
+async def test_the_activitys_own_line_item_is_found_in_the_container(registry, layout, client, lms):
     # A course whose launches never named its own line item: Kore finds it by the link.
     lms.launch_item.resource_link_id = LINK
     lms.add_item("Someone else's", 50, resource_id="quiz", tag="other", link="")
@@ -831,6 +827,40 @@ async def test_a_score_answered_late_or_never_is_checked_not_sent_twice(
     assert run["counts"] == {"unchanged": 9}
 
 
+async def test_a_kept_alive_connection_dropped_after_a_score_is_checked_not_resent(
+    homework, registry, layout, lms, key_store
+):
+    # Hostile: the LMS reads a score POST on a connection that carried earlier requests,
+    # stores it, and closes the connection without an answer. Kore cannot know whether it
+    # arrived: it asks the results service and does not send it blindly again.
+    registration = LMSRegistration(issuer=ISSUER, client_id=CLIENT, access_token_url=lms.token_url)
+    client = LTIClient(
+        registration=registration, key_store=key_store, settings=settings(concurrency=1)
+    )
+    lms.after_processing("POST", "/scores$", "drop", times=1, user="102")
+    try:
+        run = await sync(homework, registry, layout, client)
+    finally:
+        await client.aclose()
+    assert run["state"] == "finished", run
+    assert run["counts"] == {"sent": 9}, run
+    # the request before the first one on a second connection is the dropped score
+    dropped = lms.request_connections.index(2) - 1
+    assert dropped > 0 and lms.requests[dropped][0] == "POST"
+    assert lms.requests[dropped][1].endswith("/scores")
+    # the dropped POST came on the connection of the token and everything before it
+    assert lms.request_connections[: dropped + 1] == [1] * (dropped + 1)
+    # then one new connection: its first request reads the result, no second POST
+    assert lms.requests[dropped + 1][0] == "GET" and lms.requests[dropped + 1][1].endswith(
+        "/results"
+    )
+    assert lms.connections == 2
+    rows = results(registry, run)
+    (checked,) = [r for r in rows.values() if "Kore checked: it has this score" in r["message"]]
+    assert checked["username"] == "u102"
+    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+
+
 async def test_a_score_lost_without_an_answer_is_sent_again_after_checking(
     homework, registry, layout, client, lms
 ):
@@ -880,7 +910,9 @@ async def test_scores_sent_by_a_killed_sync_are_checked_not_sent_again(
     # intents are there, the deliveries are not.
     with registry.session() as session, session.begin():
         rows = session.scalars(select(SyncDelivery).where(SyncDelivery.course_id == homework))
-        intents = [IntentRecord(d.username, d.item_key, d.lineitem_url, d.fingerprint) for d in rows]
+        intents = [
+            IntentRecord(d.username, d.item_key, d.lineitem_url, d.fingerprint) for d in rows
+        ]
         session.execute(delete(SyncDelivery))
     store.write_intents(homework, "killed", intents)
     run = await sync(homework, registry, layout, client)

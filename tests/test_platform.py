@@ -79,7 +79,7 @@ def running_platform(state_dir, port=0, flags=(), **options):
             sel.register(proc.stdout, selectors.EVENT_READ)
             ready = sel.select(timeout=30)
         line = proc.stdout.readline() if ready else ""
-        match = re.search(r"http://\S+", line)
+        match = re.search(r"https?://\S+", line)
         if not match:
             proc.kill()
             raise RuntimeError(f"The platform did not start: {line!r}\n{log_path.read_text()}")

@@ -14,6 +14,7 @@ management), ``--roster-size=500`` (learners besides the launchable four),
 import asyncio
 import logging
 import signal
+import ssl
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,6 +33,7 @@ from .demo_data import DEFAULT_EXTRA_LEARNERS
 from .faults import Faults
 from .handlers import ags, deeplink, gradebook, jwks, launch, nrps, oidc, testapi, token
 from .handlers.base import XSRF_COOKIE
+from .load import MAX_PER_REQUEST, Load
 from .persistence import StoreFile, StoreFileError
 from .settings import PlatformSettings
 from .store import PlatformStore
@@ -47,6 +49,7 @@ def make_app(
     log: logging.Logger,
     store: PlatformStore | None = None,
     store_file: StoreFile | None = None,
+    load: Load | None = None,
 ) -> web.Application:
     def log_request(handler: web.RequestHandler) -> None:
         # The path only: queries carry nonces and hints that have no place in a log.
@@ -69,6 +72,7 @@ def make_app(
         platform_store=store or PlatformStore(settings.roster_size),
         platform_store_file=store_file,
         platform_faults=Faults(),
+        platform_load=load or Load(),
         # Moodle fetches the tool's keyset while it answers each token request (a tool
         # that blocks while waiting for its token deadlocks); the lenient profile caches.
         platform_tool_keyset=ToolKeyset(settings.tool_jwks_url, max_age=0.0)
@@ -113,6 +117,10 @@ class TestPlatform(Application):
         "tool-target-link-uri": "TestPlatform.tool_target_link_uri",
         "tool-jwks-url": "TestPlatform.tool_jwks_url",
         "jwks-delay": "TestPlatform.jwks_delay",
+        "load-delay": "TestPlatform.load_delay",
+        "load-limit": "TestPlatform.load_limit",
+        "certfile": "TestPlatform.certfile",
+        "keyfile": "TestPlatform.keyfile",
         "ags-scopes": "TestPlatform.ags_scopes",
         "roster-size": "TestPlatform.roster_size",
         "log-level": "Application.log_level",
@@ -228,6 +236,46 @@ class TestPlatform(Application):
         block the platform.""",
     )
 
+    load_delay = Float(
+        0.0,
+        config=True,
+        help="""Seconds every token, AGS or NRPS request waits per request in flight
+        (itself included) when it arrives: an LMS that slows down under load (with 0.002,
+        the 40th request at once waits 80 ms). Adds to the test API's delay faults.""",
+    )
+    load_limit = Int(
+        0,
+        config=True,
+        help="""Answer 429 (Retry-After: 1) to a token, AGS or NRPS request that arrives
+        while this many are in flight, as an LMS whose workers are all busy. 0: never.""",
+    )
+    certfile = Unicode(
+        "",
+        config=True,
+        help="""Serve https with this certificate (PEM, the chain after it), as a real LMS
+        does; its URLs and issuer then begin with https://. A tool must trust the issuing
+        CA (e.g. SSL_CERT_FILE). Goes with --keyfile.""",
+    )
+    keyfile = Unicode(
+        "",
+        config=True,
+        help="The private key (PEM) of --certfile.",
+    )
+
+    @validate("load_delay")
+    def _valid_load_delay(self, proposal):
+        if not 0 <= proposal.value <= MAX_PER_REQUEST:
+            raise TraitError(
+                f"--load-delay must be 0 to {MAX_PER_REQUEST} seconds, got {proposal.value}."
+            )
+        return proposal.value
+
+    @validate("load_limit")
+    def _valid_load_limit(self, proposal):
+        if proposal.value < 0:
+            raise TraitError(f"--load-limit must be 0 (none) or more, got {proposal.value}.")
+        return proposal.value
+
     @validate(
         "issuer", "tool_login_url", "tool_redirect_uri", "tool_target_link_uri", "tool_jwks_url"
     )
@@ -289,17 +337,29 @@ class TestPlatform(Application):
         keys = KeyStore(state / "keys")
         keys.ensure()
         cookie_secret = read_or_create_secret(state / "cookie_secret")
+        tls = None
+        if bool(self.certfile) != bool(self.keyfile):
+            self.log.critical("--certfile and --keyfile go together: give both or neither.")
+            self.exit(2)
+        if self.certfile:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                tls.load_cert_chain(self.certfile, self.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                self.log.critical("Cannot serve https with %s: %s", self.certfile, exc)
+                self.exit(2)
         sockets = bind_sockets(self.port, HOST)
         try:
-            asyncio.run(self._serve(sockets, keys, cookie_secret, state))
+            asyncio.run(self._serve(sockets, keys, cookie_secret, state, tls))
         except KeyboardInterrupt:
             pass
         except StoreFileError as exc:
             self.log.critical("%s", exc)
             self.exit(1)
 
-    async def _serve(self, sockets, keys: KeyStore, cookie_secret: str, state: Path):
-        local_url = f"http://{HOST}:{sockets[0].getsockname()[1]}"
+    async def _serve(self, sockets, keys: KeyStore, cookie_secret: str, state: Path, tls=None):
+        scheme = "https" if tls is not None else "http"
+        local_url = f"{scheme}://{HOST}:{sockets[0].getsockname()[1]}"
         settings = PlatformSettings(
             issuer=self.issuer or local_url,
             client_id=self.client_id,
@@ -320,7 +380,9 @@ class TestPlatform(Application):
             store_file = StoreFile(state, store, self.log)
             if store_file.load():
                 self.log.info("Gradebook loaded from %s", store_file.path)
-        server = HTTPServer(make_app(settings, keys, cookie_secret, self.log, store, store_file))
+        load = Load(per_request=self.load_delay, limit=self.load_limit)
+        app = make_app(settings, keys, cookie_secret, self.log, store, store_file, load)
+        server = HTTPServer(app, ssl_options=tls)
         server.add_sockets(sockets)
         # One line with the URL: the demo launcher and the tests wait for it.
         print(

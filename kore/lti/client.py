@@ -88,6 +88,7 @@ class LTIClient:
             request_timeout=self.settings.request_timeout,
             connect_timeout=self.settings.connect_timeout,
             max_connections=self.settings.concurrency,
+            limiter=self.settings.limiter(),
         )
         self.tokens = TokenService(self.transport, key_store.signing_key)
 

@@ -1,8 +1,9 @@
 """How Kore talks to the LMS's LTI Advantage services: ``c.LTIAdvantage`` in 50_kore.py."""
 
-from traitlets import Float, Integer, TraitError, validate
+from traitlets import Bool, Float, Integer, TraitError, validate
 from traitlets.config import Configurable
 
+from .limiter import AdaptiveLimit
 from .retry import RetryPolicy
 
 
@@ -10,14 +11,34 @@ class LTIAdvantage(Configurable):
     """Limits, timeouts and retries of Kore's grade and roster syncs with the LMS."""
 
     concurrency = Integer(
-        16,
+        64,
         config=True,
-        help="""Requests a grade sync sends to the LMS at the same time (1 to 64).
+        help="""The most requests Kore has in flight to the LMS at once (1 to 64), over all
+        its grade and roster syncs together; also the most connections it keeps open to
+        the LMS (they are reused, and closed when no sync runs or Kore stops).
 
-        More finishes a big course sooner (500 students with 10 assignments are 5500
-        requests); an LMS that answers 429 (too many requests) or 503 is retried after
-        the wait it asks for. Lower it for a small LMS server that struggles while a
-        sync runs.""",
+        A ceiling, not a fixed number (see adaptive_concurrency): a sync
+        starts with start_concurrency requests at a time, sends more while the LMS answers
+        as fast as before, and fewer when it answers 429 (too many requests) or 503, or
+        slower. Lower it for a small LMS server that must never see more than this many
+        requests of the hub at once.""",
+    )
+
+    adaptive_concurrency = Bool(
+        True,
+        config=True,
+        help="""Adapt the number of requests in flight to the LMS (AIMD: grow while its
+        answers stay as fast, halve on 429/503 or no answer, shrink when answers slow
+        down; a Retry-After holds every new request until it has passed). Off: always
+        `concurrency` requests at a time.""",
+    )
+
+    start_concurrency = Integer(
+        8,
+        config=True,
+        help="""Requests in flight when a sync starts, if adaptive_concurrency is on
+        (at most `concurrency`). It doubles per round of answers as long as the LMS keeps
+        up.""",
     )
 
     request_timeout = Float(
@@ -73,6 +94,14 @@ class LTIAdvantage(Configurable):
             raise TraitError(f"LTIAdvantage.concurrency must be 1 to 64, not {proposal.value}.")
         return proposal.value
 
+    @validate("start_concurrency")
+    def _start(self, proposal):
+        if not 1 <= proposal.value <= 64:
+            raise TraitError(
+                f"LTIAdvantage.start_concurrency must be 1 to 64, not {proposal.value}."
+            )
+        return proposal.value
+
     @validate("max_attempts", "max_pages", "abort_after")
     def _at_least_one(self, proposal):
         if proposal.value < 1:
@@ -89,6 +118,13 @@ class LTIAdvantage(Configurable):
                 f"not {proposal.value}."
             )
         return proposal.value
+
+    def limiter(self) -> AdaptiveLimit:
+        return AdaptiveLimit(
+            self.concurrency,
+            start=self.start_concurrency,
+            adaptive=self.adaptive_concurrency,
+        )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

@@ -12,9 +12,11 @@ One job per request, for one course:
    create it; then send each student's score per assignment, and the course total to
    the activity's own line item. With only the score scope ("grade sync only"): only
    the total, to the activity's own line item.
-3. Up to ``c.LTIAdvantage.concurrency`` requests at a time, each retried on 429, 5xx
-   and timeouts. Every (student, item) gets a result in the registry: sent, unchanged,
-   skipped or failed, with a message.
+3. Up to ``c.LTIAdvantage.concurrency`` workers; how many requests are in flight is
+   decided below that by the transport's adaptive limit (kore/lti/limiter.py, shared by
+   all syncs), over kept-alive connections. Each request is retried on 429, 5xx and
+   timeouts as kore/lti/retry.py allows. Every (student, item) gets a result in the
+   registry: sent, unchanged, skipped or failed, with a message.
 
 Idempotent: what the LMS accepted is remembered (per student and item: the line item
 URL, the user id, score, maximum and progress), and a later sync sends only what

@@ -54,6 +54,7 @@ class SyncManager:
         self.log = log or logging.getLogger("kore.sync")
         self.jobs: dict[str, SyncJob] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._closing: set[asyncio.Task] = set()
 
     def grade_job(self, course_id: str, options: GradeSyncOptions, who: str) -> GradeSyncJob:
         return GradeSyncJob(
@@ -91,6 +92,7 @@ class SyncManager:
             self.jobs.pop(run_id, None)
             if not task.cancelled() and task.exception() is not None:
                 self.log.error("%s ended with an error", job.log_prefix, exc_info=task.exception())
+            self._close_idle_connections()
 
         task.add_done_callback(done)
         return job
@@ -103,6 +105,16 @@ class SyncManager:
             return await job.run()
         finally:
             self.jobs.pop(run_id, None)
+            self._close_idle_connections()
+
+    def _close_idle_connections(self) -> None:
+        """The LMS's kept-alive connections are closed when no sync runs any more (the
+        next sync opens new ones): an idle Kore holds no sockets to the LMS."""
+        if self.jobs:
+            return
+        task = asyncio.ensure_future(self.lti_client.transport.close_if_idle())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def live(self, run_id: str) -> dict | None:
         job = self.jobs.get(run_id)

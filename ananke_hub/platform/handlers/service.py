@@ -15,6 +15,7 @@ from .. import constants as C
 from ..client_auth import ReplayGuard, ToolKeyset
 from ..documents import DocumentError, parse_json
 from ..faults import GARBAGE, FaultAction, Faults
+from ..load import Load
 from ..store import AccessToken, Course, PlatformStore
 from .base import PlatformHandler
 
@@ -54,10 +55,40 @@ class ServiceHandler(PlatformHandler):
     def replay_guard(self) -> ReplayGuard:
         return self.settings["platform_replay_guard"]
 
+    @property
+    def load(self) -> Load:
+        return self.settings["platform_load"]
+
+    _loaded = False
+
     async def prepare(self):
+        load = self.load
+        load.seen(self.request.connection)
+        wait = load.arrive()
+        if wait is None:
+            self.set_status(429)
+            self.set_header("Retry-After", str(load.retry_after))
+            self.send_json({"status": 429, "message": "The platform is overloaded (load limit)."})
+            return
+        self._loaded = True
+        if wait:
+            await asyncio.sleep(wait)  # slower the more requests are in flight
         action = self.faults.take(self.request.method, self.request.path)
         if action is not None:
             await self._inject(action)
+
+    def _left(self) -> None:
+        if self._loaded:
+            self._loaded = False
+            self.load.leave()
+
+    def on_finish(self) -> None:
+        self._left()
+        super().on_finish()
+
+    def on_connection_close(self) -> None:
+        self._left()
+        super().on_connection_close()
 
     async def _inject(self, action: FaultAction) -> None:
         if action.delay:

@@ -5,6 +5,8 @@ It lets a test play the LMS's people and its failures, and see what arrived:
 - `POST /_test/faults` (a rule, see :mod:`..faults`) -> 201 the rule with its id;
   `GET /_test/faults` -> the rules with `count` left and `served`;
   `DELETE /_test/faults` -> 204, no more faults.
+- `POST /_test/load` (see :mod:`..load`) -> the load setting and its counters, zeroed;
+  `GET /_test/load` -> them, with requests in flight, peak, 429s and TCP connections.
 - `POST /_test/delete_lineitem` `{"id": "<line item URL>"}` -> 204: a teacher deletes
   the column in the LMS (any line item, the activity's own included).
 - `POST /_test/roster` `{"context": "ds101", "user_id": "107", "status": "Active"}`:
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 from .. import constants as C
 from ..documents import DocumentError, member_json, parse_json
 from ..faults import FaultRuleError
+from ..load import LoadSettingError
 from .service import ServiceError, ServiceHandler
 
 
@@ -61,6 +64,19 @@ class FaultsHandler(TestAPIHandler):
     def delete(self):
         self.faults.clear()
         self.no_content()
+
+
+class LoadHandler(TestAPIHandler):
+    def get(self):
+        self.send_json(self.load.to_json())
+
+    def post(self):
+        try:
+            self.load.configure(self.body())
+        except LoadSettingError as exc:
+            raise ServiceError(400, str(exc)) from None
+        self.log.info("test api: load set: %s", self.load.to_json())
+        self.send_json(self.load.to_json())
 
 
 class DeleteLineItemHandler(TestAPIHandler):
@@ -125,6 +141,7 @@ class ResetHandler(TestAPIHandler):
 
 ROUTES = [
     (r"/_test/faults", FaultsHandler),
+    (r"/_test/load", LoadHandler),
     (r"/_test/delete_lineitem", DeleteLineItemHandler),
     (r"/_test/roster", RosterHandler),
     (r"/_test/scores\.json", ScoreTallyHandler),
