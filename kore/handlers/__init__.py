@@ -4,14 +4,14 @@ import re
 
 from tornado.web import RedirectHandler
 
-from . import courses, grades, home, identity, jwks, manage, oauth, roster, settings, ui
+from . import courses, grades, home, identity, jwks, lms, manage, oauth, roster, settings, ui
 
 
 def routes(prefix: str) -> list[tuple]:
     """The URL table of Kore served under ``prefix`` (``/services/kore/``)."""
     # Route patterns are regular expressions: the prefix is literal text.
     table = [(re.escape(prefix.rstrip("/")), RedirectHandler, {"url": prefix})]
-    for module in (jwks, oauth, identity, courses, settings, grades, roster, manage, ui, home):
+    for module in (jwks, oauth, identity, courses, settings, grades, roster, manage, lms, ui, home):
         for path, handler, *kwargs in module.handlers:
             table.append((re.escape(prefix) + path, handler, *kwargs))
     return table
