@@ -37,6 +37,9 @@ REMOVED = "removed"
 #: The id under which the registration of 30_lms.py is listed.
 CONFIG_ID = "config"
 
+#: The client id of the shipped 30_lms.py, before an admin fills it in.
+PLACEHOLDER = "REPLACE-WITH"
+
 #: How long a registration URL stays valid unless the admin says otherwise.
 DEFAULT_TICKET_TTL = 3600
 
@@ -129,7 +132,9 @@ class Registration:
 def from_config(config_registration: LMSRegistration, username_prefix: str) -> Registration | None:
     """The registration of 30_lms.py, or None if it is not filled in."""
     reg = config_registration
-    if not (reg.issuer and reg.client_ids):
+    if not (reg.issuer and reg.client_ids) or any(PLACEHOLDER in c for c in reg.client_ids):
+        # Not filled in (the shipped 30_lms.py's placeholder): the hub's first LMS will be
+        # one registered by URL, and it keeps today's usernames.
         return None
     return Registration(
         id=CONFIG_ID,

@@ -359,6 +359,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("api/backups/([^/]+)/download", "GET"): Case("api/backups/{backup}/download", "backup"),
     ("api/backups/([^/]+)/contents", "GET"): Case("api/backups/{backup}/contents", "backup"),
     ("api/audit", "GET"): Case("api/audit", "admin"),
+    ("admin/lms", "GET"): Case("admin/lms", "admin", page=True),
+    ("admin/lms", "POST"): Case("admin/lms", "admin", page=True, body=b"action=new-url"),
 }
 PUBLIC = {key for key, case in CASES.items() if case.access == "public"}
 

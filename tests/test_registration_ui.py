@@ -16,8 +16,14 @@ import httpx
 import pytest
 from hubtest import admin_stack, hub_api
 from test_dynamic_registration import EMPTY_REGISTRATION, registration_url, registrations
-from test_kore_ui import DOC_SHOTS, SHOTS, UPDATE_DOC_SHOTS, WAIT, logged_in_page
-from test_kore_ui import chromium  # noqa: F401 (a fixture)
+from test_kore_ui import (
+    DOC_SHOTS,
+    SHOTS,
+    UPDATE_DOC_SHOTS,
+    WAIT,
+    chromium,  # noqa: F401 (a fixture)
+    logged_in_page,
+)
 
 from ananke_hub.demo import DEMO_CLIENT_ID
 

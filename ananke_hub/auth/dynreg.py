@@ -179,7 +179,9 @@ class DynamicRegistrationHandler(BaseHandler):
         return self.authenticator.registrations.store
 
     def tool_urls(self) -> dict:
-        origin = f"{self.request.protocol}://{self.request.host}"
+        # As for the login routes' URLs: c.AnankeLTI13Authenticator.uri_scheme, or "auto".
+        scheme = self.authenticator.get_uri_scheme(self.request)
+        origin = f"{scheme}://{self.request.host}"
         base = origin + self.base_url  # JupyterHub's base_url, e.g. "/"
         return {
             "domain": self.request.host,

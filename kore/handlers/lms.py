@@ -20,7 +20,7 @@ from ananke_hub.registrations import (
 )
 from ananke_hub.usernames import UsernameRule
 
-from .base import PageHandler
+from .base import ChangeRequestMixin, PageHandler
 from .ui import hub_base_url
 
 #: Form actions and the state each sets.
@@ -28,6 +28,12 @@ ACTIONS = {"disable": DISABLED, "enable": ENABLED, "remove": REMOVED}
 
 
 class LMSPageHandler(PageHandler):
+    @property
+    def json_errors(self) -> bool:
+        # The page's forms post here; a refused post (no login, no XSRF token) is
+        # answered as Kore's other changing routes answer: JSON that says why.
+        return self.request.method != "GET"
+
     @property
     def store(self) -> RegistrationStore:
         store = self.settings.get("registration_store")
@@ -75,8 +81,8 @@ class LMSPageHandler(PageHandler):
         self.require_admin()
         await self.show()
 
-    @web.authenticated
     async def post(self):
+        ChangeRequestMixin.require_user(self)  # 403 saying why: no login, or no XSRF token
         self.require_admin()
         action = self.get_body_argument("action", "")
         actor = self.hub_user["name"]
