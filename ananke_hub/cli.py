@@ -17,7 +17,7 @@ from .paths import StateLayout, config_dir, shipped_fragments
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.dir), open_browser=args.open)
+    return run_demo(Path(args.dir), open_browser=args.open, register_by_url=args.register_by_url)
 
 
 def _cmd_check_config(args) -> int:
@@ -213,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--dir", default=".ananke-demo", help="state and config of the demo")
     demo.add_argument("--open", action="store_true", help="open the LMS page in a browser")
+    demo.add_argument(
+        "--register-by-url",
+        action="store_true",
+        help="leave 30_lms.py's registration out and print a registration URL to paste "
+        "into the demo LMS's Manage tools page (LTI Dynamic Registration)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     check = sub.add_parser("check-config", help="load the config fragments and report problems")

@@ -15,7 +15,7 @@ import shutil
 import httpx
 import pytest
 from hubtest import admin_stack, hub_api
-from test_dynamic_registration import EMPTY_REGISTRATION, registration_url, registrations
+from test_dynamic_registration import registrations
 from test_kore_ui import (
     DOC_SHOTS,
     SHOTS,
@@ -42,16 +42,15 @@ async def screenshot(page, name: str) -> None:
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory):
-    config = {
-        "LMSRegistration": EMPTY_REGISTRATION,
-        "Authenticator": {"admin_users": ["u2"]},
-    }
-    async with admin_stack(tmp_path_factory.mktemp("hub"), extra_config=config) as s:
+    config = {"Authenticator": {"admin_users": ["u2"]}}
+    # As `ananke demo --register-by-url`: no registration in 30_lms.py.
+    root = tmp_path_factory.mktemp("hub")
+    async with admin_stack(root, extra_config=config, register_by_url=True) as s:
         yield s
 
 
 async def test_the_lms_admin_pastes_the_url_and_confirms(chromium, stack):  # noqa: F811
-    url = registration_url(stack)
+    url = await stack.new_registration_url()  # what the demo prints
     context = await chromium.new_context(viewport={"width": 1100, "height": 900})
     page = await context.new_page()
     await page.goto(f"{stack.platform_url}/admin/tools")
@@ -70,6 +69,7 @@ async def test_the_lms_admin_pastes_the_url_and_confirms(chromium, stack):  # no
     await screenshot(page, "registration-done.png")
     (reg,) = registrations(stack)
     assert reg["issuer"] == stack.platform_url and reg["state"] == "enabled"
+    assert await stack.new_registration_url() is None  # the demo: registered already
     await context.close()
 
 
