@@ -1,11 +1,20 @@
 """The registrations store (ananke_hub/registrations.py): tickets, usernames per platform,
 the config registration next to the database's, the audit log."""
 
+import json
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
+from ananke_hub.auth.dynreg import (
+    MAX_DOCUMENT_BYTES,
+    RegistrationFailed,
+    fetch_platform_configuration,
+)
 from ananke_hub.courses.models import AuditEvent, RegistrationTicket, utcnow
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.registration import LMSRegistration
@@ -149,3 +158,49 @@ async def test_the_book_sees_changes_without_a_restart(registry):
     store.set_state(found.id, "disabled", actor="x")
     book._loaded_at = float("-inf")
     assert (await book.find("https://a.example", "c1")).state == "disabled"
+
+
+# --- fetching the platform's configuration (ananke_hub/auth/dynreg.py) ------------------------
+
+
+@pytest.fixture
+def lms_site():
+    """A loopback site whose /config answers what the test put in ``answers``."""
+    answers = {}
+
+    class Handler(web.RequestHandler):
+        def get(self, name):
+            status, body = answers[name]
+            self.set_status(status)
+            if status == 302:
+                self.set_header("Location", "/elsewhere")
+            self.finish(body)
+
+    server = HTTPServer(web.Application([(r"/(\w+)", Handler)]))
+    sockets = bind_sockets(0, "127.0.0.1")
+    server.add_sockets(sockets)
+    yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", answers
+    server.stop()
+
+
+async def test_a_platform_document_is_size_limited_and_not_followed(lms_site):
+    url, answers = lms_site
+    answers["big"] = (200, json.dumps({"issuer": url, "x": "y" * MAX_DOCUMENT_BYTES}))
+    with pytest.raises(RegistrationFailed, match="more than 64 KB"):
+        await fetch_platform_configuration(f"{url}/big")
+    answers["moved"] = (302, "")
+    with pytest.raises(RegistrationFailed, match="HTTP 302"):
+        await fetch_platform_configuration(f"{url}/moved")
+    with pytest.raises(RegistrationFailed, match="could not be reached"):
+        await fetch_platform_configuration("http://127.0.0.1:1/.well-known/openid-configuration")
+    answers["junk"] = (200, "<html>")
+    with pytest.raises(RegistrationFailed, match="not JSON"):
+        await fetch_platform_configuration(f"{url}/junk")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://moodle.example.edu/.well-known/openid-configuration", "ftp://x/y", ""]
+)
+async def test_a_configuration_url_must_be_https(url):
+    with pytest.raises(RegistrationFailed, match="https|Paste the registration URL"):
+        await fetch_platform_configuration(url)

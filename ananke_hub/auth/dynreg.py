@@ -82,14 +82,16 @@ async def _fetch_json(request: HTTPRequest, what: str) -> dict:
     """A JSON object from the platform, size- and time-limited; RegistrationFailed if not."""
     request.connect_timeout = request.request_timeout = FETCH_TIMEOUT
     request.follow_redirects = False
-    client = AsyncHTTPClient(max_body_size=MAX_DOCUMENT_BYTES)
+    # A client of its own: the shared one ignores max_body_size.
+    client = AsyncHTTPClient(force_instance=True, max_body_size=MAX_DOCUMENT_BYTES)
     try:
         response = await client.fetch(request)
     except HTTPClientError as exc:
         if exc.code == 599:
             raise RegistrationFailed(
-                f"The platform's {what} at {request.url} did not answer within "
-                f"{FETCH_TIMEOUT:g} s or could not be reached."
+                f"The platform's {what} at {request.url} could not be read: it could not "
+                f"be reached, did not answer within {FETCH_TIMEOUT:g} s, or sent more than "
+                f"{MAX_DOCUMENT_BYTES // 1024} KB ({exc.message})."
             ) from None
         body = exc.response.body[:2000].decode("utf8", "replace") if exc.response else ""
         raise RegistrationFailed(
@@ -101,6 +103,8 @@ async def _fetch_json(request: HTTPRequest, what: str) -> dict:
         raise RegistrationFailed(
             f"The platform's {what} at {request.url} cannot be read ({exc})."
         ) from None
+    finally:
+        client.close()
     try:
         document = json.loads(response.body)
     except ValueError:
