@@ -98,8 +98,11 @@ async def _fetch_json(request: HTTPRequest, what: str) -> dict:
             f"The platform's {what} at {request.url} answered HTTP {exc.code}"
             + (f": {body}" if body else ".")
         ) from None
-    except (OSError, ValueError) as exc:
-        # ValueError: tornado's "body too large" (max_body_size) among others.
+    except OSError as exc:
+        raise RegistrationFailed(
+            f"The platform's {what} at {request.url} could not be reached ({exc})."
+        ) from None
+    except ValueError as exc:
         raise RegistrationFailed(
             f"The platform's {what} at {request.url} cannot be read ({exc})."
         ) from None
