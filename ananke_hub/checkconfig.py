@@ -53,6 +53,7 @@ ANANKE_CLASSES = (
     "ltiauthenticator.lti13.auth:LTI13Authenticator",
     "ltiauthenticator.lti13.validator:LTI13LaunchValidator",
     "ananke_hub.registration:LMSRegistration",
+    "ananke_hub.registrations:DynamicRegistration",
     "ananke_hub.spawner:AnankeSystemdSpawner",
     "ananke_hub.spawner:AnankeLocalSpawner",
     "ananke_hub.auth:AnankeLTI13Authenticator",

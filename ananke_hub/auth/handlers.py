@@ -1,12 +1,12 @@
 """The two LTI 1.3 login handlers, hardened.
 
 They keep ltiauthenticator's routes and cookies and change what is checked:
-- login initiation: `iss` must be our platform, `client_id` (or the only one
-  configured, when the platform omits it) must be registered, and a sent
-  `lti_deployment_id` must be allowed;
-- callback: the signature is checked against the platform keyset fetched without
-  blocking the hub (see platform_keys.py), the deployment id against the
-  registration, and the nonce against the used nonces in the registry database as well
+- login initiation: `iss` and `client_id` (or the only one registered for that issuer,
+  when the platform omits it) must name an enabled registration, 30_lms.py's or one in
+  the database (registrations.py), and a sent `lti_deployment_id` must be allowed;
+- callback: the registration named by the token's `iss` and `aud`; the signature is
+  checked against that platform's keyset fetched without blocking the hub (see
+  platform_keys.py), the deployment id against the registration, and the nonce against the used nonces in the registry database as well
   as the cookie (replay.py).
 
 Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
@@ -180,6 +180,9 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         registration = await authenticator.registration_of_token(
             unverified.get("iss", ""), unverified.get("aud")
         )
+        #: The launch's registration (issuer, client ids, URLs) for what follows the
+        #: validation, e.g. a Deep Linking response addressed to this platform.
+        self.lti_registration = registration
         key = await authenticator.keys_at(registration.jwks_url).get_key(header.get("kid"))
         try:
             id_token = jwt.decode(
