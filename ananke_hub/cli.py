@@ -140,7 +140,7 @@ def _lms(func):
 
 @_lms
 def _cmd_lms_registration_url(args) -> int:
-    from .auth.dynreg import registration_url
+    from .registrations import registration_url
 
     store, settings, hub_url = _lms_setup()
     hub_url = args.hub_url or hub_url

@@ -417,9 +417,8 @@ class DemoStack:
 
     async def new_registration_url(self) -> str | None:
         """A registration URL for the demo's LMS; None if an LMS is registered already."""
-        from .auth.dynreg import registration_url
         from .courses.registry import CourseRegistry
-        from .registrations import RegistrationStore
+        from .registrations import RegistrationStore, registration_url
 
         def make() -> str | None:
             registry = CourseRegistry(url=f"sqlite:///{self.layout.root / 'courses.sqlite'}")

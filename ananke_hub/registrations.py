@@ -19,6 +19,7 @@ import string
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 from sqlalchemy import select, update
 from traitlets import Float, TraitError, Unicode, validate
@@ -166,6 +167,11 @@ def _from_row(row: LTIRegistration, hub_prefix: str) -> Registration:
         created_at=row.created_at,
         created_by=row.created_by,
     )
+
+
+def registration_url(hub_url: str, secret: str) -> str:
+    """The URL an admin pastes into the LMS (served by ananke_hub/auth/dynreg.py)."""
+    return f"{hub_url.rstrip('/')}/hub/lti13/register?{urlencode({'ticket': secret})}"
 
 
 def ticket_digest(secret: str) -> str:

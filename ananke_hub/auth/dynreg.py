@@ -16,7 +16,7 @@ so there is no hub login; the ticket is single-use and only its hash is stored).
 import ipaddress
 import json
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
 import jinja2
 from jupyterhub.handlers import BaseHandler
@@ -30,7 +30,7 @@ from ..lti_spec import (
     REGISTRATION_CLOSE_SUBJECT,
     TOOL_CONFIGURATION,
 )
-from ..registrations import NewRegistration, RegistrationError, TicketRefused
+from ..registrations import NewRegistration, RegistrationError, TicketRefused, registration_url
 
 ROUTE = r"/lti13/register"
 
@@ -343,11 +343,6 @@ class DynamicRegistrationHandler(BaseHandler):
         return await self.store.registry.run(
             lambda: self.store.add(new, secret=secret, actor="lms:" + config["issuer"][:70])
         )
-
-
-def registration_url(hub_url: str, secret: str) -> str:
-    """The URL an admin pastes into the LMS."""
-    return f"{hub_url.rstrip('/')}/hub/lti13/register?{urlencode({'ticket': secret})}"
 
 
 __all__ = [

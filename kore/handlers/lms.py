@@ -9,7 +9,6 @@ admins only: the identity and the admin flag come from the hub.
 
 from tornado import web
 
-from ananke_hub.auth.dynreg import registration_url
 from ananke_hub.registrations import (
     DISABLED,
     ENABLED,
@@ -17,6 +16,7 @@ from ananke_hub.registrations import (
     DynamicRegistration,
     RegistrationError,
     RegistrationStore,
+    registration_url,
 )
 from ananke_hub.usernames import UsernameRule
 
