@@ -515,6 +515,10 @@ class RegistrationBook:
         matches = [r for r in self._entries if r.issuer == issuer and r.state != REMOVED]
         return matches[0] if len(matches) == 1 else None
 
+    def knows_issuer(self, issuer: str) -> bool:
+        """Whether a registration (of the last refresh) has this issuer."""
+        return any(r.issuer == issuer for r in self._entries)
+
     async def find(self, issuer: str, client_id: str | None = None) -> Registration | None:
         await self.refresh()
         found = self.cached(issuer, client_id)

@@ -3,7 +3,7 @@ from the one LMS registration in ``30_lms.py``."""
 
 from ltiauthenticator.lti13.auth import LTI13Authenticator
 from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
-from ltiauthenticator.lti13.error import LoginError
+from ltiauthenticator.lti13.error import InvalidAudienceError, LoginError, TokenError
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from tornado.web import HTTPError
 from traitlets import Bool, Float, Instance, Integer, TraitError, Unicode, default, validate
@@ -244,16 +244,24 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
             reg = await self.registrations.find(issuer, client_id)
             if reg is not None:
                 break
+        if reg is None:
+            # As jwt.decode says it, before any key is fetched for a token nobody registered.
+            if self.registrations.knows_issuer(issuer):
+                raise InvalidAudienceError(
+                    f"Invalid audience {audience!r}: the id_token is not for this tool"
+                )
+            raise TokenError(
+                f"id_token rejected: Invalid issuer {issuer!r}, not an LMS this hub is "
+                "registered with"
+            )
         self.refuse_unusable(reg, issuer, ", ".join(map(str, candidates)))
         return reg
 
-    @staticmethod
-    def refuse_unusable(reg: Registration | None, issuer: str, client_id) -> None:
+    def refuse_unusable(self, reg: Registration | None, issuer: str, client_id) -> None:
         if reg is None:
-            detail = f" with client_id {client_id!r}" if client_id else ""
-            raise LaunchRefused(
-                f"issuer {issuer!r}{detail} is not an LMS this hub is registered with"
-            )
+            if client_id and self.registrations.knows_issuer(issuer):
+                raise LaunchRefused(f"client_id {client_id!r} is not registered with this hub")
+            raise LaunchRefused(f"issuer {issuer!r} is not the LMS this hub is registered with")
         if reg.state == REMOVED:
             raise LaunchRefused(
                 f"the registration of the LMS {issuer!r} was removed from this hub, so it "
