@@ -54,6 +54,7 @@ ANANKE_CLASSES = (
     "ltiauthenticator.lti13.auth:LTI13Authenticator",
     "ltiauthenticator.lti13.validator:LTI13LaunchValidator",
     "ananke_hub.registration:LMSRegistration",
+    "ananke_hub.registrations:DynamicRegistration",
     "ananke_hub.spawner:AnankeSystemdSpawner",
     "ananke_hub.spawner:AnankeLocalSpawner",
     "ananke_hub.auth:AnankeLTI13Authenticator",
@@ -459,6 +460,20 @@ def check_registration(merged: Config, per_file: dict[Path, Config], directory: 
     """What an LTI launch, and Kore's grade and roster calls, need from 30_lms.py."""
     registration = _registration(merged)
     problems = []
+    if not registration.issuer and not registration.client_ids:
+        # No LMS in 30_lms.py: LMSs register by URL (LTI Dynamic Registration).
+        path = directory / LMS_FRAGMENT
+        return [
+            Problem(
+                WARNING,
+                path,
+                "LMSRegistration",
+                "is empty: only LMSs registered by a registration URL can launch",
+                "paste a URL of `ananke lms registration-url` into the LMS (`ananke lms "
+                f"list` shows the registered ones), or fill in {path.name}",
+                None,
+            )
+        ], registration
 
     def where(key):
         path = _last_file_setting(per_file, "LMSRegistration", key)

@@ -5,6 +5,7 @@ argparse to them. Library code raises; errors become exit codes here.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .paths import StateLayout, config_dir, shipped_fragments
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.dir), open_browser=args.open)
+    return run_demo(Path(args.dir), open_browser=args.open, register_by_url=args.register_by_url)
 
 
 def _cmd_check_config(args) -> int:
@@ -118,6 +119,103 @@ def _cmd_roster_sync(args) -> int:
     return run_command("roster", args.course, config_dir=config_dir())
 
 
+def _lms_setup():
+    """The registry and the registrations store, as the hub sees them."""
+    from kore.sync.command import hub_config
+
+    from .courses.registry import CourseRegistry
+    from .registration import LMSRegistration
+    from .registrations import DynamicRegistration, RegistrationStore
+    from .usernames import UsernameRule
+
+    cfg = hub_config(config_dir(), StateLayout.from_env())
+    store = RegistrationStore(
+        CourseRegistry(config=cfg),
+        LMSRegistration(config=cfg),
+        UsernameRule.from_config(cfg).prefix,
+    )
+    hub_url = DynamicRegistration(config=cfg).hub_url or (
+        cfg.JupyterHub.get("public_url") or cfg.JupyterHub.get("bind_url") or ""
+    )
+    return store, DynamicRegistration(config=cfg), hub_url
+
+
+def _actor() -> str:
+    import getpass
+
+    return "cli:" + getpass.getuser()
+
+
+def _lms(func):
+    """Run an `ananke lms` command; a refused change is an error message, exit code 2."""
+    from .registrations import RegistrationError
+
+    def run(args) -> int:
+        try:
+            return func(args)
+        except RegistrationError as exc:
+            print(f"ananke lms: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_lms
+def _cmd_lms_registration_url(args) -> int:
+    from .registrations import registration_url
+
+    store, settings, hub_url = _lms_setup()
+    hub_url = args.hub_url or hub_url
+    if not hub_url:
+        print(
+            "ananke lms: the hub's public URL is unknown: set c.DynamicRegistration.hub_url "
+            "(or c.JupyterHub.public_url) or pass --hub-url.",
+            file=sys.stderr,
+        )
+        return 2
+    lifetime = args.expires or settings.url_lifetime
+    secret = store.create_ticket(
+        ttl=lifetime, actor=_actor(), username_prefix=args.username_prefix or ""
+    )
+    print(registration_url(hub_url, secret))
+    print(
+        f"Paste it into the LMS's tool registration within {lifetime / 60:g} minutes; "
+        "it registers one LMS once.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+@_lms
+def _cmd_lms_list(args) -> int:
+    store, _, _ = _lms_setup()
+    entries = store.entries(include_removed=args.all)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in entries], indent=2))
+        return 0
+    if not entries:
+        print("No LMS is registered. `ananke lms registration-url` makes a registration URL.")
+        return 0
+    print(f"{'ID':<7} {'STATE':<9} {'PREFIX':<7} {'ISSUER':<40} CLIENT ID / SOURCE")
+    for r in entries:
+        print(
+            f"{r.id:<7} {r.state:<9} {r.username_prefix or '-':<7} {r.issuer:<40} "
+            f"{', '.join(r.client_ids)} ({r.source})"
+        )
+    return 0
+
+
+def _state_command(state: str, done: str):
+    @_lms
+    def run(args) -> int:
+        store, _, _ = _lms_setup()
+        reg = store.set_state(args.id, state, actor=_actor())
+        print(f"Registration {reg.id} ({reg.issuer}) {done}.")
+        return 0
+
+    return run
+
+
 #: What ``ananke --help`` says first: plain text (the docstring above is reST).
 DESCRIPTION = (
     "Ananke, a JupyterHub distribution for teaching: the demo, config checks, "
@@ -137,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--dir", default=".ananke-demo", help="state and config of the demo")
     demo.add_argument("--open", action="store_true", help="open the LMS page in a browser")
+    demo.add_argument(
+        "--register-by-url",
+        action="store_true",
+        help="leave 30_lms.py's registration out and print a registration URL to paste "
+        "into the demo LMS's Manage tools page (LTI Dynamic Registration)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     check = sub.add_parser("check-config", help="load the config fragments and report problems")
@@ -198,6 +302,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roster_sync.add_argument("course", help=course_help)
     roster_sync.set_defaults(func=_cmd_roster_sync)
+
+    lms = sub.add_parser("lms", help="the LMS registrations (LTI Dynamic Registration)")
+    lms_sub = lms.add_subparsers(dest="lms_command", required=True)
+    reg_url = lms_sub.add_parser(
+        "registration-url",
+        help="a single-use, expiring URL to paste into an LMS's tool registration",
+    )
+    reg_url.add_argument("--expires", type=float, help="seconds it stays valid (default 3600)")
+    reg_url.add_argument(
+        "--username-prefix",
+        help="prefix of this LMS's usernames (a further LMS only; default: chosen by the hub)",
+    )
+    reg_url.add_argument("--hub-url", help="the hub's public URL (default: from the config)")
+    reg_url.set_defaults(func=_cmd_lms_registration_url)
+    lms_list = lms_sub.add_parser("list", help="the registrations, the one in 30_lms.py first")
+    lms_list.add_argument("--all", action="store_true", help="removed ones too")
+    lms_list.add_argument("--json", action="store_true", help="as JSON")
+    lms_list.set_defaults(func=_cmd_lms_list)
+    for name, state, done, text in [
+        ("disable", "disabled", "disabled", "refuse launches from a registration, for now"),
+        ("enable", "enabled", "enabled", "allow launches from a disabled registration again"),
+        ("remove", "removed", "removed (its courses and users stay)", "remove a registration"),
+    ]:
+        cmd = lms_sub.add_parser(name, help=text)
+        cmd.add_argument("id", help="the registration's id, as `ananke lms list` shows it")
+        cmd.set_defaults(func=_state_command(state, done))
 
     add_container_commands(sub)
     return parser

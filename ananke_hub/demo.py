@@ -215,8 +215,12 @@ class DemoStack:
         platform_args=(),
         platform_module: str = "ananke_hub.platform",
         persist_platform: bool = True,
+        register_by_url: bool = False,
     ):
         self.root = Path(root).resolve()
+        #: Leave 30_lms.py's registration out: the LMS registers by a pasted URL
+        #: (:meth:`new_registration_url`, the LMS's /admin/tools page).
+        self.register_by_url = register_by_url
         # Any module that takes the built-in platform's flags and serves the same URLs
         # (/, /launch, /auth, /jwks) can stand in for it, e.g. a third-party platform.
         self.platform_module = platform_module
@@ -247,6 +251,15 @@ class DemoStack:
         return f"http://127.0.0.1:{self.ports.platform}"
 
     def registration(self) -> dict:
+        if self.register_by_url:
+            return {
+                "issuer": "",
+                "client_id": [],
+                "deployment_ids": [],
+                "authorize_url": "",
+                "jwks_url": "",
+                "access_token_url": "",
+            }
         return {
             "issuer": self.platform_url,
             "client_id": DEMO_CLIENT_ID,
@@ -416,6 +429,24 @@ class DemoStack:
         await self._wait_http("jupyterhub", f"{self.hub_url}/hub/health", timeout)
         await self._wait_http("jupyterhub", f"{self.hub_url}/services/kore/jwks", timeout)
 
+    async def new_registration_url(self) -> str | None:
+        """A registration URL for the demo's LMS; None if an LMS is registered already."""
+        from .courses.registry import CourseRegistry
+        from .registrations import RegistrationStore, registration_url
+
+        def make() -> str | None:
+            registry = CourseRegistry(url=f"sqlite:///{self.layout.root / 'courses.sqlite'}")
+            try:
+                store = RegistrationStore(registry)
+                if store.entries():
+                    return None
+                return store.create_ticket(ttl=3600, actor="demo")
+            finally:
+                registry.close()
+
+        secret = await asyncio.to_thread(make)
+        return registration_url(self.hub_url, secret) if secret else None
+
     async def restart_hub(self, timeout: float = 60) -> None:
         """Stop JupyterHub if it still runs (and with it Kore and the proxy), then start it
         again on the same state and ports; the LMS keeps running. For tests of what
@@ -464,8 +495,8 @@ class DemoStack:
         await self.stop()
 
 
-async def _serve(root: Path, open_browser: bool) -> int:
-    stack = DemoStack(root)
+async def _serve(root: Path, open_browser: bool, register_by_url: bool = False) -> int:
+    stack = DemoStack(root, register_by_url=register_by_url)
     stack.adopts_orphans = adopt_orphans()
     # Signals stop the demo from the first moment: one while starting stops the start.
     stopped = asyncio.Event()
@@ -482,6 +513,17 @@ async def _serve(root: Path, open_browser: bool) -> int:
             print("Stopping ...", flush=True)
             return 0
         starting.result()  # raises what the start raised
+        if register_by_url:
+            url = await stack.new_registration_url()
+            if url:
+                print(
+                    "\nRegister the demo LMS by URL: open its Manage tools page\n\n"
+                    f"    {stack.platform_url}/admin/tools\n\npaste this registration URL "
+                    f"(valid for one hour, once) and click Add:\n\n    {url}\n",
+                    flush=True,
+                )
+            else:
+                print("\nThe demo LMS is registered already (`ananke lms list`).", flush=True)
         print(
             f"\nAnanke demo running. Open the demo LMS:\n\n    {stack.platform_url}/\n\n"
             f"Launch as a student or instructor there. Hub: {stack.hub_url}/hub/ . "
@@ -507,9 +549,9 @@ async def _serve(root: Path, open_browser: bool) -> int:
         await stack.stop()
 
 
-def run_demo(root: Path, open_browser: bool = False) -> int:
+def run_demo(root: Path, open_browser: bool = False, register_by_url: bool = False) -> int:
     try:
-        return asyncio.run(_serve(root, open_browser))
+        return asyncio.run(_serve(root, open_browser, register_by_url))
     except (RuntimeError, TimeoutError) as exc:
         print(f"ananke demo: {exc}", file=sys.stderr)
         return 1

@@ -94,3 +94,14 @@ DL_MSG = _DL + "msg"
 DL_ERRORMSG = _DL + "errormsg"
 # Content item types: https://www.imsglobal.org/spec/lti-dl/v2p0#lti-resource-link
 DL_RESOURCE_LINK = "ltiResourceLink"
+
+# --- LTI Dynamic Registration 1.0: https://www.imsglobal.org/spec/lti-dr/v1p0
+#: The platform's part of its OpenID configuration (section 3.6.2).
+PLATFORM_CONFIGURATION = "https://purl.imsglobal.org/spec/lti-platform-configuration"
+#: The tool's part of its client registration (section 3.4.1).
+TOOL_CONFIGURATION = "https://purl.imsglobal.org/spec/lti-tool-configuration"
+MESSAGE_TYPE_DEEP_LINKING_REQUEST = MESSAGE_TYPE_DEEP_LINKING
+#: The message types a hub registers; a platform that supports fewer cannot be registered.
+REGISTERED_MESSAGE_TYPES = (MESSAGE_TYPE_RESOURCE_LINK, MESSAGE_TYPE_DEEP_LINKING_REQUEST)
+#: The postMessage a tool sends its opener when registration ends (section 3.7).
+REGISTRATION_CLOSE_SUBJECT = "org.imsglobal.lti.close"

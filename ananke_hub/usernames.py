@@ -39,7 +39,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .courses.layout import GRADER_PREFIX
 
@@ -163,6 +163,11 @@ class UsernameRule:
 
         # A quiet logger: the authenticator's start-up warnings are the hub's to give.
         return AnankeLTI13Authenticator(config=config, log=_quiet).username_rule
+
+    def for_prefix(self, prefix: str) -> "UsernameRule":
+        """The rule of one registration: the same, with that platform's own prefix (the
+        hub's first platform keeps ``username_prefix``; see ananke_hub/registrations.py)."""
+        return replace(self, prefix=prefix)
 
     def username(self, user_id: str) -> str | None:
         """The hub name of LMS user ``user_id`` (the ``sub``); None if the name comes

@@ -106,9 +106,22 @@ def test_disabled_fragment_is_skipped_and_passes_when_enabled(filled):
 def test_empty_registration_names_the_lms_fragment(shipped):
     (shipped / "30_lms.py").unlink()
     problems = check_config_dir(shipped, check_network=False)
+    # No LMS in 30_lms.py is allowed: LMSs register by URL (LTI Dynamic Registration).
+    assert not errors(problems)
+    (warning,) = [p for p in problems if p.setting == "LMSRegistration"]
+    assert warning.file.name == "30_lms.py"
+    assert "registration URL" in warning.message and "ananke lms registration-url" in warning.hint
+
+
+def test_half_filled_registration_names_what_is_missing(shipped):
+    lms = shipped / "30_lms.py"
+    lms.write_text(
+        "c = get_config()  # noqa\n"
+        "c.LMSRegistration.issuer = 'https://moodle.example.edu'\n"
+    )
+    problems = check_config_dir(shipped, check_network=False)
     missing = {p.setting for p in errors(problems)}
     assert missing == {
-        "LMSRegistration.issuer",
         "LMSRegistration.client_id",
         "LMSRegistration.authorize_url",
         "LMSRegistration.jwks_url",

@@ -366,6 +366,8 @@ CASES: dict[tuple[str, str], Case] = {
     (r"deeplink/([A-Za-z0-9_-]{16,64})", "POST"): Case(
         "deeplink/{request}", "request", body=b"item=new", page=True
     ),
+    ("admin/lms", "GET"): Case("admin/lms", "admin", page=True),
+    ("admin/lms", "POST"): Case("admin/lms", "admin", page=True, body=b"action=new-url"),
 }
 PUBLIC = {key for key, case in CASES.items() if case.access == "public"}
 

@@ -6,7 +6,7 @@ import dataclasses
 from jupyterhub.utils import maybe_future
 from ltiauthenticator.lti13.auth import LTI13Authenticator
 from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
-from ltiauthenticator.lti13.error import LoginError
+from ltiauthenticator.lti13.error import InvalidAudienceError, LoginError, TokenError
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from sqlalchemy.exc import SQLAlchemyError
 from tornado.web import HTTPError
@@ -30,8 +30,11 @@ from ..courses.provision import (
 from ..courses.schema import SchemaOutOfDate, SchemaTooNew
 from ..lti_spec import DEPLOYMENT_ID
 from ..registration import LMSRegistration
+from ..registrations import REMOVED, Registration, RegistrationBook, RegistrationStore
 from ..usernames import UsernameRule, check_prefix, hub_username
 from .access import ACCESS_ROUTE, AccessHandler, revoke_grader_tokens
+from .dynreg import ROUTE as DYNREG_ROUTE
+from .dynreg import DynamicRegistrationHandler
 from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
 from .platform_keys import PlatformKeySet
 from .replay import NOT_READ, NonceRegistry
@@ -112,12 +115,21 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
 
     @property
     def username_rule(self) -> UsernameRule:
-        """The naming rule, shared with Kore's roster sync (UsernameRule.from_config)."""
+        """The naming rule, shared with Kore's roster sync (UsernameRule.from_config);
+        ``for_registration`` gives a further platform's rule."""
         return UsernameRule(
             prefix=self.username_prefix,
             key=self.username_key or "sub",
             username_map=dict(self.username_map),
         )
+
+    registrations_max_age = Float(
+        5,
+        config=True,
+        help="""Seconds the hub keeps its list of LMS registrations (those made by pasting
+        a registration URL, in the database) before reading it again. A registration made,
+        disabled or removed counts for launches after at most this long, without a restart.""",
+    )
 
     platform_keys_max_age = Float(
         3600,
@@ -166,8 +178,9 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._platform_keys = None
+        self._platform_keys = {}
         self._nonces = None
+        self._registrations = None
         missing = self.registration.missing()
         if missing and not (self.issuer and self.client_id and self.jwks_endpoint):
             self.log.warning(
@@ -196,18 +209,96 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         if self.provision_courses:
             self.provisioner.prepare()
         # Kore asks the hub to apply a course's changed staff at once (see access.py).
-        return [*super().get_handlers(app), (ACCESS_ROUTE, AccessHandler)]
+        return [
+            *super().get_handlers(app),
+            (ACCESS_ROUTE, AccessHandler),
+            # An LMS registers itself by a registration URL (LTI Dynamic Registration).
+            (DYNREG_ROUTE, DynamicRegistrationHandler),
+        ]
 
     @property
     def platform_keys(self) -> PlatformKeySet:
-        if self._platform_keys is None or self._platform_keys.url != self.jwks_endpoint:
-            self._platform_keys = PlatformKeySet(
-                self.jwks_endpoint,
+        """The key set of the registration in 30_lms.py."""
+        return self.keys_at(self.jwks_endpoint)
+
+    def keys_at(self, url: str) -> PlatformKeySet:
+        """The cached key set at ``url``: one per platform."""
+        keys = self._platform_keys.get(url)
+        if keys is None:
+            keys = self._platform_keys[url] = PlatformKeySet(
+                url,
                 max_age=self.platform_keys_max_age,
                 timeout=self.platform_keys_timeout,
                 log=self.log,
             )
-        return self._platform_keys
+        return keys
+
+    @property
+    def registrations(self) -> RegistrationBook:
+        """Every registration: 30_lms.py's and the database's (see registrations.py)."""
+        if self._registrations is None:
+            store = RegistrationStore(
+                self.provisioner.registry, self.config_entry_source(), self.username_prefix
+            )
+            self._registrations = RegistrationBook(store, max_age=self.registrations_max_age)
+        return self._registrations
+
+    def config_entry_source(self) -> LMSRegistration:
+        # Settings made on the authenticator itself (issuer, client_id, ...) win, as
+        # for a launch before several registrations existed.
+        reg = LMSRegistration(parent=self)
+        reg.issuer = self.issuer
+        reg.client_id = sorted(self.client_id)
+        reg.deployment_ids = list(self.registration.deployment_ids)
+        reg.authorize_url = self.authorize_url or ""
+        reg.jwks_url = self.jwks_endpoint or ""
+        reg.access_token_url = self.registration.access_token_url
+        reg.token_audience = self.registration.token_audience
+        return reg
+
+    async def registration_of_login(self, args: dict) -> tuple[Registration, str]:
+        """The enabled registration a login initiation comes from, and its client id."""
+        reg = await self.registrations.find(args.get("iss", ""), args.get("client_id") or None)
+        self.refuse_unusable(reg, args.get("iss", ""), args.get("client_id"))
+        return reg, self.check_login_initiation(args, reg)
+
+    async def registration_of_token(self, issuer: str, audience) -> Registration:
+        """The enabled registration an id_token names by its ``iss`` and ``aud``."""
+        candidates = [audience] if isinstance(audience, str) else list(audience or [])
+        reg = None
+        for client_id in candidates:
+            reg = await self.registrations.find(issuer, client_id)
+            if reg is not None:
+                break
+        if reg is None:
+            # As jwt.decode says it, before any key is fetched for a token nobody registered.
+            if self.registrations.knows_issuer(issuer):
+                raise InvalidAudienceError(
+                    f"Invalid audience {audience!r}: the id_token is not for this tool"
+                )
+            raise TokenError(
+                f"id_token rejected: Invalid issuer {issuer!r}, not an LMS this hub is "
+                "registered with"
+            )
+        self.refuse_unusable(reg, issuer, ", ".join(map(str, candidates)))
+        return reg
+
+    def refuse_unusable(self, reg: Registration | None, issuer: str, client_id) -> None:
+        if reg is None:
+            if client_id and self.registrations.knows_issuer(issuer):
+                raise LaunchRefused(f"client_id {client_id!r} is not registered with this hub")
+            raise LaunchRefused(f"issuer {issuer!r} is not the LMS this hub is registered with")
+        if reg.state == REMOVED:
+            raise LaunchRefused(
+                f"the registration of the LMS {issuer!r} was removed from this hub, so it "
+                "cannot open labs any more. Courses and files made from it are kept; ask the "
+                "hub's administrators to register this LMS again if it should."
+            )
+        if not reg.enabled:
+            raise LaunchRefused(
+                f"the registration of the LMS {issuer!r} is disabled on this hub. Ask the "
+                "hub's administrators to enable it (`ananke lms enable`)."
+            )
 
     @property
     def nonces(self) -> NonceRegistry:
@@ -251,35 +342,42 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         except (LaunchError, LoginError):
             return None
 
-    def check_login_initiation(self, args: dict) -> str:
-        """Check a login initiation request; return the client id to use."""
-        if args["iss"] != self.issuer:
+    def check_login_initiation(self, args: dict, reg: Registration | None = None) -> str:
+        """Check a login initiation request against ``reg`` (default: 30_lms.py's);
+        return the client id to use."""
+        issuer = reg.issuer if reg is not None else self.issuer
+        client_ids = set(reg.client_ids) if reg is not None else self.client_id
+        if args["iss"] != issuer:
             raise LaunchRefused(
                 f"issuer {args['iss']!r} is not the LMS this hub is registered with"
             )
         client_id = args.get("client_id")
         if not client_id:
-            if len(self.client_id) != 1:
+            if len(client_ids) != 1:
                 raise LaunchRefused("the LMS sent no client_id and several are configured")
-            (client_id,) = self.client_id
-        if client_id not in self.client_id:
+            (client_id,) = client_ids
+        if client_id not in client_ids:
             raise LaunchRefused(f"client_id {client_id!r} is not registered with this hub")
         deployment_id = args.get("lti_deployment_id")
-        if deployment_id and not self.deployment_allowed(deployment_id):
+        if deployment_id and not self.deployment_allowed(deployment_id, reg):
             raise LaunchRefused(f"deployment {deployment_id!r} is not allowed on this hub")
         return client_id
 
-    def deployment_allowed(self, deployment_id: str) -> bool:
+    def deployment_allowed(self, deployment_id: str, reg: Registration | None = None) -> bool:
+        if reg is not None:
+            return reg.deployment_allowed(deployment_id)
         allowed = self.registration.deployment_ids
         return not allowed or deployment_id in allowed
 
-    def check_deployment(self, id_token: dict) -> None:
+    def check_deployment(self, id_token: dict, reg: Registration | None = None) -> None:
         deployment_id = id_token.get(DEPLOYMENT_ID)
-        if not isinstance(deployment_id, str) or not self.deployment_allowed(deployment_id):
-            raise LaunchRefused(
-                f"deployment {deployment_id!r} is not allowed on this hub "
+        if not isinstance(deployment_id, str) or not self.deployment_allowed(deployment_id, reg):
+            where = (
                 "(c.LMSRegistration.deployment_ids in 30_lms.py)"
+                if reg is None or reg.id == "config"
+                else f"(registration {reg.id}, `ananke lms list`)"
             )
+            raise LaunchRefused(f"deployment {deployment_id!r} is not allowed on this hub {where}")
 
     def get_username(self, token: dict) -> str:
         """``username_prefix`` + the claim named by ``username_key`` (default ``sub``)."""
@@ -296,12 +394,26 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
                 "the launch carries no user id (no `sub` claim): anonymous launches "
                 "cannot open a lab"
             )
-        return self.username_from(str(value))
+        return self.username_from(str(value), self.prefix_of_token(token))
 
-    def username_from(self, value: str) -> str:
-        # The same rule as Kore's roster sync (NRPS), which enrols people before they launch;
-        # JupyterHub then applies normalize_username (UsernameRule.normalize).
-        return hub_username(value, self.username_prefix)
+    def prefix_of_token(self, token: dict) -> str:
+        """The username prefix of the registration the (validated) token came from."""
+        issuer = token.get("iss")
+        if not issuer or self._registrations is None:
+            return self.username_prefix
+        audience = token.get("aud")
+        for client_id in [audience] if isinstance(audience, str) else list(audience or []):
+            reg = self.registrations.cached(issuer, client_id)
+            if reg is not None:
+                return reg.username_prefix
+        return self.username_prefix
+
+    def username_from(self, value: str, prefix: str | None = None) -> str:
+        # The same rule as Kore's roster sync (NRPS), which enrols people before they launch
+        # (UsernameRule.for_prefix per registration); JupyterHub then applies
+        # normalize_username (UsernameRule.normalize).
+        rule = self.username_rule if prefix is None else self.username_rule.for_prefix(prefix)
+        return hub_username(value, rule.prefix)
 
     async def run_post_auth_hook(self, handler, auth_model):
         """After the allow/block checks, before the user is stored: provision the course.

@@ -1,12 +1,12 @@
 """The two LTI 1.3 login handlers, hardened.
 
 They keep ltiauthenticator's routes and cookies and change what is checked:
-- login initiation: `iss` must be our platform, `client_id` (or the only one
-  configured, when the platform omits it) must be registered, and a sent
-  `lti_deployment_id` must be allowed;
-- callback: the signature is checked against the platform keyset fetched without
-  blocking the hub (see platform_keys.py), the deployment id against the
-  registration, and the nonce against the used nonces in the registry database as well
+- login initiation: `iss` and `client_id` (or the only one registered for that issuer,
+  when the platform omits it) must name an enabled registration, 30_lms.py's or one in
+  the database (registrations.py), and a sent `lti_deployment_id` must be allowed;
+- callback: the registration named by the token's `iss` and `aud`; the signature is
+  checked against that platform's keyset fetched without blocking the hub (see
+  platform_keys.py), the deployment id against the registration, and the nonce against the used nonces in the registry database as well
   as the cookie (replay.py).
 
 Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
@@ -32,6 +32,7 @@ from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import httputil
+from tornado.httputil import url_concat
 from tornado.web import HTTPError, stream_request_body
 
 from ..courses.deeplink import (
@@ -99,7 +100,7 @@ class BoundedFormBody:
 class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
     """Third-party initiated login (IMS Security Framework 5.1.1)."""
 
-    def post(self):
+    async def post(self):
         self.read_form()
         args = convert_request_to_dict(self.request.arguments)
         if "iss" not in args and "login_hint" not in args:
@@ -110,17 +111,25 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
             )
         try:
             LTI13LaunchValidator(parent=self.app).validate_login_request(args)
-            client_id = self.authenticator.check_login_initiation(args)
+            registration, client_id = await self.authenticator.registration_of_login(args)
         except ValidationError as exc:
             raise HTTPError(400, f"LTI login refused: {exc}") from None
-        self.authorize_redirect(
-            client_id=client_id,
-            login_hint=args["login_hint"],
-            lti_message_hint=args.get("lti_message_hint") or None,
-            nonce=self.generate_nonce(),
-            redirect_uri=self.get_redirect_uri(),
-            state=self.generate_state(),
-        )
+        # Upstream's authorize_redirect, at the authorization URL of this launch's own
+        # registration (IMS Security Framework 5.1.1.2) rather than the one configured.
+        query = {
+            "response_type": "id_token",
+            "scope": "openid",
+            "response_mode": "form_post",
+            "prompt": "none",
+            "client_id": client_id,
+            "redirect_uri": self.get_redirect_uri(),
+            "login_hint": args["login_hint"],
+            "nonce": self.generate_nonce(),
+            "state": self.generate_state(),
+        }
+        if args.get("lti_message_hint"):
+            query["lti_message_hint"] = args["lti_message_hint"]
+        self.redirect(url_concat(registration.authorize_url, query))
 
     get = post
 
@@ -175,14 +184,25 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             header = jwt.get_unverified_header(encoded)
         except jwt.PyJWTError as exc:
             raise TokenError(f"id_token is not a JWT ({exc})") from None
-        key = await authenticator.platform_keys.get_key(header.get("kid"))
+        try:
+            unverified = jwt.decode(encoded, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"id_token is not a JWT ({exc})") from None
+        # Which registration: by the token's own iss and aud, then checked with its keys.
+        registration = await authenticator.registration_of_token(
+            unverified.get("iss", ""), unverified.get("aud")
+        )
+        #: The launch's registration (issuer, client ids, URLs) for what follows the
+        #: validation, e.g. a Deep Linking response addressed to this platform.
+        self.lti_registration = registration
+        key = await authenticator.keys_at(registration.jwks_url).get_key(header.get("kid"))
         try:
             id_token = jwt.decode(
                 encoded,
                 key.key,
                 algorithms=authenticator.jwks_algorithms,
-                audience=list(authenticator.client_id),
-                issuer=authenticator.issuer,
+                audience=list(registration.client_ids),
+                issuer=registration.issuer,
                 leeway=validator.time_leeway,
                 options={"require": REQUIRED_JWT_CLAIMS},
             )
@@ -202,8 +222,8 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
                 raise HTTPError(exc.status, f"LTI launch refused: {exc}") from None
         else:
             validator.validate_id_token(id_token)
-        validator.validate_azp_claim(id_token, authenticator.client_id)
-        authenticator.check_deployment(id_token)
+        validator.validate_azp_claim(id_token, set(registration.client_ids))
+        authenticator.check_deployment(id_token, registration)
         self.check_nonce(id_token)  # nonce equals the hash of this browser's nonce cookie
         try:
             fresh = await authenticator.use_nonce(self, id_token)

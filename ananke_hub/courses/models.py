@@ -349,3 +349,56 @@ class DeepLink(Base):
     context_id: Mapped[str] = mapped_column(String(255), default="")
     created_by: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- LMS registrations made by LTI Dynamic Registration: see ananke_hub/registrations.py ----
+
+
+class LTIRegistration(Base):
+    """A platform registered by pasting a registration URL (LTI Dynamic Registration 1.0).
+
+    The registration in ``30_lms.py`` is not stored here: it stays config. A removed
+    registration keeps its row (state "removed") so that its launches get a clear refusal
+    and its courses, which stay, still name where they came from.
+    """
+
+    __tablename__ = "lti_registrations"
+    __table_args__ = (UniqueConstraint("issuer", "client_id", name="uq_lti_registrations_client"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    issuer: Mapped[str] = mapped_column(String(255))
+    client_id: Mapped[str] = mapped_column(String(255))
+    #: The deployment the platform created with the registration ("" if it named none).
+    deployment_id: Mapped[str] = mapped_column(String(255), default="")
+    authorize_url: Mapped[str] = mapped_column(String(1024))
+    jwks_url: Mapped[str] = mapped_column(String(1024))
+    token_url: Mapped[str] = mapped_column(String(1024), default="")
+    #: The platform's name and product family, from its OpenID configuration: for display.
+    title: Mapped[str] = mapped_column(String(255), default="")
+    product_family: Mapped[str] = mapped_column(String(255), default="")
+    #: Prefix of this platform's usernames ("" = the hub's username_prefix, only for the
+    #: hub's first registration, which keeps today's names).
+    username_prefix: Mapped[str] = mapped_column(String(8), default="")
+    scopes: Mapped[list] = mapped_column(JSON, default=list)
+    #: "enabled", "disabled" or "removed".
+    state: Mapped[str] = mapped_column(String(16), default="enabled")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RegistrationTicket(Base):
+    """A registration URL an admin asked for: single-use, expiring. Only its hash is kept."""
+
+    __tablename__ = "lti_registration_tickets"
+
+    #: SHA-256 (hex) of the secret in the URL.
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    #: The username prefix the admin chose for the platform ("" = choose one).
+    username_prefix: Mapped[str] = mapped_column(String(8), default="")
+    #: Set when a registration used it (or while one is being made); never reset after success.
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    registration_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

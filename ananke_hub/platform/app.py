@@ -31,7 +31,18 @@ from . import constants as C
 from .client_auth import ReplayGuard, ToolKeyset
 from .demo_data import DEFAULT_EXTRA_LEARNERS
 from .faults import Faults
-from .handlers import ags, deeplink, gradebook, jwks, launch, nrps, oidc, testapi, token
+from .handlers import (
+    ags,
+    deeplink,
+    gradebook,
+    jwks,
+    launch,
+    nrps,
+    oidc,
+    registration,
+    testapi,
+    token,
+)
 from .handlers.base import XSRF_COOKIE
 from .load import MAX_PER_REQUEST, Load
 from .persistence import StoreFile, StoreFileError
@@ -59,6 +70,7 @@ def make_app(
 
     routes = launch.ROUTES + deeplink.ROUTES + oidc.ROUTES + jwks.ROUTES
     routes += token.ROUTES + ags.ROUTES + nrps.ROUTES + gradebook.ROUTES
+    routes += registration.ROUTES  # LTI Dynamic Registration
     # Browsers ask every page's host for one; an empty answer keeps the log clean.
     routes.append((r"/favicon\.ico", FaviconHandler))
     if settings.test_api:
@@ -79,6 +91,10 @@ def make_app(
         if settings.moodle
         else ToolKeyset(settings.tool_jwks_url),
         platform_replay_guard=ReplayGuard(),
+        # Dynamic registration: tokens handed out by /admin/tools (single use), and the
+        # tools registered with them (in memory: a restart forgets them).
+        platform_registration_tokens=set(),
+        platform_registrations=[],
         cookie_secret=cookie_secret,
         template_path=str(TEMPLATES),
         xsrf_cookies=True,

@@ -11,6 +11,7 @@ from . import (
     home,
     identity,
     jwks,
+    lms,
     manage,
     oauth,
     roster,
@@ -24,7 +25,7 @@ def routes(prefix: str) -> list[tuple]:
     # Route patterns are regular expressions: the prefix is literal text.
     table = [(re.escape(prefix.rstrip("/")), RedirectHandler, {"url": prefix})]
     for module in (
-        jwks, oauth, identity, courses, settings, grades, roster, manage, ui, deeplink, home
+        jwks, oauth, identity, courses, settings, grades, roster, manage, lms, ui, deeplink, home
     ):
         for path, handler, *kwargs in module.handlers:
             table.append((re.escape(prefix) + path, handler, *kwargs))

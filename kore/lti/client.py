@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from ananke_hub.keys import KeyStore
 from ananke_hub.registration import LMSRegistration
+from ananke_hub.registrations import REMOVED, Registration, RegistrationBook
 
 from .errors import LTIServiceError
 from .settings import LTIAdvantage
@@ -80,8 +81,12 @@ class LTIClient:
         key_store: KeyStore,
         settings: LTIAdvantage | None = None,
         transport: LMSTransport | None = None,
+        registrations: RegistrationBook | None = None,
     ):
         self.registration = registration
+        #: Every registration of the hub (30_lms.py's and the database's); None: only
+        #: ``registration``.
+        self.registrations = registrations
         self.settings = settings or LTIAdvantage()
         self.transport = transport or LMSTransport(
             retry=self.settings.retry_policy(),
@@ -92,8 +97,41 @@ class LTIClient:
         )
         self.tokens = TokenService(self.transport, key_store.signing_key)
 
+    async def registration_of(self, issuer: str, client_id: str) -> Registration | None:
+        """The registration a course was launched through (None: only 30_lms.py's is known)."""
+        if self.registrations is None:
+            return None
+        return await self.registrations.find(issuer, client_id)
+
+    async def course_session(
+        self, *, issuer: str, client_id: str, scopes: Iterable[str]
+    ) -> ServiceSession:
+        """A session for a course launched from ``issuer`` with ``client_id``: with the
+        token URL, client id and assertion audience of that course's own registration."""
+        found = await self.registration_of(issuer, client_id)
+        if found is not None and found.id != "config":
+            if found.state == REMOVED or not found.enabled:
+                raise LTIServiceError(
+                    f"The registration of {issuer!r} (registration {found.id}) is "
+                    f"{found.state} on this hub: Kore sends nothing to that LMS. "
+                    "`ananke lms list` shows the registrations."
+                )
+            if not found.token_url:
+                raise LTIServiceError(
+                    f"The LMS {issuer!r} (registration {found.id}) named no token endpoint "
+                    "when it registered: it offers no grade or roster service to the hub."
+                )
+            return ServiceSession(
+                self.tokens,
+                token_url=found.token_url,
+                client_id=client_id,
+                audience=found.token_audience or found.token_url,
+                scopes=scopes,
+            )
+        return self.session(issuer=issuer, client_id=client_id, scopes=scopes)
+
     def session(self, *, issuer: str, client_id: str, scopes: Iterable[str]) -> ServiceSession:
-        """A session for a course launched from ``issuer`` with ``client_id``."""
+        """A session for a course of the registration in 30_lms.py."""
         registration = self.registration
         if not registration.access_token_url:
             raise LTIServiceError(

@@ -28,6 +28,7 @@ from ananke_hub.hubconfig import COURSE_LAYOUT_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
 from ananke_hub.paths import StateLayout
 from ananke_hub.registration import LMSRegistration
+from ananke_hub.registrations import RegistrationBook, RegistrationStore
 
 from ..lti import LTIAdvantage, LTIClient
 from .grades import GradeSyncJob, GradeSyncOptions
@@ -85,18 +86,23 @@ def setup(config_dir: Path) -> Setup:
     except (KeyFileError, OSError) as exc:
         raise SetupError(f"{exc} (run this as the hub's user, e.g. root)") from exc
     registration = LMSRegistration(config=cfg)
+    registry = CourseRegistry(config=cfg)
+    rule = UsernameRule.from_config(cfg)
     hub = None
     token, api_url = os.environ.get("JUPYTERHUB_API_TOKEN"), os.environ.get("JUPYTERHUB_API_URL")
     if token and api_url:
         hub = HubGroups(api_url=api_url, token=token)
     return Setup(
-        registry=CourseRegistry(config=cfg),
+        registry=registry,
         layout=CourseLayout(config=cfg),
         client=LTIClient(
-            registration=registration, key_store=key_store, settings=LTIAdvantage(config=cfg)
+            registration=registration,
+            key_store=key_store,
+            settings=LTIAdvantage(config=cfg),
+            registrations=RegistrationBook(RegistrationStore(registry, registration, rule.prefix)),
         ),
         hub=hub,
-        rule=UsernameRule.from_config(cfg),
+        rule=rule,
     )
 
 

@@ -425,7 +425,7 @@ class GradeSyncJob(SyncJob):
     async def connect(self, course: Course, scopes: set[str]) -> None:
         """An AGS client with a token for ``scopes``; on failure, the reason to abort."""
         try:
-            session = self.lti_client.session(
+            session = await self.lti_client.course_session(
                 issuer=course.issuer, client_id=course.client_id, scopes=scopes
             )
             await session.token()

@@ -13,6 +13,7 @@ import logging
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.sync_store import SyncStore
+from ananke_hub.registrations import RegistrationBook, RegistrationStore
 
 from ..lti import LTIAdvantage, LTIClient
 from .grades import GradeSyncJob, GradeSyncOptions
@@ -145,6 +146,7 @@ def sync_manager(settings: dict) -> SyncManager:
             if hub_auth.api_token
             else None
         )
+        rule = UsernameRule.from_config(kore.config)
         manager = SyncManager(
             registry=settings["course_registry"],
             layout=settings["course_layout"],
@@ -152,9 +154,15 @@ def sync_manager(settings: dict) -> SyncManager:
                 registration=settings["lms_registration"],
                 key_store=settings["key_store"],
                 settings=lti_settings,
+                # Each course's syncs use its own registration (registrations.py).
+                registrations=RegistrationBook(
+                    RegistrationStore(
+                        settings["course_registry"], settings["lms_registration"], rule.prefix
+                    )
+                ),
             ),
             hub=hub,
-            username_rule=UsernameRule.from_config(kore.config),
+            username_rule=rule,
             log=settings["kore_log"],
         )
         settings["sync_manager"] = manager

@@ -86,9 +86,13 @@ class RosterSyncJob(SyncJob):
                 'Provisioning" to "Use this service to retrieve members\' information", '
                 "launch the activity once, then sync again."
             )
-        session = self.lti_client.session(
+        session = await self.lti_client.course_session(
             issuer=course.issuer, client_id=course.client_id, scopes={NRPS_SCOPE}
         )
+        registration = await self.lti_client.registration_of(course.issuer, course.client_id)
+        if registration is not None:
+            # Names as the launches from that platform make them (its own prefix).
+            self.rule = self.rule.for_prefix(registration.username_prefix)
         roster = await NRPSClient(session, max_pages=self.settings.max_pages).members(
             course.memberships_url
         )
