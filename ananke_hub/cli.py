@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, redact
-from .container.commands import add_container_commands
+from .container.commands import add_container_commands, add_host_commands
 from .paths import StateLayout, config_dir, shipped_fragments
 
 
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     roster_sync.set_defaults(func=_cmd_roster_sync)
 
     add_container_commands(sub)
+    add_host_commands(sub)
     return parser
 
 
