@@ -131,7 +131,6 @@ def good_host(root: Path) -> tuple[Host, Account, dict]:
     write(root, "/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory hugetlb pids\n")
     manager_cg = f"/user.slice/user-{UID}.slice/user@{UID}.service"
     write(root, f"/sys/fs/cgroup{manager_cg}/cgroup.controllers", "cpu io memory pids\n")
-    write(root, "/proc/self/cgroup", f"0::{manager_cg}/app.slice/session.scope\n")
     write(root, "/proc/sys/kernel/unprivileged_userns_clone", "1\n")
     write(root, "/proc/sys/user/max_user_namespaces", "28633\n")
     write(root, "/proc/sys/net/ipv4/ip_unprivileged_port_start", "1024\n")
@@ -199,11 +198,13 @@ def test_doctor_names_each_missing_piece_with_its_fix(tmp_path, what, words):
 
 def test_doctor_without_a_login_session_says_how_to_log_in(tmp_path):
     host, account, _ = good_host(tmp_path)
-    write(tmp_path, "/proc/self/cgroup", "0::/user.slice/user-1001.slice/session-3.scope\n")
-    findings = doctor(host, account, {})
-    text = "\n".join(f.format() for f in findings)
-    assert "no XDG_RUNTIME_DIR" in text and "machinectl shell ann@" in text
-    assert any("user@1001.service" in f.what for f in levels(findings, "warning"))
+    import shutil
+
+    shutil.rmtree(tmp_path / f"sys/fs/cgroup/user.slice/user-{UID}.slice")
+    errors = levels(doctor(host, account, {}), "error")
+    assert len(errors) == 2, errors
+    assert "no XDG_RUNTIME_DIR" in errors[0].what and "machinectl shell ann@" in errors[0].fix
+    assert "user@1001.service" in errors[1].what and "enable-linger ann" in errors[1].fix
 
 
 def test_doctor_warns_about_linger_open_home_and_visible_processes(tmp_path):
@@ -271,9 +272,7 @@ class FakeSystem:
         if argv[0] == "useradd":
             name = argv[-1]
             # The home belongs to the new admin (add_admin tightens only such a home).
-            self._append(
-                "etc/passwd", f"{name}:x:{ADMIN_UID}:{ADMIN_UID}::/home/{name}:/bin/bash"
-            )
+            self._append("etc/passwd", f"{name}:x:{ADMIN_UID}:{ADMIN_UID}::/home/{name}:/bin/bash")
             home = self.root / "home" / name
             home.mkdir(parents=True)
             own(home)

@@ -177,15 +177,10 @@ def proc_hidepid(host: Host) -> str | None:
     return None
 
 
-def user_manager_cgroup(host: Host, uid: int) -> str | None:
-    """The cgroup of the user's systemd manager (user@UID.service) above this process."""
-    for line in (host.read("/proc/self/cgroup") or "").splitlines():
-        if line.startswith("0::"):
-            parts = line[3:].split("/")
-            marker = f"user@{uid}.service"
-            if marker in parts:
-                return "/".join(parts[: parts.index(marker) + 1])
-    return None
+def user_manager_cgroup(uid: int) -> str:
+    """The cgroup of the user's systemd manager, where rootless podman puts its containers
+    (through the manager's D-Bus API, podman's systemd cgroup manager)."""
+    return f"/user.slice/user-{uid}.slice/user@{uid}.service"
 
 
 def _kernel_findings(host: Host, rootful: bool = False) -> list[Finding]:
@@ -291,17 +286,19 @@ def doctor(
                 f"log in as {name} over ssh, or as root: machinectl shell {name}@",
             )
         )
-    manager = user_manager_cgroup(host, account.uid)
-    if manager is None:
+    manager = user_manager_cgroup(account.uid)
+    cgroup2 = host.read("/sys/fs/cgroup/cgroup.controllers") is not None
+    if cgroup2 and not host.path(f"/sys/fs/cgroup{manager}").is_dir():
         findings.append(
             Finding(
-                "warning",
-                f"this shell does not run under user@{account.uid}.service, so podman "
-                "cannot find the cgroups delegated to you.",
-                f"log in as {name} over ssh, or as root: machinectl shell {name}@",
+                "error",
+                f"{name}'s systemd user manager (user@{account.uid}.service) is not running: "
+                "podman puts rootless containers into its cgroups.",
+                f"log in as {name} over ssh, or as root: machinectl shell {name}@ "
+                f"(and loginctl enable-linger {name} to keep it running)",
             )
         )
-    elif host.read("/sys/fs/cgroup/cgroup.controllers") is not None:
+    elif cgroup2:
         delegated = (host.read(f"/sys/fs/cgroup{manager}/cgroup.controllers") or "").split()
         missing = [c for c in NEEDED_CONTROLLERS if c not in delegated]
         if wants_cpus and "cpu" not in delegated:

@@ -212,6 +212,7 @@ class VM:
         self.guest_forwards = dict(guest_forwards or {})
         self.memory_mb = memory_mb
         self.proc: subprocess.Popen | None = None
+        self._masters: set[str] = set()
         self.console = workdir / "console.log"
 
     def argv(self) -> list[str]:
@@ -227,7 +228,7 @@ class VM:
             "-display", "none", "-no-reboot",
             "-kernel", os.fspath(self.kernel), "-initrd", os.fspath(self.initrd),
             "-append", "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 "
-            "panic=-1 quiet",
+            "panic=-1",
             "-drive", f"file={self.disk},format=raw,if=virtio",
             "-nic", nic, "-serial", f"file:{self.console}",
         ]  # fmt: skip
@@ -259,17 +260,40 @@ class VM:
             return self.console.read_text(errors="replace")[-3000:]
         return ""
 
+    def _ssh_base(self, user: str) -> list[str]:
+        # One SSH connection per user, reused (ControlMaster): a handshake under TCG on a
+        # busy machine takes 10-20 s.
+        return [
+            "ssh", "-i", os.fspath(self.key), "-p", str(self.ssh_port),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=60",
+            "-o", f"ControlPath={self.workdir}/ssh-%r", "-o", "ServerAliveInterval=30",
+        ]  # fmt: skip
+
+    def _master(self, user: str) -> None:
+        if user in self._masters:
+            return
+        # -f: into the background once logged in, with its output on /dev/null (a master
+        # holding our pipes would block subprocess.run until it exits).
+        proc = subprocess.run(
+            [*self._ssh_base(user), "-o", "ControlMaster=yes", "-f", "-N", f"{user}@127.0.0.1"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            timeout=120, check=False,
+        )  # fmt: skip
+        if proc.returncode == 0:
+            self._masters.add(user)
+
     def ssh(self, user: str, argv: list[str], *, check: bool = True, timeout: float = 900,
             input: bytes | None = None) -> subprocess.CompletedProcess:  # fmt: skip
         """``argv`` as ``user`` in a login session of its own (logind, XDG_RUNTIME_DIR)."""
         import shlex
 
-        cmd = [
-            "ssh", "-i", os.fspath(self.key), "-p", str(self.ssh_port),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
-            f"{user}@127.0.0.1", shlex.join(argv),
-        ]  # fmt: skip
+        try:
+            self._master(user)
+        except subprocess.TimeoutExpired:
+            pass
+        cmd = [*self._ssh_base(user), "-o", "ControlMaster=no", f"{user}@127.0.0.1",
+               shlex.join(argv)]  # fmt: skip
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input,
                                   check=False)  # fmt: skip
@@ -286,10 +310,17 @@ class VM:
             )
         return proc
 
+    def close_ssh(self) -> None:
+        for user in list(self._masters):
+            subprocess.run([*self._ssh_base(user), "-O", "exit", f"{user}@127.0.0.1"],
+                           capture_output=True, timeout=30, check=False)  # fmt: skip
+            self._masters.discard(user)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.ssh("root", ["systemctl", "poweroff"], check=False, timeout=30)
+        self.ssh("root", ["systemctl", "poweroff"], check=False, timeout=60)
+        self.close_ssh()
         try:
             self.proc.wait(180)
         except subprocess.TimeoutExpired:
