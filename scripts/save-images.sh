@@ -6,8 +6,8 @@
 # writes OUTDIR/ananke-base-TAG.tar.gz and OUTDIR/ananke-nbgrader-TAG.tar.gz
 # (`podman save` of localhost/ananke-base:TAG and localhost/ananke-nbgrader:TAG, each
 # complete on its own: the nbgrader archive carries the base layers too) and adds their
-# sha256 to OUTDIR/SHA256SUMS. A user loads one with `podman load -i FILE` (rootless or
-# rootful) after `sha256sum -c --ignore-missing SHA256SUMS`. Used by scripts/release.sh
+# sha256 to OUTDIR/SHA256SUMS. A user loads one with `gzip -dc FILE | podman load` (rootless
+# or rootful; Podman 4.3 cannot `podman load -i` a gzip-compressed archive) after `sha256sum -c --ignore-missing SHA256SUMS`. Used by scripts/release.sh
 # and by the VM test (tests/vm/), which installs from exactly these files.
 set -euo pipefail
 die() { echo "save-images: $*" >&2; exit 1; }

@@ -284,7 +284,8 @@ def create(
         raise ContainerError(
             f"image {container.settings.image} not found. Build it (scripts/build-images.sh "
             "builds ananke-base and ananke-nbgrader) or load it "
-            f"(podman load -i {container.settings.image}.tar.gz); see docs/admin/containers.md."
+            f"(gzip -dc {container.settings.image}-VERSION.tar.gz | podman load); "
+            "see docs/admin/containers.md."
         )
     created = ensure_runtime(container.layout, container.settings.persist_journal)
     reused = "new" if created else "reused"

@@ -126,8 +126,9 @@ def _provision(vm: vmlib.VM) -> None:
         # What a container admin does with the downloaded release (hosting.md).
         vm.ssh(admin, ["sha256sum", "-c", "--ignore-missing", f"{RELEASE_DIR}/SHA256SUMS"],
                check=False)  # fmt: skip
-        vm.ssh(admin, ["podman", "load", "-i", f"{RELEASE_DIR}/ananke-nbgrader-{TAG}.tar.gz"],
-               timeout=3600)  # fmt: skip
+        # Podman 4.3 cannot `podman load -i` a gzip-compressed archive (release.md).
+        archive = f"{RELEASE_DIR}/ananke-nbgrader-{TAG}.tar.gz"
+        vm.ssh(admin, ["sh", "-c", f"gzip -dc {archive} | podman load"], timeout=3600)
         vm.ssh(admin, ["mkdir", "-p", "containers"])
         vm.ssh(admin, ["tar", "-x", "-C", "containers"], input=_template_tar())
         timings[f"podman load {admin} (cold)"] = time.monotonic() - start
