@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, redact
-from .container.commands import add_container_commands
+from .container.commands import add_container_commands, add_host_commands
 from .paths import StateLayout, config_dir, shipped_fragments
 
 
@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=_state_command(state, done))
 
     add_container_commands(sub)
+    add_host_commands(sub)
     return parser
 
 

@@ -90,5 +90,23 @@ if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
 fi
 # --- end of the Podman block ---
 
+# --- VM test (tests/vm/, marker "vm"): self-contained block. ---
+# Boots a Debian VM under QEMU's software emulation with two rootless container admins
+# (docs/developer/testing.md, "The VM test"). It runs on request only, with
+# ANANKE_VM_TEST=1; then its tools are installed here and a missing one fails it in CI.
+if [ "${ANANKE_VM_TEST:-}" = 1 ] && { ! command -v qemu-system-x86_64 >/dev/null 2>&1 \
+        || ! command -v ssh >/dev/null 2>&1 || ! command -v mkfs.ext4 >/dev/null 2>&1; }; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing QEMU, the SSH client and e2fsprogs for the VM test ..."
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            qemu-system-x86 openssh-client e2fsprogs mmdebstrap systemd-container >/dev/null
+    else
+        echo "qemu-system-x86_64, ssh or mkfs.ext4 missing: the VM test fails" \
+            "(apt-get install qemu-system-x86 openssh-client e2fsprogs)." >&2
+    fi
+fi
+# --- end of the VM block ---
+
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -ra "$@"

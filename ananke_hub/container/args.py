@@ -39,8 +39,30 @@ def _published_port(container: LoadedContainer) -> str:
     return f"{host}:{settings.port}:{settings.container_port}"
 
 
-def run_argv(container: LoadedContainer, podman: str = "podman") -> list[str]:
-    """The full ``podman run`` command line that creates and starts ``container``."""
+#: Rootless: the container's user namespace. "host" is the caller's own namespace (the
+#: admin's uid as root inside, its /etc/subuid range for uids 1..65536), the same on
+#: every `create`, so the owners of files in runtime/homes (dynamic users' uids
+#: 61184-65519, systemd.exec(5) "DynamicUser=") still match after re-creation.
+#: Stated explicitly because containers.conf or $PODMAN_USERNS may say "auto" (a new
+#: range per container: old homes turn to nobody) or "keep-id" (uids shifted by one).
+ROOTLESS_USERNS = "host"
+#: Rootless network: slirp4netns, podman's rootless default (podman-run(1), "--network"),
+#: which publishes the port through rootlessport on the address given with -p. Without
+#: allow_host_loopback the container cannot reach the host's 127.0.0.1, where other
+#: admins' hubs listen.
+ROOTLESS_NETWORK = "slirp4netns"
+
+
+def run_argv(
+    container: LoadedContainer, podman: str = "podman", rootless: bool = False
+) -> list[str]:
+    """The full ``podman run`` command line that creates and starts ``container``.
+
+    ``rootless``: podman runs as an unprivileged container admin (euid not 0). The
+    arguments then differ only in the user namespace (pinned, :data:`ROOTLESS_USERNS`)
+    and the network mode of "bridge" (:data:`ROOTLESS_NETWORK`); the port stays
+    published on ``bind_address`` (127.0.0.1 unless the admin says otherwise).
+    """
     settings = container.settings
     layout = container.layout
     # --mount separates its fields with commas: a comma in a path would split it.
@@ -70,8 +92,15 @@ def run_argv(container: LoadedContainer, podman: str = "podman") -> list[str]:
     # container with SIGRTMIN+3, systemd's orderly shutdown (podman-run(1), "--systemd").
     argv += ["--systemd=always", f"--stop-timeout={settings.stop_timeout}"]
     # DynamicUser= needs to create users and mount namespaces for each lab.
+    # Rootless too: the capability is scoped to the container's user namespace, and
+    # without it a DynamicUser= unit fails with 226/NAMESPACE.
     argv += ["--cap-add", "SYS_ADMIN"]
-    argv += ["--network", settings.network]
+    if rootless:
+        argv += [f"--userns={ROOTLESS_USERNS}"]
+    network = settings.network
+    if rootless and network == "bridge":
+        network = ROOTLESS_NETWORK
+    argv += ["--network", network]
     if settings.network == "bridge":
         argv += ["-p", _published_port(container)]
     if settings.memory is not None:

@@ -10,6 +10,7 @@ from .manager import (
     ContainerError,
     create,
     default_containers_dir,
+    doctor_command,
     list_containers,
     logs,
     print_list,
@@ -45,7 +46,13 @@ def _cmd_create(args) -> int:
         args.name,
         dry_run=args.dry_run,
         check_config=not args.no_check_config,
+        check_rootless_host=not args.no_host_check,
     )
+
+
+@_guarded
+def _cmd_doctor(args) -> int:
+    return doctor_command(_containers_dir(args), args.name)
 
 
 @_guarded
@@ -105,6 +112,19 @@ def add_container_commands(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="do not refuse when `ananke check-config` finds errors in jupyterhub_config.d",
     )
+    create_parser.add_argument(
+        "--no-host-check",
+        action="store_true",
+        help="rootless: do not refuse when `ananke container doctor` finds errors",
+    )
+    doctor_parser = command(
+        "doctor",
+        _cmd_doctor,
+        "what this host and account lack for rootless containers, each with its fix; "
+        "with NAME, that container's port and settings too",
+        False,
+    )
+    doctor_parser.add_argument("name", nargs="?", help=name_help)
     command("remove", _cmd_remove, "stop and remove the container; NAME/runtime/ stays")
     command("list", _cmd_list, "the containers of this directory and their state", False)
     command("shell", _cmd_shell, "a bash shell in the running container")
@@ -116,3 +136,31 @@ def add_container_commands(subparsers) -> argparse.ArgumentParser:
         help="podman's log of the container's console (systemd's boot) instead",
     )
     return container
+
+
+def _cmd_add_admin(args) -> int:
+    from .host import HostError, add_admin
+
+    try:
+        return add_admin(args.name, ports=args.ports, dry_run=args.dry_run)
+    except HostError as exc:
+        print(f"ananke host add-admin: {exc}", file=sys.stderr)
+        return EXIT_FIX
+
+
+def add_host_commands(subparsers) -> argparse.ArgumentParser:
+    """Add ``host add-admin`` (for the host admin, as root) to the ``ananke`` parser."""
+    host = subparsers.add_parser("host", help="set up a host for container admins (as root)")
+    sub = host.add_subparsers(dest="host_command", required=True)
+    text = (
+        "create (or complete) a container admin: an unprivileged user with a private home, "
+        "subordinate uid/gid ranges of its own, linger, and optionally a host port range"
+    )
+    add = sub.add_parser("add-admin", help=text, description=text)
+    add.add_argument("name", help="the admin's user name, e.g. hub-physics")
+    add.add_argument(
+        "--ports", help="host ports reserved for this admin, START-END (e.g. 20000-20099)"
+    )
+    add.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+    add.set_defaults(func=_cmd_add_admin)
+    return host

@@ -55,6 +55,40 @@ class PodmanNotFound(ContainerError):
         )
 
 
+def is_rootless() -> bool:
+    """Podman runs rootless when its caller is not root (podman(1), "Rootless mode")."""
+    return os.geteuid() != 0
+
+
+def host_findings(container: LoadedContainer | None = None):
+    """``ananke container doctor``'s findings for this user (and a container's settings)."""
+    import pwd
+
+    from .host import Account, Host, doctor
+
+    entry = pwd.getpwuid(os.getuid())
+    account = Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+    extra = {}
+    if container is not None:
+        settings = container.settings
+        if settings.network == "bridge":
+            extra.update(port=settings.port, bind_address=settings.bind_address)
+        extra.update(runtime=settings.runtime, wants_cpus=settings.cpus is not None)
+    return doctor(Host(), account, dict(os.environ), **extra)
+
+
+def doctor_command(containers_dir: Path, name: str | None, out=print) -> int:
+    """Print what the host lacks for rootless containers; 2 if something must be fixed."""
+    container = load_container(container_dir(containers_dir, name)) if name else None
+    findings = host_findings(container)
+    for finding in findings:
+        out(finding.format())
+    errors = [f for f in findings if f.level == "error"]
+    warnings = [f for f in findings if f.level == "warning"]
+    out(f"{len(errors)} error(s), {len(warnings)} warning(s)")
+    return 2 if errors else 0
+
+
 def default_containers_dir() -> Path:
     return Path(os.environ.get(CONTAINERS_DIR_ENV) or "containers")
 
@@ -199,15 +233,21 @@ def create(
     *,
     dry_run: bool = False,
     check_config: bool = True,
+    check_rootless_host: bool = True,
     out=print,
 ) -> int:
     """Create and start the container of ``<containers_dir>/<name>``."""
     directory = container_dir(containers_dir, name)
     container = load_container(directory)
-    argv = run_argv(container, podman="podman")
+    rootless = is_rootless()
+    argv = run_argv(container, podman="podman", rootless=rootless)
 
     report = check_host(container)
     errors = list(report.errors)
+    if rootless and check_rootless_host:
+        # What `ananke container doctor` finds missing would make podman or systemd fail
+        # later with a less helpful message.
+        errors += [f"{f.what} Fix: {f.fix}" for f in host_findings(container) if f.level == "error"]
     if check_config and container.layout.fragments.is_dir():
         errors += check_fragments(container)
     for warning in report.warnings:
@@ -225,6 +265,12 @@ def create(
             f"{container.name}:\n  "
             + "\n  ".join(errors)
             + ("\n(fragment problems: fix them, or pass --no-check-config)" if check_config else "")
+            + (
+                "\n(host problems: `ananke container doctor` explains them; "
+                "--no-host-check skips them)"
+                if rootless and check_rootless_host
+                else ""
+            )
         )
 
     podman = find_podman()
@@ -238,7 +284,8 @@ def create(
         raise ContainerError(
             f"image {container.settings.image} not found. Build it (scripts/build-images.sh "
             "builds ananke-base and ananke-nbgrader) or load it "
-            f"(podman load -i {container.settings.image}.tar.gz); see docs/admin/containers.md."
+            f"(gzip -dc {container.settings.image}-VERSION.tar.gz | podman load); "
+            "see docs/admin/containers.md."
         )
     created = ensure_runtime(container.layout, container.settings.persist_journal)
     reused = "new" if created else "reused"

@@ -1,0 +1,256 @@
+"""The seed's deployment model in a real VM: two unprivileged container admins, rootless
+Podman, images from the release archives, LTI launches into each hub, isolation.
+
+In a Debian VM (vm.py) the host admin ran ``ananke host add-admin`` for admin1 and
+admin2, and each admin loaded ``ananke-nbgrader-test.tar.gz`` (scripts/save-images.sh)
+with ``podman load`` (conftest.py). Here each admin, over SSH in a login session of its
+own, copies the nbgrader template, sets image and port and runs ``ananke container
+create``. The built-in LMS runs on this host, one per hub; the browser (this test)
+reaches the hubs through QEMU's forwarded ports, the hubs reach their LMS's keyset
+through QEMU's guestfwd. Then: a launch per hub starts a lab as a dynamic user; a file
+written in admin1's lab survives ``remove`` + ``create`` with its owner; admin2 can
+reach none of admin1's containers, storage, volumes, home, processes' runtime or ports
+range.
+"""
+
+import asyncio
+import json
+import secrets
+import shutil
+import time
+
+import pytest
+import vm as vmlib
+from hubtest import wait_for_lab
+from lti_browser import LTIBrowser
+from podman_hub import ADMIN_SCOPES, Platform, wait_http
+from vm import ADMINS, HUB_PORTS, TAG, timings
+
+from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+HUB = "hub"
+NOTE = "notes/persist.txt"
+NOTE_TEXT = "written in the lab before the container was re-created\n"
+#: Under software emulation a hub and a lab start 15-50x slower than on the host.
+SLOW = 1200
+
+
+class AdminHub:
+    """One admin's container in the VM, driven as that admin over SSH."""
+
+    def __init__(self, vm: vmlib.VM, admin: str, host_port: int, lms_addr: str):
+        self.vm = vm
+        self.admin = admin
+        self.host_port = host_port
+        self.url = f"http://127.0.0.1:{host_port}"
+        self.lms_addr = lms_addr
+        self.token = secrets.token_hex(24)
+        self.dir = f"/home/{admin}/containers/{HUB}"
+
+    def sh(self, *argv: str, check: bool = True, timeout: float = 900):
+        return self.vm.ssh(self.admin, list(argv), check=check, timeout=timeout)
+
+    def prepare(self, platform: Platform) -> None:
+        self.sh("cp", "-r", "containers/template-nbgrader", f"containers/{HUB}")
+        config = (
+            "\n# The VM test:\n"
+            f'c.Container.image = "localhost/ananke-nbgrader:{TAG}"\n'
+            f"c.Container.port = {HUB_PORTS[self.admin]}\n"
+            # The VM's own address: QEMU's forwarded port arrives there (where a host's
+            # reverse proxy would connect to 127.0.0.1).
+            f'c.Container.bind_address = "{vmlib.GUEST_ADDR}"\n'
+            'c.Container.memory = "2g"\n'
+            "c.Container.stop_timeout = 30\n"
+            'c.Container.restart = "no"\n'
+        )
+        fwd = f"http://{self.lms_addr}:{vmlib.GUEST_FORWARD_PORT}"
+        fragment = {
+            "JupyterHub": {
+                "services": [{"name": "test-admin", "api_token": self.token}],
+                "load_roles": [
+                    {"name": "test-admin", "scopes": ADMIN_SCOPES, "services": ["test-admin"]}
+                ],
+            },
+            "LMSRegistration": {
+                "issuer": platform.url,
+                "client_id": DEMO_CLIENT_ID,
+                "deployment_ids": [DEMO_DEPLOYMENT_ID],
+                "authorize_url": f"{platform.url}/auth",
+                "jwks_url": f"{fwd}/jwks",
+                "access_token_url": f"{fwd}/token",
+            },
+        }
+        self.vm.ssh(self.admin, ["tee", "-a", f"{self.dir}/config.py"], input=config.encode())
+        target = f"{self.dir}/jupyterhub_config.d/90_test.json"
+        self.vm.ssh(self.admin, ["tee", target], input=json.dumps(fragment).encode())
+        self.sh("chmod", "600", target)
+
+    def manager(self, *args: str) -> str:
+        return self.sh("ananke", "container", "--containers-dir", "containers", *args,
+                       timeout=SLOW).stdout  # fmt: skip
+
+    def exec(self, *argv: str, check: bool = True):
+        return self.sh("podman", "exec", HUB, *argv, check=check, timeout=300)
+
+    def diagnose(self) -> str:
+        out = self.sh("podman", "ps", "-a", check=False).stdout
+        journal = self.exec("journalctl", "--no-pager", "-n", "80", check=False)
+        return f"--- podman ps ({self.admin})\n{out}\n--- journal\n{journal.stdout}{journal.stderr}"
+
+    def wait_ready(self) -> dict:
+        wait_http(f"{self.url}/hub/health", SLOW, what=f"{self.admin}'s hub",
+                  diagnose=self.diagnose)  # fmt: skip
+        return wait_http(f"{self.url}/services/kore/jwks", SLOW, what="Kore's JWKS",
+                         diagnose=self.diagnose).json()  # fmt: skip
+
+    def api(self, method: str, path: str, body=None):
+        import httpx
+
+        with httpx.Client(timeout=120) as client:
+            return client.request(method, f"{self.url}{path}", json=body,
+                                  headers={"Authorization": f"token {self.token}"})  # fmt: skip
+
+    def owner_on_host(self, path: str) -> int:
+        """The owner uid of a file under runtime/homes as the VM (the host) sees it."""
+        out = self.vm.ssh("root", ["stat", "--format=%u", f"{self.dir}/runtime/homes/{path}"])
+        return int(out.stdout.strip())
+
+
+async def _launch(platform_url: str, hub_url: str, sub: str, user: str) -> str:
+    async with LTIBrowser(timeout=SLOW) as browser:
+        resp = await browser.launch(platform_url, sub, "homework")
+        assert resp.status_code < 400, (resp.status_code, resp.url)
+        lab = await wait_for_lab(browser, hub_url, user, timeout=SLOW)
+        return lab.text
+
+
+def launch(platform: Platform, hub: AdminHub, sub: str = "3") -> str:
+    return asyncio.run(_launch(platform.url, hub.url, sub, f"u{sub}"))
+
+
+@pytest.fixture(scope="module")
+def deployment(vm_disk, tmp_path_factory):
+    disk, kernel, initrd, key = vm_disk
+    root = tmp_path_factory.mktemp("vm-run")
+    ports = {admin: free_port() for admin in ADMINS}
+    lms_addrs = {"admin1": "10.77.0.100", "admin2": "10.77.0.101"}
+    platforms = {a: Platform(root / a, f"http://127.0.0.1:{ports[a]}") for a in ADMINS}
+    for admin, platform in platforms.items():
+        (root / admin).mkdir()
+        platform.start()
+    guest = vmlib.VM(
+        disk, kernel, initrd, key, root, snapshot=True,
+        forwards={ports[a]: HUB_PORTS[a] for a in ADMINS},
+        guest_forwards={lms_addrs[a]: platforms[a].port for a in ADMINS},
+    )  # fmt: skip
+    hubs = {}
+    try:
+        start = time.monotonic()
+        guest.start()
+        timings["boot until ssh"] = time.monotonic() - start
+        for admin in ADMINS:
+            hubs[admin] = AdminHub(guest, admin, ports[admin], lms_addrs[admin])
+            hubs[admin].prepare(platforms[admin])
+        start = time.monotonic()
+        for hub in hubs.values():
+            hub.manager("create", HUB)
+        jwks = {admin: hub.wait_ready() for admin, hub in hubs.items()}
+        timings["two creates until both hubs answer"] = time.monotonic() - start
+        yield guest, hubs, platforms, jwks
+    finally:
+        for hub in hubs.values():
+            hub.sh("podman", "stop", "-a", "--time=10", check=False, timeout=120)
+        guest.stop()
+        for platform in platforms.values():
+            platform.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_doctor_is_content_for_both_admins(deployment):
+    _, hubs, _, _ = deployment
+    for hub in hubs.values():
+        out = hub.sh("ananke", "container", "--containers-dir", "containers", "doctor", HUB,
+                     check=False)  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "0 error(s)" in out.stdout
+
+
+def test_launch_through_each_hub_starts_a_lab_as_a_dynamic_user(deployment):
+    _, hubs, platforms, _ = deployment
+    for admin, hub in hubs.items():
+        start = time.monotonic()
+        assert "JupyterLab" in launch(platforms[admin], hub)
+        timings[f"launch until the lab answers ({admin})"] = time.monotonic() - start
+        props = hub.exec("systemctl", "show", "jupyter-u3", "--property=User",
+                         "--property=DynamicUser", "--property=ActiveState").stdout  # fmt: skip
+        assert dict(line.split("=", 1) for line in props.split()) == {
+            "User": "u3", "DynamicUser": "yes", "ActiveState": "active"
+        }  # fmt: skip
+        uid = int(hub.exec("id", "-u", "u3").stdout)
+        assert 61184 <= uid <= 65519
+
+
+def test_file_in_a_lab_survives_remove_and_create_with_its_owner(deployment):
+    _, hubs, platforms, jwks = deployment
+    hub = hubs["admin1"]
+    assert hub.api("PUT", "/user/u3/api/contents/notes", {"type": "directory"}).status_code in (
+        200, 201,
+    )  # fmt: skip
+    put = hub.api("PUT", f"/user/u3/api/contents/{NOTE}",
+                  {"type": "file", "format": "text", "content": NOTE_TEXT})  # fmt: skip
+    assert put.status_code == 201, put.text
+    uid_inside = int(hub.exec("stat", "--format=%u", f"/var/lib/private/u3/{NOTE}").stdout)
+    owner = hub.owner_on_host(f"u3/{NOTE}")
+    # Rootless: the dynamic uid lives in admin1's subordinate range on the host.
+    subuid = hub.vm.ssh("root", ["grep", "^admin1:", "/etc/subuid"]).stdout.split(":")
+    assert owner == int(subuid[1]) + uid_inside - 1
+
+    start = time.monotonic()
+    hub.manager("remove", HUB)
+    hub.manager("create", HUB)
+    assert hub.wait_ready() == jwks["admin1"]
+    timings["remove + create until the hub answers"] = time.monotonic() - start
+    assert "JupyterLab" in launch(platforms["admin1"], hub)
+    read = hub.api("GET", f"/user/u3/api/contents/{NOTE}")
+    assert read.status_code == 200 and read.json()["content"] == NOTE_TEXT
+    assert hub.owner_on_host(f"u3/{NOTE}") == owner
+    assert hub.exec("stat", "--format=%U %u", f"/var/lib/private/u3/{NOTE}").stdout.split() == [
+        "u3", str(uid_inside),
+    ]  # fmt: skip
+
+
+def test_admin2_cannot_reach_admin1s_containers_storage_volumes_home(deployment):
+    guest, hubs, _, _ = deployment
+    a1 = hubs["admin1"]
+
+    def as_admin2(*argv):
+        return guest.ssh("admin2", list(argv), check=False, timeout=300)
+
+    # Containers: admin2's podman does not see admin1's, cannot exec into or stop them.
+    listed = as_admin2("podman", "ps", "-a", "--format", "{{.Names}} {{.Labels}}").stdout
+    assert "/home/admin1" not in listed
+    assert as_admin2("podman", "exec", HUB, "cat", f"/var/lib/private/u3/{NOTE}").stdout != (
+        NOTE_TEXT
+    )  # fmt: skip
+    pid = guest.ssh("admin1", ["podman", "inspect", "--format", "{{.State.Pid}}", HUB]).stdout
+    assert as_admin2("kill", "-0", pid.strip()).returncode != 0
+    assert as_admin2("nsenter", "-t", pid.strip(), "-m", "true").returncode != 0
+    # Storage, volumes (runtime/), the home, the runtime directory.
+    uid1 = guest.ssh("admin1", ["id", "-u"]).stdout.strip()
+    for path in [
+        "/home/admin1",
+        "/home/admin1/containers",
+        "/home/admin1/.local/share/containers/storage",
+        f"{a1.dir}/runtime/homes/u3",
+        f"{a1.dir}/runtime/state",
+        f"/run/user/{uid1}",
+    ]:
+        assert as_admin2("ls", path).returncode != 0, path
+    assert as_admin2("cat", f"{a1.dir}/jupyterhub_config.d/90_test.json").returncode != 0
+    # Ports: admin1's range is refused to admin2 by doctor.
+    config = f"/home/admin2/containers/{HUB}/config.py"
+    guest.ssh("admin2", ["tee", "-a", config], input=b"\nc.Container.port = 20050\n")
+    doctor = as_admin2("ananke", "container", "--containers-dir", "containers", "doctor", HUB)
+    assert doctor.returncode == 2 and "admin1's port range 20000-20099" in doctor.stdout
