@@ -14,7 +14,7 @@ from .paths import StateLayout, config_dir, shipped_fragments
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
+    from ananke_hub.testlms.demo import run_demo
 
     return run_demo(Path(args.dir), open_browser=args.open)
 
@@ -83,17 +83,17 @@ def _cmd_keys_rotate(args) -> int:
 
 
 def _cmd_grades_sync(args) -> int:
-    from kore.sync.command import run_command
+    from kore.cli import grades_sync
 
-    return run_command(
-        "grades", args.course, missing=args.missing, resend=args.resend, config_dir=config_dir()
+    return grades_sync(
+        args.course, missing=args.missing, resend=args.resend, config_dir=config_dir()
     )
 
 
 def _cmd_roster_sync(args) -> int:
-    from kore.sync.command import run_command
+    from kore.cli import roster_sync
 
-    return run_command("roster", args.course, config_dir=config_dir())
+    return roster_sync(args.course, config_dir=config_dir())
 
 
 #: What ``ananke --help`` says first: plain text (the docstring above is reST).

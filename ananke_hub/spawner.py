@@ -34,10 +34,10 @@ from .roles import Role
 
 #: Jupyter config every lab reads (nbgrader's exchange and course settings, Ananke's
 #: server extension): put first on JUPYTER_CONFIG_PATH.
-LAB_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter"
+LAB_CONFIG_DIR = Path(__file__).parent / "lab" / "jupyter"
 #: Per kind of lab (lab_kind), the JupyterLab plugins of nbgrader it hides: put on
 #: JUPYTER_CONFIG_PATH after LAB_CONFIG_DIR (see the README.md there).
-LAB_KINDS_DIR = Path(__file__).parent / "share" / "jupyter_lab_kinds"
+LAB_KINDS_DIR = Path(__file__).parent / "lab" / "jupyter_lab_kinds"
 
 
 def lab_kind(username: str, group_names) -> str:

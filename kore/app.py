@@ -28,13 +28,18 @@ from ananke_hub import redact
 from ananke_hub.checkconfig import KnownClasses, check_fragment
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import SyncAlreadyRunning
 from ananke_hub.fragments import FragmentError, load_fragments
-from ananke_hub.hubconfig import COURSE_LAYOUT_ENV, HUB_PID_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
-from ananke_hub.paths import DEFAULT_KORE_PORT, StateLayout, config_dir
+from ananke_hub.paths import (
+    COURSE_LAYOUT_ENV,
+    DEFAULT_KORE_PORT,
+    HUB_PID_ENV,
+    StateLayout,
+    config_dir,
+)
 from ananke_hub.persist import ensure_private_dir, read_or_create_secret
 from ananke_hub.registration import LMSRegistration
+from kore.sync.store import SyncAlreadyRunning
 
 from .graders import GraderServers
 from .handlers import routes

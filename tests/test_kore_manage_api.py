@@ -35,7 +35,7 @@ from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout, grader_username
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 from kore.manage.names import new_backup_id
 from kore.manage.store import ManageStore
 

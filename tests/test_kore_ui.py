@@ -27,7 +27,7 @@ from test_grade_sync import add_assignment, gradebook, submit
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 from kore.manage.store import FAILED, ManageStore
 
 pytestmark = pytest.mark.slow

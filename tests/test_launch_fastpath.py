@@ -292,7 +292,7 @@ async def test_one_refused_record_fails_only_its_own_launch(setup):
 def test_a_course_the_roster_added_does_not_hide_the_newest_launch(registry):  # noqa: F811
     """PostgreSQL sorts NULL first in descending order: a membership the roster added
     (never launched) must not count as the user's newest launch."""
-    from ananke_hub.courses.sync_store import RosterEntry, SyncStore
+    from kore.sync.store import RosterEntry, SyncStore
 
     cid = registry.record_launch(launch()).course_id
     registry.mark_provisioned(cid, provision.PROVISION_VERSION)

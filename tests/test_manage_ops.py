@@ -28,17 +28,7 @@ from sqlalchemy import text as sql
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import CourseLayout, grader_username
-from ananke_hub.courses.models import (
-    AuditEvent,
-    Backup,
-    Base,
-    Course,
-    CourseOperation,
-    Member,
-    SyncDelivery,
-    SyncResult,
-    SyncRun,
-)
+from ananke_hub.courses.models import Base, Course, Member
 from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
 from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
@@ -47,6 +37,7 @@ from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from kore.manage.hubapi import HubAdmin
 from kore.manage.names import InvalidName, check_assignment_id, check_backup_id, new_backup_id
 from kore.manage.service import CourseManager
+from kore.models import AuditEvent, Backup, CourseOperation, SyncDelivery, SyncResult, SyncRun
 
 OTHER = "c-00000000000000b2"  # the import target, an empty course
 GRADER_UID = 62203

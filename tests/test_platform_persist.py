@@ -8,7 +8,7 @@ import pytest
 from test_platform import running_platform
 from test_platform_ags import LINEITEM, Tool, score, stamp, tool_keyset  # noqa: F401
 
-from ananke_hub.platform.persistence import FILE_NAME
+from ananke_hub.testlms.persistence import FILE_NAME
 
 
 @pytest.fixture

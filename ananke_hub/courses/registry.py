@@ -45,7 +45,11 @@ ADDED_COLUMNS = (
 def upgrade_schema(engine: Engine) -> None:
     """Add the columns later releases gave existing tables (create_all only makes new
     tables). Idempotent: each column is added once, if missing."""
+    tables = set(inspect(engine).get_table_names())
     for table, column, ddl in ADDED_COLUMNS:
+        # Kore's tables (kore.models) exist only once Kore opened the registry.
+        if table not in tables:
+            continue
         if column in {c["name"] for c in inspect(engine).get_columns(table)}:
             continue
         try:

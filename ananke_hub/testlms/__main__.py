@@ -1,4 +1,4 @@
-"""`python -m ananke_hub.platform`: run the built-in LTI 1.3 test platform."""
+"""`python -m ananke_hub.testlms`: run the built-in LTI 1.3 test platform."""
 
 from .app import main
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .paths import SHIPPED_HUB_CONFIG, StateLayout, shipped_fragments
+from ananke_hub.paths import SHIPPED_HUB_CONFIG, StateLayout, shipped_fragments
 
 DEMO_CLIENT_ID = "ananke-demo-client"
 DEMO_DEPLOYMENT_ID = "ananke-demo-deployment"
@@ -213,7 +213,7 @@ class DemoStack:
         *,
         extra_config: dict | None = None,
         platform_args=(),
-        platform_module: str = "ananke_hub.platform",
+        platform_module: str = "ananke_hub.testlms",
         persist_platform: bool = True,
     ):
         self.root = Path(root).resolve()

@@ -24,7 +24,7 @@ import re
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 
-from ananke_hub.courses.sync_store import SyncAlreadyRunning, SyncStore, UnknownCourse
+from kore.sync.store import SyncAlreadyRunning, SyncStore, UnknownCourse
 
 from ..sync.grades import KIND as GRADES
 from ..sync.grades import GradeSyncOptions, OptionsError

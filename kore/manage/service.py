@@ -9,7 +9,7 @@ work in :mod:`.gradebook` (confined to the grader's home), the hub calls in
 
 Backups, resets and deletions run as operations in the background (:meth:`CourseManager.start`
 answers at once; the handlers answer 202 and the operation's entry shows its progress),
-at most one per course at a time. Reset and delete are journaled (:class:`~ananke_hub.courses.models.CourseOperation`):
+at most one per course at a time. Reset and delete are journaled (:class:`~kore.models.CourseOperation`):
 each step is idempotent and the number of the last completed step is saved after it,
 so an operation interrupted by a crash or a failing step is finished by running it
 again (:meth:`CourseManager.resume_unfinished` at Kore's start does it for crashed ones).
@@ -57,11 +57,12 @@ from ananke_hub.courses.layout import (
     check_course_id,
     grader_username,
 )
-from ananke_hub.courses.models import COURSE_DELETING, Backup, CourseOperation, utcnow
+from ananke_hub.courses.models import COURSE_DELETING, utcnow
 from ananke_hub.courses.provision import learner_group, staff_group
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.settings import CourseSettings, SettingsError
 from ananke_hub.paths import StateLayout
+from kore.models import Backup, CourseOperation
 
 from . import archive, files, gradebook
 from .errors import (

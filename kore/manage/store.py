@@ -21,19 +21,10 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ananke_hub.courses.models import (
-    AuditEvent,
-    Backup,
-    Course,
-    CourseOperation,
-    Member,
-    SyncDelivery,
-    SyncResult,
-    SyncRun,
-    utcnow,
-)
+from ananke_hub.courses.models import Course, Member, utcnow
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.roles import Role
+from kore.models import AuditEvent, Backup, CourseOperation, SyncDelivery, SyncResult, SyncRun
 
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
 #: A backup whose Kore stopped while it ran (set by the next Kore at its start).

@@ -12,7 +12,7 @@ import logging
 
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import SyncStore
+from kore.sync.store import SyncStore
 
 from ..lti import LTIAdvantage, LTIClient
 from .grades import GradeSyncJob, GradeSyncOptions
