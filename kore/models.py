@@ -185,10 +185,10 @@ class CourseOperation(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     course_id: Mapped[str] = mapped_column(String(32), index=True)
-    #: "backup", "reset" or "delete".
+    #: "backup", "reset", "delete" or "import".
     kind: Mapped[str] = mapped_column(String(16))
     #: "running", "finished", "failed" (a step raised: running it again goes on) or
-    #: "interrupted" (a backup whose Kore stopped; not resumed).
+    #: "interrupted" (a backup or import whose Kore stopped; not resumed).
     state: Mapped[str] = mapped_column(String(16), default="running")
     #: The last step completed (0: none).
     step: Mapped[int] = mapped_column(Integer, default=0)
@@ -199,6 +199,9 @@ class CourseOperation(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
+    #: What a finished import did: {"imported": [...], "replaced": [...], "skipped": [...]}.
+    #: Added after the first release: registry.py adds the column to older databases.
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class AuditEvent(Base):

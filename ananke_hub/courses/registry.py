@@ -39,6 +39,7 @@ class CourseBeingDeleted(RuntimeError):
 ADDED_COLUMNS = (
     ("courses", "state", "VARCHAR(16) NOT NULL DEFAULT 'active'"),
     ("sync_runs", "owner", "VARCHAR(128) NOT NULL DEFAULT ''"),
+    ("course_operations", "result", "JSON"),
 )
 
 
