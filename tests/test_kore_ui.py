@@ -639,12 +639,11 @@ async def test_import_an_assignment_from_another_course_then_delete_that_course(
         "data-operation-state", "finished"
     )
     assert (layout(stack).course(exam).home / "source" / "hw1" / "p1.ipynb").is_file()
-    # Again, without overwrite: the operation ends failed and the page says why.
+    # Again, without overwrite: refused at once, and the page says what to do.
     await panel.get_by_role("button", name="Import").click()
-    await expect(panel.locator(".kore-alert")).to_contain_text(
-        "The import did not finish", timeout=WAIT
+    await expect(panel.locator(".kore-alert.alert-danger")).to_contain_text(
+        "overwrite", timeout=WAIT
     )
-    await expect(panel.locator(".kore-alert")).to_contain_text("overwrite")
 
     # Delete the Exam course: the dialog names it; the page then says it is gone.
     await ada.locator("#danger-panel .kore-delete").click()

@@ -1186,15 +1186,28 @@ async def test_an_import_runs_as_an_operation_with_its_result(world):
     assert ("course.import", "started") in audit_actions(world, OTHER)
     assert ("course.import", "ok") in audit_actions(world, OTHER)
 
-    # A refusal of the file work ends the operation "failed", with the words of it.
-    again = await ended(
-        manager,
+    # What the import would refuse is refused before it starts (a 409 for the route).
+    with pytest.raises(Conflict, match="overwrite"):
         await manager.start_import(
             OTHER, {"course_id": COURSE_ID}, "assignment", assignment="ps2", actor="u100"
-        ),
+        )
+    assert len(await manager.operations(OTHER)) == 1
+    # A refusal the file work meets (the files changed meanwhile) ends the operation
+    # "failed", with the words of it.
+    work, _, _ = await manager.importer._checked(
+        OTHER,
+        {"course_id": COURSE_ID},
+        "assignment",
+        assignment="ps2",
+        actor="u100",
+        overwrite=True,
     )
-    assert again["state"] == "failed" and "overwrite" in again["message"], again
-    assert again["result"] is None
+    target = {"what": "assignment"}
+    started = await manager.engine.start_import(OTHER, "u100", work, target)
+    done = await ended(manager, started)
+    assert done["state"] == "finished", done
+    (aside,) = done["result"]["replaced"]
+    assert aside.startswith(".ananke/replaced/")
 
 
 async def test_an_import_waits_for_the_courses_running_operation(world):

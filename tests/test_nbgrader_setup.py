@@ -22,7 +22,7 @@ IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(
     not IS_ROOT, reason="needs root to own homes by other uids (CI runs tests as root)"
 )
-LAB_CONFIG = Path(exchange.__file__).parent / "lab" / "jupyter" / "nbgrader_config.py"
+LAB_CONFIG = Path(exchange.__file__).parent / "jupyter" / "nbgrader_config.py"
 
 
 @pytest.fixture

@@ -158,17 +158,19 @@ class Importer(ManageService):
             "overwrite": overwrite,
         }
 
+        # What the import would refuse is refused now (4xx), not by a failed operation.
+        args = (target_id, src, what, assignment, notebook, as_assignment, overwrite)
+        await self._audited(actor, target_id, target, lambda: self._import_files.precheck(*args))
+
         async def work() -> dict:
-            return await self._import(
-                actor, target_id, src, target, what, assignment, notebook, as_assignment, overwrite
-            )
+            return await self._import(actor, target_id, src, target, *args[2:])
 
         return work, target_id, target
 
     async def _import(
         self, actor, target_id, src, target, what, assignment, notebook, as_assignment, overwrite
     ) -> dict:
-        try:
+        async def work() -> dict:
             result = await self._import_files.import_(
                 target_id, src, what, assignment, notebook, as_assignment, overwrite
             )
@@ -183,6 +185,32 @@ class Importer(ManageService):
                         nbgrader_setup.write_settings, self.layout.course(target_id), settings
                     )
                     result["imported"].append("settings")
+            return result
+
+        result = await self._audited(actor, target_id, target, work)
+        self.log.info(
+            "course:%s user:%s imported %s from %s: %s",
+            target_id,
+            actor,
+            what,
+            target["source"],
+            ", ".join(result["imported"]),
+        )
+        await self.record(
+            actor,
+            "course.import",
+            target_id,
+            target,
+            "ok",
+            json.dumps({k: len(v) for k, v in result.items()}),
+        )
+        return result
+
+    async def _audited(self, actor, target_id, target, work):
+        """``await work()``; a refusal or failure goes to the audit log (once) and comes
+        back as the ManageError it is (an unsafe source: InvalidRequest)."""
+        try:
+            return await work()
         except ManageError as exc:
             outcome = "refused" if exc.status < 500 else "failed"
             await self.record(actor, "course.import", target_id, target, outcome, exc.message)
@@ -209,23 +237,6 @@ class Importer(ManageService):
                 f"{type(exc).__name__} (details in Kore's log)",
             )
             raise
-        self.log.info(
-            "course:%s user:%s imported %s from %s: %s",
-            target_id,
-            actor,
-            what,
-            target["source"],
-            ", ".join(result["imported"]),
-        )
-        await self.record(
-            actor,
-            "course.import",
-            target_id,
-            target,
-            "ok",
-            json.dumps({k: len(v) for k, v in result.items()}),
-        )
-        return result
 
 
 def _is_unsafe(exc: Exception) -> bool:

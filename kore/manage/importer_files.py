@@ -79,16 +79,83 @@ class ImportFiles:
         as_assignment: str | None,
         overwrite: bool,
     ) -> dict:
+        paths = self.target_paths(target_id)
+        with self.unpacked(src) as src:
+            return self.import_from(
+                paths, src, what, assignment, notebook, as_assignment, overwrite
+            )
+
+    @blocking
+    def precheck(
+        self,
+        target_id: str,
+        src: ImportSource,
+        what: str,
+        assignment: str | None,
+        notebook: str | None,
+        as_assignment: str | None,
+        overwrite: bool,
+    ) -> None:
+        """Refuse, before an import starts, what it would refuse (no course directory, no
+        such assignment or notebook in the source, one that exists without overwrite):
+        the caller gets the 4xx at once. The import checks again (the files may change)."""
+        paths = self.target_paths(target_id)
+        self.plan(paths, self.listing(src), what, assignment, notebook, as_assignment, overwrite)
+
+    @blocking
+    def target_paths(self, target_id: str) -> CoursePaths:
         paths = self.layout.course(target_id)
         if not is_real_dir(paths.home):
             raise Conflict(
                 f"Course {target_id} has no course directory yet. Launch it from the LMS "
                 "once, then import."
             )
-        with self.unpacked(src) as src:
-            return self.import_from(
-                paths, src, what, assignment, notebook, as_assignment, overwrite
+        return paths
+
+    @blocking
+    def plan(
+        self,
+        paths: CoursePaths,
+        listing: dict[str, list[str]],
+        what: str,
+        assignment: str | None,
+        notebook: str | None,
+        as_assignment: str | None,
+        overwrite: bool,
+    ) -> dict[str, str]:
+        """Source assignment -> target assignment; NotFound for what the source lacks,
+        Conflict for what the target has (without overwrite). Reads only."""
+        if what == "course":
+            chosen = {name: name for name in listing}
+            if not chosen:
+                raise NotFound("The source has no assignments to import.")
+        else:
+            if assignment not in listing:
+                raise NotFound(
+                    f"The source has no assignment {assignment!r}. Take the name from its contents."
+                )
+            if what == "notebook" and notebook not in listing[assignment]:
+                raise NotFound(
+                    f"Assignment {assignment!r} of the source has no notebook {notebook!r}."
+                )
+            chosen = {assignment: as_assignment or assignment}
+        if overwrite:
+            return chosen
+        if what == "notebook":
+            dest_name = chosen[assignment]
+            if _lexists(paths.source / dest_name / notebook):
+                raise Conflict(
+                    f"Assignment {dest_name!r} already has a notebook {notebook!r}. Import "
+                    "with overwrite to replace it (the old one is kept aside)."
+                )
+            return chosen
+        existing = [dest for dest in chosen.values() if _lexists(paths.source / dest)]
+        if existing:
+            raise Conflict(
+                f"The course already has assignment(s) {', '.join(sorted(existing))}. Import "
+                "with overwrite to replace them (the old versions are kept aside)."
             )
+        return chosen
 
     @contextmanager
     @blocking
@@ -124,21 +191,9 @@ class ImportFiles:
         as_assignment: str | None,
         overwrite: bool,
     ) -> dict:
-        listing = self.listing(src)
-        if what == "course":
-            chosen = {name: name for name in listing}
-            if not chosen:
-                raise NotFound("The source has no assignments to import.")
-        else:
-            if assignment not in listing:
-                raise NotFound(
-                    f"The source has no assignment {assignment!r}. Take the name from its contents."
-                )
-            if what == "notebook" and notebook not in listing[assignment]:
-                raise NotFound(
-                    f"Assignment {assignment!r} of the source has no notebook {notebook!r}."
-                )
-            chosen = {assignment: as_assignment or assignment}
+        chosen = self.plan(
+            paths, self.listing(src), what, assignment, notebook, as_assignment, overwrite
+        )
 
         # The target's source/ and the place for replaced versions, as real directories
         # reached without links (fsutil refuses a link on the way).
@@ -148,11 +203,6 @@ class ImportFiles:
             dest_name = chosen[assignment]
             fsutil.ensure_dir_in_home(paths.home, f"source/{dest_name}", 0o755)
             dest = paths.source / dest_name / notebook
-            if _lexists(dest) and not overwrite:
-                raise Conflict(
-                    f"Assignment {dest_name!r} already has a notebook {notebook!r}. Import "
-                    "with overwrite to replace it (the old one is kept aside)."
-                )
             self.put(
                 paths,
                 src,
@@ -167,12 +217,6 @@ class ImportFiles:
             self.register(paths, src, {assignment: dest_name}, result, with_dates=False)
             return result
 
-        existing = [dest for dest in chosen.values() if _lexists(paths.source / dest)]
-        if existing and not overwrite:
-            raise Conflict(
-                f"The course already has assignment(s) {', '.join(sorted(existing))}. Import "
-                "with overwrite to replace them (the old versions are kept aside)."
-            )
         for name, dest_name in sorted(chosen.items()):
             self.put(
                 paths,
