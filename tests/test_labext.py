@@ -1,7 +1,7 @@
 """The lab's course list (``ananke_hub.lab.extension``) against a fake Kore.
 
 The client is tested in-process; the whole extension runs in a real ``jupyter server``
-subprocess configured only by the shipped ``share/jupyter`` directory (as the spawners
+subprocess configured only by the shipped ``lab/jupyter`` directory (as the spawners
 put it on JUPYTER_CONFIG_PATH), which also proves that nbgrader's own course list is
 switched off and ours answers ``/formgraders``.
 """
