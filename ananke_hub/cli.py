@@ -15,7 +15,7 @@ from .paths import StateLayout, config_dir, shipped_fragments
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
+    from ananke_hub.testlms.demo import run_demo
 
     return run_demo(Path(args.dir), open_browser=args.open, register_by_url=args.register_by_url)
 
@@ -54,7 +54,6 @@ def _cmd_init_config(args) -> int:
 
 
 def _cmd_upgrade_db(args) -> int:
-    from .courses.models import Base
     from .courses.registry import CourseRegistry
     from .courses.schema import upgrade
     from .fragments import FragmentError, load_fragments
@@ -68,7 +67,7 @@ def _cmd_upgrade_db(args) -> int:
             return 2
         url = CourseRegistry(config=fragments.config).url
     try:
-        upgrade(url, Base.metadata.create_all)
+        upgrade(url)
     except Exception as exc:  # the CLI edge: one line for the admin, no traceback
         print(f"upgrade-db: {redact.redact(str(exc))}", file=sys.stderr)
         return 1
@@ -106,29 +105,29 @@ def _cmd_keys_rotate(args) -> int:
 
 
 def _cmd_grades_sync(args) -> int:
-    from kore.sync.command import run_command
+    from kore.cli import grades_sync
 
-    return run_command(
-        "grades", args.course, missing=args.missing, resend=args.resend, config_dir=config_dir()
+    return grades_sync(
+        args.course, missing=args.missing, resend=args.resend, config_dir=config_dir()
     )
 
 
 def _cmd_roster_sync(args) -> int:
-    from kore.sync.command import run_command
+    from kore.cli import roster_sync
 
-    return run_command("roster", args.course, config_dir=config_dir())
+    return roster_sync(args.course, config_dir=config_dir())
 
 
 def _lms_setup():
     """The registry and the registrations store, as the hub sees them."""
-    from kore.sync.command import hub_config
+    from kore.cli import hub_config
 
     from .courses.registry import CourseRegistry
     from .registration import LMSRegistration
     from .registrations import DynamicRegistration, RegistrationStore
     from .usernames import UsernameRule
 
-    cfg = hub_config(config_dir(), StateLayout.from_env())
+    cfg = hub_config(config_dir())
     store = RegistrationStore(
         CourseRegistry(config=cfg),
         LMSRegistration(config=cfg),

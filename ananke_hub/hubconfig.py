@@ -17,7 +17,13 @@ from . import redact
 from .courses.layout import CourseLayout
 from .courses.provision import person_name_var
 from .fragments import load_fragments
-from .paths import DEFAULT_KORE_PORT, StateLayout, config_dir
+from .paths import (  # noqa: F401 (COURSE_LAYOUT_ENV, HUB_PID_ENV: read by Kore from paths)
+    COURSE_LAYOUT_ENV,
+    DEFAULT_KORE_PORT,
+    HUB_PID_ENV,
+    StateLayout,
+    config_dir,
+)
 from .persist import ensure_private_dir, ensure_private_sqlite, read_or_create_secret
 from .spawner import ALLOW_ROOT_SETTING, LOOPBACK_HOSTS, root_labs_refusal, systemd_is_pid1
 
@@ -29,12 +35,6 @@ KORE_SERVICE = "kore"
 #: Seconds the hub waits for Kore to answer at start before it gives up (and exits).
 KORE_START_TIMEOUT = 120
 KORE_ROLE = "kore-service"
-#: The course layout the hub resolved (its own settings above, then the fragments),
-#: handed to Kore in these variables so both find course files in the same place.
-COURSE_LAYOUT_ENV = {"ANANKE_HOMES_ROOT": "homes_root", "ANANKE_EXCHANGE_ROOT": "exchange_root"}
-#: The hub's pid, handed to Kore so that it stops when the hub is gone (even after a
-#: SIGKILL, which gives the hub no chance to stop its services).
-HUB_PID_ENV = "ANANKE_HUB_PID"
 
 
 def _as_list(section: Config, name: str) -> list:

@@ -14,12 +14,22 @@ CONFIG_DIR_ENV = "ANANKE_CONFIG_DIR"
 #: Environment variable naming the directory of persistent state (keys, secrets, databases).
 STATE_DIR_ENV = "ANANKE_STATE_DIR"
 
+#: The course layout the hub resolved (its own settings, then the fragments), handed to
+#: Kore in these variables so both find course files in the same place. Here, not in
+#: hubconfig, so that Kore reads them without importing the hub's spawner.
+COURSE_LAYOUT_ENV = {"ANANKE_HOMES_ROOT": "homes_root", "ANANKE_EXCHANGE_ROOT": "exchange_root"}
+#: The hub's pid, handed to Kore so that it stops when the hub is gone (even after a
+#: SIGKILL, which gives the hub no chance to stop its services).
+HUB_PID_ENV = "ANANKE_HUB_PID"
+
 DEFAULT_CONFIG_DIR = "/etc/ananke/config.d"
 #: Where Kore listens on 127.0.0.1 unless c.Kore.port says otherwise.
 DEFAULT_KORE_PORT = 10101
 DEFAULT_STATE_DIR = "/var/lib/ananke"
 
-#: The fragments shipped with the package, copied by ``ananke init-config``.
+#: The fragments shipped with the package, copied by ``ananke init-config``. In a source
+#: tree share/config.d is a link to the repository's config.d/ (the one source of the
+#: fragments); the wheel holds the files themselves.
 SHIPPED_CONFIG_DIR = Path(__file__).parent / "share" / "config.d"
 #: The one hub config that loads the fragments.
 SHIPPED_HUB_CONFIG = Path(__file__).parent / "share" / "jupyterhub_config.py"

@@ -35,14 +35,14 @@ from .roles import Role
 
 #: Jupyter config every lab reads (nbgrader's exchange and course settings, Ananke's
 #: server extension): put first on JUPYTER_CONFIG_PATH.
-LAB_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter"
+LAB_CONFIG_DIR = Path(__file__).parent / "lab" / "jupyter"
 #: Per kind of lab (lab_kind), the JupyterLab plugins of nbgrader it hides: put on
 #: JUPYTER_CONFIG_PATH after LAB_CONFIG_DIR (see the README.md there).
-LAB_KINDS_DIR = Path(__file__).parent / "share" / "jupyter_lab_kinds"
+LAB_KINDS_DIR = Path(__file__).parent / "lab" / "jupyter_lab_kinds"
 #: Jupyter config of jupyter-fs (second file browsers, `shared_folders`): put first on
 #: JUPYTER_CONFIG_PATH of labs only when an admin configured a shared folder, so that
 #: labs without one neither load jupyter-fs nor show its empty panel.
-JUPYTERFS_CONFIG_DIR = Path(__file__).parent / "share" / "jupyter_features" / "jupyterfs"
+JUPYTERFS_CONFIG_DIR = Path(__file__).parent / "lab" / "jupyter_features" / "jupyterfs"
 #: The lab-side config (jupyter_server_config.py there) reads the folders from here.
 SHARED_FOLDERS_ENV = "ANANKE_SHARED_FOLDERS"
 

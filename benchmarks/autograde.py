@@ -39,7 +39,7 @@ from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.settings import CourseSettings
 
 REPO = Path(__file__).resolve().parents[1]
-LAB_CONFIG = REPO / "ananke_hub" / "share" / "jupyter"
+LAB_CONFIG = REPO / "ananke_hub" / "lab" / "jupyter"
 COURSE_ID = "c-00000000bec4a4c0"
 ASSIGNMENT = "ps1"
 MODES = ("sandboxed", "unsandboxed")

@@ -37,7 +37,7 @@ from report import (
 )
 from virtual_user import LaunchDriver, bench_user
 
-from ananke_hub.demo import DemoStack, children_of
+from ananke_hub.testlms.demo import DemoStack, children_of
 
 #: Sizes of --quick: a smoke test, not a measurement.
 QUICK = dict(students=3, window=2.0)

@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/grade_sync.py [--json results.json] [--quick]
 
-The built-in LMS (``python -m ananke_hub.platform --test-api``) on 127.0.0.1, every AGS
+The built-in LMS (``python -m ananke_hub.testlms --test-api``) on 127.0.0.1, every AGS
 request delayed by 20 ms (``POST /_test/faults {"delay": 0.02}``), a course of 500
 learners with 10 graded nbgrader assignments each; once over plain http and once over
-https with a private CA made in the run (``ananke_hub.platform.tls``), which every
+https with a private CA made in the run (``ananke_hub.testlms.tls``), which every
 client here trusts through ``SSL_CERT_FILE`` (no verification is turned off). Per
 scheme, each scenario on a freshly reset LMS:
 
@@ -70,13 +70,13 @@ from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
 from ananke_hub.keys import KeyStore
-from ananke_hub.platform import constants as C
-from ananke_hub.platform import demo_data
-from ananke_hub.platform.faults import MAX_DELAY
-from ananke_hub.platform.settings import PlatformSettings
-from ananke_hub.platform.tls import ServerTLS, private_ca
-from ananke_hub.platform.tokens import launch_claims
 from ananke_hub.registration import LMSRegistration
+from ananke_hub.testlms import constants as C
+from ananke_hub.testlms import demo_data
+from ananke_hub.testlms.faults import MAX_DELAY
+from ananke_hub.testlms.settings import PlatformSettings
+from ananke_hub.testlms.tls import ServerTLS, private_ca
+from ananke_hub.testlms.tokens import launch_claims
 from ananke_hub.usernames import hub_username
 from kore.lti import LTIAdvantage, LTIClient
 from kore.lti.tokens import client_assertion
@@ -268,13 +268,13 @@ async def keyset_server(keys: KeyStore):
 async def running_platform(
     workdir: Path, jwks_url: str, roster_size: int, tls: ServerTLS | None = None
 ):
-    """``python -m ananke_hub.platform --test-api`` on a free port (https with ``tls``);
+    """``python -m ananke_hub.testlms --test-api`` on a free port (https with ``tls``);
     yields its URL and process id."""
     state = workdir / ("lms-https" if tls else "lms")
     argv = [
         sys.executable,
         "-m",
-        "ananke_hub.platform",
+        "ananke_hub.testlms",
         "--port=0",
         f"--state-dir={state}",
         f"--client-id={CLIENT_ID}",

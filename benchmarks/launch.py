@@ -33,7 +33,7 @@ from report import (
 )
 from virtual_user import LaunchDriver, LaunchResult, bench_user
 
-from ananke_hub.demo import DemoStack
+from ananke_hub.testlms.demo import DemoStack
 
 UPSTREAM_CLASS = "ltiauthenticator.lti13.auth.LTI13Authenticator"
 OURS_CLASS = "ananke_hub.auth.AnankeLTI13Authenticator"  # the shipped config's "ananke-lti13"

@@ -48,10 +48,10 @@ from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout, grader_username
 from ananke_hub.courses.provision import PROVISION_VERSION, learner_group, staff_group
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
-from ananke_hub.platform import constants as C
-from ananke_hub.platform.demo_data import Context, Member, ResourceLink, User
 from ananke_hub.roles import Role
+from ananke_hub.testlms import constants as C
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
+from ananke_hub.testlms.demo_data import Context, Member, ResourceLink, User
 
 PROVISIONING, BASELINE = "provisioning", "baseline"
 STACKS = (PROVISIONING, BASELINE)

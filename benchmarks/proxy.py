@@ -29,7 +29,7 @@ from report import keep_traffic_local, parse_sizes, percentile, report_header, w
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ananke_hub.demo import free_port  # noqa: E402
+from ananke_hub.testlms.demo import free_port  # noqa: E402
 
 CHP_VERSION = "4"
 

@@ -38,7 +38,7 @@ from report import (
     work_directory,
 )
 
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
 
 STACKS = ("upstream", "ours")
 ROUTES = ("oauth_login", "oauth_callback")

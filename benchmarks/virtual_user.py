@@ -21,12 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
 from ananke_hub.keys import KeyStore
-from ananke_hub.platform import constants as C
-from ananke_hub.platform.demo_data import Context, Member, ResourceLink, User
-from ananke_hub.platform.settings import PlatformSettings
-from ananke_hub.platform.tokens import launch_claims, sign_id_token
+from ananke_hub.testlms import constants as C
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
+from ananke_hub.testlms.demo_data import Context, Member, ResourceLink, User
+from ananke_hub.testlms.settings import PlatformSettings
+from ananke_hub.testlms.tokens import launch_claims, sign_id_token
 
 #: The cookie JupyterHub sets once a user is logged in to the hub.
 HUB_LOGIN_COOKIE = "jupyterhub-hub-login"

@@ -29,14 +29,20 @@ from ananke_hub.checkconfig import KnownClasses, check_fragment
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.schema import SchemaOutOfDate, SchemaTooNew
-from ananke_hub.courses.sync_store import SyncAlreadyRunning
 from ananke_hub.fragments import FragmentError, load_fragments
-from ananke_hub.hubconfig import COURSE_LAYOUT_ENV, HUB_PID_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
-from ananke_hub.paths import DEFAULT_KORE_PORT, StateLayout, config_dir
+from ananke_hub.paths import (
+    COURSE_LAYOUT_ENV,
+    DEFAULT_KORE_PORT,
+    HUB_PID_ENV,
+    StateLayout,
+    config_dir,
+)
 from ananke_hub.persist import ensure_private_dir, read_or_create_secret
 from ananke_hub.registration import LMSRegistration
+from kore.sync.store import SyncAlreadyRunning
 
+from .audit import AuditLog
 from .graders import GraderServers
 from .handlers import routes
 from .handlers.base import HubUserHandler, NotFoundHandler
@@ -329,6 +335,8 @@ class Kore(Application):
         # opened on first use, in the registry's threads.
         try:
             self.registry = CourseRegistry(parent=self)
+            # Kore's audit log (course management, syncs, settings), in the registry.
+            self.audit_log = AuditLog(self.registry, self.log)
             shown = make_url(self.registry.url).render_as_string(hide_password=True)
         except (TraitError, ArgumentError) as exc:
             raise StartupError(f"{exc} Check {self.fragments_setting('CourseRegistry')}.") from exc
@@ -388,6 +396,7 @@ class Kore(Application):
                 registry=self.registry,
                 layout=self.course_layout,
                 hub=HubAdmin(api_url=self.hub_auth.api_url, token=self.hub_auth.api_token),
+                audit_log=self.audit_log,
             )
         except TraitError as exc:
             raise StartupError(f"{exc} Check {self.fragments_setting('CourseManager')}.") from exc
@@ -495,6 +504,7 @@ class Kore(Application):
             "grader_servers": self.grader_servers,
             "formgrader_wait": self.formgrader_wait,
             "course_manager": self.course_manager,
+            "audit_log": self.audit_log,
             "lti_settings": self.lti_settings,
         }
         return web.Application(routes(self.base_url), **settings)

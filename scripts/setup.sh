@@ -29,7 +29,7 @@ if ! { .venv/bin/python -m pip install --quiet --upgrade pip &&
     # An editable install leaves out the wheel's data files: the autograding sandbox's
     # kernel spec (pyproject.toml, tool.setuptools.data-files) is installed here instead.
     .venv/bin/jupyter kernelspec install --sys-prefix --name ananke-sandbox \
-        ananke_hub/share/jupyter/kernels/ananke-sandbox; } >"$log" 2>&1; then
+        ananke_hub/lab/jupyter/kernels/ananke-sandbox; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "Setting up .venv failed; pip's output is above and in $log." >&2
     exit 1

@@ -29,7 +29,7 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     fi
 fi
 
-# Autograding runs student code in bubblewrap's sandbox (ananke_hub/sandbox); every test
+# Autograding runs student code in bubblewrap's sandbox (ananke_hub/lab/sandbox); every test
 # that autogrades needs it, and without it autograding is refused.
 if ! command -v bwrap >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -66,7 +66,7 @@ class FakeLMS:
         self.context = context
         self.link = link
         self.port = free_port()
-        #: An ananke_hub.platform.tls.ServerTLS: serve https with its certificate.
+        #: An ananke_hub.testlms.tls.ServerTLS: serve https with its certificate.
         self.tls = tls
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         #: Per request (as self.requests): the number of the TCP connection it came on.

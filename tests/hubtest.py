@@ -7,11 +7,11 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
 from ananke_hub.keys import KeyStore
-from ananke_hub.platform import demo_data
-from ananke_hub.platform.settings import PlatformSettings
-from ananke_hub.platform.tokens import launch_claims, sign_id_token
+from ananke_hub.testlms import demo_data
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
+from ananke_hub.testlms.settings import PlatformSettings
+from ananke_hub.testlms.tokens import launch_claims, sign_id_token
 
 ADMIN_SCOPES = ["admin:users", "admin:servers", "admin:auth_state", "list:users", "read:hub", "tokens", "read:groups"]
 

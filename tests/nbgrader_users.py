@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAB_CONFIG = REPO / "ananke_hub" / "share" / "jupyter"
+LAB_CONFIG = REPO / "ananke_hub" / "lab" / "jupyter"
 COURSE_ID = "c-00000000c0ffee00"
 ASSIGNMENT = "ps1"
 

@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ananke_hub.demo import free_port
+from ananke_hub.testlms.demo import free_port
 
 
 def _bindir() -> Path | None:

@@ -21,8 +21,8 @@ from lti_browser import LTIBrowser
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import grader_username
 from ananke_hub.courses.provision import staff_group
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 from ananke_hub.spawner import GRADER_AUTH_CACHE_SECONDS
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 

@@ -354,7 +354,7 @@ async def test_keyset_errors(jwks, status, body, match):
 
 
 async def test_keyset_unreachable_and_slow(jwks):
-    from ananke_hub.demo import free_port
+    from ananke_hub.testlms.demo import free_port
 
     with pytest.raises(PlatformKeysUnavailable, match="cannot be reached|answered"):
         await PlatformKeySet(f"http://127.0.0.1:{free_port()}/jwks", timeout=2).get_key("k")

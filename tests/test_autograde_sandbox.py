@@ -26,7 +26,7 @@ import pytest
 from nbgrader_users import ASSIGNMENT, COURSE_ID, IS_ROOT, Classroom, finish
 
 from ananke_hub.courses.settings import CourseSettings
-from ananke_hub.sandbox import records
+from ananke_hub.lab.sandbox import records
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None and not os.environ.get("CI"),

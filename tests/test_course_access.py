@@ -16,7 +16,7 @@ from ananke_hub.courses.provision import (
     staff_group,
 )
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import RosterEntry, SyncStore
+from kore.sync.store import RosterEntry, SyncStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 

@@ -201,7 +201,7 @@ def test_student_first_launch_creates_the_course(registry):
 
 
 def test_first_launch_of_a_member_the_roster_added(registry):
-    from ananke_hub.courses.sync_store import RosterEntry, SyncStore
+    from kore.sync.store import RosterEntry, SyncStore
 
     cid = registry.record_launch(info(sub="2", role="Instructor")).course_id
     SyncStore(registry).apply_roster(

@@ -26,8 +26,8 @@ from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import Course, DeepLink, DeepLinkRequest
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 from ananke_hub.keys import KeyStore
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 

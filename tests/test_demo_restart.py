@@ -19,7 +19,7 @@ from test_grade_sync import add_assignment, set_score, submit
 from test_grades_hub import course, finished, kore, layout, token
 from test_kore_ui import WAIT, chromium, click_and_wait, logged_in_page, screenshot  # noqa: F401
 
-from ananke_hub.demo import PORTS_FILE, DemoPorts, DemoPortTaken, DemoStack
+from ananke_hub.testlms.demo import PORTS_FILE, DemoPorts, DemoPortTaken, DemoStack
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,7 @@ EXIT_WAIT = 120
 LEFTOVER_WAIT = 30
 #: What each part of the stack has in its command line.
 PARTS = {
-    "LMS": "ananke_hub.platform",
+    "LMS": "ananke_hub.testlms",
     "hub": "jupyterhub -f",
     "proxy": "ananke_hub.proxy",
     "Kore": "-m kore",

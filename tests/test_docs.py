@@ -98,7 +98,7 @@ def _help_paragraph(cls, name: str) -> str:
         ("ananke_hub.courses.layout", "CourseLayout", "exchange_root"),
         ("ananke_hub.auth", "AnankeLTI13Authenticator", "provision_courses"),
         ("kore.app", "Kore", "formgrader_wait"),
-        ("ananke_hub.labext.kore_client", "KoreCourseList", "kore_url"),
+        ("ananke_hub.lab.kore_client", "KoreCourseList", "kore_url"),
         ("kore.lti.settings", "LTIAdvantage", "concurrency"),
         ("ananke_hub.registration", "LMSRegistration", "token_audience"),
     ],

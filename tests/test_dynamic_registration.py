@@ -26,9 +26,9 @@ from tornado.netutil import bind_sockets
 
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import grader_username
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
-from ananke_hub.platform.handlers.registration import openid_configuration
-from ananke_hub.platform.settings import PlatformSettings
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.handlers.registration import openid_configuration
+from ananke_hub.testlms.settings import PlatformSettings
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ class SecondPlatform:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "ananke_hub.platform",
+            "ananke_hub.testlms",
             f"--port={self.port}",
             f"--issuer={self.url}",
             f"--state-dir={self.root / 'platform-b'}",

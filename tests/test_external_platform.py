@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from hubtest import wait_for_lab
 from lti_browser import LTIBrowser, auto_submit_form
 
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
 from ananke_hub.keys import thumbprint
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, DemoStack
 
 pytestmark = pytest.mark.slow
 

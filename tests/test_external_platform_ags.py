@@ -50,7 +50,6 @@ from ananke_hub import lti_spec
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.settings import CourseSettings
-from ananke_hub.courses.sync_store import SyncStore
 from ananke_hub.keys import KeyStore
 from ananke_hub.registration import LMSRegistration
 from ananke_hub.usernames import hub_username
@@ -67,6 +66,7 @@ from kore.lti.tokens import client_assertion
 from kore.sync.grades import TAG
 from kore.sync.hub_groups import HubGroups
 from kore.sync.roster import RosterSyncJob
+from kore.sync.store import SyncStore
 
 pytestmark = [
     pytest.mark.slow,

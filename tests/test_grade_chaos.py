@@ -33,10 +33,10 @@ from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
 from ananke_hub.keys import KeyStore
 from ananke_hub.paths import StateLayout
-from ananke_hub.platform import constants as C
-from ananke_hub.platform import demo_data
-from ananke_hub.platform.settings import PlatformSettings
-from ananke_hub.platform.tokens import launch_claims
+from ananke_hub.testlms import constants as C
+from ananke_hub.testlms import demo_data
+from ananke_hub.testlms.settings import PlatformSettings
+from ananke_hub.testlms.tokens import launch_claims
 from ananke_hub.usernames import hub_username
 
 pytestmark = [

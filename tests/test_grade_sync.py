@@ -17,16 +17,17 @@ from ananke_hub import lti_spec
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import CourseLayout
-from ananke_hub.courses.models import Member, SyncDelivery, SyncLock
+from ananke_hub.courses.models import Member
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
-from ananke_hub.courses.sync_store import IntentRecord, SyncAlreadyRunning, SyncStore
 from ananke_hub.keys import KeyStore
 from ananke_hub.registration import LMSRegistration
 from ananke_hub.usernames import hub_username
 from kore.lti import LTIAdvantage, LTIClient
+from kore.models import SyncDelivery, SyncLock
 from kore.sync.grades import TAG, GradeSyncJob, GradeSyncOptions, OptionsError, run_grade_sync
 from kore.sync.manager import KORE_OWNER, interrupt_predecessor
+from kore.sync.store import IntentRecord, SyncAlreadyRunning, SyncStore
 
 ISSUER = "https://lms.example.edu"
 CLIENT = "tool-client"
@@ -304,7 +305,7 @@ async def test_pending_manual_grading(course, registry, layout, client, lms):
 async def test_a_submission_the_sandbox_stopped_is_reported_not_sent(
     homework, registry, layout, client, lms
 ):
-    from ananke_hub.sandbox import records
+    from ananke_hub.lab.sandbox import records
 
     home = layout.course(homework).home
     stopped = "Autograding was stopped: the student's code exceeded the time limit of 600 s."
@@ -939,7 +940,7 @@ def test_an_older_registry_gets_the_run_owner_column(tmp_path, lms):
     with pytest.raises(SchemaOutOfDate, match="ananke upgrade-db"):
         CourseRegistry(url=url).check_schema()
     for _ in range(2):  # idempotent
-        upgrade(url, Base.metadata.create_all, log=lambda _message: None)
+        upgrade(url, log=lambda _message: None)
         registry = CourseRegistry(url=url)
         course_id = launch(registry, lms, "1", "instructor")
         store = SyncStore(registry)
@@ -968,13 +969,13 @@ def test_a_starting_kore_ends_its_predecessors_runs_at_once(registry, lms, cours
 
 @pytest.fixture(scope="module")
 async def platform_lms(tmp_path_factory):
-    """`python -m ananke_hub.platform --test-api` that verifies assertions with our keys."""
+    """`python -m ananke_hub.testlms --test-api` that verifies assertions with our keys."""
     from test_platform import CLIENT_ID, DEPLOYMENT_ID, TOOL, running_platform
     from tornado import web
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
 
-    from ananke_hub.platform.settings import PlatformSettings
+    from ananke_hub.testlms.settings import PlatformSettings
 
     keys = KeyStore(tmp_path_factory.mktemp("tool") / "keys")
     keys.ensure()
@@ -1002,8 +1003,8 @@ async def platform_lms(tmp_path_factory):
 async def test_against_the_built_in_platform(platform_lms, registry, layout, tmp_path):
     import httpx
 
-    from ananke_hub.platform import demo_data
-    from ananke_hub.platform.tokens import launch_claims
+    from ananke_hub.testlms import demo_data
+    from ananke_hub.testlms.tokens import launch_claims
     from kore.sync.roster import RosterSyncJob
 
     platform, keys = platform_lms

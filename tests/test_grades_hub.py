@@ -14,7 +14,7 @@ from test_grade_sync import add_assignment, set_score, submit
 
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ananke_hub.demo import DemoStack
+from ananke_hub.testlms.demo import DemoStack
 
 pytestmark = pytest.mark.slow
 

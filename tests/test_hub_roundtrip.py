@@ -21,7 +21,7 @@ from nbgrader_users import ASSIGNMENT, LAB_CONFIG, answered, assignment_notebook
 from ananke_hub import fsutil
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout, grader_username
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 

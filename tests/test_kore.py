@@ -527,7 +527,7 @@ async def test_hub_starts_kore_and_its_oauth_login_works(tmp_path):
     """The shipped hub config starts Kore; an LTI-launched user logs in to Kore by OAuth."""
     from lti_browser import LTIBrowser
 
-    from ananke_hub.demo import DemoStack
+    from ananke_hub.testlms.demo import DemoStack
 
     async with DemoStack(tmp_path) as stack:
         hub = stack.hub_url

@@ -22,7 +22,7 @@ from test_kore import KORE_SCOPE, PREFIX, SERVICE_TOKEN, FakeHub, Kore
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import grader_username
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.labext.kore_client import KoreCourseList
+from ananke_hub.lab.kore_client import KoreCourseList
 
 LIS = "http://purl.imsglobal.org/vocab/lis/v2/"
 ROLE_CLAIMS = {

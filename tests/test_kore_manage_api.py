@@ -35,7 +35,7 @@ from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout, grader_username
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 from kore.manage.names import new_backup_id
 from kore.manage.store import ManageStore
 
@@ -223,15 +223,25 @@ async def test_backup_contents_offer_its_assignments(school):
 # --- import -------------------------------------------------------------------------------------
 
 
+async def run_import(user, course_id: str, body: dict) -> dict:
+    """An import runs in the background: 202 with its operation, followed to its end."""
+    started = await user("POST", f"courses/{course_id}/import", body)
+    assert started.status_code == 202, started.text
+    entry = started.json()
+    assert (entry["kind"], entry["state"], entry["course_id"]) == ("import", "running", course_id)
+    assert entry["url"].endswith(f"/operations/{entry['operation_id']}")
+    return await user.follow(started)
+
+
 async def test_import_an_assignment_from_another_course(stack, school):
     ada, homework, exam = school["ada"], school["homework"], school["exam"]
     refusals = (await audit(school, homework)).count(("course.import", "refused"))
     r = await ada("GET", f"courses/{exam}/contents")
     assert r.json()["assignments"] == [{"name": "exam1", "notebooks": ["q1.ipynb"]}]
     body = {"from": {"course_id": exam}, "what": "assignment", "assignment": "exam1"}
-    r = await ada("POST", f"courses/{homework}/import", body)
-    assert r.status_code == 200, r.text
-    assert r.json()["imported"] == ["source/exam1"]
+    op = await run_import(ada, homework, body)
+    assert op["state"] == "finished", op
+    assert op["result"]["imported"] == ["source/exam1"]
     home = layout(stack).course(homework).home
     copied = home / "source" / "exam1" / "q1.ipynb"
     assert "exam question 1" in copied.read_text()
@@ -242,15 +252,15 @@ async def test_import_an_assignment_from_another_course(stack, school):
     # Again: refused, nothing changed; with overwrite: replaced, the old one kept aside.
     copied.write_text(notebook("# edited in homework"))
     again = await ada("POST", f"courses/{homework}/import", body)
-    assert again.status_code == 409, again.text
+    assert again.status_code == 409, again.text  # refused before it starts
     assert "overwrite" in again.json()["message"]
     assert "edited in homework" in copied.read_text()
     # One audit event for the refusal: the manager's, not a second one from the route.
     refused = (await audit(school, homework)).count(("course.import", "refused"))
     assert refused == refusals + 1
-    r = await ada("POST", f"courses/{homework}/import", {**body, "overwrite": True})
-    assert r.status_code == 200, r.text
-    (aside,) = r.json()["replaced"]
+    op = await run_import(ada, homework, {**body, "overwrite": True})
+    assert op["state"] == "finished", op
+    (aside,) = op["result"]["replaced"]
     assert aside.startswith(".ananke/replaced/")
     assert "edited in homework" in (home / aside / "q1.ipynb").read_text()
     assert "exam question 1" in copied.read_text()
@@ -265,8 +275,8 @@ async def test_import_a_notebook_into_another_assignment(stack, school):
         "notebook": "q1.ipynb",
         "as_assignment": "hw1",
     }
-    r = await ada("POST", f"courses/{homework}/import", body)
-    assert r.status_code == 200, r.text
+    op = await run_import(ada, homework, body)
+    assert op["state"] == "finished", op
     home = layout(stack).course(homework).home
     assert sorted(p.name for p in (home / "source" / "hw1").iterdir()) == [
         "problem1.ipynb",
@@ -279,8 +289,8 @@ async def test_import_from_a_backup_and_a_whole_course(stack, school):
     ada, homework, exam = school["ada"], school["homework"], school["exam"]
     backup_id = school["backups"]["manual"]
     body = {"from": {"backup_id": backup_id}, "what": "assignment", "assignment": "hw1"}
-    r = await ada("POST", f"courses/{exam}/import", body)
-    assert r.status_code == 200, r.text
+    op = await run_import(ada, exam, body)
+    assert op["state"] == "finished", op
     exam_home = layout(stack).course(exam).home
     assert "homework 1" in (exam_home / "source" / "hw1" / "problem1.ipynb").read_text()
     assert not (exam_home / "submitted").exists() or not any((exam_home / "submitted").iterdir())
@@ -288,9 +298,9 @@ async def test_import_from_a_backup_and_a_whole_course(stack, school):
     whole = {"from": {"course_id": homework}, "what": "course"}
     r = await ada("POST", f"courses/{exam}/import", whole)
     assert r.status_code == 409, r.text
-    r = await ada("POST", f"courses/{exam}/import", {**whole, "overwrite": True})
-    assert r.status_code == 200, r.text
-    assert {"source/hw1", "source/exam1"} <= set(r.json()["imported"])
+    op = await run_import(ada, exam, {**whole, "overwrite": True})
+    assert op["state"] == "finished", op
+    assert {"source/hw1", "source/exam1"} <= set(op["result"]["imported"])
     # A student may import nothing, from nowhere.
     assert (await school["alan"]("POST", f"courses/{homework}/import", body)).status_code == 403
 
@@ -318,8 +328,8 @@ async def test_import_while_the_grader_server_runs(stack, school):
             "notebook": "problem1.ipynb",
             "as_assignment": "exam1",
         }
-        r = await ada("POST", f"courses/{exam}/import", body)
-        assert r.status_code == 200, r.text
+        op = await run_import(ada, exam, body)
+        assert op["state"] == "finished", op
         # Ada's token reaches the grader's server (her staff role), like her formgrader.
         contents = f"{stack.hub_url}/user/{grader}/api/contents/source/exam1/problem1.ipynb"
         async with httpx.AsyncClient(timeout=60) as http:
@@ -494,3 +504,41 @@ def test_kore_finishes_an_interrupted_reset_when_it_starts(tmp_path):
     assert entry["state"] == "finished", entry
     assert not (paths.home / "submitted").exists()
     assert f"course:{course_id} resumed reset {operation.id}: finished" in kore.log
+
+
+def test_kore_marks_an_import_its_killed_predecessor_left_running_interrupted(tmp_path):
+    """What a SIGKILLed Kore leaves of an import (its operation "running" in the
+    registry): the next Kore marks it interrupted before it serves, says what to do, and
+    the course is free for a new operation."""
+    registry = CourseRegistry(url=f"sqlite:///{tmp_path / 'courses.sqlite'}")
+    course_id = launch(registry, "uann", "A", "instructor", "Homework")
+    homes = CourseLayout(homes_root=str(tmp_path / "homes"), exchange_root=str(tmp_path / "ex"))
+    nbgrader_setup.ensure_course_files(homes.course(course_id), course_id, CourseSettings())
+    killed = ManageStore(registry).start_operation(course_id, "import", "uann", "")
+    registry.close()
+    with FakeHub() as hub:
+        hub.add_user("t-ann", "uann")
+        kore = HubStartedKore(tmp_path / "kore", hub.api_url, homes)
+        url = f"sqlite:///{tmp_path / 'courses.sqlite'}"
+        (kore.config_dir / "55_test_registry.py").write_text(
+            f"c = get_config()  # noqa\nc.CourseRegistry.url = {url!r}\n"
+        )
+        kore.start()  # returns once the keyset answers: the predecessor's work is marked
+        try:
+            r = httpx.get(
+                kore.url(f"api/courses/{course_id}/operations/{killed.id}"),
+                headers={"Authorization": "token t-ann"},
+            )
+            assert r.status_code == 200, r.text
+            entry = r.json()
+            backup = httpx.post(
+                kore.url(f"api/courses/{course_id}/backups"),
+                headers={"Authorization": "token t-ann"},
+                json={},
+            )
+        finally:
+            kore.stop()
+    assert (entry["kind"], entry["state"], entry["result"]) == ("import", "interrupted", None)
+    assert "Kore stopped while this import ran" in entry["message"]
+    assert "run the import again" in entry["message"]
+    assert backup.status_code == 202, backup.text  # not 409: nothing runs any more

@@ -31,7 +31,7 @@ from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
 from ananke_hub.paths import StateLayout
 
-CLEAR_HIDDEN_TESTS = "ananke_hub.nbgrader_preprocessors.ClearHiddenTests"
+CLEAR_HIDDEN_TESTS = "ananke_hub.lab.nbgrader_preprocessors.ClearHiddenTests"
 UNKNOWN_COURSE = "c-0123456789abcdef"
 MAX_BODY = 16 * 1024
 
@@ -217,7 +217,7 @@ def test_changes_merge_with_earlier_ones(kore, school, registry, layout):
     assert config["Execute"] == {"timeout": 120}
     assert config["GenerateFeedback"]["preprocessors"][-2:] == [
         CLEAR_HIDDEN_TESTS,
-        "ananke_hub.sandbox.execute.SandboxedExecute",
+        "ananke_hub.lab.sandbox.execute.SandboxedExecute",
     ]
     assert stored(registry, course) == {"execute_timeout": 120, "reexecute_for_feedback": True}
 

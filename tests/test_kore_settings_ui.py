@@ -34,7 +34,7 @@ from test_kore_ui import (
 )
 
 from ananke_hub.courses.settings import CourseSettings
-from ananke_hub.sandbox import EXECUTE_CLASS
+from ananke_hub.lab.sandbox import EXECUTE_CLASS
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")

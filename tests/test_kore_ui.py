@@ -27,7 +27,7 @@ from test_grade_sync import add_assignment, gradebook, submit
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 from kore.manage.store import FAILED, ManageStore
 
 pytestmark = pytest.mark.slow
@@ -632,8 +632,20 @@ async def test_import_an_assignment_from_another_course_then_delete_that_course(
     await panel.get_by_label("one assignment").check()
     await expect(panel.get_by_label("Assignment", exact=True)).to_have_value("hw1")
     await panel.get_by_role("button", name="Import").click()
-    await expect(panel.locator(".kore-alert.alert-success")).to_contain_text("Imported")
+    # It runs in the background: the panel shows its step, then what it did.
+    await expect(panel.locator(".kore-alert.alert-success")).to_contain_text(
+        "Imported", timeout=WAIT
+    )
+    # The page followed the import's operation (202) to its end.
+    await expect(panel.locator(".kore-alert")).to_have_attribute(
+        "data-operation-state", "finished"
+    )
     assert (layout(stack).course(exam).home / "source" / "hw1" / "p1.ipynb").is_file()
+    # Again, without overwrite: refused at once, and the page says what to do.
+    await panel.get_by_role("button", name="Import").click()
+    await expect(panel.locator(".kore-alert.alert-danger")).to_contain_text(
+        "overwrite", timeout=WAIT
+    )
 
     # Delete the Exam course: the dialog names it; the page then says it is gone.
     await ada.locator("#danger-panel .kore-delete").click()

@@ -1,7 +1,7 @@
-"""The lab's course list (``ananke_hub.labext``) against a fake Kore.
+"""The lab's course list (``ananke_hub.lab.extension``) against a fake Kore.
 
 The client is tested in-process; the whole extension runs in a real ``jupyter server``
-subprocess configured only by the shipped ``share/jupyter`` directory (as the spawners
+subprocess configured only by the shipped ``lab/jupyter`` directory (as the spawners
 put it on JUPYTER_CONFIG_PATH), which also proves that nbgrader's own course list is
 switched off and ours answers ``/formgraders``.
 """
@@ -23,9 +23,9 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from ananke_hub.labext import EXTENSION
-from ananke_hub.labext.kore_client import KORE_URL_ENV, KoreCourseList, KoreUnavailable
-from ananke_hub.labext.kore_entry import browser_kore_url, kore_entry
+from ananke_hub.lab.extension import EXTENSION
+from ananke_hub.lab.kore_client import KORE_URL_ENV, KoreCourseList, KoreUnavailable
+from ananke_hub.lab.kore_entry import browser_kore_url, kore_entry
 from ananke_hub.spawner import LAB_CONFIG_DIR
 
 KORE_PREFIX = "/services/kore/"
@@ -224,7 +224,7 @@ async def test_kore_errors_become_messages(kore, lab_env, mode, message):
 
 
 def test_shipped_config_enables_ours_and_disables_nbgraders_course_list():
-    assert LAB_CONFIG_DIR == Path(__file__).parent.parent / "ananke_hub" / "share" / "jupyter"
+    assert LAB_CONFIG_DIR == Path(__file__).parent.parent / "ananke_hub" / "lab" / "jupyter"
     own = json.loads((LAB_CONFIG_DIR / "jupyter_server_config.d" / "ananke.json").read_text())
     extensions = own["ServerApp"]["jpserver_extensions"]
     assert extensions[EXTENSION] is True
@@ -238,14 +238,14 @@ def test_shipped_config_enables_ours_and_disables_nbgraders_course_list():
     ).get_jpserver_extensions()
     assert merged[EXTENSION] is True
     assert merged["nbgrader.server_extensions.course_list"] is False
-    # The rest of nbgrader stays on; its formgrader is loaded by ours (labext/formgrader.py).
+    # The rest of nbgrader stays on; its formgrader is loaded by ours (lab/formgrader.py).
     assert merged["nbgrader.server_extensions.assignment_list"] is True
     assert merged["nbgrader.server_extensions.formgrader"] is False
-    assert merged["ananke_hub.labext.formgrader"] is True
+    assert merged["ananke_hub.lab.formgrader"] is True
 
 
 def test_extension_points_name_the_module():
-    from ananke_hub import labext
+    import ananke_hub.lab.extension as labext
 
     assert labext._jupyter_server_extension_points() == [{"module": EXTENSION}]
 
@@ -384,7 +384,7 @@ def test_server_formgraders_with_kore_down(down_server):
 def test_formgrader_links_folders_into_this_servers_lab(server):
     """nbgrader links the assignment's folders to /tree/<path> at the host's root, a 404
     when the formgrader is a page of its own (as Kore opens it); ours into the lab."""
-    assert "ananke_hub.labext.formgrader | extension was successfully loaded" in server.log
+    assert "ananke_hub.lab.formgrader | extension was successfully loaded" in server.log
     r = server.get("formgrader/manage_assignments")
     assert r.status_code == 200, r.text[:300]
     assert "manage_assignments.js" in r.text  # nbgrader's page, with our script after it

@@ -22,10 +22,10 @@ from lti_browser import LTIBrowser, auto_submit_form
 
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
 from ananke_hub.keys import KeyStore
 from ananke_hub.lti_spec import ROLE_LEARNER
 from ananke_hub.roles import Role, parse_roles
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
 from ananke_hub.usernames import hub_username
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from lti_browser import LTIBrowser
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
-from ananke_hub.platform import constants as C
+from ananke_hub.testlms import constants as C
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 

@@ -396,7 +396,7 @@ async def test_a_hub_restart_between_login_and_lab_still_enrols_first(setup, mon
 def test_a_course_the_roster_added_does_not_hide_the_newest_launch(registry):  # noqa: F811
     """PostgreSQL sorts NULL first in descending order: a membership the roster added
     (never launched) must not count as the user's newest launch."""
-    from ananke_hub.courses.sync_store import RosterEntry, SyncStore
+    from kore.sync.store import RosterEntry, SyncStore
 
     cid = registry.record_launch(launch()).course_id
     registry.mark_provisioned(cid, provision.PROVISION_VERSION)

@@ -13,8 +13,8 @@ import pytest
 from fake_lms import LINEITEM, SCORE, FakeLMS
 
 from ananke_hub.keys import KeyStore
-from ananke_hub.platform.tls import private_ca
 from ananke_hub.registration import LMSRegistration
+from ananke_hub.testlms.tls import private_ca
 from kore.lti import AGSClient, LMSUnavailable, LTIAdvantage, LTIClient, LTIServiceError, Score
 from kore.lti.limiter import AdaptiveLimit
 

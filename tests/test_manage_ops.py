@@ -28,17 +28,7 @@ from sqlalchemy import text as sql
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import CourseLayout, grader_username
-from ananke_hub.courses.models import (
-    AuditEvent,
-    Backup,
-    Base,
-    Course,
-    CourseOperation,
-    Member,
-    SyncDelivery,
-    SyncResult,
-    SyncRun,
-)
+from ananke_hub.courses.models import AuditEvent, Base, Course, Member
 from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
 from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 from ananke_hub.courses.schema import SchemaOutOfDate, upgrade
@@ -48,6 +38,7 @@ from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from kore.manage.hubapi import HubAdmin
 from kore.manage.names import InvalidName, check_assignment_id, check_backup_id, new_backup_id
 from kore.manage.service import CourseManager
+from kore.models import Backup, CourseOperation, SyncDelivery, SyncResult, SyncRun
 
 OTHER = "c-00000000000000b2"  # the import target, an empty course
 GRADER_UID = 62203
@@ -565,7 +556,7 @@ async def test_a_second_operation_while_one_runs_is_refused(world):
 
 async def finished(manager: CourseManager, entry: dict) -> dict:
     """The operation's entry once its background task ended."""
-    for task in list(manager._tasks):
+    for task in list(manager.engine._tasks):
         await task
     return await manager.operation(entry["course_id"], entry["operation_id"])
 
@@ -573,7 +564,7 @@ async def finished(manager: CourseManager, entry: dict) -> dict:
 def held(manager: CourseManager, kind: str) -> asyncio.Event:
     """Hold ``kind``'s first step until the event is set (a long backup, on demand)."""
     release = asyncio.Event()
-    original = manager._steps
+    original = manager.engine._steps
 
     def steps(k):
         found = original(k)
@@ -587,7 +578,7 @@ def held(manager: CourseManager, kind: str) -> asyncio.Event:
             found[0] = waiting
         return found
 
-    manager._steps = steps
+    manager.engine._steps = steps
     return release
 
 
@@ -803,7 +794,7 @@ class Crash(BaseException):
 
 def interrupt(manager: CourseManager, number: int, when: str, error) -> None:
     """Make step ``number`` raise ``error`` before or after doing its work."""
-    original = manager._steps
+    original = manager.engine._steps
 
     def steps(kind):
         found = original(kind)
@@ -817,7 +808,7 @@ def interrupt(manager: CourseManager, number: int, when: str, error) -> None:
         found[number - 1] = broken
         return found
 
-    manager._steps = steps
+    manager.engine._steps = steps
 
 
 async def test_a_launch_during_deletion_is_refused(world):
@@ -1147,7 +1138,7 @@ def test_an_older_registry_gets_the_course_state_column(tmp_path):
     with pytest.raises(SchemaOutOfDate, match="ananke upgrade-db"):
         CourseRegistry(url=url).get(COURSE_ID)
     for _ in range(2):  # idempotent
-        upgrade(url, Base.metadata.create_all, log=lambda _message: None)
+        upgrade(url, log=lambda _message: None)
         registry = CourseRegistry(url=url)
         assert registry.get(COURSE_ID).state == "active"
         registry.close()
@@ -1165,3 +1156,122 @@ async def test_audit_lists_events_newest_first_with_paging(world):
     assert len(await manager.audit()) == 4
     with pytest.raises(InvalidRequest):
         await manager.audit(course_id="../x")
+
+
+# --- imports as background operations; the blocking halves -------------------------------------
+
+
+async def ended(manager: CourseManager, entry: dict) -> dict:
+    for _ in range(600):
+        entry = await manager.operation(entry["course_id"], entry["operation_id"])
+        if entry["state"] != "running":
+            return entry
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still running: {entry}")
+
+
+async def test_an_import_runs_as_an_operation_with_its_result(world):
+    manager = world.manager()
+    started = await manager.start_import(
+        OTHER, {"course_id": COURSE_ID}, "assignment", assignment="ps2", actor="u100"
+    )
+    assert (started["kind"], started["state"], started["steps"]) == (
+        "import",
+        "running",
+        ["import"],
+    )
+    done = await ended(manager, started)
+    assert done["state"] == "finished", done
+    assert done["result"] == {"imported": ["source/ps2"], "replaced": [], "skipped": []}
+    assert (world.other.source / "ps2" / "week2.ipynb").exists()
+    # The entry keeps its result for a later Kore (it is in the registry).
+    (listed,) = await world.manager().operations(OTHER)
+    assert listed["result"] == done["result"]
+    assert ("course.import", "started") in audit_actions(world, OTHER)
+    assert ("course.import", "ok") in audit_actions(world, OTHER)
+
+    # What the import would refuse is refused before it starts (a 409 for the route).
+    with pytest.raises(Conflict, match="overwrite"):
+        await manager.start_import(
+            OTHER, {"course_id": COURSE_ID}, "assignment", assignment="ps2", actor="u100"
+        )
+    assert len(await manager.operations(OTHER)) == 1
+    # A refusal the file work meets (the files changed meanwhile) ends the operation
+    # "failed", with the words of it.
+    work, _, _ = await manager.importer._checked(
+        OTHER,
+        {"course_id": COURSE_ID},
+        "assignment",
+        assignment="ps2",
+        actor="u100",
+        overwrite=True,
+    )
+    target = {"what": "assignment"}
+    started = await manager.engine.start_import(OTHER, "u100", work, target)
+    done = await ended(manager, started)
+    assert done["state"] == "finished", done
+    (aside,) = done["result"]["replaced"]
+    assert aside.startswith(".ananke/replaced/")
+
+
+async def test_an_import_waits_for_the_courses_running_operation(world):
+    """One operation per course: an import while a reset runs is refused (409 with the
+    running one's id), and a bad request is refused before anything starts."""
+    manager = world.manager()
+    running = manager.store.start_operation(OTHER, "reset", "u100", new_backup_id())
+    with pytest.raises(Conflict) as info:
+        await manager.start_import(
+            OTHER, {"course_id": COURSE_ID}, "assignment", assignment="ps2", actor="u100"
+        )
+    assert info.value.operation_id == running.id
+    with pytest.raises(NotFound):
+        await manager.start_import(OTHER, {"backup_id": new_backup_id()}, "course", actor="u100")
+    assert [op["kind"] for op in await manager.operations(OTHER)] == ["reset"]
+
+
+async def test_a_starting_kore_marks_its_predecessors_import_interrupted(world):
+    """A Kore killed during an import leaves it "running"; the next one says so, with
+    what to do, and a new import can start."""
+    killed = world.manager().store.start_operation(OTHER, "import", "u100", "")
+    manager = world.manager()
+    assert await manager.interrupt_predecessor() == [killed.id]
+    entry = await manager.operation(OTHER, killed.id)
+    assert entry["state"] == "interrupted"
+    assert "import" in entry["message"] and "again" in entry["message"]
+    # Not resumed (its options died with the process), and the course is free again.
+    assert await manager.resume_unfinished() == []
+    started = await manager.start_import(
+        OTHER, {"course_id": COURSE_ID}, "assignment", assignment="ps2", actor="u100"
+    )
+    assert (await ended(manager, started))["state"] == "finished"
+
+
+async def test_the_blocking_halves_refuse_to_run_on_the_event_loop(world):
+    """Separate objects whose methods raise on the loop's thread; the async parts reach
+    them only as coroutines run in a thread."""
+    from kore.manage.backups_files import BackupFiles
+    from kore.manage.course_files import CourseFiles
+    from kore.manage.importer_files import ImportFiles
+    from kore.manage.listing import live_listing
+    from kore.manage.threads import BlockingCallInLoop, InThread
+
+    files_ = BackupFiles(world.layout, str(world.backups), 0)
+    with pytest.raises(BlockingCallInLoop, match="check_size"):
+        files_.check_size(world.paths)
+    with pytest.raises(BlockingCallInLoop):
+        CourseFiles(world.layout).remove_student_files(world.paths)
+    with pytest.raises(BlockingCallInLoop):
+        ImportFiles(world.layout).listing(None)
+    with pytest.raises(BlockingCallInLoop):
+        live_listing(world.paths)
+    # Through InThread the same call runs (in a thread) and answers.
+    assert await InThread(files_).check_size(world.paths) is None
+    assert ASSIGNMENT in await asyncio.to_thread(live_listing, world.paths)
+    # The manager's parts hold no blocking object, only InThread wrappers.
+    manager = world.manager()
+    for part in (manager.backups, manager.engine, manager.importer):
+        for name in ("_backup_files", "_course_files", "_import_files"):
+            assert isinstance(getattr(part, name), InThread)
+        assert not any(
+            isinstance(v, BackupFiles | CourseFiles | ImportFiles) for v in vars(part).values()
+        )

@@ -9,19 +9,20 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config, PyFileConfigLoader
 
-from ananke_hub import exchange, fsutil
+from ananke_hub import fsutil
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.layout import CourseLayout, grader_username
 from ananke_hub.courses.nbgrader_setup import StudentRecord
 from ananke_hub.courses.settings import CourseSettings, SettingsError
-from ananke_hub.sandbox import EXECUTE_CLASS as SANDBOXED_EXECUTE
+from ananke_hub.lab import exchange
+from ananke_hub.lab.sandbox import EXECUTE_CLASS as SANDBOXED_EXECUTE
 
 COURSE = "c-0123456789abcdef"
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(
     not IS_ROOT, reason="needs root to own homes by other uids (CI runs tests as root)"
 )
-LAB_CONFIG = Path(exchange.__file__).parent / "share" / "jupyter" / "nbgrader_config.py"
+LAB_CONFIG = Path(exchange.__file__).parent / "jupyter" / "nbgrader_config.py"
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_default_settings_map_to_nbgrader_config():
     assert config["GenerateFeedback"]["preprocessors"] == [
         "nbgrader.preprocessors.GetGrades",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-        "ananke_hub.nbgrader_preprocessors.ClearHiddenTests",
+        "ananke_hub.lab.nbgrader_preprocessors.ClearHiddenTests",
     ]
     assert config["Execute"] == {"timeout": 30}
     assert config["SandboxProvisioner"] == {
@@ -66,8 +67,8 @@ def test_default_settings_map_to_nbgrader_config():
 def test_sandbox_limits_reach_the_provisioner_through_nbgrader_config():
     """The course's limits, as nbgrader's executor hands its config to the kernel manager
     and the kernel manager to the provisioner."""
-    from ananke_hub.sandbox.execute import SandboxedExecute, SandboxKernelManager
-    from ananke_hub.sandbox.provisioner import SandboxProvisioner
+    from ananke_hub.lab.sandbox.execute import SandboxedExecute, SandboxKernelManager
+    from ananke_hub.lab.sandbox.provisioner import SandboxProvisioner
 
     settings = CourseSettings(sandbox_time_limit=42, sandbox_memory_mb=512, sandbox_tasks=64)
     executor = SandboxedExecute(config=Config(settings.nbgrader_config(COURSE)))
@@ -83,7 +84,7 @@ def test_the_lab_config_autogrades_with_the_sandboxed_executor():
     from nbgrader.converters import Autograde
     from nbgrader.preprocessors import Execute
 
-    from ananke_hub.sandbox.execute import SandboxedExecute
+    from ananke_hub.lab.sandbox.execute import SandboxedExecute
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(LAB_CONFIG.parent)).load_config()
     autograde = Autograde(config=config)
@@ -101,8 +102,8 @@ def test_the_lab_config_autogrades_with_the_sandboxed_executor():
     [
         (False, False, []),
         (False, True, []),  # re-running only makes sense without hidden tests
-        (True, False, ["ananke_hub.nbgrader_preprocessors.ClearHiddenTests"]),
-        (True, True, ["ananke_hub.nbgrader_preprocessors.ClearHiddenTests", SANDBOXED_EXECUTE]),
+        (True, False, ["ananke_hub.lab.nbgrader_preprocessors.ClearHiddenTests"]),
+        (True, True, ["ananke_hub.lab.nbgrader_preprocessors.ClearHiddenTests", SANDBOXED_EXECUTE]),
     ],
 )
 def test_feedback_preprocessors_follow_the_settings(remove, rerun, extra):

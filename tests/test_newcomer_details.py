@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from nbconvert.exporters import HTMLExporter
 
-from ananke_hub import nbgrader_preprocessors
 from ananke_hub.cli import build_parser
+from ananke_hub.lab import nbgrader_preprocessors
 from ananke_hub.spawner import LAB_CONFIG_DIR
 from kore.handlers.ui import contents_summary
 

@@ -1,4 +1,4 @@
-"""The built-in LTI 1.3 test platform, run as a real `python -m ananke_hub.platform`."""
+"""The built-in LTI 1.3 test platform, run as a real `python -m ananke_hub.testlms`."""
 
 import asyncio
 import html
@@ -21,10 +21,10 @@ from tornado.httputil import url_concat
 from tornado.netutil import bind_sockets
 
 from ananke_hub.keys import KeyStore
-from ananke_hub.platform import constants as C
-from ananke_hub.platform import demo_data
-from ananke_hub.platform.settings import PlatformSettings
-from ananke_hub.platform.tokens import launch_claims, sign_id_token
+from ananke_hub.testlms import constants as C
+from ananke_hub.testlms import demo_data
+from ananke_hub.testlms.settings import PlatformSettings
+from ananke_hub.testlms.tokens import launch_claims, sign_id_token
 
 CLIENT_ID = "client-abc"
 DEPLOYMENT_ID = "deploy-7"
@@ -65,7 +65,7 @@ def running_platform(state_dir, port=0, flags=(), **options):
     argv = [
         sys.executable,
         "-m",
-        "ananke_hub.platform",
+        "ananke_hub.testlms",
         f"--port={port}",
         f"--state-dir={state_dir}",
     ]
@@ -381,7 +381,7 @@ async def test_jwks_delay_holds_the_keyset_but_not_the_platform(tmp_path):
 
 def test_start_up_names_missing_settings(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ananke_hub.platform", f"--state-dir={tmp_path}"],
+        [sys.executable, "-m", "ananke_hub.testlms", f"--state-dir={tmp_path}"],
         capture_output=True,
         text=True,
         timeout=60,

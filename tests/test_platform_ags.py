@@ -1,5 +1,5 @@
 """The built-in platform's LTI Advantage side: token endpoint, AGS 2.0, NRPS 2.0, gradebook
-and test API, against a real `python -m ananke_hub.platform --test-api`.
+and test API, against a real `python -m ananke_hub.testlms --test-api`.
 
 The tool's side is played by hand: its key lives in a KeyStore here and its keyset is
 served by a small tornado app in this process, so the platform verifies our client
@@ -23,10 +23,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from ananke_hub.keys import KeyStore
-from ananke_hub.platform import constants as C
-from ananke_hub.platform import demo_data
-from ananke_hub.platform.settings import PlatformSettings
-from ananke_hub.platform.tokens import launch_claims, sign_id_token
+from ananke_hub.testlms import constants as C
+from ananke_hub.testlms import demo_data
+from ananke_hub.testlms.settings import PlatformSettings
+from ananke_hub.testlms.tokens import launch_claims, sign_id_token
 
 ALL_SCOPES = (*C.AGS_SCOPES, C.NRPS_SCOPE)
 LINEITEM = C.AGS_MEDIA_LINEITEM
@@ -755,7 +755,7 @@ def test_bad_flags_are_named(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "ananke_hub.platform",
+                "ananke_hub.testlms",
                 f"--state-dir={tmp_path}",
                 "--tool-login-url=http://x/a",
                 "--tool-redirect-uri=http://x/b",

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from test_platform import running_platform
 
-from ananke_hub.platform.tls import private_ca
+from ananke_hub.testlms.tls import private_ca
 
 
 def test_https_with_a_private_ca(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from test_platform import running_platform
 from test_platform_ags import LINEITEM, Tool, score, stamp, tool_keyset  # noqa: F401
 
-from ananke_hub.platform.persistence import FILE_NAME
+from ananke_hub.testlms.persistence import FILE_NAME
 
 
 @pytest.fixture
@@ -94,9 +94,9 @@ async def test_an_unreadable_gradebook_file_is_named(tmp_path):
 
 def test_placed_activities_survive_a_restart():
     """Activities a tool placed by Deep Linking, and their columns, are in the file."""
-    from ananke_hub.platform import demo_data
-    from ananke_hub.platform.persistence import dump, load
-    from ananke_hub.platform.store import PlatformStore
+    from ananke_hub.testlms import demo_data
+    from ananke_hub.testlms.persistence import dump, load
+    from ananke_hub.testlms.store import PlatformStore
 
     store = PlatformStore(0)
     column = {"label": "hw1", "scoreMaximum": 10, "resourceId": "nbgrader:hw1", "tag": "t"}

@@ -19,9 +19,9 @@ from ananke_hub.courses.identity import TITLE_MAX, clean_text, course_id_for
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import Member
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
-from ananke_hub.exchange import INBOUND_MODE
-from ananke_hub.platform import demo_data
+from ananke_hub.lab.exchange import INBOUND_MODE
+from ananke_hub.testlms import demo_data
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from test_kore_ui import (
     logged_in_page,
 )
 
-from ananke_hub.demo import DEMO_CLIENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")

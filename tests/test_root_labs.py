@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from ananke_hub import spawner as spawner_mod
-from ananke_hub.demo import free_port
 from ananke_hub.paths import SHIPPED_HUB_CONFIG, shipped_fragments
 from ananke_hub.spawner import AnankeLocalSpawner
+from ananke_hub.testlms.demo import free_port
 
 IS_ROOT = os.geteuid() == 0
 if not IS_ROOT and not os.environ.get("CI"):

@@ -26,10 +26,10 @@ from tornado import httpserver, web
 from ananke_hub import lti_spec
 from ananke_hub.auth.authenticator import AnankeLTI13Authenticator
 from ananke_hub.courses.provision import learner_group, staff_group
-from ananke_hub.courses.sync_store import SyncStore
 from ananke_hub.usernames import hub_username
 from kore.sync.hub_groups import HubGroups
 from kore.sync.roster import UsernameRule, run_roster_sync
+from kore.sync.store import SyncStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 

@@ -13,8 +13,8 @@ import sys
 import nbformat
 import pytest
 
-from ananke_hub.sandbox import bubblewrap, provisioner
-from ananke_hub.sandbox.execute import SandboxedExecute
+from ananke_hub.lab.sandbox import bubblewrap, provisioner
+from ananke_hub.lab.sandbox.execute import SandboxedExecute
 
 needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None and not os.environ.get("CI"),

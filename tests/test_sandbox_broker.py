@@ -1,4 +1,4 @@
-"""The sandbox broker's checks (ananke_hub/sandbox/broker.py) and the Validate button's
+"""The sandbox broker's checks (ananke_hub/lab/sandbox/broker.py) and the Validate button's
 sandbox, without systemd. Under a real systemd: tests/systemd/test_sandbox_broker_systemd.py.
 """
 
@@ -10,7 +10,7 @@ import socket
 import nbformat
 import pytest
 
-from ananke_hub.sandbox import broker, bubblewrap, provisioner
+from ananke_hub.lab.sandbox import broker, bubblewrap, provisioner
 from ananke_hub.spawner import LAB_CONFIG_DIR
 
 GRADER = "grader-c-00000000c0ffee00"

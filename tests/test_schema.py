@@ -16,6 +16,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
+import kore.models  # noqa: F401  (Kore's tables share the Base: compare all of them)
 from ananke_hub import cli
 from ananke_hub.courses import schema
 from ananke_hub.courses.models import Base
@@ -256,7 +257,7 @@ def test_the_hub_does_not_start_on_an_old_database(tmp_path):
 
 
 def test_the_demo_upgrades_its_own_database_of_an_earlier_release(tmp_path, capsys):
-    from ananke_hub.demo import DemoStack
+    from ananke_hub.testlms.demo import DemoStack
 
     stack = DemoStack(tmp_path / "demo")
     stack.layout.root.mkdir(parents=True)

@@ -32,7 +32,7 @@ from hubtest import admin_stack
 from test_browser_launch import CHROMIUM, CHROMIUM_ARGS
 
 from ananke_hub.courses.identity import course_id_for
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")

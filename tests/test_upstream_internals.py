@@ -8,7 +8,7 @@ Where the hub uses them:
 - systemdspawner: ``systemd.RUN_ROOT`` and ``SystemdSpawner._expand_user_vars``
   (ananke_hub/spawner.py, the only importer of systemdspawner);
 - nbgrader: ``ExchangeCollect._path_to_record`` and ``_sort_by_timestamp``
-  (ananke_hub/exchange.py, the only subclass of nbgrader's exchange);
+  (ananke_hub/lab/exchange.py, the only subclass of nbgrader's exchange);
 - JupyterHub: the tornado setting ``oauth_no_confirm_list`` (courses/provision.py,
   ``trust_graders``: grader servers are user servers, to which the public
   ``oauth_no_confirm`` of services does not apply) and ``HubOAuth._persist_url_token_if_set``
@@ -51,7 +51,7 @@ def test_systemdspawner_internals():
 def test_nbgrader_exchange_internals():
     from nbgrader.exchange.default import ExchangeCollect
 
-    where = "ananke_hub/exchange.py (ExchangeCollect.init_src)"
+    where = "ananke_hub/lab/exchange.py (ExchangeCollect.init_src)"
     collect = ExchangeCollect.__new__(ExchangeCollect)
     try:
         record = collect._path_to_record("/x/inbound/u1+ps1+2026-01-02 03:04:05.000000 UTC+ab")

@@ -22,8 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import fsutil
-from ..exchange import (
+from ananke_hub.lab.exchange_layout import (
     COURSE_MODE,
     EXCHANGE_ROOT_MODE,
     FEEDBACK_MODE,
@@ -31,6 +30,8 @@ from ..exchange import (
     OUTBOUND_MODE,
     STUDENT_UIDS_FILE,
 )
+
+from .. import fsutil
 from .layout import CoursePaths
 from .settings import CourseSettings
 
@@ -192,7 +193,7 @@ def _ensure_gradebook(paths: CoursePaths) -> None:
 
 
 def ensure_exchange_root(root: Path) -> None:
-    """The exchange root: a directory of the hub's, 0755 (see ananke_hub/exchange.py)."""
+    """The exchange root: a directory of the hub's, 0755 (see ananke_hub/lab/exchange.py)."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -349,7 +350,7 @@ def enrol_students(paths: CoursePaths, students: list[StudentRecord]) -> None:
     """Enrol students in the course's gradebook, or bring their names and e-mail up to date.
 
     The course must exist (:func:`ensure_course_files`). The uid of each student's home,
-    if it exists, is recorded for the owner check of collect (ananke_hub/exchange.py).
+    if it exists, is recorded for the owner check of collect (ananke_hub/lab/exchange.py).
     """
     if not students:
         return

@@ -23,7 +23,7 @@ from ..paths import StateLayout
 from ..persist import ensure_private_sqlite
 from ..roles import Role
 from .identity import LaunchInfo
-from .models import COURSE_DELETING, Base, Course, Member, utcnow
+from .models import COURSE_DELETING, Course, Member, utcnow
 from .schema import ensure_current
 
 
@@ -118,7 +118,7 @@ class CourseRegistry(LoggingConfigurable):
                 # A new database is created at the newest schema; any other must be at
                 # it (`ananke upgrade-db`): SchemaOutOfDate says so otherwise.
                 try:
-                    ensure_current(engine, Base.metadata.create_all)
+                    ensure_current(engine)
                 except BaseException:
                     engine.dispose()
                     raise

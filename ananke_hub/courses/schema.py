@@ -17,7 +17,7 @@ that the revisions applied from an empty database give exactly the models' schem
 """
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -152,11 +152,19 @@ def _check(engine: Engine, conn: Connection, head: str) -> None:
     raise SchemaOutOfDate(str(engine.url), found, head)
 
 
-def ensure_current(engine: Engine, create_all: Callable[[Connection], None]) -> None:
-    """Create and stamp an empty database; refuse one that is not at the head.
+def _create(conn: Connection, url: str) -> None:
+    """Make an empty database's tables by running every revision, not ``create_all``:
+    the hub's process does not import Kore's models (``kore/models.py``), so a database
+    the hub made from its metadata alone would be stamped without Kore's tables."""
+    config = alembic_config(url)
+    config.attributes["connection"] = conn
+    alembic_upgrade(config, "head")
 
-    ``create_all`` makes the models' tables on the given connection. Raises
-    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` with a message for the admin.
+
+def ensure_current(engine: Engine) -> None:
+    """Create an empty database at the head; refuse one that is not at the head.
+
+    Raises :class:`SchemaOutOfDate` or :class:`SchemaTooNew` with a message for the admin.
     """
     head = head_revision()
     # The common case (every start after the first) needs no write lock.
@@ -165,8 +173,7 @@ def ensure_current(engine: Engine, create_all: Callable[[Connection], None]) -> 
             return
     with schema_lock(engine) as conn:
         if not inspect(conn).get_table_names():
-            create_all(conn)
-            _stamp(conn, head)
+            _create(conn, engine.url.render_as_string(hide_password=False))
             return
         _check(engine, conn, head)
 
@@ -188,7 +195,7 @@ def _add_legacy_columns(conn: Connection) -> list[str]:
     return added
 
 
-def upgrade(url: str, create_all: Callable[[Connection], None], log=print) -> tuple:
+def upgrade(url: str, log=print) -> tuple:
     """Bring the database at ``url`` to the head; return (revision before, after).
 
     Idempotent. An empty database is created at the head, as the hub would.
@@ -200,8 +207,7 @@ def upgrade(url: str, create_all: Callable[[Connection], None], log=print) -> tu
             tables = set(inspect(conn).get_table_names())
             before = current_revision(conn)
             if not tables:
-                create_all(conn)
-                _stamp(conn, head)
+                _create(conn, url)
                 log(f"Created a new database at schema version {head}.")
                 return None, head
             if before is None:

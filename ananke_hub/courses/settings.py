@@ -28,7 +28,7 @@ How each setting maps onto nbgrader 0.9.6:
 
 ``sandbox_time_limit``, ``sandbox_memory_mb``, ``sandbox_cpu_seconds``, ``sandbox_tasks``
     The limits of the sandbox in which autograding runs each submission
-    (``SandboxProvisioner`` in :mod:`ananke_hub.sandbox.provisioner`): seconds one
+    (``SandboxProvisioner`` in :mod:`ananke_hub.lab.sandbox.provisioner`): seconds one
     notebook's kernel may live, memory (address space) and CPU seconds per process, and
     processes and threads at once. Feedback made by running the notebooks again uses
     the same sandbox and limits.
@@ -36,7 +36,7 @@ How each setting maps onto nbgrader 0.9.6:
 
 from dataclasses import asdict, dataclass, field, fields
 
-from ananke_hub.sandbox import EXECUTE_CLASS
+from ananke_hub.lab.sandbox import EXECUTE_CLASS
 
 # GenerateFeedback's default preprocessors in nbgrader 0.9.6 (converters/generate_feedback.py);
 # we list them explicitly because setting the trait replaces the whole list.
@@ -45,7 +45,7 @@ _FEEDBACK_BASE = [
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
 # nbgrader's own, accepting the config HTMLExporter gives them (see nbgrader_preprocessors.py).
-_CLEAR_HIDDEN_TESTS = "ananke_hub.nbgrader_preprocessors.ClearHiddenTests"
+_CLEAR_HIDDEN_TESTS = "ananke_hub.lab.nbgrader_preprocessors.ClearHiddenTests"
 # Feedback made by running the notebooks again runs student code too: in the sandbox.
 _EXECUTE = EXECUTE_CLASS
 

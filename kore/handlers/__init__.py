@@ -1,4 +1,8 @@
-"""Kore's routes: each module of this package lists its handlers relative to the prefix."""
+"""Kore's routes: each module of this package lists its handlers relative to the prefix.
+
+Runs in Kore's event loop: handlers import Kore's services (:mod:`kore.manage`,
+:mod:`kore.sync`) and never do blocking work themselves.
+"""
 
 import re
 

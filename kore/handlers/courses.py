@@ -4,7 +4,7 @@
   launch first, from the course registry. A hub token in ``Authorization: token ...``
   works as well as Kore's login cookie; the token of a user's lab (its
   ``JUPYTERHUB_API_TOKEN``) stands for the user who owns the lab, which is how the
-  lab's "Courses" panel (``ananke_hub.labext``) asks.
+  lab's "Courses" panel (``ananke_hub.lab.extension``) asks.
 - ``<prefix>courses/<course id>/formgrader``: for instructors and teaching assistants
   of that course (and hub admins), starts the course's grader server if needed and
   sends the browser to its formgrader.

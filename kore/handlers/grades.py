@@ -24,7 +24,7 @@ import re
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 
-from ananke_hub.courses.sync_store import SyncAlreadyRunning, SyncStore, UnknownCourse
+from kore.sync.store import SyncAlreadyRunning, SyncStore, UnknownCourse
 
 from ..sync.grades import KIND as GRADES
 from ..sync.grades import GradeSyncOptions, OptionsError
@@ -154,7 +154,7 @@ class SyncRunsHandler(ChangeRequestMixin, SyncRoutesMixin, APIHandler):
             ) from exc
         url = self.run_url(course_id, job.run_id)
         self.log.info("course:%s user:%s started %s %s", course_id, user, self.noun, job.run_id)
-        await self.settings["course_manager"].record(
+        await self.settings["audit_log"].record(
             user, f"{self.kind}.sync", course_id, {"run_id": job.run_id}, "started"
         )
         self.set_status(202)

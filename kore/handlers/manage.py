@@ -10,10 +10,11 @@ All under ``<prefix>api/``, all JSON (see ``kore/openapi.yaml`` and docs/admin/a
   ``{"confirm": "<course id or title>"}``: a backup first, then the operation (202).
 - ``GET courses/<c>/operations``: the course's backups, resets and deletions, latest
   first; ``GET courses/<c>/operations/<id>``: one of them, to follow its progress.
-  Backups, resets and deletions run in the background, one per course at a time: a
-  second one is refused with 409 and the running one's ``operation_id``.
+  Backups, resets, deletions and imports run in the background, one per course at a
+  time: a second one is refused with 409 and the running one's ``operation_id``.
 - ``POST courses/<c>/import``: a course, an assignment or a notebook from another course
-  the caller teaches or from one of their backups; ``GET courses/<c>/contents``.
+  the caller teaches or from one of their backups (202: an operation, whose ``result``
+  says what was imported); ``GET courses/<c>/contents``.
 - ``GET courses/<c>/audit`` (staff of the course), ``GET audit`` (hub admins).
 - ``GET openapi.json``: the OpenAPI document of Kore's JSON routes (public).
 
@@ -159,7 +160,9 @@ class ManageHandlerMixin(ChangeRequestMixin, CourseHandlerMixin):
     async def audit_quietly(self, action, course_id, target, outcome, message="") -> None:
         """Write an audit event; if the registry cannot, log it instead of failing the answer."""
         try:
-            await self.manager.record(self.user_name, action, course_id, target, outcome, message)
+            await self.settings["audit_log"].record(
+                self.user_name, action, course_id, target, outcome, message
+            )
         except (SQLAlchemyError, ManageError, web.HTTPError) as exc:
             self.log.error(
                 "course:%s user:%s audit %s %s not recorded: %s",
@@ -492,7 +495,8 @@ IMPORT_EXAMPLE = '{"from": {"course_id": "c-..."}, "what": "assignment", "assign
 
 @web.stream_request_body
 class CourseImportHandler(ManageHandlerMixin, APIHandler):
-    """Copy a course's assignments, one assignment or one notebook into this course."""
+    """Copy a course's assignments, one assignment or one notebook into this course (202:
+    an operation; its entry's ``result`` says what was imported, replaced, skipped)."""
 
     async def post(self, raw_course_id):
         self.require_user()
@@ -510,14 +514,11 @@ class CourseImportHandler(ManageHandlerMixin, APIHandler):
                 await self.usable_backup(source["backup_id"])
             what = request.pop("what")
             return await self.managed(
-                self.manager.import_into(course_id, source, what, actor=self.user_name, **request)
+                self.manager.start_import(course_id, source, what, actor=self.user_name, **request)
             )
 
-        result = await self.audited("course.import", course_id, target, work)
-        self.log.info(
-            "course:%s user:%s imported %s", course_id, self.user_name, result.get("imported")
-        )
-        self.write_json(result)
+        entry = await self.audited("course.import", course_id, target, work)
+        self.accepted(entry)
 
     def import_request(self, body: dict) -> dict:
         """The import's options, every id checked against its format (400 otherwise)."""

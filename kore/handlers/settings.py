@@ -119,7 +119,7 @@ class CourseSettingsHandler(ChangeRequestMixin, CourseHandlerMixin, APIHandler):
                 user,
                 json.dumps(changes, sort_keys=True),
             )
-            await self.settings["course_manager"].record(
+            await self.settings["audit_log"].record(
                 user, "settings.update", course_id, changes, "ok"
             )
             await self.apply_to_course_files(course, settings, user)

@@ -22,7 +22,7 @@ from pathlib import Path
 from tornado import web
 
 from ananke_hub.courses.settings import CourseSettings, SettingsError
-from ananke_hub.courses.sync_store import SyncStore
+from kore.sync.store import SyncStore
 
 from ..manage.errors import ManageError
 from ..sync.grades import KIND as GRADES

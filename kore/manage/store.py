@@ -1,8 +1,9 @@
-"""Course management's records in the course registry: backups, operations, audit events.
+"""Course management's records in the course registry: backups and operations (the audit
+log is Kore's, :mod:`kore.audit`).
 
 Blocking calls like the rest of the registry; the course manager runs them through
-:meth:`CourseRegistry.run`. Tables are in :mod:`ananke_hub.courses.models` (``backups``,
-``course_operations``, ``audit_events``); they have no foreign keys to ``courses``, so a
+:meth:`CourseRegistry.run`. Tables are in :mod:`kore.models` (``backups``,
+``course_operations``); they have no foreign keys to ``courses``, so a
 deleted course's backups and audit trail stay.
 
 - At most one operation (backup, reset or delete) runs per course: a partial unique index on
@@ -21,26 +22,18 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ananke_hub.courses.models import (
-    AuditEvent,
-    Backup,
-    Course,
-    CourseOperation,
-    Member,
-    SyncDelivery,
-    SyncResult,
-    SyncRun,
-    utcnow,
-)
+from ananke_hub.courses.models import Course, Member, utcnow
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.roles import Role
+from kore.models import Backup, CourseOperation, SyncDelivery, SyncResult, SyncRun
 
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
-#: A backup whose Kore stopped while it ran (set by the next Kore at its start).
+#: A backup or import whose Kore stopped while it ran (set by the next Kore at its start).
 INTERRUPTED = "interrupted"
 #: Kinds a starting Kore finishes (journaled, idempotent steps); others are interrupted.
 RESUMABLE_KINDS = ("reset", "delete")
 STAFF_ROLES = frozenset({str(Role.INSTRUCTOR), str(Role.TEACHING_ASSISTANT)})
+#: Longest message kept (operations; the audit log has its own, kore.audit).
 AUDIT_MESSAGE_MAX = 2000
 
 
@@ -290,8 +283,9 @@ class ManageStore:
                 or ""
             )
 
-    def interrupt_unresumable(self, message: str) -> list[CourseOperation]:
-        """Mark running operations that cannot be resumed (backups) as interrupted.
+    def interrupt_unresumable(self, messages: dict[str, str]) -> list[CourseOperation]:
+        """Mark running operations that cannot be resumed (backups, imports) as
+        interrupted, with the message for their kind.
 
         Called by a starting Kore only: whatever is "running" then was its predecessor's.
         """
@@ -307,7 +301,7 @@ class ManageStore:
             )
             for operation in operations:
                 operation.state = INTERRUPTED
-                operation.message = message
+                operation.message = messages.get(operation.kind, "Kore stopped while it ran.")
                 operation.updated_at = now
                 operation.finished_at = now
         return operations
@@ -335,11 +329,15 @@ class ManageStore:
                 .values(step=step, updated_at=utcnow())
             )
 
-    def end_operation(self, operation_id: str, state: str, message: str = "") -> CourseOperation:
+    def end_operation(
+        self, operation_id: str, state: str, message: str = "", result: dict | None = None
+    ) -> CourseOperation:
         now = utcnow()
         with self.session() as session, session.begin():
             operation = session.get(CourseOperation, operation_id)
             operation.state = state
+            if result is not None:
+                operation.result = result
             operation.message = message[:AUDIT_MESSAGE_MAX]
             operation.updated_at = now
             if state == FINISHED:
@@ -390,51 +388,3 @@ class ManageStore:
             )
 
     # --- audit log ----------------------------------------------------------------------
-
-    def record(
-        self,
-        actor: str,
-        action: str,
-        course_id: str,
-        target: dict,
-        outcome: str,
-        message: str = "",
-    ) -> None:
-        with self.session() as session, session.begin():
-            session.add(
-                AuditEvent(
-                    at=utcnow(),
-                    actor=(actor or "")[:80],
-                    course_id=(course_id or "")[:32],
-                    action=action[:40],
-                    target=dict(target or {}),
-                    outcome=outcome[:16],
-                    message=(message or "")[:AUDIT_MESSAGE_MAX],
-                )
-            )
-
-    def audit(
-        self, *, course_id: str | None = None, limit: int = 100, before: int | None = None
-    ) -> list[dict]:
-        """Events newest first; ``before`` an event id, for the next page."""
-        with self.session() as session:
-            query = select(AuditEvent)
-            if course_id is not None:
-                query = query.where(AuditEvent.course_id == course_id)
-            if before is not None:
-                query = query.where(AuditEvent.id < before)
-            query = query.order_by(AuditEvent.id.desc()).limit(limit)
-            return [audit_entry(event) for event in session.scalars(query)]
-
-
-def audit_entry(event: AuditEvent) -> dict:
-    return {
-        "event_id": event.id,
-        "at": iso(event.at),
-        "actor": event.actor,
-        "course_id": event.course_id,
-        "action": event.action,
-        "target": dict(event.target or {}),
-        "outcome": event.outcome,
-        "message": event.message,
-    }

@@ -729,9 +729,9 @@
     return parts.join(", ");
   }
 
-  // A backup, reset or deletion runs in Kore after its 202: follow its URL until it
+  // A backup, reset, deletion or import runs in Kore after its 202: follow its URL until it
   // ends, showing step n of m in `alert`. Resolves with its last entry.
-  var OPERATION_WORDS = { backup: "Making a backup", reset: "Resetting the course", delete: "Deleting the course" };
+  var OPERATION_WORDS = { backup: "Making a backup", reset: "Resetting the course", delete: "Deleting the course", import: "Importing" };
 
   function followOperation(op, alert) {
     return new Promise(function (resolve, reject) {
@@ -997,15 +997,29 @@
     }
     return whileBusy([this.button], function () {
       showAlert(self.alert, "Importing…", "info");
-      return api("POST", API + "import", body).then(function (result) {
-        var parts = [];
-        if ((result.imported || []).length) parts.push("Imported: " + result.imported.join(", ") + ".");
-        if ((result.replaced || []).length) parts.push("Replaced (the old version is kept aside): " + result.replaced.join(", ") + ".");
-        if ((result.skipped || []).length) parts.push("Skipped: " + result.skipped.join(", ") + ".");
-        showAlert(self.alert, parts.join(" ") || "Nothing to import.", "success");
-        auditPanel && auditPanel.load();
-      }, function (err) { showAlert(self.alert, errorText(err)); });
+      return api("POST", API + "import", body).then(function (op) {
+        return followOperation(op, self.alert);
+      }).then(function (op) {
+        self.done(op);
+      }, function (err) {
+        return followRunning(err, self.alert).catch(function (e) { showAlert(self.alert, errorText(e)); });
+      });
     });
+  };
+
+  // The end of an import: what it did (its operation's result), or why it did not finish.
+  ImportPanel.prototype.done = function (op) {
+    if (op.state !== "finished") {
+      showAlert(this.alert, "The import did not finish: " + (op.message || op.state));
+    } else {
+      var result = op.result || {};
+      var parts = [];
+      if ((result.imported || []).length) parts.push("Imported: " + result.imported.join(", ") + ".");
+      if ((result.replaced || []).length) parts.push("Replaced (the old version is kept aside): " + result.replaced.join(", ") + ".");
+      if ((result.skipped || []).length) parts.push("Skipped: " + result.skipped.join(", ") + ".");
+      showAlert(this.alert, parts.join(" ") || "Nothing to import.", "success");
+    }
+    auditPanel && auditPanel.load();
   };
 
   function DangerPanel(section) {
@@ -1029,6 +1043,9 @@
           if (op.kind === "backup") {
             showAlert(self.alert, "The backup that was running has ended (" + op.state + ").", "info");
             backupsPanel && backupsPanel.load();
+          } else if (op.kind === "import") {
+            showAlert(self.alert, "The import that was running has ended (" + op.state + ").", "info");
+            importPanel && importPanel.done(op);
           } else {
             self.done(op.kind, op);
           }

@@ -22,13 +22,12 @@ from traitlets.config import Config
 
 from ananke_hub.courses.layout import CourseLayout, InvalidCourseId, check_course_id
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import SyncAlreadyRunning, SyncStore, UnknownCourse
 from ananke_hub.fragments import FragmentError, load_fragments
-from ananke_hub.hubconfig import COURSE_LAYOUT_ENV
 from ananke_hub.keys import KeyFileError, KeyStore
-from ananke_hub.paths import StateLayout
+from ananke_hub.paths import COURSE_LAYOUT_ENV, StateLayout
 from ananke_hub.registration import LMSRegistration
 from ananke_hub.registrations import RegistrationBook, RegistrationStore
+from kore.sync.store import SyncAlreadyRunning, SyncStore, UnknownCourse
 
 from ..lti import LTIAdvantage, LTIClient
 from .grades import GradeSyncJob, GradeSyncOptions

@@ -11,7 +11,7 @@ has cells to grade by hand is "pending manual grading". In nbgrader a submission
 the gradebook once it was autograded; before that the student counts as "not submitted".
 
 Next to the gradebook: the submissions whose autograding the sandbox stopped at a limit
-(:mod:`ananke_hub.sandbox.records`), which the grade sync reports instead of sending.
+(:mod:`ananke_hub.lab.sandbox.records`), which the grade sync reports instead of sending.
 """
 
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ananke_hub import fsutil
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.layout import CoursePaths
-from ananke_hub.sandbox import records
+from ananke_hub.lab.sandbox import records
 
 
 class GradebookUnreadable(Exception):

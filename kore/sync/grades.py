@@ -48,9 +48,9 @@ from ananke_hub.courses.deeplink import DeepLinkStore, link_tag
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import Course
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import DeliveryRecord, IntentRecord, ResultRecord
 from ananke_hub.lti_spec import AGS_SCOPE_LINEITEM, AGS_SCOPE_RESULT_READONLY, AGS_SCOPE_SCORE
 from ananke_hub.roles import Role
+from kore.sync.store import DeliveryRecord, IntentRecord, ResultRecord
 
 from ..lti import (
     AGSClient,
@@ -896,7 +896,7 @@ async def run_grade_sync(
     """Run one grade sync of a course to its end; the run's final counters.
 
     ``progress``: called with the job after every result (a progress bar). Raises
-    :class:`~ananke_hub.courses.sync_store.SyncAlreadyRunning` if one runs already.
+    :class:`~kore.sync.store.SyncAlreadyRunning` if one runs already.
     """
     if not isinstance(options, GradeSyncOptions):
         options = GradeSyncOptions.from_json(options)

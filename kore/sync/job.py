@@ -6,7 +6,7 @@ refused with :class:`SyncAlreadyRunning`); :meth:`SyncJob.run` does the work and
 always ends the run record. Results are kept in memory and written to the registry in
 batches (every second, and at the end) with the counters and a heartbeat, so that
 progress is readable from the registry while the job runs and a run whose process
-died is recognised (:mod:`ananke_hub.courses.sync_store`).
+died is recognised (:mod:`kore.sync.store`).
 """
 
 import asyncio
@@ -18,7 +18,7 @@ from functools import partial
 from sqlalchemy.exc import SQLAlchemyError
 
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import (
+from kore.sync.store import (
     FAILED,
     FINISHED,
     HEARTBEAT_INTERVAL,

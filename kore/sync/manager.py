@@ -12,8 +12,8 @@ import logging
 
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import SyncStore
 from ananke_hub.registrations import RegistrationBook, RegistrationStore
+from kore.sync.store import SyncStore
 
 from ..lti import LTIAdvantage, LTIClient
 from .grades import GradeSyncJob, GradeSyncOptions

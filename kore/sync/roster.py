@@ -32,10 +32,10 @@ from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import Course
 from ananke_hub.courses.provision import STAFF_ROLES, learner_group, staff_group
 from ananke_hub.courses.registry import CourseRegistry
-from ananke_hub.courses.sync_store import ResultRecord, RosterChange, RosterEntry
 from ananke_hub.lti_spec import NRPS_SCOPE
 from ananke_hub.roles import Role, parse_roles
 from ananke_hub.usernames import UsernameRule
+from kore.sync.store import ResultRecord, RosterChange, RosterEntry
 
 from ..lti import LTIAdvantage, LTIClient, Membership, NRPSClient
 from .hub_groups import HubAPIError, HubGroups
@@ -327,7 +327,7 @@ async def run_roster_sync(
     """Run one roster sync of a course to its end; the run's final counters.
 
     ``hub``: the hub API client for the learner group (None skips that step with a
-    warning). Raises :class:`~ananke_hub.courses.sync_store.SyncAlreadyRunning` if one
+    warning). Raises :class:`~kore.sync.store.SyncAlreadyRunning` if one
     runs already.
     """
     job = RosterSyncJob(

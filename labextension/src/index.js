@@ -3,7 +3,7 @@
 // course first, each opened in a new browser tab; the same commands in the palette.
 //
 // Who gets the menu is decided by the lab's server (route ananke/kore of the server
-// extension ananke_hub.labext, which asks Kore with the lab's hub token): the browser
+// extension ananke_hub.lab.extension, which asks Kore with the lab's hub token): the browser
 // only draws what the server sends. Students get {"instructor": false} and no menu.
 // If Kore cannot be asked, the lab works on without the menu; the reason goes to the
 // browser's console.

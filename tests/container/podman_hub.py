@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from ananke_hub.container.config import IN_CONTAINER_HOMES_DIR
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "containers" / "template-nbgrader"
@@ -148,7 +148,7 @@ class TcpRelay:
 
 
 class Platform:
-    """The built-in LMS (``python -m ananke_hub.platform``) on the host's 127.0.0.1."""
+    """The built-in LMS (``python -m ananke_hub.testlms``) on the host's 127.0.0.1."""
 
     def __init__(self, root: Path, hub_url: str):
         self.root = root
@@ -161,7 +161,7 @@ class Platform:
     def start(self) -> None:
         hub = self.hub_url
         argv = [
-            sys.executable, "-m", "ananke_hub.platform", f"--port={self.port}",
+            sys.executable, "-m", "ananke_hub.testlms", f"--port={self.port}",
             f"--issuer={self.url}", f"--state-dir={self.root / 'platform'}",
             f"--client-id={DEMO_CLIENT_ID}", f"--deployment-id={DEMO_DEPLOYMENT_ID}",
             f"--tool-login-url={hub}/hub/lti13/oauth_login",

@@ -31,7 +31,7 @@ from podman_hub import (
     timings,
 )
 
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ananke_hub.sandbox.broker import BROKER_SOCKET
+from ananke_hub.lab.sandbox.broker import BROKER_SOCKET
 
 
 def ask(request) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 from nspawn import CLEAN_PATH, SystemdContainer
 from rootfs import VENV
 
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 CONFIG_DIR = "/etc/ananke/config.d"
 STATE_DIR = "/var/lib/ananke"
@@ -94,7 +94,7 @@ class ContainerHub:
         self.container.run([
             "systemd-run", f"--unit={LMS_UNIT}", "--property=StateDirectory=ananke-lms",
             "--working-directory=/var/lib/ananke-lms",
-            PYTHON, "-m", "ananke_hub.platform",
+            PYTHON, "-m", "ananke_hub.testlms",
             f"--port={LMS_PORT}",
             f"--issuer={self.platform_url}",
             "--state-dir=/var/lib/ananke-lms",

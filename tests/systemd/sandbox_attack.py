@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 from traitlets.config import Config
 
-from ananke_hub.sandbox.execute import SandboxedExecute, SandboxLimitExceeded
+from ananke_hub.lab.sandbox.execute import SandboxedExecute, SandboxLimitExceeded
 
 attack_code, marker, port, time_limit, tasks = sys.argv[1:6]
 home = Path(os.getcwd())

@@ -7,7 +7,7 @@ import sys
 
 import nbformat
 
-from ananke_hub.sandbox.execute import SandboxedExecute
+from ananke_hub.lab.sandbox.execute import SandboxedExecute
 
 CELL = r"""
 import json, os, socket

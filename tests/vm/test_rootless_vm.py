@@ -26,7 +26,7 @@ from lti_browser import LTIBrowser
 from podman_hub import ADMIN_SCOPES, Platform, wait_http
 from vm import ADMINS, HUB_PORTS, TAG, timings
 
-from ananke_hub.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 

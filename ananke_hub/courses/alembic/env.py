@@ -16,6 +16,9 @@ config = context.config
 def target_metadata():
     cmd = getattr(config, "cmd_opts", None)
     if cmd is not None and getattr(cmd, "autogenerate", False):
+        # Kore's tables (kore/models.py) share the hub's Base: import them so that
+        # autogenerate sees every table of the one database.
+        import kore.models  # noqa: F401
         from ananke_hub.courses.models import Base
 
         return Base.metadata

@@ -1,6 +1,6 @@
 """The test platform application: settings from the command line, a tornado server.
 
-    python -m ananke_hub.platform --port=9000 --state-dir=/tmp/lms \\
+    python -m ananke_hub.testlms --port=9000 --state-dir=/tmp/lms \\
         --tool-login-url=http://127.0.0.1:8000/hub/lti13/oauth_login \\
         --tool-redirect-uri=http://127.0.0.1:8000/hub/lti13/oauth_callback \\
         --tool-target-link-uri=http://127.0.0.1:8000/hub/ \\

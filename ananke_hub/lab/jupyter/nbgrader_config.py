@@ -7,7 +7,7 @@
 
 import os
 
-from ananke_hub.exchange import EXCHANGE_PLUGINS, lab_student_id
+from ananke_hub.lab.exchange import EXCHANGE_PLUGINS, lab_student_id
 
 c = get_config()  # noqa: F821
 
@@ -22,7 +22,7 @@ c.Exchange.path_includes_course = True
 c.Authenticator.plugin_class = "nbgrader.auth.JupyterHubAuthPlugin"
 
 # The private exchange: students cannot list, read or change each other's submissions
-# (ananke_hub/exchange.py).
+# (ananke_hub/lab/exchange.py).
 for _trait, _plugin in EXCHANGE_PLUGINS.items():
     setattr(c.ExchangeFactory, _trait, f"{_plugin.__module__}.{_plugin.__name__}")
 
@@ -33,10 +33,10 @@ _student_id = lab_student_id(os.environ)
 if _student_id:
     c.CourseDirectory.student_id = _student_id
 
-# Autograding runs each submission's kernel in a sandbox (ananke_hub/sandbox): no
+# Autograding runs each submission's kernel in a sandbox (ananke_hub/lab/sandbox): no
 # gradebook, no other submissions, no network, with limits. The per-course limits are in
 # the course's nbgrader_config.json (c.SandboxProvisioner, set in Kore).
-from ananke_hub.sandbox.execute import sandboxed_autograde_preprocessors  # noqa: E402
+from ananke_hub.lab.sandbox.execute import sandboxed_autograde_preprocessors  # noqa: E402
 
 c.Autograde.autograde_preprocessors = sandboxed_autograde_preprocessors()
 
@@ -44,9 +44,9 @@ c.Autograde.autograde_preprocessors = sandboxed_autograde_preprocessors()
 # code too. nbgrader's Validator has a fixed preprocessor list (nbgrader/validator.py,
 # Validator.preprocessors is not config=True) and its Execute forces its kernel manager
 # (preprocessors/execute.py), but Execute takes nbclient's kernel_name from config: the
-# "ananke-sandbox" kernel spec (share/jupyter/kernels, on the labs' JUPYTER_PATH) names
+# "ananke-sandbox" kernel spec (lab/jupyter/kernels, on the labs' JUPYTER_PATH) names
 # the sandbox's kernel provisioner. Students' own labs validate their own code as usual.
-from ananke_hub.exchange import GRADER_ACCOUNT_RE  # noqa: E402
+from ananke_hub.lab.exchange import GRADER_ACCOUNT_RE  # noqa: E402
 
 if GRADER_ACCOUNT_RE.fullmatch(os.environ.get("JUPYTERHUB_USER", "")):
     c.Execute.kernel_name = "ananke-sandbox"

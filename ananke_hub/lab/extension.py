@@ -5,11 +5,11 @@ Courses panel (Nbgrader menu -> Courses) lists the courses they teach, and one c
 opens the course's formgrader through Kore, which starts the course's grader server.
 
 It also answers ``ananke/kore``, from which the JupyterLab extension ``@ananke/lab-kore``
-(prebuilt in ``share/jupyter/labextensions``) draws the "Kore" menu of instructors
+(prebuilt in ``lab/jupyter/labextensions``) draws the "Kore" menu of instructors
 (:mod:`.kore_entry`).
 
 Enabled, with nbgrader's own ``course_list`` extension disabled, by
-``ananke_hub/share/jupyter/jupyter_server_config.d/ananke.json``; the spawners put that
+``ananke_hub/lab/jupyter/jupyter_server_config.d/ananke.json``; the spawners put that
 directory on every lab's ``JUPYTER_CONFIG_PATH``. Settings: ``c.KoreCourseList``.
 """
 
@@ -18,7 +18,7 @@ from jupyter_server.utils import url_path_join
 from .handlers import handlers
 from .kore_client import KoreCourseList
 
-EXTENSION = "ananke_hub.labext"
+EXTENSION = "ananke_hub.lab.extension"
 
 
 def _jupyter_server_extension_points():

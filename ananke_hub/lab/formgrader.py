@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jinja2 import ChoiceLoader, FileSystemLoader, PrefixLoader
 
-EXTENSION = "ananke_hub.labext.formgrader"
+EXTENSION = "ananke_hub.lab.formgrader"
 TEMPLATES = Path(__file__).with_name("templates")
 #: The tornado setting where nbgrader keeps the formgrader's jinja environment.
 JINJA_ENV = "nbgrader_jinja2_env"

@@ -1,7 +1,7 @@
 """What the lab's "Kore" menu shows: computed in the lab's server from Kore's course list.
 
 The JupyterLab extension ``@ananke/lab-kore`` (source in ``labextension/``, built into
-``share/jupyter/labextensions``) asks ``<server>/ananke/kore`` once when the lab starts
+``lab/jupyter/labextensions``) asks ``<server>/ananke/kore`` once when the lab starts
 and adds the menu only when ``instructor`` is true. Who is an instructor is decided here,
 on the server, from Kore's answer for the lab's owner (:mod:`.kore_client`); the browser
 only draws what it is given.

@@ -3,7 +3,7 @@
 Registered under the entry point group ``jupyter_client.kernel_provisioners``; a kernel
 spec selects it with ``"metadata": {"kernel_provisioner": {"provisioner_name":
 "ananke-sandbox"}}`` (jupyter_client's provisioning docs), which is what
-:class:`~ananke_hub.sandbox.execute.SandboxKernelManager` does for the kernels that
+:class:`~ananke_hub.lab.sandbox.execute.SandboxKernelManager` does for the kernels that
 autograde student code.
 
 For each kernel it:

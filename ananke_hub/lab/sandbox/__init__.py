@@ -11,4 +11,4 @@
 Imported inside the labs by nbgrader; nothing here imports the hub's modules.
 """
 
-EXECUTE_CLASS = "ananke_hub.sandbox.execute.SandboxedExecute"
+EXECUTE_CLASS = "ananke_hub.lab.sandbox.execute.SandboxedExecute"

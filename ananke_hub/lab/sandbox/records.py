@@ -1,7 +1,7 @@
 """Which submissions' autograding the sandbox stopped at a limit, kept in the course.
 
 ``.ananke/autograde_limits.json`` in the course directory (the grader's home): written by
-:class:`~ananke_hub.sandbox.execute.SandboxedExecute` in the grader's lab when a
+:class:`~ananke_hub.lab.sandbox.execute.SandboxedExecute` in the grader's lab when a
 submission hits a limit, cleared when the same submission is autograded without; read by
 Kore's grade sync, which then reports that submission instead of sending a score.
 Only the grader's own process writes it; the sandboxed code never sees the course

@@ -1,7 +1,7 @@
 """What the test platform knows about itself and about the one tool registered with it.
 
 The same object drives the running platform and the tests that craft their own
-launches with :mod:`ananke_hub.platform.tokens`. Every URL the platform publishes is
+launches with :mod:`ananke_hub.testlms.tokens`. Every URL the platform publishes is
 derived here from the issuer, so a later service (token, AGS, NRPS) adds a method,
 not a setting.
 """

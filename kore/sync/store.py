@@ -26,17 +26,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .models import (
-    Course,
-    Member,
-    SyncDelivery,
-    SyncIntent,
-    SyncLock,
-    SyncResult,
-    SyncRun,
-    utcnow,
-)
-from .registry import CourseRegistry
+from ananke_hub.courses.models import Course, Member, utcnow
+from ananke_hub.courses.registry import CourseRegistry
+from kore.models import SyncDelivery, SyncIntent, SyncLock, SyncResult, SyncRun
 
 #: A running sync writes its heartbeat at least this often ...
 HEARTBEAT_INTERVAL = timedelta(seconds=15)

@@ -7,7 +7,7 @@ a shoulder, a shared screen) can read, change or delete another student's work, 
 read its ``submission_secret.txt``, which names the student's feedback file. The
 original Ananke had exactly this (its issue 27).
 
-Ananke's exchange plugins (set in ``share/jupyter/nbgrader_config.py`` through
+Ananke's exchange plugins (set in ``lab/jupyter/nbgrader_config.py`` through
 ``ExchangeFactory``) keep nbgrader's layout and change who may do what:
 
 ============================  ======  =====================================================
@@ -67,22 +67,20 @@ try:
 except ImportError:  # pragma: no cover - not on Windows, where the exchange does not work
     pwd = None
 
-# Modes, see the table above.
-EXCHANGE_ROOT_MODE = 0o755
-COURSE_MODE = 0o755
-OUTBOUND_MODE = 0o755
-INBOUND_MODE = 0o3733
-FEEDBACK_MODE = 0o711
-# setgid is asked for, but the kernel drops it when the student is not in the grader's
-# group (chmod(2)); all files are created before the mode is set, so it does not matter.
-SUBMISSION_DIR_MODE = 0o2770
-SUBMISSION_FILE_MODE = 0o640
-# In the grader's home (0700): the formgrader and autograde read them as the grader.
-COLLECTED_DIR_MODE = 0o755
-COLLECTED_FILE_MODE = 0o644
-
-#: Where the hub records students' uids, relative to the course directory.
-STUDENT_UIDS_FILE = ".ananke/student_uids.json"
+# Modes and the student uids file: in .exchange_layout, which the hub imports too
+# (without nbgrader).
+from .exchange_layout import (  # noqa: E402, F401 (re-exported)
+    COLLECTED_DIR_MODE,
+    COLLECTED_FILE_MODE,
+    COURSE_MODE,
+    EXCHANGE_ROOT_MODE,
+    FEEDBACK_MODE,
+    INBOUND_MODE,
+    OUTBOUND_MODE,
+    STUDENT_UIDS_FILE,
+    SUBMISSION_DIR_MODE,
+    SUBMISSION_FILE_MODE,
+)
 
 # Grader accounts are "grader-" + a course id (ananke_hub.courses.layout.grader_username);
 # repeated here so that nbgrader's processes need not import the hub's modules.

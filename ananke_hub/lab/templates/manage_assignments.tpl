@@ -1,4 +1,4 @@
-{#- Ananke (labext/formgrader.py): nbgrader's page, whose folder links go to /tree/<path>
+{#- Ananke (lab/formgrader.py): nbgrader's page, whose folder links go to /tree/<path>
 at the host's root when the formgrader is a page of its own. They open the folder in
 this server's JupyterLab instead; inside JupyterLab's frame nbgrader's own links stay. -#}
 {%- extends 'nbgrader/manage_assignments.tpl' -%}

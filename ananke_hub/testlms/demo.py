@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .paths import SHIPPED_HUB_CONFIG, StateLayout, shipped_fragments
+from ananke_hub.paths import SHIPPED_HUB_CONFIG, StateLayout, shipped_fragments
 
 DEMO_CLIENT_ID = "ananke-demo-client"
 DEMO_DEPLOYMENT_ID = "ananke-demo-deployment"
@@ -213,7 +213,7 @@ class DemoStack:
         *,
         extra_config: dict | None = None,
         platform_args=(),
-        platform_module: str = "ananke_hub.platform",
+        platform_module: str = "ananke_hub.testlms",
         persist_platform: bool = True,
         register_by_url: bool = False,
     ):
@@ -297,13 +297,12 @@ class DemoStack:
     def upgrade_database(self) -> None:
         """A demo directory of an earlier release: upgrade its database, as an admin
         does with `ananke upgrade-db` (the hub refuses an old one), and say so."""
-        from .courses.models import Base
-        from .courses.schema import upgrade
+        from ananke_hub.courses.schema import upgrade
 
         database = self.layout.root / "courses.sqlite"
         if database.exists():
             said = []
-            before, after = upgrade(f"sqlite:///{database}", Base.metadata.create_all, said.append)
+            before, after = upgrade(f"sqlite:///{database}", said.append)
             if before != after:
                 print("\n".join(f"demo: {line}" for line in said), flush=True)
 
@@ -431,8 +430,8 @@ class DemoStack:
 
     async def new_registration_url(self) -> str | None:
         """A registration URL for the demo's LMS; None if an LMS is registered already."""
-        from .courses.registry import CourseRegistry
-        from .registrations import RegistrationStore, registration_url
+        from ananke_hub.courses.registry import CourseRegistry
+        from ananke_hub.registrations import RegistrationStore, registration_url
 
         def make() -> str | None:
             registry = CourseRegistry(url=f"sqlite:///{self.layout.root / 'courses.sqlite'}")
