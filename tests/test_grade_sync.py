@@ -925,15 +925,30 @@ async def test_scores_sent_by_a_killed_sync_are_checked_not_sent_again(
     assert (await sync(homework, registry, layout, client))["counts"] == {"unchanged": 9}
 
 
+def release_registry(url: str) -> None:
+    """A registry as 0.1.0.dev0 made it: the baseline schema, no alembic_version."""
+    from alembic.command import upgrade as alembic_upgrade
+    from sqlalchemy import create_engine, text
+
+    from ananke_hub.courses.schema import BASELINE, alembic_config
+
+    engine = create_engine(url)
+    with engine.begin() as db:
+        config = alembic_config(url)
+        config.attributes["connection"] = db
+        alembic_upgrade(config, BASELINE)
+        db.execute(text("DROP TABLE alembic_version"))
+    engine.dispose()
+
+
 def test_an_older_registry_gets_the_run_owner_column(tmp_path, lms):
     from sqlalchemy import create_engine, text
 
-    from ananke_hub.courses.models import Base
     from ananke_hub.courses.schema import SchemaOutOfDate, upgrade
 
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    release_registry(url)
     engine = create_engine(url)
-    Base.metadata.create_all(engine)
     with engine.begin() as db:
         db.execute(text("ALTER TABLE sync_runs DROP COLUMN owner"))
     engine.dispose()

@@ -28,7 +28,7 @@ from sqlalchemy import text as sql
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import CourseLayout, grader_username
-from ananke_hub.courses.models import AuditEvent, Base, Course, Member
+from ananke_hub.courses.models import AuditEvent, Course, Member
 from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
 from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 from ananke_hub.courses.schema import SchemaOutOfDate, upgrade
@@ -1119,9 +1119,11 @@ async def test_bad_import_requests_are_refused(world, kwargs):
 
 
 def test_an_older_registry_gets_the_course_state_column(tmp_path):
+    from test_grade_sync import release_registry
+
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    release_registry(url)
     engine = create_engine(url)
-    Base.metadata.create_all(engine)
     with engine.begin() as db:
         db.execute(sql("ALTER TABLE courses DROP COLUMN state"))
         db.execute(

@@ -27,6 +27,7 @@ from ananke_hub.testlms import constants as C
 from ananke_hub.testlms import demo_data
 from ananke_hub.testlms.settings import PlatformSettings
 from ananke_hub.testlms.tokens import launch_claims, sign_id_token
+from kore.lti.transport import LMSTransport, _parse_links
 
 ALL_SCOPES = (*C.AGS_SCOPES, C.NRPS_SCOPE)
 LINEITEM = C.AGS_MEDIA_LINEITEM
@@ -55,11 +56,12 @@ def score(user_id="3", given=7.0, maximum=10.0, when=stamp(0), **changes) -> dic
 
 
 def links(resp: httpx.Response) -> dict[str, str]:
-    """`Link: <u>; rel="next", ...` -> {"next": u, ...}."""
+    """`Link: <u>; rel="next", ...` -> {"next": u, ...}, read as Kore reads it: the
+    Moodle profile writes AGS links as Moodle does (rel=“next”, `&amp;` in the URL)."""
     found = {}
-    for part in resp.headers.get("link", "").split(","):
-        url, _, rel = part.partition(";")
-        found[rel.strip().removeprefix('rel="').rstrip('"')] = url.strip().strip("<>")
+    for target, params in _parse_links(resp.headers.get("link", "")):
+        for rel in params.get("rel", "").split():
+            found[rel] = target.replace("&amp;", "&")
     return found
 
 
@@ -407,6 +409,32 @@ async def test_line_item_creation_needs_the_media_type(tool, token):
     doc = {"label": "A", "scoreMaximum": 10}
     resp = await tool.call("POST", "/ags/ds101/lineitems", token, json=doc)
     assert resp.status_code == 415 and LINEITEM in resp.json()["message"]
+
+
+async def test_kore_follows_moodles_ags_link_headers(tool, token):
+    """Moodle 5.1 (gradebookservices' lineitems.php and results.php) writes its AGS page
+    links with typographic quotes, as UTF-8, and HTML-escaped URLs. A real Moodle showed
+    both: Kore's transport refused the header ("Invalid header value") and the grade
+    sync failed before sending anything."""
+    for n in range(7):
+        await tool.create_lineitem(token, label=f"M{n}", resourceId=f"m{n}")
+    raw = await tool.call("GET", "/ags/ds101/lineitems?limit=3", token)
+    header = raw.headers.raw[[k.lower() for k, _ in raw.headers.raw].index(b"link")][1]
+    assert "rel=\u201cnext\u201d".encode() in header and b"&amp;from=3" in header
+    transport = LMSTransport()
+    items, url = [], tool.url("/ags/ds101/lineitems?limit=3")
+    try:
+        while url:
+            resp = await transport.request(
+                "GET", url, action="list line items", headers={"Authorization": f"Bearer {token}"}
+            )
+            items += resp.json("line items")
+            url = resp.next_link()
+    finally:
+        await transport.aclose()
+    everything = (await tool.call("GET", "/ags/ds101/lineitems?limit=100", token)).json()
+    assert len(everything) >= 8  # the seven, and the activities' own
+    assert sorted(item["id"] for item in items) == sorted(item["id"] for item in everything)
 
 
 async def test_line_items_are_paged_and_filtered(tool, token):

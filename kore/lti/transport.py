@@ -25,7 +25,7 @@ from http import HTTPStatus
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from tornado.httputil import HTTPHeaders
+from multidict import CIMultiDict
 
 from .errors import (
     BadLMSResponse,
@@ -76,7 +76,9 @@ def check_service_url(url: str) -> str:
 @dataclass(frozen=True)
 class LMSResponse:
     status: int
-    headers: HTTPHeaders
+    #: Case-insensitive, several values per name (``getall``); values as the LMS sent
+    #: them, also when they are not ASCII (Moodle's AGS ``Link`` headers).
+    headers: CIMultiDict
     body: bytes
     url: str
 
@@ -94,11 +96,13 @@ class LMSResponse:
 
     def next_link(self) -> str | None:
         """The ``Link: <...>; rel="next"`` URL (RFC 8288), absolute, or None."""
-        for value in self.headers.get_list("link"):
+        for value in self.headers.getall("link", ()):
             for target, params in _parse_links(value):
                 rels = params.get("rel", "").split()
                 if "next" in rels:
-                    return urljoin(self.url, target)
+                    # Moodle's AGS pages write their URLs HTML-escaped ("&amp;from=100"):
+                    # followed as they are, Moodle would not see its own parameters.
+                    return urljoin(self.url, target.replace("&amp;", "&"))
         return None
 
 
@@ -123,7 +127,7 @@ def _parse_links(value: str):
             name, _, raw = part.strip().strip(",").partition("=")
             if name:
                 # Keep the ASCII words only: Moodle writes rel=“next” with typographic
-                # quotes, which arrive as UTF-8 bytes read as Latin-1 ("â\x80\x9c").
+                # quotes.
                 params[name.strip().lower()] = " ".join(_LINK_WORD.findall(raw))
         yield target, params
         position = end + 1
@@ -222,9 +226,9 @@ class LMSTransport:
                     f"The LMS's answer from {url} is larger than {MAX_BODY} bytes; Kore "
                     "stopped reading it."
                 )
-            fields = HTTPHeaders()
-            for name, value in response.headers.items():
-                fields.add(name, value)
+            # Not tornado's HTTPHeaders: it refuses values that are not ASCII, and
+            # Moodle's Link headers have typographic quotes (rel=“next”).
+            fields = CIMultiDict(response.headers)
             return LMSResponse(response.status, fields, bytes(body), url)
 
     async def request(

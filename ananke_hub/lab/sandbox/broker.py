@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Light imports only: systemd starts a broker process for every kernel.
-from ..courses.layout import course_of_grader
+from ...courses.layout import course_of_grader
 
 #: Where the socket unit listens; the labs see it read-only (ReadOnlyPaths=/).
 BROKER_SOCKET = "/run/ananke-sandbox/broker.sock"
@@ -101,8 +101,8 @@ def identify(uid: int) -> Caller:
 
 def course_caps(course_id: str) -> dict[str, int]:
     """The ceilings of the limits for ``course_id``: its settings in the course registry."""
-    from ..courses.registry import CourseRegistry
-    from ..courses.settings import CourseSettings
+    from ...courses.registry import CourseRegistry
+    from ...courses.settings import CourseSettings
 
     course = CourseRegistry().get(course_id)
     if course is None:
@@ -350,7 +350,7 @@ def main() -> int:
         print("ananke-sandbox-broker runs from its socket unit (Accept=yes).", file=sys.stderr)
         return 2
     conn = socket.socket(fileno=3)
-    from ..courses.layout import CourseLayout
+    from ...courses.layout import CourseLayout
 
     try:
         serve(conn, CourseLayout().homes_root)

@@ -70,7 +70,7 @@ class LineItemsHandler(AGSHandler):
             self.get_query_argument("resource_id", None),
             self.get_query_argument("tag", None),
         )
-        page = self.page(items)
+        page = self.page(items, moodle_links=self.platform.moodle)
         self.send_json(
             [lineitem_json(self.platform, course.id, item) for item in page],
             C.AGS_MEDIA_LINEITEMS,
@@ -176,7 +176,7 @@ class ResultsHandler(AGSHandler):
             and score.score_given is not None
             and (user_id is None or scored_user == user_id)
         ]
-        page = self.page(scores)
+        page = self.page(scores, moodle_links=self.platform.moodle)
         self.send_json(
             [result_json(self.platform, course.id, item, score) for score in page],
             C.AGS_MEDIA_RESULTS,

@@ -229,12 +229,14 @@ class ServiceHandler(PlatformHandler):
             )
         return int(text)
 
-    def page(self, entries: list) -> list:
+    def page(self, entries: list, moodle_links: bool = False) -> list:
         """The page of ``entries`` that `limit` and `from` ask for, with `Link` headers.
 
         AGS 2.0 section 3.2.7 / NRPS 2.0 section 2.4.2: the next page is given as
         `Link: <url>; rel="next"`, absent on the last page. The URLs keep the request's
-        other query parameters (filters, type_id).
+        other query parameters (filters, type_id). ``moodle_links`` (AGS in the Moodle
+        profile): as Moodle 5.1's line items and results write them, with typographic
+        quotes (``rel=“next”``, UTF-8) and HTML-escaped URLs (``&amp;from=100``).
         """
         limit = min(self._whole_number("limit", C.DEFAULT_PAGE_SIZE, 1), C.MAX_PAGE_SIZE)
         start = self._whole_number("from", 0, 0)
@@ -246,6 +248,9 @@ class ServiceHandler(PlatformHandler):
 
         def link(offset: int, rel: str) -> str:
             query = urlencode({**others, "limit": limit, "from": offset})
+            if moodle_links:
+                query = query.replace("&", "&amp;")
+                return f"<{self.platform.url(self.request.path)}?{query}>; rel=\u201c{rel}\u201d"
             return f'<{self.platform.url(self.request.path)}?{query}>; rel="{rel}"'
 
         links = [link(0, "first")]
@@ -254,5 +259,7 @@ class ServiceHandler(PlatformHandler):
         if start + limit < len(entries):
             links.append(link(start + limit, "next"))
         links.append(link(max(0, (len(entries) - 1) // limit * limit), "last"))
-        self.set_header("Link", ", ".join(links))
+        # Tornado refuses a header value that is not Latin-1: the UTF-8 bytes of Moodle's
+        # quotes go out as Latin-1 characters, which is the bytes Moodle sends.
+        self.set_header("Link", ", ".join(links).encode().decode("latin-1"))
         return entries[start : start + limit]
