@@ -353,7 +353,7 @@ def ensure_base(cache: LayerCache | None = None) -> Path:
 
 #: What the wheel is built from; the tree is shared with others at work, so build a copy
 #: (setuptools reuses a build/ directory and would pack files deleted since).
-_SOURCE_ITEMS = ("pyproject.toml", "README.md", "LICENSE", "ananke_hub", "kore")
+_SOURCE_ITEMS = ("pyproject.toml", "README.md", "LICENSE", "config.d", "ananke_hub", "kore")
 
 
 def project_root() -> Path:
