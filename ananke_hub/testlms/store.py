@@ -190,7 +190,7 @@ class PlatformStore:
         # Ids of created line items keep counting across resets: an id a tool
         # remembers from before a reset never names a different column.
         self._next_item_id = 1001
-        self.deep_link_requests: dict[str, DeepLinkRequest] = {}
+        self.open_selections: dict[str, DeepLinkRequest] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -218,16 +218,16 @@ class PlatformStore:
 
     def open_deep_link(self, context_id: str, user_sub: str, accept_multiple: bool) -> str:
         now = time.time()
-        for data in [d for d, r in self.deep_link_requests.items() if r.expires <= now]:
-            del self.deep_link_requests[data]
+        for data in [d for d, r in self.open_selections.items() if r.expires <= now]:
+            del self.open_selections[data]
         data = secrets.token_urlsafe(16)
-        self.deep_link_requests[data] = DeepLinkRequest(
+        self.open_selections[data] = DeepLinkRequest(
             context_id, user_sub, accept_multiple, now + C.DEEP_LINK_LIFETIME
         )
         return data
 
     def deep_link_request(self, data: str) -> "DeepLinkRequest | None":
-        request = self.deep_link_requests.get(data)
+        request = self.open_selections.get(data)
         return request if request is not None and request.expires > time.time() else None
 
     def add_link(self, context_id: str, title: str, custom: dict, line_item: dict | None) -> ResourceLink:

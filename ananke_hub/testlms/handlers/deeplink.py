@@ -72,7 +72,7 @@ class DeepLinkReturnHandler(PlatformHandler):
         for item in items:
             self.check_item(item)
         # All checked: the request is answered, the activities made.
-        del store.deep_link_requests[data]
+        del store.open_selections[data]
         course = store.course(request.context_id)
         added = [
             store.add_link(
