@@ -11,7 +11,8 @@ c.Kore.port = 10101
 # Kore's log level: DEBUG, INFO, WARNING or ERROR.
 # c.Kore.log_level = "INFO"
 
-# Grades and rosters (LTI Advantage): how many requests Kore sends the LMS at once, and
-# how long it waits. Lower the concurrency for a small LMS.
-# c.LTIAdvantage.concurrency = 16
+# Grades and rosters (LTI Advantage): the most requests Kore sends the LMS at once (a
+# ceiling: below it Kore adapts to how fast the LMS answers, and backs off on 429/503),
+# and how long it waits. Lower the ceiling for a small LMS.
+# c.LTIAdvantage.concurrency = 64
 # c.LTIAdvantage.request_timeout = 30.0
