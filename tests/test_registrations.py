@@ -86,9 +86,7 @@ def test_unknown_and_expired_tickets_are_refused(registry):
         store.check_ticket("guessed")
     secret = store.create_ticket(ttl=3600, actor="cli:root")
     with registry.session() as db, db.begin():
-        db.execute(
-            update(RegistrationTicket).values(expires_at=utcnow() - timedelta(seconds=1))
-        )
+        db.execute(update(RegistrationTicket).values(expires_at=utcnow() - timedelta(seconds=1)))
     with pytest.raises(TicketRefused, match="expired"):
         store.claim_ticket(secret)
 
@@ -143,7 +141,9 @@ def test_the_config_registration_is_listed_first_and_cannot_be_changed_here(regi
             actor="x",
         )
     # The shipped placeholder is no registration: the first pasted LMS keeps today's names.
-    shipped = LMSRegistration(issuer="https://moodle.example.edu", client_id="REPLACE-WITH-CLIENT-ID")
+    shipped = LMSRegistration(
+        issuer="https://moodle.example.edu", client_id="REPLACE-WITH-CLIENT-ID"
+    )
     assert RegistrationStore(registry, shipped).entries() == []
 
 
@@ -204,3 +204,56 @@ async def test_a_platform_document_is_size_limited_and_not_followed(lms_site):
 async def test_a_configuration_url_must_be_https(url):
     with pytest.raises(RegistrationFailed, match="https|Paste the registration URL"):
         await fetch_platform_configuration(url)
+
+
+def _moodle_tool() -> dict:
+    from ananke_hub.lti_spec import TOOL_CONFIGURATION
+
+    hub = "https://hub.example.edu"
+    return {
+        "application_type": "web",
+        "response_types": ["id_token"],
+        "initiate_login_uri": f"{hub}/hub/lti13/oauth_login",
+        "redirect_uris": [f"{hub}/hub/lti13/oauth_callback"],
+        "client_name": "Jupyter",
+        "jwks_uri": f"{hub}/services/kore/jwks",
+        "token_endpoint_auth_method": "private_key_jwt",
+        TOOL_CONFIGURATION: {"domain": "hub.example.edu", "target_link_uri": f"{hub}/hub/"},
+    }
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (lambda t: t.pop("response_types"), "missing_response_types"),
+        (lambda t: t.update(response_types=["code"]), "invalid_response_types"),
+        (lambda t: t.update(redirect_uris="https://hub.example.edu/cb"), "invalid_redirect_uris"),
+        (
+            lambda t: t.update(token_endpoint_auth_method="client_secret_basic"),
+            "invalid_token_endpoint_auth_method",
+        ),
+        (lambda t: t.update(application_type="native"), "invalid_application_type"),
+        (
+            lambda t: t[next(k for k in t if k.startswith("https://"))].pop("domain"),
+            "missing_domain",
+        ),
+        (
+            lambda t: t[next(k for k in t if k.startswith("https://"))].update(
+                domain="other.example.edu"
+            ),
+            "domain_targetlinkuri_mismatch",
+        ),
+    ],
+)
+def test_the_built_in_lms_refuses_registrations_as_moodle_does(change, error):
+    """Moodle 5.1's registration_helper.php refuses these; so does the Moodle profile."""
+    from ananke_hub.testlms.handlers.registration import moodle_registration_problem
+
+    assert moodle_registration_problem(_moodle_tool()) == ""
+    # www. and the scheme do not count, as in Moodle's lti_get_domain_from_url.
+    www = _moodle_tool()
+    www[next(k for k in www if k.startswith("https://"))]["domain"] = "www.hub.example.edu"
+    assert moodle_registration_problem(www) == ""
+    tool = _moodle_tool()
+    change(tool)
+    assert moodle_registration_problem(tool).startswith(error)

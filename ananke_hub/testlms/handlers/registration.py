@@ -126,6 +126,8 @@ class RegisterHandler(PlatformHandler):
 
     def check(self, tool: dict) -> str:
         platform = self.platform
+        if platform.moodle and (problem := moodle_registration_problem(tool)):
+            return problem
         expected = {
             "initiate_login_uri": platform.tool_login_url,
             "jwks_uri": platform.tool_jwks_url,
@@ -143,10 +145,54 @@ class RegisterHandler(PlatformHandler):
         types = {m.get("type") for m in part.get("messages") or [] if isinstance(m, dict)}
         if MESSAGE_TYPE_RESOURCE_LINK not in types:
             return f"The tool registers no {MESSAGE_TYPE_RESOURCE_LINK} message."
-        unknown = [s for s in str(tool.get("scope", "")).split() if s not in (*C.AGS_ALL_SCOPES, C.NRPS_SCOPE)]
+        unknown = [
+            s
+            for s in str(tool.get("scope", "")).split()
+            if s not in (*C.AGS_ALL_SCOPES, C.NRPS_SCOPE)
+        ]
         if unknown:
             return f"Unknown scopes: {', '.join(unknown)}."
         return ""
+
+
+def _domain(url: str) -> str:
+    """Host and port of a URL or a bare domain, without a leading "www." (as Moodle's
+    lti_get_domain_from_url compares them)."""
+    rest = url.split("://", 1)[-1].split("/", 1)[0].lower()
+    return rest.removeprefix("www.")
+
+
+def moodle_registration_problem(tool: dict) -> str:
+    """What Moodle 5.1 refuses in a tool's registration (``registration_helper.php``,
+    ``registration_to_config``), or ""."""
+    for name in (
+        "response_types",
+        "initiate_login_uri",
+        "redirect_uris",
+        "client_name",
+        "jwks_uri",
+        "token_endpoint_auth_method",
+    ):
+        if not tool.get(name):
+            return f"missing_{name}: Moodle requires {name}."
+    part = tool.get(TOOL_CONFIGURATION)
+    if not isinstance(part, dict):
+        return f"missing_{TOOL_CONFIGURATION}"
+    domain = part.get("domain")
+    if not domain:
+        return "missing_domain: Moodle requires the tool configuration's domain."
+    target = part.get("target_link_uri") or f"https://{domain}"
+    if _domain(domain) != _domain(target):
+        return "domain_targetlinkuri_mismatch: the domain is not target_link_uri's."
+    if "id_token" not in (tool.get("response_types") or []):
+        return "invalid_response_types: Moodle requires id_token."
+    if not isinstance(tool.get("redirect_uris"), list):
+        return "invalid_redirect_uris: Moodle requires a list."
+    if tool.get("token_endpoint_auth_method") != "private_key_jwt":
+        return "invalid_token_endpoint_auth_method: Moodle requires private_key_jwt."
+    if tool.get("application_type", "web") != "web":
+        return "invalid_application_type: Moodle accepts web only."
+    return ""
 
 
 ROUTES = [
