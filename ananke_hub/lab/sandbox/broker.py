@@ -36,6 +36,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,8 +332,17 @@ def serve(conn: socket.socket, homes_root: str, caps_of=course_caps) -> int:
             if not data or b"stop" in data:
                 stopped = True
     if stopped:
-        subprocess.run(["systemctl", "stop", unit], stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=120, check=False)
+        # A stop right after the start can come before systemd-run has made the unit
+        # (stopping a unit that does not exist yet does nothing, and the kernel would
+        # then run to its time limit): stop again until systemd-run returns.
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            subprocess.run(["systemctl", "stop", unit], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=120, check=False)
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
     _, err = proc.communicate(timeout=120)
     found = re.search(r"Finished with result: (\S+)", err or "")
     result = found.group(1) if found else ("stopped" if stopped else "unknown")
@@ -344,12 +354,7 @@ def serve(conn: socket.socket, homes_root: str, caps_of=course_caps) -> int:
 
 
 def main() -> int:
-    # The broker is a program of its own (its socket unit starts it): its log goes to
-    # stderr, which systemd sends to the journal.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     # systemd passes the accepted connection as fd 3 (sd_listen_fds(3), Accept=yes).
     if os.environ.get("LISTEN_FDS") != "1":
         print("ananke-sandbox-broker runs from its socket unit (Accept=yes).", file=sys.stderr)
