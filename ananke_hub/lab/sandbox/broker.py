@@ -354,7 +354,12 @@ def serve(conn: socket.socket, homes_root: str, caps_of=course_caps) -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # The broker is a program of its own (its socket unit starts it): its logger writes
+    # to stderr, which systemd sends to the journal.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     # systemd passes the accepted connection as fd 3 (sd_listen_fds(3), Accept=yes).
     if os.environ.get("LISTEN_FDS") != "1":
         print("ananke-sandbox-broker runs from its socket unit (Accept=yes).", file=sys.stderr)
