@@ -20,10 +20,8 @@ php=/usr/bin/php
 # endpoint at the addresses the browser uses.
 echo "Listen ${MOODLE_LISTEN:-80}" >/etc/apache2/ports.conf
 
-# PostgreSQL on its Unix socket only: on the host's network a TCP port could clash with
-# the host's own PostgreSQL. Moodle connects as www-data (peer authentication).
-sed -i "s/^#\?listen_addresses = .*/listen_addresses = ''/" /etc/postgresql/*/main/postgresql.conf
-systemctl restart postgresql
+# PostgreSQL listens on its Unix socket only (set in the image: restarting it here would
+# stop this unit too, which Requires= it). Moodle connects as www-data (peer authentication).
 
 # Moodle 5.1 serves its public/ directory; older releases the top directory.
 if [ -f /opt/moodle/public/version.php ]; then
