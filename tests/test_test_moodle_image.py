@@ -40,3 +40,11 @@ def test_init_unit_runs_the_script_the_image_installs():
     command = _unit("test-moodle-init.service")["Service"]["ExecStart"].split()[0]
     containerfile = (ASSETS.parent / "Containerfile").read_text()
     assert f"COPY assets/test-moodle-init.sh {command}\n" in containerfile
+
+
+def test_moodle_site_answers_on_any_port():
+    # On the host's network (the default of scripts/test-moodle.sh) Apache listens on the
+    # Moodle URL's port; a <VirtualHost *:80> then matched nothing and every page was 404.
+    conf = (ASSETS / "apache-moodle.conf").read_text()
+    hosts = re.findall(r"^<VirtualHost\s+([^>]+)>", conf, re.MULTILINE)
+    assert hosts == ["*:*"], hosts
