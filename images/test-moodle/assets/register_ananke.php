@@ -35,7 +35,9 @@ $config->lti_sendname = LTI_SETTING_ALWAYS;
 $config->lti_sendemailaddr = LTI_SETTING_ALWAYS;
 $config->lti_acceptgrades = LTI_SETTING_DELEGATE;
 $config->lti_contentitem = 1;
-$config->lti_toolurl_ContentItemSelectionRequest = $hub . '/hub';
+// The Content Selection URL: the hub recognises a Select content in Moodle's dialog by it
+// and runs that login without cookies (docs/admin/lms.md).
+$config->lti_toolurl_ContentItemSelectionRequest = $hub . '/hub/?ananke_lti=select-content';
 // Grades (AGS: line items and scores) and the roster (NRPS) for Kore.
 $config->ltiservice_gradesynchronization = 2;
 $config->ltiservice_memberships = 1;
