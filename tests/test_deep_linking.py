@@ -169,8 +169,8 @@ async def continue_page(stack, browser) -> tuple[str, str]:
     )
     assert page.status_code == 200, page.text[:300]
     (form,) = parse_forms(page)
-    assert form.action.startswith("/services/kore/deeplink/"), form.action
-    return f"{stack.hub_url}{form.action}", form.fields["ticket"]
+    assert form.action.startswith(f"{stack.hub_url}/services/kore/deeplink/"), form.action
+    return form.action, form.fields["ticket"]
 
 
 async def test_the_picker_opens_only_with_its_ticket(stack):
