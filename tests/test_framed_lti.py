@@ -17,7 +17,10 @@ cookies in its frames are third-party cookies, which Chromium does not set). It 
 Replayed, tampered and expired picker tickets: tests/test_deep_linking.py.
 """
 
+import html
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -39,10 +42,6 @@ from ananke_hub.courses.models import Course, DeepLinkRequest
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
 expect = playwright.expect
-
-#: An origin no registration names (Playwright answers its page; nothing listens there).
-STRANGER = "http://stranger.example"
-
 
 async def screenshot(page, name: str) -> None:
     """test-artifacts/screenshots/; with ANANKE_UPDATE_SCREENSHOTS=1 also the copies
@@ -159,68 +158,108 @@ async def test_a_students_content_selection_is_refused_in_the_dialog(
     assert (await hub_api(stack, "/users/u4")).status_code == 404
 
 
-async def framed_by(chromium, origin: str, url: str, *, method="GET", fields=None):  # noqa: F811
-    """Whether a page of ``origin`` shows ``url`` in an iframe (Playwright serves the
-    framing page itself; the iframe's request goes to the real server)."""
+class Stranger:
+    """A web site on another origin than the hub and the LMS, registered nowhere: it
+    serves pages that frame the hub's (a real server: Chromium keeps pages Playwright
+    makes up from reaching the loopback, Private Network Access)."""
+
+    def __init__(self):
+        pages = self.pages = {}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = pages.get(self.path, "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stranger():
+    site = Stranger()
+    yield site
+    site.close()
+
+
+async def framed_by(chromium, site: Stranger, url: str, *, fields=None):  # noqa: F811
+    """Whether a page of ``site`` shows ``url`` in an iframe, and the frame's text.
+
+    The frame's request is a GET of ``url``, or a form POST of ``fields`` to it."""
     context = await chromium.new_context()
     try:
         page = await context.new_page()
-        inputs = "".join(
-            f'<input type="hidden" name="{k}" value="{v}">' for k, v in (fields or {}).items()
-        )
-        html = (
-            f'<iframe name="f" id="f" src="{url if method == "GET" else "about:blank"}"></iframe>'
-            f'<form id="p" method="post" action="{url}" target="f">{inputs}</form>'
-            + ('<script>document.getElementById("p").submit()</script>' if method == "POST" else "")
-        )
-
-        async def serve(route):
-            await route.fulfill(status=200, content_type="text/html", body=html)
-
-        await page.route(f"{origin}/framing-probe", serve)
-        async with page.expect_response(lambda r: r.url.startswith(url.split("?")[0])) as answer:
-            await page.goto(f"{origin}/framing-probe")
-        response = await answer.value
-        await response.finished()
-        await page.wait_for_timeout(500)  # let the browser decide about the frame
+        if fields:
+            inputs = "".join(
+                f'<input type="hidden" name="{k}" value="{html.escape(v)}">'
+                for k, v in fields.items()
+            )
+            site.pages["/probe"] = (
+                '<iframe name="f" id="f"></iframe>'
+                f'<form id="p" method="post" action="{html.escape(url)}" target="f">{inputs}'
+                '</form><script>document.getElementById("p").submit()</script>'
+            )
+        else:
+            site.pages["/probe"] = f'<iframe name="f" id="f" src="{html.escape(url)}"></iframe>'
+        async with page.expect_event("framenavigated", lambda f: f.name == "f"):
+            await page.goto(f"{site.origin}/probe")
         frame = page.frame(name="f")
+        await frame.wait_for_load_state()
         try:
-            text = await frame.locator("body").inner_text(timeout=2000)
+            text = await frame.locator("body").inner_text(timeout=5000)
         except playwright.Error:
             text = ""
-        return bool(text.strip()) and not frame.url.startswith("chrome-error:"), text
+        return frame.url.startswith(url.split("?")[0]) and bool(text.strip()), text
     finally:
         await context.close()
 
 
-async def test_only_registered_platforms_frame_the_lti_pages(chromium, stack):  # noqa: F811
+async def test_only_registered_platforms_frame_the_lti_pages(
+    chromium,  # noqa: F811
+    stack,
+    stranger,
+):
+    # The LMS frames the login (first test: an embedded launch) and the picker (the
+    # dialog); a page of any other origin cannot.
     login = (
         f"{stack.hub_url}/hub/lti13/oauth_login?iss={stack.platform_url}"
         "&login_hint=3&target_link_uri=x&client_id=ananke-demo&lti_message_hint=homework"
     )
-    shown, text = await framed_by(chromium, stack.platform_url, login)
-    assert shown and "Open in a new window" in text, text
-    shown, _ = await framed_by(chromium, STRANGER, login)
-    assert not shown
-
-    # Kore's picker: its LMS may frame it, a stranger may not.
+    shown, text = await framed_by(chromium, stranger, login)
+    assert not shown and "Open in a new window" not in text, text
     async with LTIBrowser() as ada:
         picker_url, ticket = await continue_page(stack, ada)
-    shown, _ = await framed_by(chromium, STRANGER, picker_url, method="POST", fields={"ticket": ticket})
-    assert not shown
-    shown, text = await framed_by(
-        chromium, stack.platform_url, picker_url, method="POST", fields={"ticket": ticket}
-    )
-    assert shown and "Add Jupyter assignments" in text, text
+    shown, text = await framed_by(chromium, stranger, picker_url, fields={"ticket": ticket})
+    assert not shown and "Add Jupyter assignments" not in text, text
 
-    # Every other page keeps refusing frames, also from the registered LMS.
+    # The control: the same probe shows a page that does not forbid frames (the LMS's).
+    shown, text = await framed_by(chromium, stranger, f"{stack.platform_url}/")
+    assert shown and "Ananke test platform" in text, text
+
     async with httpx.AsyncClient() as http:
         kore = await http.get(f"{stack.hub_url}/services/kore/jwks")
         hub = await http.get(f"{stack.hub_url}/hub/login")
         lti = await http.get(login)
+        picker = await http.post(picker_url, data={"ticket": ticket})
+    # Every other page keeps refusing frames, also from the registered LMS.
     assert kore.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
     assert kore.headers["X-Frame-Options"] == "SAMEORIGIN"
     assert "frame-ancestors 'none'" in hub.headers["Content-Security-Policy"]
     assert lti.headers["Content-Security-Policy"] == f"frame-ancestors 'self' {stack.platform_url}"
-    shown, _ = await framed_by(chromium, stack.platform_url, f"{stack.hub_url}/hub/login")
-    assert not shown
+    assert picker.status_code == 200, picker.text[:300]
+    assert picker.headers["Content-Security-Policy"] == (
+        f"frame-ancestors 'self' {stack.platform_url}"
+    )
+    assert "X-Frame-Options" not in picker.headers
