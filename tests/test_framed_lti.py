@@ -21,6 +21,7 @@ import html
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -263,3 +264,63 @@ async def test_only_registered_platforms_frame_the_lti_pages(
         f"frame-ancestors 'self' {stack.platform_url}"
     )
     assert "X-Frame-Options" not in picker.headers
+
+
+# --- the login in a frame, request by request -------------------------------------------
+
+FRAMED = {"Sec-Fetch-Dest": "iframe", "Sec-Fetch-Site": "cross-site"}
+
+
+async def framed_selection_up_to_the_lms(stack, browser) -> httpx.Response:
+    """Ada's "Select content" in a frame, up to the hub's redirect to the LMS's /auth."""
+    page = await browser.get(stack.platform_url + "/")
+    (form,) = [
+        f
+        for f in browser.forms(page)
+        if f.action.endswith("/deeplink") and f.fields.get("user") == "2"
+    ]
+    resp = await browser.submit_form(page, form=form, stop_before=f"{stack.platform_url}/auth")
+    return await browser.follow_auto_submits(resp, stop_before=f"{stack.platform_url}/auth")
+
+
+async def test_a_framed_selection_needs_no_cookie_and_sets_none(stack):
+    async with LTIBrowser(headers=FRAMED) as ada:
+        redirect = await framed_selection_up_to_the_lms(stack, ada)
+        assert redirect.status_code == 302
+        state = parse_qs(urlsplit(redirect.headers["location"]).query)["state"][0]
+        assert state.startswith("2|")  # signed, not upstream's base64 JSON
+        assert not [c for c in ada.cookies.jar if c.domain.startswith("127.0.0.1")]
+        page = await ada.get(redirect.headers["location"], stop_before=stack.hub_url)
+        page = await ada.follow_auto_submits(page, stop_before=f"{stack.hub_url}/services/kore/")
+        (form,) = ada.forms(page)
+        assert form.action.startswith(f"{stack.hub_url}/services/kore/deeplink/"), page.text[:300]
+        # No hub cookie of any kind (state, nonce, login) was set on the way.
+        assert not [c for c in ada.cookies.jar if c.domain.startswith("127.0.0.1")]
+        assert page.headers["Content-Security-Policy"] == (
+            f"frame-ancestors 'self' {stack.platform_url}"
+        )
+        picker = await ada.post(form.action, form.fields)
+    assert picker.status_code == 200 and "Add Jupyter assignments" in picker.text
+
+
+async def test_a_framed_state_is_refused_for_another_launch_and_when_changed(stack):
+    async with LTIBrowser(headers=FRAMED) as ada:
+        redirect = await framed_selection_up_to_the_lms(stack, ada)
+        location = redirect.headers["location"]
+        query = parse_qs(urlsplit(location).query)
+        # The same login, but the LMS answers with an activity launch: refused.
+        launch = dict((k, v[0]) for k, v in query.items())
+        launch["lti_message_hint"] = "homework"
+        page = await ada.get(
+            f"{stack.platform_url}/auth?{urlencode(launch)}", stop_before=stack.hub_url
+        )
+        resp = await ada.follow_auto_submits(page)
+        assert resp.status_code == 400 and "started for a content selection" in resp.text
+
+        redirect = await framed_selection_up_to_the_lms(stack, ada)
+        query = {k: v[0] for k, v in parse_qs(urlsplit(redirect.headers["location"]).query).items()}
+        *head, sig = query["state"].split("|")
+        query["state"] = "|".join([*head, ("0" if sig[0] != "0" else "1") + sig[1:]])
+        page = await ada.get(f"{stack.platform_url}/auth?{urlencode(query)}", stop_before=stack.hub_url)
+        resp = await ada.follow_auto_submits(page)
+        assert resp.status_code == 400 and "state missing from cookies" in resp.text
