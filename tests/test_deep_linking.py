@@ -3,8 +3,9 @@
 An instructor chooses two nbgrader assignments on Kore's picker from the LMS's "Select
 content"; the LMS gets two activities with their grade columns; a student launches both
 and lands in the same course; the grade sync puts each score in its activity's column.
-Refusals: a student's content selection, someone else's picker, tampered responses,
-forged custom parameters, two items where the LMS accepts one.
+Refusals: a student's content selection, a picker without its ticket or with a changed,
+replayed or expired one, tampered responses, forged custom parameters, two items where
+the LMS accepts one. In a browser, in the LMS's dialog: tests/test_framed_lti.py.
 """
 
 import asyncio
