@@ -23,6 +23,7 @@ headers, before tornado reads or buffers it (an LTI form post is a few KB); and 
 id_token over its own limit is refused before it is decoded.
 """
 
+import secrets
 from http import HTTPStatus
 from pathlib import Path
 
@@ -34,12 +35,7 @@ from ltiauthenticator.lti13.error import (
     TokenError,
     ValidationError,
 )
-from ltiauthenticator.lti13.handlers import (
-    LTI13CallbackHandler,
-    LTI13LoginInitHandler,
-    get_nonce,
-    make_nonce_state,
-)
+from ltiauthenticator.lti13.handlers import LTI13CallbackHandler, LTI13LoginInitHandler
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
 from sqlalchemy.exc import SQLAlchemyError
@@ -184,8 +180,7 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
         if framed:
             # Content selection in the LMS's frame: the state names the nonce and is
             # signed; no cookie (it would be a third-party one).
-            nonce_state = make_nonce_state()
-            nonce = get_nonce(nonce_state)
+            nonce = secrets.token_urlsafe(32)
             state = FramedState(self.settings["cookie_secret"]).create(self, nonce)
         else:
             nonce = self.generate_nonce()
