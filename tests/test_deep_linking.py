@@ -3,8 +3,9 @@
 An instructor chooses two nbgrader assignments on Kore's picker from the LMS's "Select
 content"; the LMS gets two activities with their grade columns; a student launches both
 and lands in the same course; the grade sync puts each score in its activity's column.
-Refusals: a student's content selection, someone else's picker, tampered responses,
-forged custom parameters, two items where the LMS accepts one.
+Refusals: a student's content selection, a picker without its ticket or with a changed,
+replayed or expired one, tampered responses, forged custom parameters, two items where
+the LMS accepts one. In a browser, in the LMS's dialog: tests/test_framed_lti.py.
 """
 
 import asyncio
@@ -79,7 +80,8 @@ async def select_content(browser, stack, sub, *, accept_multiple=True, stop_befo
 async def choose(browser, picker: httpx.Response, items: list[str]) -> httpx.Response:
     """Submit the picker with these items ticked; follow the answer back to the LMS."""
     (form,) = parse_forms(picker)
-    resp = await browser.post(str(picker.url), {"_xsrf": form.fields["_xsrf"], "item": items})
+    fields = {"ticket": form.fields["ticket"], "answer": "1", "item": items}
+    resp = await browser.post(str(picker.url), fields)
     return await browser.follow_auto_submits(resp)
 
 
@@ -159,19 +161,64 @@ async def test_instructor_places_two_assignments_and_grades_reach_their_columns(
     ]
 
 
-async def test_only_its_instructor_opens_a_picker(stack):
+async def continue_page(stack, browser) -> tuple[str, str]:
+    """Ada's content selection up to the hub's page that posts the ticket to Kore:
+    the picker's URL and the ticket."""
+    await browser.launch(stack.platform_url, "2", "homework")
+    page = await select_content(
+        browser, stack, "2", stop_before=f"{stack.hub_url}/services/kore/deeplink/"
+    )
+    assert page.status_code == 200, page.text[:300]
+    (form,) = parse_forms(page)
+    assert form.action.startswith(f"{stack.hub_url}/services/kore/deeplink/"), form.action
+    return form.action, form.fields["ticket"]
+
+
+async def test_the_picker_opens_only_with_its_ticket(stack):
     async with LTIBrowser() as ada:
-        await ada.launch(stack.platform_url, "2", "homework")
-        redirect = await select_content(
-            ada, stack, "2", stop_before=f"{stack.hub_url}/services/kore/deeplink/"
-        )
-    assert redirect.status_code == 302
-    picker_url = f"{stack.hub_url}{redirect.headers['location']}"
+        picker_url, ticket = await continue_page(stack, ada)
+        # Ada herself, logged in to the hub, without the ticket: refused.
+        assert (await ada.get(picker_url)).status_code == 403
+        assert (await ada.post(picker_url, {})).status_code == 403
+    # The ticket is not in the URL, and the registry keeps only its hash.
+    assert ticket not in picker_url
+    assert all(ticket not in (r.id, r.data or "") for r in rows(stack, DeepLinkRequest))
     async with LTIBrowser() as alan:
         assert (await alan.launch(stack.platform_url, "3", "homework")).status_code == 200
-        resp = await alan.get(picker_url)
-    assert resp.status_code == 404 and "started by someone else" in resp.text
-    assert "hw1" not in resp.text
+        for forged in (ticket[:-1] + ("A" if ticket[-1] != "A" else "B"), "x" * 43):
+            resp = await alan.post(picker_url, {"ticket": forged})
+            assert resp.status_code == 404 and "already answered or has expired" in resp.text
+            assert "hw1" not in resp.text
+        # Another request's id with this ticket: refused too.
+        other = picker_url[:-1] + ("0" if picker_url[-1] != "0" else "1")
+        assert (await alan.post(other, {"ticket": ticket})).status_code == 404
+
+
+async def test_a_ticket_answers_once_and_expires(stack):
+    cid = homework(stack)
+    async with LTIBrowser() as ada:
+        picker_url, ticket = await continue_page(stack, ada)
+        picker = await ada.post(picker_url, {"ticket": ticket})
+        assert picker.status_code == 200 and "hw1" in picker.text
+        done = await choose(ada, picker, [f"{cid}/hw1"])
+        assert done.status_code == 200 and len(added_links(done)) == 1
+        before = len(rows(stack, DeepLink))
+        replay = await ada.post(picker_url, {"ticket": ticket, "answer": "1", "item": "new"})
+        assert replay.status_code == 404 and "already answered" in replay.text
+        assert (await ada.post(picker_url, {"ticket": ticket})).status_code == 404
+        assert len(rows(stack, DeepLink)) == before
+
+        picker_url, ticket = await continue_page(stack, ada)
+        reg = registry(stack)
+        try:
+            with reg.session() as session, session.begin():
+                request = session.get(DeepLinkRequest, picker_url.rsplit("/", 1)[1])
+                request.expires_at = request.expires_at.replace(year=2000)
+        finally:
+            reg.close()
+        expired = await ada.post(picker_url, {"ticket": ticket, "answer": "1", "item": "new"})
+        assert expired.status_code == 404 and "has expired" in expired.text
+        assert len(rows(stack, DeepLink)) == before
 
 
 async def test_accept_multiple_false_gets_one_item(stack):
@@ -278,46 +325,3 @@ async def test_forged_link_parameters_attach_nobody(stack):
         assert "placed no such activity" in resp.text, case
         assert (await hub_api(stack, f"/users/u{sub}")).status_code == 404, case
     assert {c.id for c in rows(stack, Course)} == {homework(stack)}
-
-
-# --- the picker in a real browser (clicks only) ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def chromium():
-    playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
-    from test_browser_launch import CHROMIUM, CHROMIUM_ARGS
-
-    assert CHROMIUM, "chromium missing on CI: scripts/test.sh should have installed it"
-    async with playwright.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-async def test_the_picker_in_a_browser(stack, chromium):
-    from test_kore_ui import screenshot
-
-    context = await chromium.new_context(viewport={"width": 1200, "height": 900})
-    page = await context.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        await page.goto(f"{stack.platform_url}/")
-        await page.get_by_role("button", name="Select content for Data Science 101 as Ada Lovelace").click()
-        await page.wait_for_url(f"{stack.hub_url}/services/kore/deeplink/**", timeout=90_000)
-        await page.get_by_role("heading", name="Add Jupyter assignments to Data Science 101").wait_for()
-        await screenshot(page, "kore-deeplink.png")
-        await page.get_by_label("hw1").check()
-        await page.get_by_label("hw2").check()
-        await page.get_by_role("button", name="Add to the LMS course").click()
-        await page.wait_for_url(f"{stack.platform_url}/deeplink/return", timeout=60_000)
-        added = page.locator("ul.added-activities li")
-        assert await added.count() == 2
-        assert [t.split(" (")[0] for t in await added.all_inner_texts()] == ["hw1", "hw2"]
-        # The new activities are on the LMS's launch page, a Launch button each.
-        await page.get_by_role("link", name="Back to the launch page").click()
-        await page.get_by_role("button", name="Launch hw1 as Alan Turing").first.wait_for()
-    finally:
-        await context.close()
-    assert not errors, errors

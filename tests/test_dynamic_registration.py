@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from hubtest import admin_stack, hub_api, wait_for_lab
-from lti_browser import LTIBrowser
+from lti_browser import LTIBrowser, parse_forms
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -278,6 +278,22 @@ async def test_register_by_url_then_a_student_and_an_instructor_launch(stack):
             resp = await browser.launch(stack.platform_url, sub, "homework")
             assert resp.status_code == 200, resp.text
             await wait_for_lab(browser, stack.hub_url, name)
+
+    # The registration gave the LMS the hub's Content Selection URL (as Moodle stores
+    # the LtiDeepLinkingRequest's target_link_uri): "Select content" in the LMS's frame
+    # is recognised at the login initiation and reaches Kore's picker without cookies.
+    framed = {"Sec-Fetch-Dest": "iframe", "Sec-Fetch-Site": "cross-site"}
+    async with LTIBrowser(headers=framed) as browser:
+        page = await browser.get(stack.platform_url + "/")
+        (form,) = [
+            f
+            for f in parse_forms(page)
+            if f.action.endswith("/deeplink") and f.fields.get("user") == "2"
+        ]
+        resp = await browser.submit_form(page, form=form)
+        picker = await browser.follow_auto_submits(resp)
+        assert picker.status_code == 200, picker.text[:300]
+        assert "Add Jupyter assignments" in picker.text
 
     # The same URL a second time: refused, nothing more registered.
     async with LTIBrowser() as browser:

@@ -277,7 +277,8 @@ class Case:
 
     ``access``: public (anyone), user (anyone logged in; answers about themselves),
     staff (instructors and TAs of the course), backup (whoever may use the backup),
-    admin (hub admins). ``path`` is formatted with {course}, {backup}, {run}, {file}.
+    admin (hub admins), ticket (whoever posts the request's single-use ticket: no hub
+    login, cookie or token counts). ``path`` is formatted with {course}, {backup}, {run}, {file}.
     """
 
     path: str
@@ -360,11 +361,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("api/backups/([^/]+)/download", "GET"): Case("api/backups/{backup}/download", "backup"),
     ("api/backups/([^/]+)/contents", "GET"): Case("api/backups/{backup}/contents", "backup"),
     ("api/audit", "GET"): Case("api/audit", "admin"),
-    # Deep Linking's picker: only the hub user whose content selection it answers
-    # (tests/test_deep_linking.py); for everyone else the same 404 as an unknown one.
-    (r"deeplink/([A-Za-z0-9_-]{16,64})", "GET"): Case("deeplink/{request}", "request", page=True),
+    # Deep Linking's picker: only with the content selection's ticket, posted by the
+    # hub's page (tests/test_deep_linking.py, tests/test_framed_lti.py).
+    (r"deeplink/([A-Za-z0-9_-]{16,64})", "GET"): Case("deeplink/{request}", "ticket", page=True),
     (r"deeplink/([A-Za-z0-9_-]{16,64})", "POST"): Case(
-        "deeplink/{request}", "request", body=b"item=new", page=True
+        "deeplink/{request}", "ticket", body=b"item=new", page=True
     ),
     ("admin/lms", "GET"): Case("admin/lms", "admin", page=True),
     ("admin/lms", "POST"): Case("admin/lms", "admin", page=True, body=b"action=new-url"),
@@ -426,6 +427,8 @@ def test_anonymous(kore, school, key, case):
     if case.access == "public":
         assert answer.status != 403 and not is_login_redirect(answer), answer
         assert answer.status < 500
+    elif case.access == "ticket":
+        assert answer.status == 403 and b"opens from your LMS" in answer.body, answer
     elif case.page and key[1] == "GET":
         assert is_login_redirect(answer), answer
     elif case.page:  # a form post to a page: its HTML error page
@@ -566,6 +569,9 @@ def test_cookie_changes_need_the_xsrf_token(kore, school, browser, key, case):
     for headers in ({}, {"X-XSRFToken": "forged"}, {"X-XSRFToken": secrets.token_urlsafe(40)}):
         r = browser.request(key[1], url, content=case.body_for(school), headers=headers)
         assert r.status_code == 403, r.text
+        if case.access == "ticket":  # the ticket is the form's CSRF token; no cookie counts
+            assert "opens from your LMS" in r.text
+            continue
         assert "XSRF" in (r.text if case.page else r.json()["message"])
     assert school.snapshot() == before
 

@@ -489,8 +489,9 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
 
     async def record_deep_linking(
         self, username: str, token: dict, settings: DeepLinkingSettings
-    ) -> str:
-        """Keep an instructor's validated content selection for Kore's picker page."""
+    ) -> tuple[str, str]:
+        """Keep an instructor's validated content selection for Kore's picker page:
+        the request's id and the single-use ticket that opens it."""
         store = DeepLinkStore(self.provisioner.registry)
         try:
             return await self.provisioner.registry.run(

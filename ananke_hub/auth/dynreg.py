@@ -22,8 +22,10 @@ import jinja2
 from jupyterhub.handlers import BaseHandler
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..framing import select_content_url
 from ..lti_spec import (
     AGS_SCOPES,
+    MESSAGE_TYPE_DEEP_LINKING_REQUEST,
     NRPS_SCOPE,
     PLATFORM_CONFIGURATION,
     REGISTERED_MESSAGE_TYPES,
@@ -217,7 +219,15 @@ class DynamicRegistrationHandler(BaseHandler):
                 # Moodle's username is no standard claim (docs/admin/lms.md).
                 "custom_parameters": {"username": "$User.username"},
                 "claims": ["iss", "sub", "name", "given_name", "family_name", "email"],
-                "messages": [{"type": t} for t in REGISTERED_MESSAGE_TYPES],
+                # Content selections get a target of their own: the hub recognises them
+                # at the login initiation and runs them in the LMS's frame without
+                # cookies (framing.py); Moodle stores it as the "Content Selection URL".
+                "messages": [
+                    {"type": t, "target_link_uri": select_content_url(urls["target"])}
+                    if t == MESSAGE_TYPE_DEEP_LINKING_REQUEST
+                    else {"type": t}
+                    for t in REGISTERED_MESSAGE_TYPES
+                ],
             },
         }
 

@@ -9,6 +9,11 @@ They keep ltiauthenticator's routes and cookies and change what is checked:
   platform_keys.py), the deployment id against the registration, and the nonce against the used nonces in the registry database as well
   as the cookie (replay.py).
 
+Both may run in a frame of the LMS's page (``framing.py``): their answers may be framed
+by the registered platforms' origins; a resource link launch in a frame gets a page that
+continues in a new window; a content selection in a frame logs in with a state that
+needs no cookie and goes on to Kore's picker with a single-use ticket.
+
 Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
 that tornado logs as one line; nothing is written for a refused launch.
 
@@ -18,8 +23,11 @@ headers, before tornado reads or buffers it (an LTI form post is a few KB); and 
 id_token over its own limit is refused before it is decoded.
 """
 
+import secrets
 from http import HTTPStatus
+from pathlib import Path
 
+import jinja2
 import jwt
 from ltiauthenticator.lti13.error import (
     InvalidAudienceError,
@@ -41,11 +49,33 @@ from ..courses.deeplink import (
     is_deep_linking_request,
 )
 from ..courses.identity import LaunchError
+from ..framing import (
+    FramedState,
+    enabled_platform_origins,
+    frame_ancestors,
+    is_framed,
+    is_select_content,
+)
 from .platform_keys import PlatformKeysUnavailable, UnknownSigningKey
 
 # Claims an id_token must carry, on top of the LTI claims ltiauthenticator checks
 # (OIDC Core 2, IMS Security Framework 5.1.3).
 REQUIRED_JWT_CLAIMS = ["exp", "iat", "iss", "aud", "nonce", "sub"]
+
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+)
+#: The login initiation's parameters a new window repeats (Security Framework 5.1.1.1).
+INITIATION_FIELDS = (
+    "iss",
+    "login_hint",
+    "target_link_uri",
+    "client_id",
+    "lti_deployment_id",
+    "lti_message_hint",
+)
 
 
 class LaunchRefused(ValidationError):
@@ -61,7 +91,29 @@ class BoundedFormBody:
     ``read_form`` then parses what arrived, as tornado does for other handlers.
     """
 
+    #: Origins that may frame this route's answers (the registered platforms').
+    _frame_origins: list[str] | None = None
+
+    def set_default_headers(self):
+        super().set_default_headers()
+        if self._frame_origins is not None:
+            # Also for error pages: tornado's send_error resets headers through here.
+            self.set_header("Content-Security-Policy", frame_ancestors(self._frame_origins))
+
+    def render_page(self, template: str, **ns) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.finish(_TEMPLATES.get_template(template).render(**ns))
+
     async def prepare(self):
+        try:
+            self._frame_origins = await enabled_platform_origins(
+                self.authenticator.registrations
+            )
+        except SQLAlchemyError:
+            self.log.exception("lti: cannot read the registrations for framing")
+            self._frame_origins = None  # frames refused, as on every other page
+        self.set_default_headers()
         limit = self.authenticator.max_request_body
         self._form_body = bytearray()
         length = self.request.headers.get("Content-Length")
@@ -114,6 +166,25 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
             registration, client_id = await self.authenticator.registration_of_login(args)
         except ValidationError as exc:
             raise HTTPError(400, f"LTI login refused: {exc}") from None
+        framed = is_framed(self.request)
+        if framed and not is_select_content(args.get("target_link_uri", "")):
+            # A lab cannot keep its cookies in the LMS's frame: the same login goes on
+            # in a new top-level window (the LMS's one-time hint is still unused).
+            self.log.info("lti: launch from %s in a frame: offering a new window", args["iss"])
+            self.render_page(
+                "open_in_window.html",
+                action=self.request.path,
+                fields={k: args[k] for k in INITIATION_FIELDS if args.get(k)},
+            )
+            return
+        if framed:
+            # Content selection in the LMS's frame: the state names the nonce and is
+            # signed; no cookie (it would be a third-party one).
+            nonce = secrets.token_urlsafe(32)
+            state = FramedState(self.settings["cookie_secret"]).create(self, nonce)
+        else:
+            nonce = self.generate_nonce()
+            state = self.generate_state()
         # Upstream's authorize_redirect, at the authorization URL of this launch's own
         # registration (IMS Security Framework 5.1.1.2) rather than the one configured.
         query = {
@@ -124,8 +195,8 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
             "client_id": client_id,
             "redirect_uri": self.get_redirect_uri(),
             "login_hint": args["login_hint"],
-            "nonce": self.generate_nonce(),
-            "state": self.generate_state(),
+            "nonce": nonce,
+            "state": state,
         }
         if args.get("lti_message_hint"):
             query["lti_message_hint"] = args["lti_message_hint"]
@@ -138,6 +209,9 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
 class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
     """Authentication response: validate the id_token, log the user in (IMS SF 5.1.3)."""
 
+    #: The nonce a framed login's signed state names (None: a cookie-based login).
+    _framed_nonce: str | None = None
+
     async def post(self):
         self.read_form()
         try:
@@ -149,21 +223,52 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             raise HTTPError(HTTPStatus.FAILED_DEPENDENCY, f"LTI launch failed: {exc}") from None
         except ValidationError as exc:
             raise HTTPError(400, f"LTI launch refused: {exc}") from None
+        if self._framed_nonce is not None and self._deep_linking is None:
+            # Only a content selection is started in a frame (see the login initiation).
+            raise HTTPError(
+                400,
+                "LTI launch refused: this login was started for a content selection, but "
+                "the LMS sent another kind of launch. Open the activity again.",
+            )
         try:
-            user = await self.login_user(id_token)
+            if self._framed_nonce is not None:
+                # No login cookie from a frame's login (its state is no cookie either):
+                # the user exists on the hub, the picker's ticket is the only credential.
+                authenticated = await self.authenticate(id_token)
+                user = await self.auth_to_user(authenticated) if authenticated else None
+            else:
+                user = await self.login_user(id_token)
         except LoginError as exc:
             raise HTTPError(400, f"LTI launch refused: {exc}") from None
         if user is None:
             raise HTTPError(403, "You are not allowed on this hub. Ask its administrators.")
         if self._deep_linking is not None:
             # Content selection: the instructor chooses on Kore's picker page, which
-            # answers the LMS with Kore's signing key (see courses/deeplink.py).
-            request_id = await self.authenticator.record_deep_linking(
+            # answers the LMS with Kore's signing key (see courses/deeplink.py). The
+            # ticket goes in a form body: not in a URL, a log or the history.
+            request_id, ticket = await self.authenticator.record_deep_linking(
                 user.name, id_token, self._deep_linking
             )
-            self.redirect(f"{self.base_url}services/kore/deeplink/{request_id}")
+            self.render_page(
+                "deeplink_continue.html",
+                action=f"{self.base_url}services/kore/deeplink/{request_id}",
+                ticket=ticket,
+            )
             return
         await self.redirect_to_next_url(user)
+
+    def check_state(self):
+        """A framed login's signed state (no cookie), else upstream's cookie check."""
+        state = self.get_argument("state", "")
+        self._framed_nonce = FramedState(self.settings["cookie_secret"]).nonce_of(state)
+        if self._framed_nonce is None:
+            super().check_state()
+
+    def check_nonce(self, id_token: dict) -> None:
+        if self._framed_nonce is None:
+            super().check_nonce(id_token)
+        elif id_token.get("nonce") != self._framed_nonce:
+            raise HTTPError(400, "LTI launch refused: the nonce is not this login's")
 
     async def validate_launch(self) -> dict:
         authenticator = self.authenticator

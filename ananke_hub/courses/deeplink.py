@@ -5,8 +5,13 @@ Kore share about an instructor's content selection and the activities it placed.
    deployment), refuses anyone but an instructor (:func:`check_deep_linking_request`),
    logs the instructor in and records the request (:meth:`DeepLinkStore.record_request`,
    table ``deep_link_requests``); the browser goes on to Kore's picker page.
-2. Kore's picker (``kore/handlers/deeplink.py``) answers the request once
-   (:meth:`DeepLinkStore.take_request`): one ``ltiResourceLink`` per chosen nbgrader
+2. The hub hands the request to Kore's picker (``kore/handlers/deeplink.py``) as a
+   ticket: a random secret posted in a form body, of which the table keeps only the
+   SHA-256 (the row's id). The ticket alone opens the picker, so it works in the LMS's
+   cross-site iframe where no cookie of the hub's is sent (``framing.py``); it is
+   bound to the request's registration, LMS course, settings and instructor, expires,
+   and answers the request once (:meth:`DeepLinkStore.take_request`): one
+   ``ltiResourceLink`` per chosen nbgrader
    assignment, each recorded as a :class:`~.models.DeepLink` whose random id goes into
    the activity as the custom parameter :data:`LINK_PARAMETER`.
 3. A launch of such an activity is a different resource link, so its own hash would
@@ -19,6 +24,8 @@ Blocking calls, like the rest of the registry: async code goes through
 :meth:`CourseRegistry.run`.
 """
 
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -41,8 +48,8 @@ from .registry import CourseRegistry
 
 #: The custom parameter of a placed activity: the id of its ``deep_links`` row.
 LINK_PARAMETER = "ananke_link"
-#: Seconds an instructor has to choose on the picker page.
-REQUEST_LIFETIME = 3600
+#: Seconds an instructor has to choose on the picker page (the ticket's lifetime).
+REQUEST_LIFETIME = 1800
 #: The ``tag`` of a placed activity's line item: with ``resourceId`` nbgrader:<name>
 #: it tells Kore's grade sync which course's assignment the column is for.
 LINK_TAG_PREFIX = "ananke-nbgrader@"
@@ -55,6 +62,15 @@ STUDENT_REFUSAL = (
 
 def link_tag(course_id: str) -> str:
     return LINK_TAG_PREFIX + course_id
+
+
+def ticket_id(ticket: str) -> str:
+    """The id of the request a picker ticket opens: its SHA-256, hex."""
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def ticket_matches(request_id: str, ticket: str) -> bool:
+    return isinstance(ticket, str) and hmac.compare_digest(ticket_id(ticket), request_id)
 
 
 def is_deep_linking_request(token: dict) -> bool:
@@ -126,11 +142,15 @@ class DeepLinkStore:
 
     # --- requests (hub writes, Kore answers once) ---------------------------------------
 
-    def record_request(self, username: str, token: dict, settings: DeepLinkingSettings) -> str:
+    def record_request(
+        self, username: str, token: dict, settings: DeepLinkingSettings
+    ) -> tuple[str, str]:
+        """Keep a validated request; its id and the ticket that opens Kore's picker."""
         aud = token.get("aud")
         client_id = token.get("azp") or (aud[0] if isinstance(aud, list) and aud else aud)
         context = token.get(CONTEXT) if isinstance(token.get(CONTEXT), dict) else {}
-        request_id = secrets.token_urlsafe(24)
+        ticket = secrets.token_urlsafe(32)
+        request_id = ticket_id(ticket)
         now = utcnow()
         with self.registry.session() as session, session.begin():
             # Expired requests are of no use to anyone: drop them as new ones come.
@@ -151,29 +171,31 @@ class DeepLinkStore:
                     expires_at=now + timedelta(seconds=REQUEST_LIFETIME),
                 )
             )
-        return request_id
+        return request_id, ticket
 
-    def open_request(self, request_id: str, username: str) -> DeepLinkRequest | None:
-        """The unused, unexpired request of ``username``; None for anything else."""
+    def open_request(self, request_id: str, ticket: str) -> DeepLinkRequest | None:
+        """The unused, unexpired request this ticket opens; None for anything else."""
+        if not ticket_matches(request_id, ticket):
+            return None
         with self.registry.session() as session:
             found = session.get(DeepLinkRequest, request_id)
         if (
             found is None
-            or found.username != username
             or found.used_at is not None
             or _aware(found.expires_at) < utcnow()
         ):
             return None
         return found
 
-    def take_request(self, request_id: str, username: str) -> bool:
+    def take_request(self, request_id: str, ticket: str) -> bool:
         """Mark the request used; False if it was used (or expired) meanwhile."""
+        if not ticket_matches(request_id, ticket):
+            return False
         with self.registry.session() as session, session.begin():
             done = session.execute(
                 update(DeepLinkRequest)
                 .where(
                     DeepLinkRequest.id == request_id,
-                    DeepLinkRequest.username == username,
                     DeepLinkRequest.used_at.is_(None),
                     DeepLinkRequest.expires_at >= utcnow(),
                 )

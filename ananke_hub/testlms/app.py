@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__, redact
@@ -95,6 +95,9 @@ def make_app(
         # tools registered with them (in memory: a restart forgets them).
         platform_registration_tokens=set(),
         platform_registrations=[],
+        # What a registration changed of the tool's settings (Moodle stores the
+        # LtiDeepLinkingRequest's target_link_uri as the Content Selection URL).
+        platform_tool_overrides={},
         cookie_secret=cookie_secret,
         template_path=str(TEMPLATES),
         xsrf_cookies=True,
@@ -131,6 +134,8 @@ class TestPlatform(Application):
         "tool-login-url": "TestPlatform.tool_login_url",
         "tool-redirect-uri": "TestPlatform.tool_redirect_uri",
         "tool-target-link-uri": "TestPlatform.tool_target_link_uri",
+        "tool-content-selection-url": "TestPlatform.tool_content_selection_url",
+        "launch-container": "TestPlatform.launch_container",
         "tool-jwks-url": "TestPlatform.tool_jwks_url",
         "jwks-delay": "TestPlatform.jwks_delay",
         "load-delay": "TestPlatform.load_delay",
@@ -199,6 +204,23 @@ class TestPlatform(Application):
         "",
         config=True,
         help="Where the resource links point (target_link_uri): the hub's `<hub>/hub/`.",
+    )
+    tool_content_selection_url = Unicode(
+        "",
+        config=True,
+        help="""Where content selections (Deep Linking requests) point: Moodle's "Content
+        Selection URL" of the tool, the hub's `<hub>/hub/?ananke_lti=select-content`.
+        Empty: the resource links' target (as Moodle falls back to the tool URL). A
+        Dynamic Registration sets it from the tool's LtiDeepLinkingRequest message, as
+        Moodle's registration_helper.php does.""",
+    )
+    launch_container = Enum(
+        ["window", "embed"],
+        "window",
+        config=True,
+        help="""How the platform opens a launch: `window` in its own page (Moodle's "New
+        window" launch container), `embed` in an iframe of a course page (Moodle's
+        "Embed", its default for dynamically registered tools).""",
     )
     tool_jwks_url = Unicode(
         "",
@@ -293,7 +315,12 @@ class TestPlatform(Application):
         return proposal.value
 
     @validate(
-        "issuer", "tool_login_url", "tool_redirect_uri", "tool_target_link_uri", "tool_jwks_url"
+        "issuer",
+        "tool_login_url",
+        "tool_redirect_uri",
+        "tool_target_link_uri",
+        "tool_content_selection_url",
+        "tool_jwks_url",
     )
     def _valid_url(self, proposal):
         value = proposal.value
@@ -381,6 +408,8 @@ class TestPlatform(Application):
             client_id=self.client_id,
             deployment_id=self.deployment_id,
             tool_target_link_uri=self.tool_target_link_uri,
+            tool_content_selection_url=self.tool_content_selection_url,
+            launch_container=self.launch_container,
             tool_login_url=self.tool_login_url,
             tool_redirect_uri=self.tool_redirect_uri,
             tool_jwks_url=self.tool_jwks_url,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from ananke_hub.framing import select_content_url
 from ananke_hub.paths import SHIPPED_HUB_CONFIG, StateLayout, shipped_fragments
 
 DEMO_CLIENT_ID = "ananke-demo-client"
@@ -216,8 +217,12 @@ class DemoStack:
         platform_module: str = "ananke_hub.testlms",
         persist_platform: bool = True,
         register_by_url: bool = False,
+        platform_host: str = "127.0.0.1",
     ):
         self.root = Path(root).resolve()
+        #: The host name of the LMS's URLs. "localhost" makes it another site than the
+        #: hub's 127.0.0.1 for browsers (cross-site frames and cookies, as a real LMS).
+        self.platform_host = platform_host
         #: Leave 30_lms.py's registration out: the LMS registers by a pasted URL
         #: (:meth:`new_registration_url`, the LMS's /admin/tools page).
         self.register_by_url = register_by_url
@@ -248,7 +253,7 @@ class DemoStack:
 
     @property
     def platform_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.platform}"
+        return f"http://{self.platform_host}:{self.ports.platform}"
 
     def registration(self) -> dict:
         if self.register_by_url:
@@ -406,6 +411,11 @@ class DemoStack:
                 f"--tool-login-url={hub}/hub/lti13/oauth_login",
                 f"--tool-redirect-uri={hub}/hub/lti13/oauth_callback",
                 f"--tool-target-link-uri={hub}/hub/",
+                *(
+                    []  # a Dynamic Registration sets it, as in Moodle
+                    if self.register_by_url
+                    else [f"--tool-content-selection-url={select_content_url(hub + '/hub/')}"]
+                ),
                 f"--tool-jwks-url={hub}/services/kore/jwks",
                 *(["--persist"] if self.persist_platform else []),
                 *self.platform_args,

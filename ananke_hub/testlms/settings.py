@@ -22,6 +22,11 @@ class PlatformSettings:
     deployment_id: str
     #: Where a resource link points: the hub's page after login.
     tool_target_link_uri: str
+    #: Where content selections point (Moodle's "Content Selection URL"); "" = the
+    #: resource links' target.
+    tool_content_selection_url: str = ""
+    #: "window" or "embed" (an iframe of a course page, Moodle's "Embed").
+    launch_container: str = "window"
     #: The tool's third-party login initiation URL (Security Framework 5.1.1).
     tool_login_url: str = ""
     #: The one redirect URI registered for the tool; /auth accepts only this one.

@@ -1,19 +1,26 @@
 """The Deep Linking picker: ``<prefix>deeplink/<request id>`` (LTI Deep Linking 2.0).
 
 An instructor's content selection from the LMS ("Select content" in Moodle's activity
-settings) arrives at the hub, which validates it, refuses anyone but an instructor,
-logs the instructor in and records the request (``ananke_hub/courses/deeplink.py``),
-then sends the browser here. Identity comes only from the hub: the request belongs to
-the hub user who launched it and is answered once.
+settings) arrives at the hub, which validates it, refuses anyone but an instructor and
+records the request (``ananke_hub/courses/deeplink.py``), then posts the browser here
+with the request's ticket, a single-use secret of which the registry keeps only the
+hash (the request id in the path). The ticket, never a cookie, opens the picker: Moodle
+shows it in an iframe of its own page, where the hub's cookies are third-party cookies
+that browsers withhold (``ananke_hub/framing.py``). It is bound to the request
+(registration, LMS course, settings, instructor), expires and answers once.
 
-GET lists the nbgrader assignments of the courses this LMS course's activities map to
-(same registration, same LMS course, taught by this instructor), and "a new course
-activity". POST answers the LMS: an auto-posting form to ``deep_link_return_url`` with
-an ``LtiDeepLinkingResponse`` JWT signed with Kore's key (section 4.5 of the spec),
-one ``ltiResourceLink`` per choice. A chosen assignment's link carries a ``lineItem``
-(its nbgrader maximum, label, ``resourceId`` ``nbgrader:<name>`` and ``tag``
-``ananke-nbgrader@<course id>``, which the grade sync recognises) and the custom
-parameter ``ananke_link``, the id of the row that ties launches to the course.
+POST with the ticket lists the nbgrader assignments of the courses this LMS course's
+activities map to (same registration, same LMS course, taught by this instructor), and
+"a new course activity"; the picker's own POST (ticket, ``answer``, ``item``) answers the
+LMS: an auto-posting form to ``deep_link_return_url`` with an ``LtiDeepLinkingResponse``
+JWT signed with Kore's key (section 4.5 of the spec), one ``ltiResourceLink`` per choice.
+A chosen assignment's link carries a ``lineItem`` (its nbgrader maximum, label,
+``resourceId`` ``nbgrader:<name>`` and ``tag`` ``ananke-nbgrader@<course id>``, which the
+grade sync recognises) and the custom parameter ``ananke_link``, the id of the row that
+ties launches to the course.
+
+These pages may be framed by the request's own platform (its issuer's and return URL's
+origins); every other Kore page refuses frames.
 """
 
 import asyncio
@@ -25,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 
 from ananke_hub.courses.deeplink import LINK_PARAMETER, DeepLinkStore, link_tag
+from ananke_hub.framing import frame_ancestors, origin_of
 from ananke_hub.keys import KeyFileError
 from ananke_hub.lti_spec import (
     DEPLOYMENT_ID,
@@ -40,7 +48,7 @@ from ananke_hub.lti_spec import (
 
 from ..sync.gradebook import GradebookUnreadable, read_gradebook
 from ..sync.grades import RESOURCE_PREFIX
-from .base import PageHandler
+from .base import KoreRequestHandler
 
 #: The choice of a plain new activity: its first launch makes a course of its own.
 NEW_ACTIVITY = "new"
@@ -48,12 +56,30 @@ NEW_ACTIVITY = "new"
 RESPONSE_LIFETIME = 300
 
 GONE = (
-    "This content selection was already answered, has expired, or was started by "
-    "someone else. Start again from your LMS (Select content in the activity's settings)."
+    "This content selection was already answered or has expired. Start again from your "
+    "LMS (Select content in the activity's settings)."
+)
+FROM_THE_LMS = (
+    "This page opens from your LMS: choose Select content in a Jupyter activity's "
+    "settings there."
 )
 
 
-class DeepLinkHandler(PageHandler):
+class DeepLinkHandler(KoreRequestHandler):
+    """No hub login: the ticket is the credential (and the form's CSRF token)."""
+
+    #: Origins allowed to frame this response, once the request is known.
+    _frame_origins: tuple[str, ...] = ()
+
+    def set_default_headers(self):
+        super().set_default_headers()
+        self.set_header("Cache-Control", "no-store")
+        # The ticket is in forms only; no Referer carries the page's URL elsewhere.
+        self.set_header("Referrer-Policy", "no-referrer")
+        if self._frame_origins:
+            self.clear_header("X-Frame-Options")
+            self.set_header("Content-Security-Policy", frame_ancestors(self._frame_origins))
+
     @property
     def store(self) -> DeepLinkStore:
         return DeepLinkStore(self.settings["course_registry"])
@@ -67,10 +93,17 @@ class DeepLinkHandler(PageHandler):
                 503, "The course registry cannot be read right now. Try again in a minute."
             ) from exc
 
-    async def open_request(self, request_id: str):
-        request = await self._run(self.store.open_request, request_id, self.hub_user["name"])
+    async def open_request(self, request_id: str, ticket: str):
+        if not ticket:
+            raise web.HTTPError(403, FROM_THE_LMS)
+        request = await self._run(self.store.open_request, request_id, ticket)
         if request is None:
             raise web.HTTPError(404, GONE)
+        # The LMS that asked may show the picker in its frame; nobody else may.
+        self._frame_origins = tuple(
+            o for o in {origin_of(request.issuer), origin_of(request.return_url)} if o
+        )
+        self.set_default_headers()
         return request
 
     async def choices(self, request) -> list[dict]:
@@ -88,32 +121,24 @@ class DeepLinkHandler(PageHandler):
             found.append({"course": course, "assignments": assignments, "problem": problem})
         return found
 
-    @web.authenticated
-    async def get(self, request_id):
-        request = await self.open_request(request_id)
-        courses = await self.choices(request)
-        xsrf = self.xsrf_token
-        self.set_header("Cache-Control", "no-store")
-        self.render(
-            "deeplink.html",
-            selection=request,
-            courses=courses,
-            new_activity=NEW_ACTIVITY,
-            multiple=request.accept_multiple,
-            xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf,
-        )
+    def get(self, request_id):
+        # The ticket travels in form bodies only (not in URLs, logs or history).
+        raise web.HTTPError(403, FROM_THE_LMS)
 
     async def post(self, request_id):
-        if not self.current_user:
-            # @web.authenticated answers a bare 403 to a form post: say why.
-            if self.get_cookie(self.hub_auth.cookie_name):
-                raise web.HTTPError(
-                    403,
-                    "Kore did not accept its login cookie for this form: it needs the XSRF "
-                    "token of the page and a current login. Reload the page and choose again.",
-                )
-            raise web.HTTPError(403, "Not logged in: start again from your LMS.")
-        request = await self.open_request(request_id)
+        ticket = self.get_body_argument("ticket", "")
+        request = await self.open_request(request_id, ticket)
+        if self.get_body_argument("answer", "") != "1":
+            courses = await self.choices(request)
+            self.render(
+                "deeplink.html",
+                selection=request,
+                courses=courses,
+                new_activity=NEW_ACTIVITY,
+                multiple=request.accept_multiple,
+                ticket=ticket,
+            )
+            return
         picked = self.get_body_arguments("item")
         if not picked:
             raise web.HTTPError(400, "Choose at least one assignment, then add it.")
@@ -135,7 +160,7 @@ class DeepLinkHandler(PageHandler):
                     400, "One of the chosen assignments is not offered here any more: reload."
                 )
             chosen.append(item)
-        if not await self._run(self.store.take_request, request.id, self.hub_user["name"]):
+        if not await self._run(self.store.take_request, request.id, ticket):
             raise web.HTTPError(404, GONE)
         linked = [offered[i] for i in chosen if i != NEW_ACTIVITY]
         link_ids = iter(
@@ -165,11 +190,10 @@ class DeepLinkHandler(PageHandler):
         token = await self.response_jwt(request, items)
         self.log.info(
             "user:%s deep linking: %d item(s) returned to the LMS (%s)",
-            self.hub_user["name"],
+            request.username,
             len(items),
             ", ".join(i["title"] for i in items),
         )
-        self.set_header("Cache-Control", "no-store")
         self.render("deeplink_return.html", action=request.return_url, jwt=token, items=items)
 
     async def response_jwt(self, request, items: list[dict]) -> str:

@@ -37,6 +37,16 @@ class PlatformHandler(web.RequestHandler):
     def keys(self) -> KeyStore:
         return self.settings["platform_keys"]
 
+    @property
+    def content_selection_url(self) -> str:
+        """The target_link_uri of content selections (Moodle: the tool's Content
+        Selection URL, else its tool URL)."""
+        return (
+            self.settings["platform_tool_overrides"].get("content_selection_url")
+            or self.platform.tool_content_selection_url
+            or self.platform.tool_target_link_uri
+        )
+
     def session_user(self) -> User | None:
         sub = self.get_signed_cookie(SESSION_COOKIE)
         return find_user(sub.decode()) if sub else None

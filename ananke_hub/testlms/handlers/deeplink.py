@@ -37,7 +37,7 @@ class DeepLinkStartHandler(PlatformHandler):
             {
                 "iss": self.platform.issuer,
                 "login_hint": user.sub,
-                "target_link_uri": self.platform.tool_target_link_uri,
+                "target_link_uri": self.content_selection_url,
                 "client_id": self.platform.client_id,
                 "lti_deployment_id": self.platform.deployment_id,
                 "lti_message_hint": C.DEEP_LINK_HINT + data,

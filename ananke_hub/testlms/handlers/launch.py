@@ -38,19 +38,22 @@ class LaunchHandler(PlatformHandler):
         self.log.info(
             "launch: user:%s link:%s -> %s", user.sub, link.id, self.platform.tool_login_url
         )
-        self.render_autopost(
-            self.platform.tool_login_url,
-            {
-                "iss": self.platform.issuer,
-                # Opaque to the tool; /auth gets both hints back unchanged.
-                "login_hint": user.sub,
-                "target_link_uri": self.platform.tool_target_link_uri,
-                "client_id": self.platform.client_id,
-                "lti_deployment_id": self.platform.deployment_id,
-                "lti_message_hint": link.id,
-            },
-            title=f"Opening {link.title}",
-        )
+        fields = {
+            "iss": self.platform.issuer,
+            # Opaque to the tool; /auth gets both hints back unchanged.
+            "login_hint": user.sub,
+            "target_link_uri": self.platform.tool_target_link_uri,
+            "client_id": self.platform.client_id,
+            "lti_deployment_id": self.platform.deployment_id,
+            "lti_message_hint": link.id,
+        }
+        if self.platform.launch_container == "embed":
+            self.set_header("Cache-Control", "no-store")
+            self.render(
+                "embedded.html", action=self.platform.tool_login_url, fields=fields, title=link.title
+            )
+            return
+        self.render_autopost(self.platform.tool_login_url, fields, title=f"Opening {link.title}")
 
 
 ROUTES = [

@@ -112,6 +112,12 @@ class RegisterHandler(PlatformHandler):
         if problem:
             return self.refuse(400, "invalid_client_metadata", problem)
         tokens.discard(token)  # single use
+        for message in tool[TOOL_CONFIGURATION].get("messages") or []:
+            if isinstance(message, dict) and message.get("type") == C.MESSAGE_TYPE_DEEP_LINKING:
+                # registration_helper.php: lti_toolurl_ContentItemSelectionRequest.
+                self.settings["platform_tool_overrides"]["content_selection_url"] = str(
+                    message.get("target_link_uri") or ""
+                )
         self.settings["platform_registrations"].append(
             {"client_name": tool.get("client_name", ""), "scope": tool.get("scope", "")}
         )
