@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ananke_hub.fsutil import Owner
-from kore.manage import archive, files
+from ananke_hub import fsutil as files
+from ananke_hub.fsutil import CopyReport, Owner, UnsafePath
+from kore.manage import archive
 from kore.manage.archive import ArchiveTooLarge, BadArchive, NotInArchive
-from kore.manage.files import CopyReport, UnsafePath
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to give files to other uids")
