@@ -7,8 +7,8 @@ An archive holds, in this order:
    listing backups does not decompress them;
 2. trees under an arcname prefix each (``course/...`` for the grader's home,
    ``exchange/...`` for the course's exchange directory): directories and regular
-   files only, read through ``O_NOFOLLOW`` descriptors (:mod:`.files`), so a link
-   planted in a home is left out (and reported), never followed;
+   files only, read through ``O_NOFOLLOW`` descriptors (:mod:`ananke_hub.fsutil`), so a
+   link planted in a home is left out (and reported), never followed;
 3. files given as bytes (``course/gradebook.db`` from SQLite's online backup: a
    consistent copy, which replaces the live file of the tree, and whose
    ``-journal``/``-wal``/``-shm`` companions are left out so that no stale journal is

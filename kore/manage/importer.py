@@ -217,12 +217,11 @@ class Importer(ManageService):
             audited(exc)
             raise
         except fsutil.UnsafePath as exc:
+            # A link, a special file or a path leading elsewhere, in the source or the target.
             await self.record(actor, "course.import", target_id, target, "refused", str(exc))
-            raise audited(
-                InvalidRequest(f"{exc} Nothing was imported into a path that leads elsewhere.")
-            ) from None
+            raise audited(InvalidRequest(f"{exc} Nothing was imported.")) from None
         except Exception as exc:
-            if _is_unsafe(exc):
+            if isinstance(exc, archive.BadArchive):
                 await self.record(actor, "course.import", target_id, target, "refused", str(exc))
                 raise audited(
                     InvalidRequest(f"The source cannot be imported safely: {exc}")
@@ -238,7 +237,3 @@ class Importer(ManageService):
             )
             raise
 
-
-def _is_unsafe(exc: Exception) -> bool:
-    """The file helpers' refusals (a link, a special file, a bad archive member)."""
-    return isinstance(exc, fsutil.UnsafePath | archive.BadArchive)
