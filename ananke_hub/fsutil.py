@@ -190,7 +190,7 @@ def open_dir_at(dir_fd: int, name: str, shown: str, *, trust_links: bool = False
     raise _refuse_link(shown)
 
 
-def _descend(
+def descend(
     fd: int,
     parts: tuple[str, ...],
     shown: Callable[[int], str],
@@ -198,13 +198,15 @@ def _descend(
     trust_links: int = 0,
     create_mode: int | None = None,
     owner: "Owner | None" = None,
+    on_made: Callable[[int], None] | None = None,
 ) -> int:
     """A new descriptor of ``fd/parts...``, walked one component at a time.
 
     Links are trusted (see :func:`_link_is_trusted`) in the first ``trust_links``
     components only. With ``create_mode``, missing directories are made with ``owner``
-    and that mode (umask does not apply); existing ones are left as they are.
-    ``shown(i)`` is the path to name in errors for component ``i``.
+    and that mode (umask does not apply), and ``on_made(i)`` is told of each; existing
+    ones are left as they are. ``shown(i)`` is the path to name in errors for component
+    ``i``.
     """
     fd = os.dup(fd)
     try:
@@ -221,6 +223,8 @@ def _descend(
                     next_fd = open_dir_at(fd, name, shown(i), trust_links=trust)
                 else:
                     fsync_quietly(fd)
+                    if on_made is not None:
+                        on_made(i)
             os.close(fd)
             fd = next_fd
         return fd
@@ -239,7 +243,7 @@ def _open_parent(path: str | os.PathLike) -> tuple[int, str, str]:
     if not parts:
         raise UnsafePath("Refusing to work on / itself")
     with opened(_open_root()) as root_fd:
-        fd = _descend(root_fd, parts[:-1], lambda i: _shown(parts[: i + 1]), trust_links=len(parts))
+        fd = descend(root_fd, parts[:-1], lambda i: _shown(parts[: i + 1]), trust_links=len(parts))
     return fd, parts[-1], _shown(parts)
 
 
@@ -361,7 +365,7 @@ def ensure_dir(path: str | os.PathLike, *, owner: Owner | None = None, mode: int
     """
     parts = _components(path)
     with opened(_open_root()) as root_fd:
-        return _descend(
+        return descend(
             root_fd,
             parts,
             lambda i: _shown(parts[: i + 1]),
@@ -396,7 +400,7 @@ def _walk(
     """A new descriptor of ``base/parts...`` (no link followed); missing directories
     created if ``create_mode`` is set, with ``owner`` and that mode."""
     try:
-        return _descend(
+        return descend(
             base_fd,
             parts,
             lambda i: os.path.join(where, *parts[: i + 1]),
@@ -981,19 +985,12 @@ def copy_file(src: Path, dest: Path, *, owner: Owner | None = None) -> int:
         )
 
 
-def write_new_file(
-    parent_fd: int,
-    name: str,
-    fill: Callable[[int], int],
-    *,
-    mode: int,
-    owner: Owner | None,
-    times_ns: tuple[int, int] | None = None,
-) -> int:
-    """Make file ``name`` in ``parent_fd`` complete or not at all (temp, fsync, rename)."""
+def write_new_file(parent_fd: int, name: str, fill: Callable[[int], int], **attrs) -> int:
+    """Make file ``name`` in ``parent_fd`` complete or not at all (temp, fsync, rename);
+    ``attrs`` are :func:`write_file_at`'s (``mode``, ``owner``, ``times_ns``)."""
     temp = temp_name(name)
     try:
-        size = write_file_at(parent_fd, temp, fill, mode=mode, owner=owner, times_ns=times_ns)
+        size = write_file_at(parent_fd, temp, fill, **attrs)
         rename_noreplace(parent_fd, temp, parent_fd, name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -545,7 +545,10 @@ def test_tree_size_counts_what_a_copy_would_hold(course, outside):
     expected = [p for p in course.rglob("*") if p.is_file() and not p.is_symlink()]
     expected = [p for p in expected if p.name != "hardlink"]
     assert fsutil.tree_size(course) == (len(expected), sum(p.stat().st_size for p in expected))
-    assert fsutil.tree_size(course / "gradebook.db") == (1, (course / "gradebook.db").stat().st_size)
+    assert fsutil.tree_size(course / "gradebook.db") == (
+        1,
+        (course / "gradebook.db").stat().st_size,
+    )
     with pytest.raises(UnsafePath):
         fsutil.tree_size(course / "passwd")
 
@@ -697,14 +700,21 @@ def test_the_exchange_copies_files_and_directories_only(course, outside, tmp_pat
     assert seen[0] == str(course) and str(course / "source" / "hw1") in seen
     assert sorted(log.warnings) == sorted(
         f"Skipping {course / rel}: links and special files are not copied"
-        for rel in ("passwd", "source/etc", "source/hw1/answers", "source/hw1/pipe",
-                    "source/hw1/relative")
+        for rel in (
+            "passwd",
+            "source/etc",
+            "source/hw1/answers",
+            "source/hw1/pipe",
+            "source/hw1/relative",
+        )
     )
     # Private until the plugin sets the final modes.
     modes = {stat.S_IMODE(p.lstat().st_mode) for p in dest.rglob("*")}
     assert modes == {0o700, 0o600}
     assert snapshot(outside) == {
-        "secret": None, "secret/solution.ipynb": b"the answers", "sentinel": b"untouched"
+        "secret": None,
+        "secret/solution.ipynb": b"the answers",
+        "sentinel": b"untouched",
     }
 
 

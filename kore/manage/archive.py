@@ -466,20 +466,14 @@ def _read_member(archive: Path, tar: tarfile.TarFile, info: tarfile.TarInfo, fd:
 
 def _open_or_make(top_fd: int, parts: tuple[str, ...], owner: Owner | None, made: set) -> int:
     """A descriptor of ``top/parts...`` (inside the private temporary tree), made if missing."""
-    fd = os.dup(top_fd)
-    try:
-        for i, name in enumerate(parts):
-            try:
-                next_fd = fsutil.open_dir_at(fd, name, name)
-            except FileNotFoundError:
-                next_fd = fsutil.make_dir_at(fd, name, owner, 0o700)
-                made.add(parts[: i + 1])
-            os.close(fd)
-            fd = next_fd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+    return fsutil.descend(
+        top_fd,
+        parts,
+        lambda i: "/".join(parts[: i + 1]),
+        create_mode=0o700,
+        owner=owner,
+        on_made=lambda i: made.add(parts[: i + 1]),
+    )
 
 
 def extract_tree(
