@@ -414,6 +414,33 @@ def _walk(
         ) from None
 
 
+@contextlib.contextmanager
+def _in_home(
+    home: str | os.PathLike, relpath: str | os.PathLike, *, make_parents: bool = False
+) -> Iterator[tuple[int | None, str, Owner]]:
+    """(descriptor of the directory holding ``home/relpath``, the last name, the home's
+    current owner); the descriptor is None if that directory is missing, unless
+    ``make_parents`` (then missing ones are made 0755 with the home's owner)."""
+    parts = split_relpath(relpath)
+    with opened(_open_base(home)) as home_fd:
+        owner = Owner.of(os.fstat(home_fd))
+        try:
+            dir_fd = _walk(
+                home_fd,
+                parts[:-1],
+                os.fspath(home),
+                create_mode=0o755 if make_parents else None,
+                owner=owner,
+            )
+        except FileNotFoundError:
+            dir_fd = None
+        if dir_fd is None:
+            yield None, parts[-1], owner
+            return
+        with opened(dir_fd):
+            yield dir_fd, parts[-1], owner
+
+
 def home_owner(home: str | os.PathLike) -> Owner:
     """The home's current uid and gid (the home itself must not be a link)."""
     with opened(_open_base(home)) as fd:
@@ -467,13 +494,8 @@ def write_file_in_home(
     created once, complete (a hard link of the finished temporary file, which fails if
     the name exists). A link at the final name is replaced, never followed.
     """
-    parts = split_relpath(relpath)
-    with opened(_open_base(home)) as home_fd:
-        owner = Owner.of(os.fstat(home_fd))
-        where = os.fspath(home)
-        dir_fd = _walk(home_fd, parts[:-1], where, create_mode=0o755, owner=owner)
-        with opened(dir_fd):
-            _write_at(dir_fd, parts[-1], data, mode, owner, replace)
+    with _in_home(home, relpath, make_parents=True) as (dir_fd, name, owner):
+        _write_at(dir_fd, name, data, mode, owner, replace)
 
 
 def _write_data(fd: int, data: bytes) -> int:
@@ -506,48 +528,38 @@ def read_file_in_home(
 
     Links and special files (a FIFO would block the reader) are refused.
     """
-    parts = split_relpath(relpath)
-    with opened(_open_base(home)) as home_fd:
+    with _in_home(home, relpath) as (dir_fd, name, _):
+        if dir_fd is None:
+            return None
         try:
-            dir_fd = _walk(home_fd, parts[:-1], os.fspath(home))
+            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
-        with opened(dir_fd):
-            try:
-                fd = os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise UnsafePath(
-                        f"Refusing to read {home}/{relpath}: it is a symbolic link"
-                    ) from None
-                raise
-            with opened(fd):
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise UnsafePath(f"Refusing to read {home}/{relpath}: not a regular file")
-                chunks, size = [], 0
-                while size <= max_bytes:
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
-                if size > max_bytes:
-                    raise ValueError(f"{home}/{relpath} is larger than {max_bytes} bytes")
-                return b"".join(chunks)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePath(
+                    f"Refusing to read {home}/{relpath}: it is a symbolic link"
+                ) from None
+            raise
+        with opened(fd):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafePath(f"Refusing to read {home}/{relpath}: not a regular file")
+            chunks, size = [], 0
+            while size <= max_bytes:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > max_bytes:
+                raise ValueError(f"{home}/{relpath} is larger than {max_bytes} bytes")
+            return b"".join(chunks)
 
 
 def exists_in_home(home: str | os.PathLike, relpath: str | os.PathLike) -> bool:
     """Whether ``home/relpath`` exists (as anything, a link included), without following links."""
-    parts = split_relpath(relpath)
-    with opened(_open_base(home)) as home_fd:
-        try:
-            dir_fd = _walk(home_fd, parts[:-1], os.fspath(home))
-        except FileNotFoundError:
-            return False
-        with opened(dir_fd):
-            return _exists_at(dir_fd, parts[-1])
+    with _in_home(home, relpath) as (dir_fd, name, _):
+        return dir_fd is not None and _exists_at(dir_fd, name)
 
 
 def chown_like_home(home: str | os.PathLike, relpath: str | os.PathLike) -> None:
