@@ -505,16 +505,49 @@ def _write_data(fd: int, data: bytes) -> int:
     return len(data)
 
 
-def _write_at(dir_fd: int, name: str, data: bytes, mode: int, owner: Owner, replace: bool) -> None:
+def write_file(
+    path: str | os.PathLike, data: bytes, mode: int = 0o600, *, replace: bool = True
+) -> None:
+    """Write ``data`` to the file ``path`` atomically, as this process's user (secrets,
+    keys, state files of the hub and Kore).
+
+    As :func:`write_file_in_home` does in a home: the directory is reached without
+    following a link that root did not make (it must exist); the file is complete when
+    it appears; ``replace=False`` creates it once (FileExistsError if the name exists,
+    a link there included).
+    """
+    with parent_dir(os.path.abspath(path)) as (dir_fd, name, _):
+        _write_at(dir_fd, name, data, mode, None, replace)
+
+
+# errno values of link(2) meaning "this file system has no hard links".
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def _write_at(
+    dir_fd: int, name: str, data: bytes, mode: int, owner: Owner | None, replace: bool
+) -> None:
     tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
+
+    def fill(fd: int) -> int:
+        return _write_data(fd, data)
+
     try:
         # Owner and mode before content: the file is never readable by the wrong people.
-        write_file_at(dir_fd, tmp, lambda fd: _write_data(fd, data), mode=mode, owner=owner)
+        write_file_at(dir_fd, tmp, fill, mode=mode, owner=owner)
         if replace:
             # rename(2) replaces the directory entry; a link there is replaced, not followed.
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
-            os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            # link(2), unlike rename, fails if the name exists: nothing is ever replaced.
+            try:
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                # No hard links on this file system: O_EXCL on the final name (created
+                # once still holds; a reader may briefly see a partial file).
+                write_file_at(dir_fd, name, fill, mode=mode, owner=owner)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)

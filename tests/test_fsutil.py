@@ -736,3 +736,43 @@ def test_set_tree_modes_sets_every_directory_and_file(course, tmp_path):
     fsutil.set_tree_modes(course, 0o750, 0o640)
     for path in [course, *course.rglob("*")]:
         assert stat.S_IMODE(path.lstat().st_mode) == (0o750 if path.is_dir() else 0o640)
+
+
+# -- files of the hub's and Kore's own (secrets, keys) -------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["home", "state"])
+def test_created_once_without_hard_links_on_the_file_system(homes, tmp_path, monkeypatch, where):
+    """Some file systems refuse link(2) (EPERM): a file made once is then created with
+    O_EXCL under its name, and still never replaces one that exists."""
+    from ananke_hub.persist import write_new_private_file
+
+    home, _, _ = homes
+
+    def no_hard_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    if where == "home":
+        path = home / "db"
+        write = lambda data: fsutil.write_file_in_home(home, "db", data, 0o600, replace=False)  # noqa: E731
+    else:
+        path = tmp_path / "secret"
+        write = lambda data: write_new_private_file(path, data)  # noqa: E731
+    write(b"first")
+    with pytest.raises(FileExistsError):
+        write(b"second")
+    assert path.read_bytes() == b"first" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
+
+
+@needs_root
+def test_a_secret_is_not_written_through_a_link_another_user_planted(tmp_path):
+    from ananke_hub.persist import write_new_private_file
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = planted_link(tmp_path, elsewhere)
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        write_new_private_file(link / "cookie_secret", b"s3cret")
+    assert list(elsewhere.iterdir()) == []
