@@ -457,6 +457,9 @@ def ensure_home(home: str | os.PathLike, mode: int = 0o700) -> Owner:
     home = Path(home)
     if not home.is_absolute():
         raise ValueError(f"{home} must be an absolute path")
+    # The parent 0700 (``/var/lib/private``); directories above it, if missing, 0755 as
+    # mkdir(1) would make them: labs of other users may have to traverse them.
+    os.close(ensure_dir(home.parent.parent, mode=0o755))
     with opened(ensure_dir(home.parent, mode=0o700)) as parent_fd:
         try:
             fd = make_dir_at(parent_fd, home.name, None, mode)

@@ -172,6 +172,19 @@ def test_ensure_home_creates_a_private_home_once(tmp_path):
     assert stat.S_IMODE(home.stat().st_mode) == 0o755  # an existing home is left alone
 
 
+
+def test_ensure_home_makes_missing_parents_traversable_and_the_last_private(tmp_path):
+    """As ``mkdir -p`` and systemd: ``state/homes`` (state 0755, others' labs traverse
+    it to the exchange) and ``homes`` 0700, like ``/var/lib/private``."""
+    home = tmp_path / "state" / "homes" / "u1"
+    old = os.umask(0o022)
+    try:
+        fsutil.ensure_home(home)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o755
+    assert stat.S_IMODE(home.parent.stat().st_mode) == 0o700
+
 # -- ownership (root) ----------------------------------------------------------------------------
 
 
