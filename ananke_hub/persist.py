@@ -1,8 +1,8 @@
 """Create-once files for secrets.
 
-A secret is written to a new file opened with ``O_EXCL`` and mode 0600, so it is
-private before it has content and an existing one is never overwritten. Readers
-get the same value on every start: nothing is regenerated at boot.
+A secret is written to a new file of mode 0600 (:func:`ananke_hub.fsutil.write_file`),
+so it is private before it has content and an existing one is never overwritten.
+Readers get the same value on every start: nothing is regenerated at boot.
 """
 
 import os
