@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__, redact
+from . import __version__, fsutil, redact
 from .container.commands import add_container_commands, add_host_commands
 from .paths import StateLayout, config_dir, shipped_fragments
 
@@ -42,12 +42,9 @@ def _cmd_init_config(args) -> int:
     for source in shipped_fragments():
         dest = target / source.name
         try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fsutil.write_file(dest, source.read_bytes(), 0o600, replace=False)
         except FileExistsError:
             continue  # never overwrite an admin's edits
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(source.read_bytes())
         copied.append(dest.name)
     print(f"{target}: added {', '.join(copied) if copied else 'nothing (all present)'}")
     return 0

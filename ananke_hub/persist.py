@@ -1,14 +1,15 @@
 """Create-once files for secrets.
 
-A secret is written to a new file opened with ``O_EXCL`` and mode 0600, so it is
-private before it has content and an existing one is never overwritten. Readers
-get the same value on every start: nothing is regenerated at boot.
+A secret is written to a new file of mode 0600 (:func:`ananke_hub.fsutil.write_file`),
+so it is private before it has content and an existing one is never overwritten.
+Readers get the same value on every start: nothing is regenerated at boot.
 """
 
-import errno
 import os
 import secrets
 from pathlib import Path
+
+from . import fsutil
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -78,58 +79,7 @@ def write_new_private_file(path: Path, data: bytes) -> None:
     :func:`read_or_create_secret`, or Kore reading a key while ``ananke keys rotate``
     writes it).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                fd = -1
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            if fd != -1:
-                os.close(fd)
-        try:
-            os.link(tmp, path, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise
-            # File systems without hard links: fall back to O_EXCL on the final name
-            # (create-once still holds; a reader may briefly see a partial file).
-            _write_exclusive(path, data)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-# errno values meaning "this file system has no hard links".
-_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP}
-
-
-def _write_exclusive(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a new directory entry durable (a key must survive a power cut after creation)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsutil.write_file(path, data, 0o600, replace=False)
 
 
 def read_or_create_secret(path: Path, nbytes: int = 32) -> str:

@@ -60,6 +60,47 @@ def test_cli_imports_no_kore_internals():
     assert all(line.startswith("from kore.cli import") for line in kore_imports), kore_imports
 
 
+def loaded_after(statement: str) -> list[str]:
+    """The modules a fresh interpreter holds after ``statement`` that it did not before."""
+    code = (
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
+        f"{statement}\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_fsutil_imports_the_standard_library_only():
+    """The hub, Kore and the labs all import it: it drags nothing of theirs in."""
+    loaded = loaded_after("import ananke_hub.fsutil")
+    foreign = [
+        name
+        for name in loaded
+        if name.split(".")[0] not in sys.stdlib_module_names
+        and name not in ("ananke_hub", "ananke_hub.fsutil")
+    ]
+    assert foreign == []
+
+
+def test_the_exchange_plugins_import_no_hub_module_but_fsutil():
+    """nbgrader's processes import the exchange plugins: they copy files through fsutil
+    and take nothing else of the hub."""
+    loaded = loaded_after("import ananke_hub.lab.exchange")
+    hub = [
+        name
+        for name in loaded
+        if name.split(".")[0] in ("ananke_hub", "kore")
+        and not name.startswith("ananke_hub.lab")
+        and name not in ("ananke_hub", "ananke_hub.fsutil")
+    ]
+    assert "ananke_hub.fsutil" in loaded
+    assert hub == []
+
+
 PACKAGE_ROOTS = [
     "ananke_hub",
     "ananke_hub/auth",

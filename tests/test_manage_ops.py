@@ -25,6 +25,7 @@ from nbgrader_users import ASSIGNMENT, COURSE_ID, IS_ROOT, Classroom, finish
 from sqlalchemy import create_engine, select
 from sqlalchemy import text as sql
 
+from ananke_hub import fsutil as files
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import CourseLayout, grader_username
@@ -33,7 +34,7 @@ from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
 from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 from ananke_hub.courses.schema import SchemaOutOfDate, upgrade
 from ananke_hub.courses.settings import CourseSettings
-from kore.manage import files, gradebook
+from kore.manage import gradebook
 from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from kore.manage.hubapi import HubAdmin
 from kore.manage.names import InvalidName, check_assignment_id, check_backup_id, new_backup_id

@@ -444,3 +444,19 @@ def test_grader_accounts_keep_all_students(monkeypatch):
     assert "student_id" not in config.CourseDirectory
     assert config.Exchange.root == "/opt/nbgrader_exchange"
     assert exchange.lab_student_id({"JUPYTERHUB_USER": "grader-x"}) == "grader-x"  # not a course
+
+
+@needs_root
+def test_the_exchange_root_is_not_made_through_a_link_another_user_planted(tmp_path):
+    """The hub (root) creates the exchange root at start: a link in its path that a user
+    made (here in a world-writable directory) is refused, nothing is made where it points."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (shared / "ananke").symlink_to(elsewhere)
+    os.lchown(shared / "ananke", 62011, 62011)
+    with pytest.raises(OSError, match="symbolic link"):
+        nbgrader_setup.ensure_exchange_root(shared / "ananke" / "exchange")
+    assert list(elsewhere.iterdir()) == []

@@ -194,14 +194,9 @@ def _ensure_gradebook(paths: CoursePaths) -> None:
 
 def ensure_exchange_root(root: Path) -> None:
     """The exchange root: a directory of the hub's, 0755 (see ananke_hub/lab/exchange.py)."""
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.mkdir(root, EXCHANGE_ROOT_MODE)
-    except FileExistsError:
-        pass
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
+    # Made if missing (parents too, 0755); a link in the way that root did not make is
+    # refused, the root itself is never a link.
+    with fsutil.opened(fsutil.ensure_dir(os.path.abspath(root), mode=EXCHANGE_ROOT_MODE)) as fd:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid():
             if os.geteuid() != 0:
@@ -215,8 +210,6 @@ def ensure_exchange_root(root: Path) -> None:
                 root,
                 EXCHANGE_ROOT_MODE,
             )
-    finally:
-        os.close(fd)
 
 
 def sync_exchange_owner(paths: CoursePaths) -> None:

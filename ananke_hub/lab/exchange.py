@@ -62,6 +62,8 @@ from collections import defaultdict
 from nbgrader.exchange import default
 from nbgrader.utils import check_mode, ignore_patterns
 
+from ananke_hub import fsutil
+
 try:
     import pwd
 except ImportError:  # pragma: no cover - not on Windows, where the exchange does not work
@@ -86,8 +88,6 @@ from .exchange_layout import (  # noqa: E402, F401 (re-exported)
 # repeated here so that nbgrader's processes need not import the hub's modules.
 GRADER_ACCOUNT_RE = re.compile(r"^grader-c-[0-9a-f]{16}$")
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
 
 def lab_student_id(environ=os.environ) -> str | None:
     """The nbgrader student id of a lab: its hub user name, none for grader accounts.
@@ -105,73 +105,20 @@ def lab_student_id(environ=os.environ) -> str | None:
 # -- copying without following links -----------------------------------------------------------
 
 
-def _copy_file(dir_fd: int, name: str, dest: str) -> None:
-    src_fd = os.open(
-        name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
-    )
-    try:
-        if not stat.S_ISREG(os.fstat(src_fd).st_mode):
-            return
-        dest_fd = os.open(
-            dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            while chunk := os.read(src_fd, 1 << 20):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dest_fd, view) :]
-        finally:
-            os.close(dest_fd)
-    finally:
-        os.close(src_fd)
-
-
 def copy_tree(src: str, dest: str, *, ignore=None, log=None, follow_top: bool = False) -> None:
     """Copy the contents of directory ``src`` into the existing directory ``dest``.
 
-    Nothing below ``src`` is followed: links and special files are skipped (with a
-    warning). ``ignore`` is a :func:`shutil.copytree`-style callable. New directories
-    are 0700 and files 0600 until the caller sets their final modes.
+    Nothing below ``src`` is followed (:func:`ananke_hub.fsutil.copy_into`): links and
+    special files are skipped (with a warning). ``ignore`` is a
+    :func:`shutil.copytree`-style callable. New directories are 0700 and files 0600
+    until the caller sets their final modes.
     """
-    flags = _DIR_FLAGS if not follow_top else _DIR_FLAGS & ~os.O_NOFOLLOW
-    stack = [(os.open(src, flags), src, dest)]
-    try:
-        while stack:
-            fd, src_dir, dest_dir = stack.pop()
-            try:
-                names = sorted(os.listdir(fd))
-                skip = set(ignore(src_dir, names)) if ignore else set()
-                for name in names:
-                    if name in skip:
-                        continue
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    src_path, dest_path = os.path.join(src_dir, name), os.path.join(dest_dir, name)
-                    if stat.S_ISDIR(st.st_mode):
-                        try:
-                            sub_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                        except OSError:
-                            continue  # replaced meanwhile
-                        os.mkdir(dest_path, 0o700)
-                        stack.append((sub_fd, src_path, dest_path))
-                    elif stat.S_ISREG(st.st_mode):
-                        _copy_file(fd, name, dest_path)
-                    elif log is not None:
-                        log.warning("Skipping %s: links and special files are not copied", src_path)
-            finally:
-                os.close(fd)
-    finally:
-        for fd, _, _ in stack:
-            os.close(fd)
-
-
-def set_tree_modes(top: str, dir_mode: int, file_mode: int) -> None:
-    """Modes of a tree this process just made (no links in it); ``top`` last."""
-    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), file_mode, follow_symlinks=False)
-        for name in dirnames:
-            os.chmod(os.path.join(dirpath, name), dir_mode, follow_symlinks=False)
-    os.chmod(top, dir_mode)
+    report = fsutil.copy_into(src, dest, ignore=ignore, follow_top=follow_top)
+    if log is not None:
+        for rel in report.skipped:
+            log.warning(
+                "Skipping %s: links and special files are not copied", os.path.join(src, rel)
+            )
 
 
 def _write_new(directory: str, name: str, text: str) -> None:
@@ -294,7 +241,7 @@ class ExchangeSubmit(PrivateExchangeMixin, default.ExchangeSubmit):
             )
             _write_new(dest_path, "timestamp.txt", self.timestamp)
             _write_new(dest_path, "submission_secret.txt", submission_secret)
-            set_tree_modes(dest_path, SUBMISSION_DIR_MODE, SUBMISSION_FILE_MODE)
+            fsutil.set_tree_modes(dest_path, SUBMISSION_DIR_MODE, SUBMISSION_FILE_MODE)
         except BaseException:
             shutil.rmtree(dest_path, ignore_errors=True)
             raise
@@ -452,7 +399,7 @@ class ExchangeCollect(PrivateExchangeMixin, default.ExchangeCollect):
             shutil.rmtree(dest, ignore_errors=True)
             self.log.warning("%s is no longer a directory; not collected", src)
             return
-        set_tree_modes(dest, COLLECTED_DIR_MODE, COLLECTED_FILE_MODE)
+        fsutil.set_tree_modes(dest, COLLECTED_DIR_MODE, COLLECTED_FILE_MODE)
 
 
 #: ExchangeFactory settings of the global nbgrader config (trait name -> class).

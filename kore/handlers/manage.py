@@ -43,7 +43,6 @@ from ananke_hub import fsutil
 
 from ..manage.archive import BadArchive
 from ..manage.errors import ManageError
-from ..manage.files import UnsafePath
 from ..manage.names import InvalidName, check_assignment_id, check_backup_id, check_notebook_name
 from .base import APIHandler, ChangeRequestMixin, PublicAPIHandler
 from .courses import STAFF_ROLES, CourseHandlerMixin
@@ -124,7 +123,7 @@ class ManageHandlerMixin(ChangeRequestMixin, CourseHandlerMixin):
             return await coroutine
         except ManageError as exc:
             raise ManagerAnswer(exc) from None
-        except (UnsafePath, fsutil.UnsafePath, BadArchive) as exc:
+        except (fsutil.UnsafePath, BadArchive) as exc:
             # The file helpers' refusals, should the manager let one through: a link, a
             # special file or a bad archive member is the data's fault, not the server's.
             self.log.warning("course management refused unsafe data: %s", exc)

@@ -5,6 +5,6 @@ Runs in Kore: async services on Kore's event loop, their blocking file work in t
 settings, never the hub's runtime.
 
 Kore's course-management API (:mod:`kore.handlers.manage`) calls the
-:class:`~kore.manage.service.CourseManager`; the file work is in :mod:`.files` and
-:mod:`.archive`, the records (backups, operations, audit events) in :mod:`.store`.
+:class:`~kore.manage.service.CourseManager`; the file work is in
+:mod:`ananke_hub.fsutil` and :mod:`.archive`, the records (backups, operations, audit events) in :mod:`.store`.
 """

@@ -7,8 +7,8 @@ An archive holds, in this order:
    listing backups does not decompress them;
 2. trees under an arcname prefix each (``course/...`` for the grader's home,
    ``exchange/...`` for the course's exchange directory): directories and regular
-   files only, read through ``O_NOFOLLOW`` descriptors (:mod:`.files`), so a link
-   planted in a home is left out (and reported), never followed;
+   files only, read through ``O_NOFOLLOW`` descriptors (:mod:`ananke_hub.fsutil`), so a
+   link planted in a home is left out (and reported), never followed;
 3. files given as bytes (``course/gradebook.db`` from SQLite's online backup: a
    consistent copy, which replaces the live file of the tree, and whose
    ``-journal``/``-wal``/``-shm`` companions are left out so that no stale journal is
@@ -38,10 +38,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ananke_hub.fsutil import Owner
-
-from . import files as fileops
-from .files import CopyReport, UnsafePath
+from ananke_hub import fsutil
+from ananke_hub.fsutil import CopyReport, Owner, UnsafePath
 
 __all__ = [
     "MANIFEST_NAME",
@@ -182,12 +180,12 @@ class _Writer:
         self.tar.addfile(info, _BytesReader(data))
 
     def add_tree(self, prefix: str, top: Path, leave_out: set[str]) -> None:
-        with fileops.opened(fileops.open_dir(top)) as top_fd:
+        with fsutil.opened(fsutil.open_dir(top)) as top_fd:
             st = os.fstat(top_fd)
             self.tar.addfile(
                 _tarinfo(prefix, type_=tarfile.DIRTYPE, mode=_plain(st), mtime=st.st_mtime)
             )
-            events = fileops.walk(top_fd, lambda rel: self.report.skipped.append(f"{prefix}/{rel}"))
+            events = fsutil.walk(top_fd, lambda rel: self.report.skipped.append(f"{prefix}/{rel}"))
             with contextlib.closing(events):
                 for kind, entry in events:
                     name = f"{prefix}/{entry.rel}"
@@ -205,12 +203,12 @@ class _Writer:
                     elif kind == "file":
                         self.replaced_modes[name] = _plain(entry.st)
 
-    def _add_file(self, name: str, entry: fileops.Entry) -> None:
-        fd = fileops.open_regular_at(entry.parent_fd, entry.name, name)
+    def _add_file(self, name: str, entry: fsutil.Entry) -> None:
+        fd = fsutil.open_regular_at(entry.parent_fd, entry.name, name)
         if fd is None:  # turned into something else meanwhile
             self.report.skipped.append(name)
             return
-        with fileops.opened(fd):
+        with fsutil.opened(fd):
             st = os.fstat(fd)
             self._count(name, st.st_size)
             reader = _ExactReader(fd, st.st_size)
@@ -234,7 +232,7 @@ class _BytesReader:
 
 
 def _plain(st: os.stat_result) -> int:
-    return fileops.plain_mode(st.st_mode)
+    return fsutil.plain_mode(st.st_mode)
 
 
 def write_archive(
@@ -272,11 +270,11 @@ def write_archive(
 
     archive = Path(archive)
     report = ArchiveReport()
-    with fileops.opened(fileops.ensure_dir(archive.parent, mode=ARCHIVE_DIR_MODE)) as dir_fd:
+    with fsutil.opened(fsutil.ensure_dir(archive.parent, mode=ARCHIVE_DIR_MODE)) as dir_fd:
         if stat.S_IMODE(os.fstat(dir_fd).st_mode) & 0o077:
             os.fchmod(dir_fd, ARCHIVE_DIR_MODE)  # backups hold students' work
         name = archive.name
-        fileops.refuse_existing(dir_fd, name, str(archive))
+        fsutil.refuse_existing(dir_fd, name, str(archive))
 
         def fill(fd: int) -> int:
             with (
@@ -300,7 +298,7 @@ def write_archive(
                     writer.add_bytes(arcname, bytes(data))
             return os.fstat(fd).st_size
 
-        report.archive_bytes = fileops.write_new_file(
+        report.archive_bytes = fsutil.write_new_file(
             dir_fd, name, fill, mode=ARCHIVE_MODE, owner=None
         )
     return report
@@ -313,7 +311,7 @@ _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, Unicod
 
 @contextlib.contextmanager
 def _open_tar(archive: Path) -> Iterator[tarfile.TarFile]:
-    fd = fileops.open_regular(archive)
+    fd = fsutil.open_regular(archive)
     with os.fdopen(fd, "rb") as raw:
         try:
             tar = tarfile.open(fileobj=raw, mode="r:gz")
@@ -468,20 +466,14 @@ def _read_member(archive: Path, tar: tarfile.TarFile, info: tarfile.TarInfo, fd:
 
 def _open_or_make(top_fd: int, parts: tuple[str, ...], owner: Owner | None, made: set) -> int:
     """A descriptor of ``top/parts...`` (inside the private temporary tree), made if missing."""
-    fd = os.dup(top_fd)
-    try:
-        for i, name in enumerate(parts):
-            try:
-                next_fd = fileops.open_dir_at(fd, name, name)
-            except FileNotFoundError:
-                next_fd = fileops.make_dir_at(fd, name, owner, 0o700)
-                made.add(parts[: i + 1])
-            os.close(fd)
-            fd = next_fd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+    return fsutil.descend(
+        top_fd,
+        parts,
+        lambda i: "/".join(parts[: i + 1]),
+        create_mode=0o700,
+        owner=owner,
+        on_made=lambda i: made.add(parts[: i + 1]),
+    )
 
 
 def extract_tree(
@@ -510,19 +502,19 @@ def extract_tree(
             raise NotInArchive(f"{archive}: {prefix!r} is a file, not a directory")
         if top_info is None and not chosen:
             raise NotInArchive(f"{archive} holds nothing under {prefix}/")
-        with fileops.parent_dir(dest) as (parent_fd, name, shown):
-            fileops.refuse_existing(parent_fd, name, shown)
-            temp = fileops.temp_name(name)
-            top_fd = fileops.make_private_top(parent_fd, temp, shown)
+        with fsutil.parent_dir(dest) as (parent_fd, name, shown):
+            fsutil.refuse_existing(parent_fd, name, shown)
+            temp = fsutil.temp_name(name)
+            top_fd = fsutil.make_private_top(parent_fd, temp, shown)
             try:
-                with fileops.opened(top_fd):
+                with fsutil.opened(top_fd):
                     _extract_into(archive, tar, chosen, len(start), top_fd, owner, report)
-                    fileops.set_owner(top_fd, owner)
+                    fsutil.set_owner(top_fd, owner)
                     os.fchmod(top_fd, _dir_mode(top_info))
-                    fileops.fsync_quietly(top_fd)
-                    fileops.publish(parent_fd, temp, top_fd, name)
+                    fsutil.fsync_quietly(top_fd)
+                    fsutil.publish(parent_fd, temp, top_fd, name)
             except BaseException:
-                fileops.discard(parent_fd, temp)
+                fsutil.discard(parent_fd, temp)
                 raise
     return report
 
@@ -536,8 +528,8 @@ def _extract_into(archive, tar, chosen, skip: int, top_fd: int, owner, report) -
             os.close(_open_or_make(top_fd, parts, owner, made))
             dirs[parts] = info
             continue
-        with fileops.opened(_open_or_make(top_fd, parts[:-1], owner, made)) as dir_fd:
-            size = fileops.write_file_at(
+        with fsutil.opened(_open_or_make(top_fd, parts[:-1], owner, made)) as dir_fd:
+            size = fsutil.write_file_at(
                 dir_fd,
                 parts[-1],
                 lambda fd, info=info: _read_member(archive, tar, info, fd),
@@ -549,12 +541,12 @@ def _extract_into(archive, tar, chosen, skip: int, top_fd: int, owner, report) -
         report.bytes += size
     # Directory modes last, deepest first: a read-only directory is filled before.
     for parts in sorted(made | set(dirs), key=len, reverse=True):
-        with fileops.opened(_open_or_make(top_fd, parts, owner, made)) as fd:
+        with fsutil.opened(_open_or_make(top_fd, parts, owner, made)) as fd:
             os.fchmod(fd, _dir_mode(dirs.get(parts)))
             if parts in dirs:
                 mtime_ns = _mtime_ns(dirs[parts])
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
-            fileops.fsync_quietly(fd)
+            fsutil.fsync_quietly(fd)
 
 
 def extract_file(archive: Path, member: str, dest: Path, *, owner: Owner | None = None) -> int:
@@ -570,9 +562,9 @@ def extract_file(archive: Path, member: str, dest: Path, *, owner: Owner | None 
         info = next((m for m in members if m.name == member), None)
         if info is None or not info.isreg():
             raise NotInArchive(f"{archive} has no file {member}")
-        with fileops.parent_dir(dest) as (parent_fd, name, shown):
-            fileops.refuse_existing(parent_fd, name, shown)
-            return fileops.write_new_file(
+        with fsutil.parent_dir(dest) as (parent_fd, name, shown):
+            fsutil.refuse_existing(parent_fd, name, shown)
+            return fsutil.write_new_file(
                 parent_fd,
                 name,
                 lambda fd: _read_member(archive, tar, info, fd),

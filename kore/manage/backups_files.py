@@ -8,10 +8,11 @@ raises when called from the event loop (:func:`~.threads.blocking`).
 import os
 from pathlib import Path
 
+from ananke_hub import fsutil
 from ananke_hub.courses.layout import CourseLayout, CoursePaths
 from ananke_hub.courses.models import utcnow
 
-from . import archive, files, gradebook
+from . import archive, gradebook
 from .errors import TooLarge
 from .listing import is_real_dir, source_assignments
 from .store import CourseFacts, iso
@@ -53,7 +54,7 @@ class BackupFiles:
 
     @blocking
     def remove_archive(self, backup_id: str) -> None:
-        files.remove_tree(self.archive_path(backup_id))
+        fsutil.remove_tree(self.archive_path(backup_id))
 
     @blocking
     def check_size(self, paths: CoursePaths) -> None:
@@ -63,7 +64,7 @@ class BackupFiles:
         total = 0
         for root in (paths.home, paths.exchange):
             try:
-                total += files.tree_size(root)[1]
+                total += fsutil.tree_size(root)[1]
             except FileNotFoundError:
                 continue
         if total > self.max_backup_bytes:
@@ -80,7 +81,7 @@ class BackupFiles:
         path = self.archive_path(backup_id)
         # A previous attempt that stopped after writing the archive but before recording
         # it: write it again (the record decides what exists).
-        files.remove_tree(path)
+        fsutil.remove_tree(path)
         home = is_real_dir(paths.home)
         gradebook_bytes = gradebook.snapshot(paths) if home else None
         summary = gradebook.summary_of(gradebook_bytes)
@@ -131,11 +132,11 @@ class BackupFiles:
 
     @blocking
     def remove_partials(self, backup_id: str) -> None:
-        prefix = files.temp_name(f"{backup_id}{ARCHIVE_SUFFIX}").rsplit("-", 1)[0] + "-"
+        prefix = fsutil.temp_name(f"{backup_id}{ARCHIVE_SUFFIX}").rsplit("-", 1)[0] + "-"
         try:
             names = os.listdir(self.backups_dir)
         except FileNotFoundError:
             return
         for name in names:
             if name.startswith(prefix):
-                files.remove_tree(Path(self.backups_dir) / name)
+                fsutil.remove_tree(Path(self.backups_dir) / name)

@@ -9,10 +9,11 @@ import os
 import stat
 from pathlib import Path
 
+from ananke_hub import fsutil
 from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.layout import CourseLayout, CoursePaths
 
-from . import files, gradebook
+from . import gradebook
 from .listing import is_real_dir
 from .threads import blocking
 
@@ -40,10 +41,10 @@ class CourseFiles:
         if not is_real_dir(paths.home):
             return
         for name in STUDENT_DIRS:
-            files.remove_tree(paths.home / name)
+            fsutil.remove_tree(paths.home / name)
         # The uids of this semester's students (collect's owner check): recorded anew.
         if is_real_dir(paths.home / ".ananke"):
-            files.remove_tree(paths.home / nbgrader_setup.STUDENT_UIDS_FILE)
+            fsutil.remove_tree(paths.home / nbgrader_setup.STUDENT_UIDS_FILE)
 
     @blocking
     def clear_exchange(self, paths: CoursePaths) -> None:
@@ -51,7 +52,7 @@ class CourseFiles:
             return
         for name in STUDENT_EXCHANGE_DIRS:
             if is_real_dir(paths.exchange / name):
-                files.clear_dir(paths.exchange / name)
+                fsutil.clear_dir(paths.exchange / name)
 
     @blocking
     def systemd_link(self, paths: CoursePaths) -> Path | None:
@@ -71,5 +72,5 @@ class CourseFiles:
                     os.unlink(link)  # the link only, never what it points to
             except FileNotFoundError:
                 pass
-        files.remove_tree(paths.home)
-        files.remove_tree(paths.exchange)
+        fsutil.remove_tree(paths.home)
+        fsutil.remove_tree(paths.exchange)

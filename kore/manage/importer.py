@@ -14,7 +14,7 @@ from ananke_hub.courses import nbgrader_setup
 from ananke_hub.courses.models import COURSE_DELETING
 from ananke_hub.courses.settings import CourseSettings, SettingsError
 
-from . import archive, files
+from . import archive
 from .context import ManageService
 from .errors import Conflict, InvalidRequest, ManageError, NotFound, audited
 from .importer_files import ImportSource
@@ -45,7 +45,7 @@ class Importer(ManageService):
                 raise NotFound(
                     f"The archive of backup {backup_id} is missing. Ask the hub's administrators."
                 ) from None
-            except (archive.BadArchive, files.UnsafePath) as exc:
+            except (archive.BadArchive, fsutil.UnsafePath) as exc:
                 raise InvalidRequest(f"Backup {backup_id} cannot be read: {exc}") from None
             settings = manifest.get("settings") if isinstance(manifest, dict) else None
             return ImportSource(
@@ -217,12 +217,11 @@ class Importer(ManageService):
             audited(exc)
             raise
         except fsutil.UnsafePath as exc:
+            # A link, a special file or a path leading elsewhere, in the source or the target.
             await self.record(actor, "course.import", target_id, target, "refused", str(exc))
-            raise audited(
-                InvalidRequest(f"{exc} Nothing was imported into a path that leads elsewhere.")
-            ) from None
+            raise audited(InvalidRequest(f"{exc} Nothing was imported.")) from None
         except Exception as exc:
-            if _is_unsafe(exc):
+            if isinstance(exc, archive.BadArchive):
                 await self.record(actor, "course.import", target_id, target, "refused", str(exc))
                 raise audited(
                     InvalidRequest(f"The source cannot be imported safely: {exc}")
@@ -238,7 +237,3 @@ class Importer(ManageService):
             )
             raise
 
-
-def _is_unsafe(exc: Exception) -> bool:
-    """The file helpers' refusals (a link, a special file, a bad archive member)."""
-    return isinstance(exc, files.UnsafePath | archive.BadArchive)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ananke_hub import fsutil
 from ananke_hub.courses.layout import CourseLayout, CoursePaths
 
-from . import archive, files, gradebook
+from . import archive, gradebook
 from .backups_files import COURSE_PREFIX, GRADEBOOK_MEMBER
 from .errors import Conflict, NotFound
 from .listing import is_real_dir, live_listing
@@ -248,14 +248,14 @@ class ImportFiles:
         staging = dest.parent / f".{dest.name[:100]}.import-{secrets.token_hex(6)}"
         try:
             # Opened component by component from the source's home (a backup's is
-            # unpacked by now): a link on the way is refused (files.UnsafePath), links
+            # unpacked by now): a link on the way is refused (fsutil.UnsafePath), links
             # inside are skipped.
             origin = src.paths.home / rel
             if is_file:
-                files.copy_file(origin, staging, owner=owner)
+                fsutil.copy_file(origin, staging, owner=owner)
                 report = None
             else:
-                report = files.copy_tree(origin, staging, owner=owner)
+                report = fsutil.copy_tree(origin, staging, owner=owner)
             if report is not None:
                 result["skipped"].extend(f"{rel}/{s}" for s in report.skipped)
             if _lexists(dest):
@@ -264,11 +264,11 @@ class ImportFiles:
                         f"{dest.relative_to(paths.home)} appeared meanwhile; nothing replaced."
                     )
                 fsutil.ensure_dir_in_home(paths.home, REPLACED_DIR, 0o755)
-                aside = files.move_aside(dest, paths.home / REPLACED_DIR, owner=owner)
+                aside = fsutil.move_aside(dest, paths.home / REPLACED_DIR, owner=owner)
                 result["replaced"].append(str(aside.relative_to(paths.home)))
-            with files.parent_dir(dest) as (parent_fd, name, _):
+            with fsutil.parent_dir(dest) as (parent_fd, name, _):
                 try:
-                    files.rename_noreplace(parent_fd, staging.name, parent_fd, name)
+                    fsutil.rename_noreplace(parent_fd, staging.name, parent_fd, name)
                 except FileExistsError:
                     raise Conflict(
                         f"{dest.relative_to(paths.home)} appeared meanwhile; nothing replaced."
@@ -276,7 +276,7 @@ class ImportFiles:
             result["imported"].append(str(dest.relative_to(paths.home)))
         finally:
             if _lexists(staging):
-                files.remove_tree(staging)
+                fsutil.remove_tree(staging)
 
     @blocking
     def register(

@@ -9,9 +9,9 @@ import os
 import stat
 from pathlib import Path
 
+from ananke_hub import fsutil
 from ananke_hub.courses.layout import CoursePaths
 
-from . import files
 from .names import is_assignment_id, is_notebook_name
 from .threads import blocking
 
@@ -21,10 +21,10 @@ def real_entries(directory: Path) -> dict[str, int]:
     """name -> st_mode of the entries of a real directory reached without links; {}
     if there is none (or a link is in the way)."""
     try:
-        fd = files.open_dir(directory)
-    except (FileNotFoundError, NotADirectoryError, files.UnsafePath):
+        fd = fsutil.open_dir(directory)
+    except (FileNotFoundError, NotADirectoryError, fsutil.UnsafePath):
         return {}
-    with files.opened(fd):
+    with fsutil.opened(fd):
         entries = {}
         for name in os.listdir(fd):
             try:

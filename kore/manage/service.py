@@ -3,8 +3,8 @@
 Kore's handlers (:mod:`kore.handlers.manage`) decide who may act (instructors and TAs
 of a course, hub admins); the manager does the work, from ids only. Every path comes
 from :class:`~ananke_hub.courses.layout.CourseLayout` and the state directory; the file
-work is in :mod:`.files` and :mod:`.archive` (no link is ever followed), the gradebook
-work in :mod:`.gradebook` (confined to the grader's home), the hub calls in
+work is in :mod:`ananke_hub.fsutil` and :mod:`.archive` (no link is ever followed), the
+gradebook work in :mod:`.gradebook` (confined to the grader's home), the hub calls in
 :mod:`.hubapi`, the records in :mod:`.store`, the audit log in :mod:`kore.audit`.
 
 :class:`CourseManager` holds the settings (``c.CourseManager``) and is the one entry of

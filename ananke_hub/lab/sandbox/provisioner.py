@@ -33,13 +33,14 @@ import asyncio
 import os
 import secrets
 import shutil
-import stat
 import sys
 import tempfile
 from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Integer, Unicode, default
+
+from ananke_hub import fsutil
 
 from . import bubblewrap, systemd
 from .broker import BROKER_SOCKET, SCRATCH_AREA
@@ -408,36 +409,13 @@ def _python_dirs(protect: list[str]) -> list[str]:
 
 def _copy_tree(src: Path, dst: Path) -> None:
     """Regular files and directories of ``src`` into ``dst``; links and special files
-    are left out, and nothing is followed (O_NOFOLLOW, lstat)."""
-    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
-        rel = Path(dirpath).relative_to(src)
-        target = dst / rel
-        for name in list(dirnames):
-            if os.path.islink(os.path.join(dirpath, name)):
-                dirnames.remove(name)
-            else:
-                (target / name).mkdir(mode=0o700)
-        for name in filenames:
-            source = os.path.join(dirpath, name)
-            try:
-                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:
-                continue  # a link (ELOOP) or unreadable: not the student's data
-            with os.fdopen(fd, "rb") as fin:
-                if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
-                    continue
-                with open(target / name, "xb") as fout:
-                    shutil.copyfileobj(fin, fout)
+    are left out, and nothing below ``src`` is followed (:func:`fsutil.copy_into`)."""
+    fsutil.copy_into(src, dst, follow_top=True)
 
 
 def _open_to_kernel(root: Path) -> None:
     """Directories 0777 and files 0666 (we made every entry, none is a link)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            os.chmod(os.path.join(dirpath, name), 0o777)  # noqa: S103 (see the caller)
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o666)  # noqa: S103
-    os.chmod(root, 0o777)  # noqa: S103
+    fsutil.set_tree_modes(root, 0o777, 0o666)
 
 
 def _give(root: Path, uid: int) -> None:
