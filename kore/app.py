@@ -42,6 +42,7 @@ from ananke_hub.persist import ensure_private_dir, read_or_create_secret
 from ananke_hub.registration import LMSRegistration
 from kore.sync.store import SyncAlreadyRunning
 
+from . import openapi
 from .audit import AuditLog
 from .graders import GraderServers
 from .handlers import routes
@@ -507,6 +508,8 @@ class Kore(Application):
             "audit_log": self.audit_log,
             "lti_settings": self.lti_settings,
         }
+        # The OpenAPI document and its validators, read now rather than in the event loop.
+        openapi.request_bodies()
         return web.Application(routes(self.base_url), **settings)
 
     def log_request(self, handler: web.RequestHandler) -> None:
