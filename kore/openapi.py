@@ -127,7 +127,8 @@ class Operation:
             if not allowed:
                 where = "This request" if not path else field
                 return f"{where} takes no options: send no body, or {{}}."
-            names = ", ".join(json.dumps(k) for k in extra)
+            # A hostile body may hold thousands of keys: name a few, each shortened.
+            names = ", ".join(_shown(k) for k in extra[:5]) + (", ..." if len(extra) > 5 else "")
             return (
                 f"Unknown field(s) {names}{' in ' + field if path else ''}: "
                 f"use {', '.join(json.dumps(k) for k in allowed)}."

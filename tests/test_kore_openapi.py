@@ -129,6 +129,13 @@ def test_valid_bodies_pass_unchanged(path, method, body, expected):
     assert parse(path, method, body) == expected
 
 
+def test_a_refusal_names_a_few_unknown_fields_shortened():
+    body = {f"k{i}-" + "x" * 500: 1 for i in range(200)}
+    message = refusal(SETTINGS, "PATCH", body)
+    assert message.startswith('Unknown field(s) "k0-xxx') and ", ...: use " in message
+    assert len(message) < 1000
+
+
 @pytest.mark.parametrize("name", ["hw1\n", "hw1\n\n", "x" * 65, ".hidden", "a/b", "hw1 "])
 def test_names_that_are_no_assignment_ids_are_refused_as_the_service_would(name):
     # JSON Schema's "$" is ECMA 262's (the very end); Python's also matches before a
