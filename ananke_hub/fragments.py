@@ -127,3 +127,29 @@ def _merge_named(per_file: dict[Path, Config], section: str, key: str) -> list |
                 )
             by_name[entry["name"]] = copy.deepcopy(entry)
     return list(by_name.values()) if found else None
+
+
+def resolved_setting(config: Config, sections, name: str, default):
+    """What a Configurable whose config sections are ``sections`` gets for ``name``.
+
+    traitlets gives an instance the settings of its own class's section and of every
+    parent class's (``c.LTI13Authenticator.provision_courses`` reaches the
+    ``AnankeLTI13Authenticator``), merged parents first; ``config.<Class>.get(name)``
+    sees one section only. ``sections``: ``cls.section_names()`` (see
+    :func:`class_setting`); ``default``: the trait's default.
+    """
+    value = default
+    for section in sections:
+        found = config.get(section)  # dict.get: no empty section is made
+        if isinstance(found, Config) and name in found:
+            value = found[name]
+    if isinstance(value, LazyConfigValue):
+        value = value.get_value(default)
+    return value
+
+
+def class_setting(config: Config, cls, name: str):
+    """``cls(config=config).<name>`` without making one: the hub config reads the
+    settings it depends on before JupyterHub builds the classes that own them."""
+    trait = cls.class_traits()[name]
+    return resolved_setting(config, cls.section_names(), name, trait.default())

@@ -14,18 +14,25 @@ from urllib.parse import urlparse
 from traitlets.config import Config, LazyConfigValue
 
 from . import redact
-from .courses.layout import CourseLayout
+from .auth.authenticator import AnankeLTI13Authenticator
+from .courses.layout import CourseLayout, layout_environment, resolved_layout_config
 from .courses.provision import person_name_var
-from .fragments import load_fragments
+from .fragments import class_setting, load_fragments
 from .paths import (  # noqa: F401 (COURSE_LAYOUT_ENV, HUB_PID_ENV: read by Kore from paths)
     COURSE_LAYOUT_ENV,
-    DEFAULT_KORE_PORT,
     HUB_PID_ENV,
     StateLayout,
     config_dir,
+    kore_port,
+    systemd_is_pid1,
 )
 from .persist import ensure_private_dir, ensure_private_sqlite, read_or_create_secret
-from .spawner import ALLOW_ROOT_SETTING, LOOPBACK_HOSTS, root_labs_refusal, systemd_is_pid1
+from .spawner import (
+    ALLOW_ROOT_SETTING,
+    LOOPBACK_HOSTS,
+    AnankeLocalSpawner,
+    root_labs_refusal,
+)
 
 log = logging.getLogger("ananke")
 
@@ -46,8 +53,7 @@ def _as_list(section: Config, name: str) -> list:
 
 def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
     """The hub-managed Kore service, started by the hub as ``python -m kore``."""
-    port = config.Kore.get("port") or DEFAULT_KORE_PORT
-    course_layout = CourseLayout(config=config)
+    port = kore_port(config)
     return {
         "name": KORE_SERVICE,
         "url": f"http://127.0.0.1:{port}",
@@ -55,7 +61,8 @@ def kore_service(config: Config, layout: StateLayout, cfg_dir: Path) -> dict:
         "environment": {
             "ANANKE_CONFIG_DIR": str(cfg_dir),
             "ANANKE_STATE_DIR": str(layout.root),
-            **{var: getattr(course_layout, trait) for var, trait in COURSE_LAYOUT_ENV.items()},
+            # Where course files are, as the hub resolved it (Kore applies it as is).
+            **layout_environment(CourseLayout(config=config)),
             # This config runs in the hub's process, whose child Kore is.
             HUB_PID_ENV: str(os.getpid()),
         },
@@ -88,7 +95,7 @@ def check_root_labs(c: Config) -> None:
     """
     if os.geteuid() != 0:
         return
-    if not c.AnankeLocalSpawner.get("allow_root"):
+    if not class_setting(c, AnankeLocalSpawner, "allow_root"):
         sys.exit(f"ananke: {root_labs_refusal()}")
     host = _bind_host(c)
     if host not in LOOPBACK_HOSTS:
@@ -134,21 +141,23 @@ def configure(c: Config, cfg_dir: Path | None = None, layout: StateLayout | None
     c.Authenticator.manage_groups = True
     c.Authenticator.manage_roles = True
 
-    if systemd_is_pid1():
+    systemd = systemd_is_pid1()
+    if systemd:
         c.JupyterHub.spawner_class = "ananke-systemd"
     else:
         c.JupyterHub.spawner_class = "ananke-local"
         c.AnankeLocalSpawner.home_root = str(layout.local_homes)
-        # Course files live in the grader accounts' homes, wherever the spawner puts them.
-        c.CourseLayout.homes_root = str(layout.local_homes)
-        c.CourseLayout.exchange_root = str(layout.root / "exchange")
 
     fragments = load_fragments(cfg_dir)
-    c.merge(fragments.config)
+    # Course files live in the grader accounts' homes, wherever the spawner puts them:
+    # the one resolution Kore and the CLI make too. The hub resolves; it takes no
+    # layout from its own environment.
+    c.merge(resolved_layout_config(fragments.config, layout, environ={}, systemd=systemd))
     # JupyterHub creates its database with the umask's mode: make it private first.
     ensure_private_sqlite(c.JupyterHub.db_url)
 
-    if c.AnankeLTI13Authenticator.get("provision_courses") is False:
+    # Read as the authenticator will (c.LTI13Authenticator's and c.Authenticator's too).
+    if not class_setting(c, AnankeLTI13Authenticator, "provision_courses"):
         # A plain LTI login: the authenticator returns no groups or roles to manage.
         c.Authenticator.manage_groups = False
         c.Authenticator.manage_roles = False

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fragments import resolved_setting
+
 #: Environment variable naming the directory of numbered config fragments.
 CONFIG_DIR_ENV = "ANANKE_CONFIG_DIR"
 #: Environment variable naming the directory of persistent state (keys, secrets, databases).
@@ -25,6 +27,9 @@ HUB_PID_ENV = "ANANKE_HUB_PID"
 DEFAULT_CONFIG_DIR = "/etc/ananke/config.d"
 #: Where Kore listens on 127.0.0.1 unless c.Kore.port says otherwise.
 DEFAULT_KORE_PORT = 10101
+#: ``kore.app.Kore.section_names()``: the sections traitlets reads c.Kore's settings
+#: from. The hub never imports Kore; tests/test_kore_settings.py keeps them equal.
+KORE_SECTIONS = ("Configurable", "LoggingConfigurable", "SingletonConfigurable", "Application", "Kore")
 DEFAULT_STATE_DIR = "/var/lib/ananke"
 
 #: The fragments shipped with the package, copied by ``ananke init-config``. In a source
@@ -91,3 +96,18 @@ class StateLayout:
     def local_homes(self) -> Path:
         """Homes for the local-process spawner (laptops and CI without systemd)."""
         return self.root / "homes"
+
+
+def systemd_is_pid1() -> bool:
+    """True when systemd runs the machine (the sd_booted(3) check).
+
+    Here, not in the spawner, because it decides where course files are
+    (:func:`ananke_hub.courses.layout.resolved_layout_config`), which Kore resolves too.
+    """
+    return Path("/run/systemd/system").is_dir()
+
+
+def kore_port(config) -> int:
+    """``c.Kore.port`` as Kore reads it (its trait, :class:`kore.app.Kore`), for the hub:
+    the service's URL and the labs' way to Kore."""
+    return int(resolved_setting(config, KORE_SECTIONS, "port", DEFAULT_KORE_PORT))

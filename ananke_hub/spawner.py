@@ -29,7 +29,7 @@ from traitlets.config import LoggingConfigurable
 from .courses.layout import CourseLayout, course_of_grader
 from .courses.provision import staff_group
 from .courses.registry import CourseRegistry
-from .paths import DEFAULT_KORE_PORT, StateLayout
+from .paths import StateLayout, kore_port, systemd_is_pid1  # noqa: F401 (systemd_is_pid1: re-exported)
 from .persist import ensure_private_dir
 from .roles import Role
 
@@ -81,11 +81,6 @@ def static_account_uid(name: str) -> int | None:
     except KeyError:
         return None
     return None if uid in DYNAMIC_UID_RANGE else uid
-
-
-def systemd_is_pid1() -> bool:
-    """True when systemd runs the machine (the sd_booted(3) check)."""
-    return Path("/run/systemd/system").is_dir()
 
 
 #: The switch that lets the local spawner run labs as root (the demo and the tests).
@@ -401,7 +396,7 @@ class LabEnvironment(LoggingConfigurable):
         env = super().get_env()
         env.update(self.lab_environment())
         # The lab's course list asks Kore directly on 127.0.0.1 (not through the proxy).
-        port = self.config.Kore.get("port") or DEFAULT_KORE_PORT
+        port = kore_port(self.config)
         base = env.get("JUPYTERHUB_BASE_URL") or "/"
         env["ANANKE_KORE_URL"] = f"http://127.0.0.1:{port}{base}services/kore/"
         return env

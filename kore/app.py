@@ -26,13 +26,12 @@ from traitlets.config import Application, Config
 
 from ananke_hub import redact
 from ananke_hub.checkconfig import KnownClasses, check_fragment
-from ananke_hub.courses.layout import CourseLayout
+from ananke_hub.courses.layout import CourseLayout, resolved_layout_config
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.schema import SchemaOutOfDate, SchemaTooNew
 from ananke_hub.fragments import FragmentError, load_fragments
 from ananke_hub.keys import KeyFileError, KeyStore
 from ananke_hub.paths import (
-    COURSE_LAYOUT_ENV,
     DEFAULT_KORE_PORT,
     HUB_PID_ENV,
     StateLayout,
@@ -42,6 +41,7 @@ from ananke_hub.persist import ensure_private_dir, read_or_create_secret
 from ananke_hub.registration import LMSRegistration
 from kore.sync.store import SyncAlreadyRunning
 
+from . import openapi
 from .audit import AuditLog
 from .graders import GraderServers
 from .handlers import routes
@@ -226,8 +226,9 @@ class Kore(Application):
             raise StartupError(f"{exc}. Fix the fragment, then restart the hub.") from exc
         self.check_settings()
         try:
-            self.update_config(self.fragments.config)
-            self.update_config(self.hub_course_layout())
+            # The course layout as the hub resolves it; when the hub started Kore, the
+            # hub's answer (in the environment) wins.
+            self.update_config(resolved_layout_config(self.fragments.config, StateLayout.from_env()))
             # The command line wins over the fragments.
             self.update_config(self.cli_config)
         except TraitError as exc:
@@ -265,20 +266,6 @@ class Kore(Application):
             self.lti_settings = LTIAdvantage(parent=self)
         except TraitError as exc:
             raise StartupError(f"{exc} Check {self.fragments_setting('LTIAdvantage')}.") from exc
-
-    @staticmethod
-    def hub_course_layout() -> Config:
-        """The course layout the hub resolved, from the environment it gives Kore.
-
-        The hub sets c.CourseLayout in code (the local spawner's homes) before it
-        merges the fragments, and passes the result (hubconfig.kore_service): it wins
-        over what Kore read from the fragments alone.
-        """
-        cfg = Config()
-        for var, trait in COURSE_LAYOUT_ENV.items():
-            if os.environ.get(var):
-                cfg.CourseLayout[trait] = os.environ[var]
-        return cfg
 
     def fragments_setting(self, section: str) -> str:
         """Which fragments set ``c.<section>``, for error messages."""
@@ -507,6 +494,8 @@ class Kore(Application):
             "audit_log": self.audit_log,
             "lti_settings": self.lti_settings,
         }
+        # The OpenAPI document and its validators, read now rather than in the event loop.
+        openapi.request_bodies()
         return web.Application(routes(self.base_url), **settings)
 
     def log_request(self, handler: web.RequestHandler) -> None:

@@ -273,7 +273,7 @@ def test_hub_admins_may_and_learn_about_unknown_courses(kore, school):
         ("[" * 5000 + "]" * 5000, 400, None),
         ('{"missing": "all"}', 400, '"missing" must be'),
         ('{"resend": 1}', 400, '"resend" must be true or false'),
-        ('{"force": true}', 400, "Unknown option"),
+        ('{"force": true}', 400, 'Unknown field(s) "force"'),
         ('"zero"', 400, "Send a JSON object"),
         ("null", 202, None),
         ("", 202, None),

@@ -10,12 +10,15 @@ with the local spawner it is ``<home_root>/<user>``. Students exchange assignmen
 through ``<exchange_root>/<course id>/``.
 """
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from traitlets import Unicode
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
 
+from ..paths import COURSE_LAYOUT_ENV, StateLayout, systemd_is_pid1
 from .identity import is_course_id
 
 GRADER_PREFIX = "grader-"
@@ -108,3 +111,50 @@ class CourseLayout(Configurable):
             home=self.home_of(grader_username(course_id)),
             exchange=Path(self.exchange_root) / course_id,
         )
+
+
+# --- where the course files are: one resolution for the hub, Kore and the CLI ------------
+
+
+def layout_defaults(state: StateLayout, systemd: bool) -> Config:
+    """``c.CourseLayout`` before the fragments: with the local spawner (systemd is not
+    PID 1) homes and the exchange are in the state directory; under systemd the traits'
+    defaults (dynamic users' ``/var/lib/private``)."""
+    cfg = Config()
+    if not systemd:
+        cfg.CourseLayout.homes_root = str(state.local_homes)
+        cfg.CourseLayout.exchange_root = str(state.root / "exchange")
+    return cfg
+
+
+def layout_environment(layout: CourseLayout) -> dict[str, str]:
+    """The layout the hub resolved, as the environment of the processes it starts (Kore)."""
+    return {var: getattr(layout, trait) for var, trait in COURSE_LAYOUT_ENV.items()}
+
+
+def layout_from_environment(environ: Mapping[str, str]) -> Config:
+    """``c.CourseLayout`` from :func:`layout_environment`'s variables, where set."""
+    cfg = Config()
+    for var, trait in COURSE_LAYOUT_ENV.items():
+        if environ.get(var):
+            cfg.CourseLayout[trait] = environ[var]
+    return cfg
+
+
+def resolved_layout_config(
+    fragments: Config,
+    state: StateLayout,
+    environ: Mapping[str, str] | None = None,
+    *,
+    systemd: bool | None = None,
+) -> Config:
+    """The fragments' config with ``c.CourseLayout`` resolved as the hub does it.
+
+    The hub's defaults for its spawner, then the fragments (an admin's setting wins),
+    then what the hub resolved and handed down in ``environ`` (Kore started by the hub;
+    the hub itself passes ``{}``: it is the one that resolves).
+    """
+    cfg = layout_defaults(state, systemd_is_pid1() if systemd is None else systemd)
+    cfg.merge(fragments)
+    cfg.merge(layout_from_environment(os.environ if environ is None else environ))
+    return cfg

@@ -18,6 +18,8 @@ from http.client import responses
 from jupyterhub.services.auth import HubOAuth, HubOAuthenticated, UserNotAllowed
 from tornado import web
 
+from ..openapi import BodyError, request_bodies
+
 #: Shown instead of the real error when something unexpected failed: the details
 #: (which may name files or hosts) go to Kore's log only.
 UNEXPECTED_ERROR = (
@@ -223,6 +225,19 @@ class ChangeRequestMixin:
         if self._body_too_large:
             raise web.HTTPError(413, too_large, MAX_BODY)
         return bytes(self._body)
+
+    def json_body(self, too_large: str = "The body is larger than %d bytes."):
+        """The body, validated against this route's operation in Kore's OpenAPI document.
+
+        The one check of request bodies (:mod:`kore.openapi`): 413 when too large, 400
+        naming the field and what it takes; None for an allowed empty body.
+        """
+        raw = self.body_bytes(too_large)
+        path = self.request.path.removeprefix(self.settings["kore_prefix"])
+        try:
+            return request_bodies().parse(path, self.request.method, raw)
+        except BodyError as exc:
+            raise web.HTTPError(400, "%s", str(exc)) from None
 
     def require_user(self) -> None:
         """Like ``@web.authenticated``, which answers a bare 403 to a change: say why."""

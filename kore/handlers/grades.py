@@ -18,7 +18,6 @@ asks comes only from the hub; a cookie-authenticated POST needs the XSRF token (
 formats, never paths. The roster routes (:mod:`.roster`) work the same way.
 """
 
-import json
 import re
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +26,7 @@ from tornado import web
 from kore.sync.store import SyncAlreadyRunning, SyncStore, UnknownCourse
 
 from ..sync.grades import KIND as GRADES
-from ..sync.grades import GradeSyncOptions, OptionsError
+from ..sync.grades import GradeSyncOptions
 from ..sync.job import SyncJob
 from ..sync.manager import SyncManager, sync_manager
 from .base import APIHandler, ChangeRequestMixin
@@ -96,23 +95,9 @@ class SyncRoutesMixin(CourseHandlerMixin):
 class SyncRunsHandler(ChangeRequestMixin, SyncRoutesMixin, APIHandler):
     """Start a sync (POST) or list the latest ones (GET)."""
 
-    def json_body(self):
-        """The body as JSON; None if empty."""
-        body = self.body_bytes()
-        if not body.strip():
-            return None
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):
-            raise web.HTTPError(
-                400, 'The body is not valid JSON. Send e.g. {"missing": "zero"} or nothing.'
-            ) from None
-
     def make_job(self, course_id: str, body, who: str) -> SyncJob:
-        try:
-            options = GradeSyncOptions.from_json(body)
-        except OptionsError as exc:
-            raise web.HTTPError(400, "%s", str(exc)) from None
+        # The body was checked against the document's GradeSyncOptions.
+        options = GradeSyncOptions.from_json(body)
         return self.manager.grade_job(course_id, options, who)
 
     @web.authenticated

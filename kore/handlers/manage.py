@@ -1,6 +1,6 @@
 """Course management routes: backups, reset, delete, import and the audit log.
 
-All under ``<prefix>api/``, all JSON (see ``kore/openapi.yaml`` and docs/admin/api.md):
+All under ``<prefix>api/``, all JSON (see ``kore/openapi.json`` and docs/admin/api.md):
 
 - ``GET|POST courses/<c>/backups``: a course's backups; make one (202: an operation).
 - ``GET backups``: the backups the caller may use (every backup for hub admins).
@@ -32,27 +32,23 @@ import json
 import os
 import re
 import stat
-from pathlib import Path
 
-import yaml
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ananke_hub import fsutil
 
+from .. import openapi
 from ..manage.archive import BadArchive
 from ..manage.errors import ManageError
-from ..manage.names import InvalidName, check_assignment_id, check_backup_id, check_notebook_name
+from ..manage.names import InvalidName, check_backup_id
 from .base import APIHandler, ChangeRequestMixin, PublicAPIHandler
 from .courses import STAFF_ROLES, CourseHandlerMixin
 
-OPENAPI_FILE = Path(__file__).resolve().parent.parent / "openapi.yaml"
 #: Bytes of a backup sent per write while downloading: the archive is never in memory.
 DOWNLOAD_CHUNK = 256 * 1024
 DEFAULT_AUDIT, MAX_AUDIT = 100, 500
-IMPORT_KINDS = ("course", "assignment", "notebook")
-IMPORT_KEYS = frozenset({"from", "what", "assignment", "notebook", "as_assignment", "overwrite"})
 #: A download's file name: the course id and the backup's date, nothing from free text.
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -188,26 +184,6 @@ class ManageHandlerMixin(ChangeRequestMixin, CourseHandlerMixin):
                 self.settings["kore_prefix"],
             ) from None
 
-    def json_object(self, example: str, *, required: bool) -> dict:
-        """The body as a JSON object; ``{}`` for an empty body unless one is required."""
-        body = self.body_bytes()
-        if not body.strip() and not required:
-            return {}
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            raise web.HTTPError(400, "The body is not valid JSON. Send e.g. %s.", example) from None
-        if not isinstance(data, dict):
-            raise web.HTTPError(
-                400, "Send a JSON object, e.g. %s, not a %s.", example, type(data).__name__
-            )
-        return data
-
-    def no_options(self, example: str = "{}") -> None:
-        """For changes that take no options: an empty body or ``{}``."""
-        if self.json_object(example, required=False):
-            raise web.HTTPError(400, "This request takes no options: send no body, or {}.")
-
     def int_argument(self, name: str, default: int | None, low: int, high: int) -> int | None:
         raw = self.get_query_argument(name, None)
         if raw is None:
@@ -231,16 +207,14 @@ class ManageHandlerMixin(ChangeRequestMixin, CourseHandlerMixin):
 
 
 def confirmed(body: dict, course) -> None:
-    """A reset or deletion names the course it destroys: its id or its exact title."""
-    unknown = set(body) - {"confirm"}
-    if unknown:
-        raise web.HTTPError(
-            400, 'Unknown field(s) %s: send only {"confirm": ...}.', ", ".join(sorted(unknown))
-        )
-    confirm = body.get("confirm")
+    """A reset or deletion names the course it destroys: its id or its exact title.
+
+    The body's form (only ``confirm``, a string) was checked against the document.
+    """
+    confirm = body["confirm"]
     # The exact title, or the id; never an empty title matching an empty confirmation.
     names = {course.id} | ({course.title} if (course.title or "").strip() else set())
-    if not isinstance(confirm, str) or confirm not in names:
+    if confirm not in names:
         raise web.HTTPError(
             400,
             'To confirm, send {"confirm": "%s"} (the course\'s id, or its title %s).',
@@ -271,7 +245,7 @@ class CourseBackupsHandler(ManageHandlerMixin, APIHandler):
 
         async def work():
             await self.staff_course(course_id, "back it up")
-            self.no_options()
+            self.json_body()  # none, or {}
             return await self.managed(self.manager.start("backup", course_id, self.user_name))
 
         entry = await self.audited("backup.create", course_id, {}, work)
@@ -313,7 +287,7 @@ class BackupHandler(ManageHandlerMixin, APIHandler):
 
         async def work():
             entry = await self.usable_backup(backup_id)
-            self.no_options()
+            self.json_body()  # none, or {}
             staff = await self.staff_course_ids()
             await self.managed(
                 self.manager.delete_backup(
@@ -409,7 +383,7 @@ class CourseOperationHandler(ManageHandlerMixin, APIHandler):
 
         async def work():
             course = await self.staff_course(course_id, self.action)
-            confirmed(self.json_object('{"confirm": "<course id>"}', required=True), course)
+            confirmed(self.json_body(), course)
             return await self.managed(self.manager.start(self.kind, course_id, self.user_name))
 
         entry = await self.audited(f"course.{self.kind}", course_id, {}, work)
@@ -489,9 +463,6 @@ class CourseContentsHandler(ManageHandlerMixin, APIHandler):
         self.write_json(await self.managed(self.manager.sources({"course_id": course_id})))
 
 
-IMPORT_EXAMPLE = '{"from": {"course_id": "c-..."}, "what": "assignment", "assignment": "hw1"}'
-
-
 @web.stream_request_body
 class CourseImportHandler(ManageHandlerMixin, APIHandler):
     """Copy a course's assignments, one assignment or one notebook into this course (202:
@@ -504,7 +475,7 @@ class CourseImportHandler(ManageHandlerMixin, APIHandler):
 
         async def work():
             await self.staff_course(course_id, "import into it")
-            request = self.import_request(self.json_object(IMPORT_EXAMPLE, required=True))
+            request = self.import_request(self.json_body())
             target.update(request)
             source = request.pop("from")
             if "course_id" in source:
@@ -520,63 +491,14 @@ class CourseImportHandler(ManageHandlerMixin, APIHandler):
         self.accepted(entry)
 
     def import_request(self, body: dict) -> dict:
-        """The import's options, every id checked against its format (400 otherwise)."""
-        unknown = set(body) - IMPORT_KEYS
-        if unknown:
-            raise web.HTTPError(400, "Unknown field(s) %s.", ", ".join(sorted(map(str, unknown))))
-        source = body.get("from")
-        if (
-            not isinstance(source, dict)
-            or len(source) != 1
-            or not ({"course_id", "backup_id"} & set(source))
-        ):
-            raise web.HTTPError(
-                400,
-                '"from" must be {"course_id": "c-..."} or {"backup_id": "b-..."}: '
-                "the course or the backup to import from.",
-            )
-        if "course_id" in source:
-            raw = source["course_id"]
-            if not isinstance(raw, str):
-                raise web.HTTPError(400, '"from": {"course_id": ...} must be a course id.')
-            source = {"course_id": self.checked_course_id(raw)}
-        else:
-            raw = source["backup_id"]
-            if not isinstance(raw, str):
-                raise web.HTTPError(400, '"from": {"backup_id": ...} must be a backup id.')
-            source = {"backup_id": self.checked_backup_id(raw)}
-        what = body.get("what")
-        if what not in IMPORT_KINDS:
-            raise web.HTTPError(400, '"what" must be one of "course", "assignment", "notebook".')
-        overwrite = body.get("overwrite", False)
-        if not isinstance(overwrite, bool):
-            raise web.HTTPError(400, '"overwrite" must be true or false.')
-        request = {"from": source, "what": what, "overwrite": overwrite}
-        needed = {
-            "course": (),
-            "assignment": ("assignment",),
-            "notebook": ("assignment", "notebook"),
-        }
-        allowed = {
-            "course": (),
-            "assignment": ("assignment", "as_assignment"),
-            "notebook": ("assignment", "notebook", "as_assignment"),
-        }
+        """The import's options from a body the document's ImportRequest accepted (ids
+        and names have their forms; "assignment" and "notebook" are there when "what"
+        needs them)."""
+        request = {"from": body["from"], "what": body["what"]}
+        request["overwrite"] = body.get("overwrite", False)
         for key in ("assignment", "notebook", "as_assignment"):
-            if key not in body:
-                if key in needed[what]:
-                    raise web.HTTPError(400, 'Importing a %s needs "%s".', what, key)
-                continue
-            if key not in allowed[what]:
-                raise web.HTTPError(400, 'Importing a %s takes no "%s".', what, key)
-            value = body[key]
-            check = check_notebook_name if key == "notebook" else check_assignment_id
-            try:
-                if not isinstance(value, str):
-                    raise InvalidName(f'"{key}" must be a string.')
-                request[key] = check(value)
-            except InvalidName as exc:
-                raise web.HTTPError(400, '"%s": %s', key, str(exc)) from None
+            if key in body:
+                request[key] = body[key]
         return request
 
 
@@ -622,19 +544,12 @@ class OpenAPIHandler(PublicAPIHandler):
     a token. The ``servers`` entry is Kore's real prefix.
     """
 
-    _document: dict | None = None
-
     async def get(self):
-        if OpenAPIHandler._document is None:
-            OpenAPIHandler._document = await asyncio.to_thread(load_openapi)
-        document = dict(OpenAPIHandler._document)
+        # Read once, when Kore's routes were set up (kore.openapi.request_bodies).
+        document = dict(openapi.document())
         document["servers"] = [{"url": self.settings["kore_prefix"].rstrip("/") or "/"}]
         self.set_header("Cache-Control", "public, max-age=300")
         self.write_json(document)
-
-
-def load_openapi() -> dict:
-    return yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
 
 
 handlers = [

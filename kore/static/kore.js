@@ -588,11 +588,12 @@
     input.setAttribute("aria-describedby", input.id + "-help");
   };
 
-  // The field a refusal is about: the API's messages quote the setting ('name').
+  // The field a refusal is about: the API's messages quote the setting ("name" from the
+  // check against the OpenAPI document, 'name' from the course settings' own check).
   SettingsPanel.prototype.fieldOf = function (message, changes) {
     var names = Object.keys(changes);
     for (var i = 0; i < names.length; i++) {
-      if (message.indexOf("'" + names[i] + "'") >= 0) {
+      if (message.indexOf('"' + names[i] + '"') >= 0 || message.indexOf("'" + names[i] + "'") >= 0) {
         return this.form.querySelector('input[name="' + names[i] + '"]');
       }
     }

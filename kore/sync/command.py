@@ -20,11 +20,16 @@ from pathlib import Path
 
 from traitlets.config import Config
 
-from ananke_hub.courses.layout import CourseLayout, InvalidCourseId, check_course_id
+from ananke_hub.courses.layout import (
+    CourseLayout,
+    InvalidCourseId,
+    check_course_id,
+    resolved_layout_config,
+)
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.fragments import FragmentError, load_fragments
 from ananke_hub.keys import KeyFileError, KeyStore
-from ananke_hub.paths import COURSE_LAYOUT_ENV, StateLayout
+from ananke_hub.paths import StateLayout
 from ananke_hub.registration import LMSRegistration
 from ananke_hub.registrations import RegistrationBook, RegistrationStore
 from kore.sync.store import SyncAlreadyRunning, SyncStore, UnknownCourse
@@ -54,22 +59,13 @@ class Setup:
 
 
 def hub_config(config_dir: Path, state: StateLayout) -> Config:
-    """The config the hub and Kore see: course layout defaults, fragments, the environment."""
-    from ananke_hub.spawner import systemd_is_pid1
-
+    """The config the hub and Kore see: the fragments, with the course layout the hub
+    resolves (:func:`ananke_hub.courses.layout.resolved_layout_config`)."""
     try:
         fragments = load_fragments(config_dir)
     except FragmentError as exc:
         raise SetupError(f"{exc}. Fix the fragment first.") from exc
-    cfg = Config()
-    if not systemd_is_pid1():  # as the shipped hub config does (hubconfig.configure)
-        cfg.CourseLayout.homes_root = str(state.local_homes)
-        cfg.CourseLayout.exchange_root = str(state.root / "exchange")
-    cfg.merge(fragments.config)
-    for var, trait in COURSE_LAYOUT_ENV.items():
-        if os.environ.get(var):
-            cfg.CourseLayout[trait] = os.environ[var]
-    return cfg
+    return resolved_layout_config(fragments.config, state)
 
 
 def setup(config_dir: Path) -> Setup:
