@@ -9,6 +9,8 @@ SQLite registry, and a fake hub API (httpx.MockTransport) that records every cal
 
 import asyncio
 import dataclasses
+import errno
+import functools
 import io
 import json
 import os
@@ -34,7 +36,7 @@ from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 from ananke_hub.courses.schema import SchemaOutOfDate, upgrade
 from ananke_hub.courses.settings import CourseSettings
 from kore.manage import files, gradebook
-from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge, Unavailable
 from kore.manage.hubapi import HubAdmin
 from kore.manage.names import InvalidName, check_assignment_id, check_backup_id, new_backup_id
 from kore.manage.service import CourseManager
@@ -1246,6 +1248,27 @@ async def test_a_starting_kore_marks_its_predecessors_import_interrupted(world):
         OTHER, {"course_id": COURSE_ID}, "assignment", assignment="ps2", actor="u100"
     )
     assert (await ended(manager, started))["state"] == "finished"
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+async def test_a_full_disk_in_any_blocking_call_says_so(code):
+    """The blocking halves (InThread) and the libraries' calls (ManageService._thread)
+    share one mapping: a full disk or quota is Unavailable with words for the
+    instructor; any other OSError goes on as it was."""
+    from kore.manage.context import ManageService
+    from kore.manage.threads import InThread
+
+    class Disk:
+        def write(self, fail: int):
+            raise OSError(fail, os.strerror(fail))
+
+    for call in (InThread(Disk()).write, functools.partial(ManageService._thread, Disk().write)):
+        with pytest.raises(Unavailable, match="disk is full.*free space") as info:
+            await call(code)
+        assert info.value.__cause__.errno == code
+        with pytest.raises(PermissionError):
+            await call(errno.EACCES)
+    assert await InThread(Path("/")).is_dir() is True
 
 
 async def test_the_blocking_halves_refuse_to_run_on_the_event_loop(world):

@@ -9,8 +9,6 @@ through :class:`~.threads.InThread` (the blocking objects are never reachable ot
 
 from __future__ import annotations
 
-import asyncio
-import errno
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,11 +16,11 @@ from ananke_hub.courses.layout import InvalidCourseId, check_course_id
 
 from .backups_files import BackupFiles, archive_path
 from .course_files import CourseFiles
-from .errors import InvalidRequest, NotFound, Unavailable
+from .errors import InvalidRequest, NotFound
 from .importer_files import ImportFiles
 from .names import InvalidName
 from .store import CourseFacts
-from .threads import InThread
+from .threads import InThread, in_thread
 
 if TYPE_CHECKING:
     from .service import CourseManager
@@ -49,15 +47,7 @@ class ManageService:
     @staticmethod
     async def _thread(func, *args):
         """A library's blocking call (not one of ours: those are InThread objects)."""
-        try:
-            return await asyncio.to_thread(func, *args)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise Unavailable(
-                    "The hub's disk is full. Ask the hub's administrators to free space "
-                    "(old backups, for example), then try again."
-                ) from exc
-            raise
+        return await in_thread(func, *args)
 
     def archive_path(self, backup_id: str) -> Path:
         return archive_path(self.manager.backups_dir, backup_id)

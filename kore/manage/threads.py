@@ -38,10 +38,23 @@ def blocking(func):
     return guarded
 
 
+async def in_thread(func, /, *args, **kwargs):
+    """``func(*args, **kwargs)`` in a thread; a full disk (or quota) becomes
+    :class:`~.errors.Unavailable` with words for the instructor."""
+    try:
+        return await asyncio.to_thread(func, *args, **kwargs)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise Unavailable(
+                "The hub's disk is full. Ask the hub's administrators to free space "
+                "(old backups, for example), then try again."
+            ) from exc
+        raise
+
+
 class InThread:
     """The async face of a blocking object: ``await InThread(obj).method(...)`` runs
-    ``obj.method(...)`` in a thread. A full disk becomes :class:`~.errors.Unavailable`
-    with words for the instructor."""
+    ``obj.method(...)`` in a thread (:func:`in_thread`)."""
 
     def __init__(self, target):
         self._target = target
@@ -52,15 +65,7 @@ class InThread:
             return method
 
         async def call(*args, **kwargs):
-            try:
-                return await asyncio.to_thread(method, *args, **kwargs)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise Unavailable(
-                        "The hub's disk is full. Ask the hub's administrators to free space "
-                        "(old backups, for example), then try again."
-                    ) from exc
-                raise
+            return await in_thread(method, *args, **kwargs)
 
         call.__name__ = name
         return call
