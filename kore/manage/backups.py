@@ -8,13 +8,13 @@ Async, on Kore's event loop; the archive is written by the blocking
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ananke_hub.courses.models import COURSE_DELETING, utcnow
+from ananke_hub.courses.models import COURSE_DELETING, iso, utcnow
 from kore.models import Backup
 
 from .context import ManageService
 from .errors import Conflict, InvalidRequest, ManageError, NotFound, audited
 from .names import check_backup_id, new_backup_id
-from .store import CourseFacts, iso
+from .store import CourseFacts
 
 REASONS = ("manual", "before-reset", "before-delete")
 #: The actor of work Kore does by itself (finishing operations, pruning old backups).

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from ananke_hub.courses.layout import grader_username
-from ananke_hub.courses.models import COURSE_DELETING
+from ananke_hub.courses.models import COURSE_DELETING, iso
 from ananke_hub.courses.provision import learner_group, staff_group
 from kore.models import CourseOperation
 
@@ -24,7 +24,7 @@ from .context import ManageService
 from .errors import Conflict, InvalidRequest, ManageError, NotFound, Unavailable, audited
 from .hubapi import HubAdmin
 from .names import new_backup_id
-from .store import FAILED, FINISHED, RUNNING, OperationRunning, iso
+from .store import FAILED, FINISHED, RUNNING, OperationRunning
 
 RESET_STEPS = ("backup", "gradebook", "course files", "exchange", "hub group", "registry")
 DELETE_STEPS = (
