@@ -873,6 +873,36 @@ async def test_a_failed_step_is_finished_by_running_the_operation_again(world, k
     (assert_reset_done if kind == "reset" else assert_delete_done)(world)
 
 
+async def test_an_operations_audit_events_name_it_and_its_backup(world):
+    """Each audit event of a reset (started, failed at a step, continued, ok) names the
+    operation and its backup, the failure also the step; a crash's resume by Kore too."""
+    manager = world.manager()
+    interrupt(manager, 3, "after", RuntimeError)
+    failed = await manager.reset(COURSE_ID, "u100")
+    await world.manager().reset(COURSE_ID, "u105")
+    ids = {"operation_id": failed["operation_id"], "backup_id": failed["backup_id"]}
+    interrupt(manager := world.manager(), 2, "before", Crash)
+    with pytest.raises(Crash):
+        await manager.reset(COURSE_ID, "u100")
+    (resumed,) = await world.manager().resume_unfinished()
+    again = {"operation_id": resumed["operation_id"], "backup_id": resumed["backup_id"]}
+    with world.session() as session:
+        events = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.course_id == COURSE_ID, AuditEvent.action == "course.reset")
+            .order_by(AuditEvent.id)
+        ).all()
+    assert [(e.actor, e.outcome, e.target, e.message) for e in events] == [
+        ("u100", "started", ids, ""),
+        ("u100", "failed", {**ids, "step": 3}, failed["message"]),
+        ("u105", "started", ids, "continued after step 2"),
+        ("u105", "ok", ids, ""),
+        ("u100", "started", again, ""),
+        ("kore", "started", again, "resumed after step 1 (started by u100)"),
+        ("u100", "ok", again, ""),
+    ]
+
+
 async def test_hub_down_fails_the_step_with_a_message_and_a_rerun_finishes(world):
     world.hub.down = True
     manager = world.manager()
