@@ -470,6 +470,36 @@ async def test_backup_holds_the_course_with_a_consistent_gradebook_and_a_manifes
     assert ("backup.create", "ok") in audit_actions(world)
 
 
+@pytest.mark.parametrize(
+    "error, why",
+    [
+        (TooLarge("The course is larger than backups may be."), "larger than backups may be"),
+        (RuntimeError("injected /secret/path"), "RuntimeError (details in Kore's log)"),
+    ],
+    ids=["refusal", "bug"],
+)
+async def test_a_failed_backup_is_audited_once_with_words_for_people(
+    world, monkeypatch, error, why
+):
+    from kore.manage.backups_files import BackupFiles
+
+    def fail(self, *args):
+        raise error
+
+    monkeypatch.setattr(BackupFiles, "write_backup", fail)
+    with pytest.raises(type(error)) as info:
+        await world.manager().backup(COURSE_ID, "u100")
+    # A refusal is marked as audited (the route writes no second event); a bug is not.
+    assert getattr(info.value, "audited", False) is isinstance(error, TooLarge)
+    with world.session() as session:
+        (event,) = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "backup.create")
+        ).all()
+    assert (event.actor, event.outcome, event.course_id) == ("u100", "failed", COURSE_ID)
+    assert why in event.message and "/secret/path" not in event.message
+    assert list(event.target) == ["backup_id"]
+
+
 async def test_backups_are_for_their_owners_staff_and_admins(world):
     manager = world.manager()
     entry = await manager.backup(COURSE_ID, "u100")

@@ -75,26 +75,15 @@ class Backups(ManageService):
                     owners=owners,
                 )
             )
-        except ManageError as exc:
-            await self.record(
-                actor,
-                "backup.create",
-                facts.course_id,
-                {"backup_id": backup_id},
-                "failed",
-                str(exc),
-            )
-            audited(exc)
-            raise
         except Exception as exc:
-            self.log.exception("course:%s backup %s failed", facts.course_id, backup_id)
+            if isinstance(exc, ManageError):
+                why = str(exc)
+                audited(exc)
+            else:
+                self.log.exception("course:%s backup %s failed", facts.course_id, backup_id)
+                why = f"{type(exc).__name__} (details in Kore's log)"
             await self.record(
-                actor,
-                "backup.create",
-                facts.course_id,
-                {"backup_id": backup_id},
-                "failed",
-                f"{type(exc).__name__} (details in Kore's log)",
+                actor, "backup.create", facts.course_id, {"backup_id": backup_id}, "failed", why
             )
             raise
         self.log.info(
