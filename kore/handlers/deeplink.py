@@ -92,7 +92,6 @@ class DeepLinkHandler(PageHandler):
     async def get(self, request_id):
         request = await self.open_request(request_id)
         courses = await self.choices(request)
-        xsrf = self.xsrf_token
         self.set_header("Cache-Control", "no-store")
         self.render(
             "deeplink.html",
@@ -100,7 +99,7 @@ class DeepLinkHandler(PageHandler):
             courses=courses,
             new_activity=NEW_ACTIVITY,
             multiple=request.accept_multiple,
-            xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf,
+            xsrf=self.xsrf_text,
         )
 
     async def post(self, request_id):
