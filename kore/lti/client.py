@@ -21,15 +21,19 @@ from .transport import LMSResponse, LMSTransport
 
 
 class ServiceSession:
-    """Authorized requests for one course and one set of scopes."""
+    """Authorized requests for one course and one set of scopes.
+
+    ``audience``: the ``aud`` of the client assertion, when the platform names one other
+    than its token URL (the default; IMS Security Framework 1.0 section 4.1).
+    """
 
     def __init__(
-        self, tokens: TokenService, *, token_url: str, client_id: str, audience: str, scopes
+        self, tokens: TokenService, *, token_url: str, client_id: str, audience: str = "", scopes
     ):
         self.tokens = tokens
         self.token_url = token_url
         self.client_id = client_id
-        self.audience = audience
+        self.audience = audience or token_url
         self.scopes = frozenset(scopes)
 
     @property
@@ -165,7 +169,7 @@ class LTIClient:
                 self.tokens,
                 token_url=found.token_url,
                 client_id=client_id,
-                audience=found.token_audience or found.token_url,
+                audience=found.token_audience,
                 scopes=scopes,
             )
         return self.session(issuer=issuer, client_id=client_id, scopes=scopes)
@@ -193,7 +197,7 @@ class LTIClient:
             self.tokens,
             token_url=registration.access_token_url,
             client_id=client_id,
-            audience=registration.token_audience or registration.access_token_url,
+            audience=registration.token_audience,
             scopes=scopes,
         )
 
