@@ -18,14 +18,14 @@ import secrets
 import string
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from sqlalchemy import select, update
 from traitlets import Float, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
-from .courses.models import AuditEvent, LTIRegistration, RegistrationTicket, utcnow
+from .courses.models import AuditEvent, LTIRegistration, RegistrationTicket, aware, utcnow
 from .courses.registry import CourseRegistry
 from .registration import LMSRegistration
 from .usernames import check_prefix
@@ -178,11 +178,6 @@ def ticket_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf8", "surrogatepass")).hexdigest()
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite gives naive datetimes back; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def prefixes_clash(a: str, b: str) -> bool:
     """Whether usernames with prefix ``a`` could equal names with prefix ``b``."""
     return a.startswith(b) or b.startswith(a)
@@ -289,7 +284,7 @@ class RegistrationStore:
                 "This registration URL was already used: each URL registers one platform "
                 "once. Ask the hub's admin for a new one."
             )
-        if _aware(ticket.expires_at) <= utcnow():
+        if aware(ticket.expires_at) <= utcnow():
             raise TicketRefused(
                 "This registration URL has expired. Ask the hub's admin for a new one."
             )

@@ -11,9 +11,8 @@ import logging
 
 from sqlalchemy import select
 
-from ananke_hub.courses.models import AuditEvent, utcnow
+from ananke_hub.courses.models import AuditEvent, iso, utcnow
 from ananke_hub.courses.registry import CourseRegistry
-from kore.manage.store import iso
 
 #: Longest message kept per event.
 AUDIT_MESSAGE_MAX = 2000

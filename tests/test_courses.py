@@ -3,6 +3,7 @@
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
 
 import pgserver
 import pytest
@@ -23,6 +24,7 @@ from ananke_hub.courses.layout import (
     course_of_grader,
     grader_username,
 )
+from ananke_hub.courses.models import aware, iso
 from ananke_hub.courses.provision import entitlements, staff_role
 from ananke_hub.courses.registry import CourseRegistry
 
@@ -52,6 +54,19 @@ def info(**kwargs) -> LaunchInfo:
 
 
 # --- identity ---------------------------------------------------------------------------
+
+
+def test_stored_times_read_back_in_utc():
+    """One reading of the registry's times for the hub and Kore: SQLite gives them back
+    naive, but every one was written in UTC; the APIs show them to the second."""
+    naive = datetime(2026, 12, 6, 8, 30, 15, 999)
+    assert aware(naive) == naive.replace(tzinfo=UTC)
+    paris = datetime(2026, 12, 6, 9, 30, 15, tzinfo=timezone(timedelta(hours=1)))
+    assert aware(paris) is paris
+    assert aware(None) is None
+    assert iso(naive) == "2026-12-06T08:30:15+00:00"
+    assert iso(paris) == "2026-12-06T09:30:15+01:00"
+    assert iso(None) is None
 
 
 def test_course_id_is_stable_safe_and_per_activity():

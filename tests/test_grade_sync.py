@@ -1086,6 +1086,17 @@ async def test_an_unexpected_error_fails_one_result_not_the_run(
     assert "Kore's log" in results(registry, run)[("u102", "total")]["message"]
 
 
+def test_a_student_reads_back_as_the_hub_enrolled_them(course, layout):
+    """One record of a gradebook's student: what a launch or the roster enrols is what
+    a grade sync reads back (nbgrader_setup.StudentRecord both ways)."""
+    from ananke_hub.courses import nbgrader_setup
+    from kore.sync.gradebook import read_gradebook
+
+    ada = nbgrader_setup.StudentRecord("u190", "190", "Ada", "Lovelace", "ada@example.org")
+    nbgrader_setup.enrol_students(layout.course(course), [ada])
+    assert read_gradebook(layout.course(course)).students["u190"] == ada
+
+
 def test_snapshot_scores_are_nbgraders_own(course, layout):
     """The grouped queries give what nbgrader computes per submission object: grades
     (manual over automatic, plus extra credit), minus the late penalty, never below 0."""

@@ -424,6 +424,40 @@ async def test_next_page_on_another_site_is_refused(client, lms):
         await AGSClient(session(client)).line_items(lms.lineitems_url)
 
 
+@pytest.mark.parametrize(
+    "path, body, read, names",
+    [
+        (
+            "/lineitems$",
+            b"[]",
+            lambda c, lms, **kw: AGSClient(session(c), **kw).line_items(lms.lineitems_url),
+            ("line item list", "page of line items"),
+        ),
+        (
+            "/memberships$",
+            b'{"members": []}',
+            lambda c, lms, **kw: NRPSClient(session(c, NRPS), **kw).members(lms.memberships_url),
+            ("roster", "roster page"),
+        ),
+    ],
+    ids=["ags", "nrps"],
+)
+async def test_line_items_and_rosters_page_by_the_same_rules(
+    client, lms, key_store, path, body, read, names
+):
+    """One pager (ServiceSession.pages) for AGS and NRPS: a page that links to itself
+    ends the list, a next page on another site is refused, and pages are bounded."""
+    list_name, next_name = names
+    lms.fail("GET", path, 200, times=2, body=body, headers={"Link": '<?again=1>; rel="next"'})
+    await read(client, lms)  # page 1, then ?again=1, which links to itself: done
+    lms.fail("GET", path, 200, body=body, headers={"Link": '<https://evil.example/p2>; rel="next"'})
+    with pytest.raises(BadLMSResponse, match=f"next {next_name} is on another site"):
+        await read(client, lms)
+    lms.fail("GET", path, 200, body=body, headers={"Link": '<?page=2>; rel="next"'})
+    with pytest.raises(LTIServiceError, match=f"The {list_name} at .* more than 1 pages"):
+        await read(client, lms, max_pages=1)
+
+
 async def test_create_read_update_line_item(client, lms):
     ags = AGSClient(session(client))
     item = await ags.create_line_item(

@@ -9,6 +9,8 @@ SQLite registry, and a fake hub API (httpx.MockTransport) that records every cal
 
 import asyncio
 import dataclasses
+import errno
+import functools
 import io
 import json
 import os
@@ -35,7 +37,7 @@ from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 from ananke_hub.courses.schema import SchemaOutOfDate, upgrade
 from ananke_hub.courses.settings import CourseSettings
 from kore.manage import gradebook
-from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from kore.manage.errors import Conflict, InvalidRequest, NotFound, TooLarge, Unavailable
 from kore.manage.hubapi import HubAdmin
 from kore.manage.names import InvalidName, check_assignment_id, check_backup_id, new_backup_id
 from kore.manage.service import CourseManager
@@ -469,6 +471,36 @@ async def test_backup_holds_the_course_with_a_consistent_gradebook_and_a_manifes
     assert ("backup.create", "ok") in audit_actions(world)
 
 
+@pytest.mark.parametrize(
+    "error, why",
+    [
+        (TooLarge("The course is larger than backups may be."), "larger than backups may be"),
+        (RuntimeError("injected /secret/path"), "RuntimeError (details in Kore's log)"),
+    ],
+    ids=["refusal", "bug"],
+)
+async def test_a_failed_backup_is_audited_once_with_words_for_people(
+    world, monkeypatch, error, why
+):
+    from kore.manage.backups_files import BackupFiles
+
+    def fail(self, *args):
+        raise error
+
+    monkeypatch.setattr(BackupFiles, "write_backup", fail)
+    with pytest.raises(type(error)) as info:
+        await world.manager().backup(COURSE_ID, "u100")
+    # A refusal is marked as audited (the route writes no second event); a bug is not.
+    assert getattr(info.value, "audited", False) is isinstance(error, TooLarge)
+    with world.session() as session:
+        (event,) = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "backup.create")
+        ).all()
+    assert (event.actor, event.outcome, event.course_id) == ("u100", "failed", COURSE_ID)
+    assert why in event.message and "/secret/path" not in event.message
+    assert list(event.target) == ["backup_id"]
+
+
 async def test_backups_are_for_their_owners_staff_and_admins(world):
     manager = world.manager()
     entry = await manager.backup(COURSE_ID, "u100")
@@ -872,6 +904,36 @@ async def test_a_failed_step_is_finished_by_running_the_operation_again(world, k
     (assert_reset_done if kind == "reset" else assert_delete_done)(world)
 
 
+async def test_an_operations_audit_events_name_it_and_its_backup(world):
+    """Each audit event of a reset (started, failed at a step, continued, ok) names the
+    operation and its backup, the failure also the step; a crash's resume by Kore too."""
+    manager = world.manager()
+    interrupt(manager, 3, "after", RuntimeError)
+    failed = await manager.reset(COURSE_ID, "u100")
+    await world.manager().reset(COURSE_ID, "u105")
+    ids = {"operation_id": failed["operation_id"], "backup_id": failed["backup_id"]}
+    interrupt(manager := world.manager(), 2, "before", Crash)
+    with pytest.raises(Crash):
+        await manager.reset(COURSE_ID, "u100")
+    (resumed,) = await world.manager().resume_unfinished()
+    again = {"operation_id": resumed["operation_id"], "backup_id": resumed["backup_id"]}
+    with world.session() as session:
+        events = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.course_id == COURSE_ID, AuditEvent.action == "course.reset")
+            .order_by(AuditEvent.id)
+        ).all()
+    assert [(e.actor, e.outcome, e.target, e.message) for e in events] == [
+        ("u100", "started", ids, ""),
+        ("u100", "failed", {**ids, "step": 3}, failed["message"]),
+        ("u105", "started", ids, "continued after step 2"),
+        ("u105", "ok", ids, ""),
+        ("u100", "started", again, ""),
+        ("kore", "started", again, "resumed after step 1 (started by u100)"),
+        ("u100", "ok", again, ""),
+    ]
+
+
 async def test_hub_down_fails_the_step_with_a_message_and_a_rerun_finishes(world):
     world.hub.down = True
     manager = world.manager()
@@ -1247,6 +1309,27 @@ async def test_a_starting_kore_marks_its_predecessors_import_interrupted(world):
         OTHER, {"course_id": COURSE_ID}, "assignment", assignment="ps2", actor="u100"
     )
     assert (await ended(manager, started))["state"] == "finished"
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+async def test_a_full_disk_in_any_blocking_call_says_so(code):
+    """The blocking halves (InThread) and the libraries' calls (ManageService._thread)
+    share one mapping: a full disk or quota is Unavailable with words for the
+    instructor; any other OSError goes on as it was."""
+    from kore.manage.context import ManageService
+    from kore.manage.threads import InThread
+
+    class Disk:
+        def write(self, fail: int):
+            raise OSError(fail, os.strerror(fail))
+
+    for call in (InThread(Disk()).write, functools.partial(ManageService._thread, Disk().write)):
+        with pytest.raises(Unavailable, match="disk is full.*free space") as info:
+            await call(code)
+        assert info.value.__cause__.errno == code
+        with pytest.raises(PermissionError):
+            await call(errno.EACCES)
+    assert await InThread(Path("/")).is_dir() is True
 
 
 async def test_the_blocking_halves_refuse_to_run_on_the_event_loop(world):

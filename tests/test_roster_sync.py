@@ -6,6 +6,7 @@ gradebook and the hub's learner group, against the fake LMS and a fake hub API."
 
 import json
 
+import httpx
 import pytest
 from fake_lms import FakeLMS, free_port
 from test_grade_sync import (  # noqa: F401 (fixtures)
@@ -330,6 +331,38 @@ async def test_hub_refusing_group_changes(course, registry, layout, client, lms,
     assert rows["1"]["status"] == "failed"
     assert "Hub access not updated" in rows["1"]["message"]
     assert members(registry, course)["u103"].active  # the registry has them anyway
+
+
+async def test_a_refused_group_change_is_the_problem_of_each_name_in_it():
+    """One request adds the new members, one takes out the dropped ones; when the hub
+    refuses one of them, each name in it gets the hub's answer, the others none."""
+    calls = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append((request.method, request.url.path))
+        if request.url.path == "/hub/api/groups/g":
+            return httpx.Response(200, json={"users": ["old1", "old2", "stays"]})
+        if request.url.path == "/hub/api/users":
+            return httpx.Response(201, json=[])
+        if request.method == "POST":
+            return httpx.Response(403, json={"message": "no scope"})
+        return httpx.Response(400, json={"message": "try later"})
+
+    hub = HubGroups(api_url="http://hub.invalid/hub/api", token="t")
+    hub.transport = httpx.MockTransport(answer)
+    problems = await hub.sync_group("g", {"stays", "new1", "new2"}, {"old1", "old2", "never"})
+    assert calls == [
+        ("GET", "/hub/api/groups/g"),
+        ("POST", "/hub/api/users"),
+        ("POST", "/hub/api/groups/g/users"),
+        ("DELETE", "/hub/api/groups/g/users"),
+    ]
+    assert problems["stays"] == problems["never"] == ""
+    assert problems["new1"] == problems["new2"]
+    assert "403 to POST /groups/g/users: no scope" in problems["new1"]
+    assert "admin:users and admin:groups" in problems["new1"]
+    assert problems["old1"] == problems["old2"]
+    assert "400 to DELETE /groups/g/users: try later" in problems["old1"]
 
 
 async def test_staff_join_the_staff_group_before_they_launch(

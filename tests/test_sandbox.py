@@ -133,3 +133,29 @@ def test_the_course_directory_is_never_copied_into_the_sandbox(tmp_path, monkeyp
     with pytest.raises(bubblewrap.SandboxUnavailable, match="not copied into the sandbox"):
         run("print('never')", tmp_path.parent)
     assert not any(p.name.startswith("ananke-sandbox-") for p in tmp_path.iterdir())
+
+
+def test_the_kernel_environment_is_built_from_nothing_but_the_pass_list(tmp_path, monkeypatch):
+    """Both backends (bubblewrap and the systemd broker) give the kernel this environment:
+    the locale and library paths of PASS_ENV, a home in the scratch directory, and none
+    of the grader's variables (the hub token above all)."""
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "grader-secret")
+    monkeypatch.setenv("HOME", "/home/grader")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.delenv("TZ", raising=False)
+    scratch = str(tmp_path / "scratch")
+    env = provisioner.kernel_environment(scratch)
+    assert "grader-secret" not in env.values()
+    assert set(env) - set(provisioner.PASS_ENV) == {
+        "HOME",
+        "TMPDIR",
+        "USER",
+        "PATH",
+        "MALLOC_ARENA_MAX",
+        "MPLCONFIGDIR",
+    }
+    assert env["LANG"] == "C.UTF-8" and "TZ" not in env
+    assert env["HOME"] == scratch and env["USER"] == "student"
+    assert env["TMPDIR"] == bubblewrap.SANDBOX_TMP
+    assert env["MPLCONFIGDIR"].startswith(scratch + os.sep)
+    assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)

@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 
@@ -43,7 +43,7 @@ from ..lti_spec import (
 )
 from ..roles import Role, parse_roles
 from .identity import LaunchError, LaunchInfo, NotACourseLaunch, _role_names, clean_text
-from .models import COURSE_ACTIVE, Course, DeepLink, DeepLinkRequest, Member, utcnow
+from .models import COURSE_ACTIVE, Course, DeepLink, DeepLinkRequest, Member, aware, utcnow
 from .registry import CourseRegistry
 
 #: The custom parameter of a placed activity: the id of its ``deep_links`` row.
@@ -182,7 +182,7 @@ class DeepLinkStore:
         if (
             found is None
             or found.used_at is not None
-            or _aware(found.expires_at) < utcnow()
+            or aware(found.expires_at) < utcnow()
         ):
             return None
         return found
@@ -281,7 +281,3 @@ class DeepLinkStore:
                 "Nothing was set up. Ask the course's teacher."
             )
         return ResolvedLink(link.course_id, link.assignment, title)
-
-
-def _aware(value):
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -30,6 +30,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(value: datetime | None) -> datetime | None:
+    """A time read from the registry, with its zone: every time is stored in UTC, and
+    SQLite gives it back naive (PostgreSQL aware)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored time as the APIs show it: ISO 8601 to the second, with the offset."""
+    value = aware(value)
+    return value.isoformat(timespec="seconds") if value else None
+
+
 class Base(DeclarativeBase):
     pass
 

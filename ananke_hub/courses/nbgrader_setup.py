@@ -44,7 +44,8 @@ GRADEBOOK_MODE = 0o600  # names and e-mail addresses of the students
 
 @dataclass(frozen=True)
 class StudentRecord:
-    """A student as the launch tells it; empty strings when the LMS sends nothing."""
+    """A student of a course's gradebook as data: what a launch or the roster enrols, and
+    what a grade sync reads back. Empty strings when the LMS sends nothing."""
 
     username: str
     lms_user_id: str = ""

@@ -164,6 +164,13 @@ class PageHandler(HubUserHandler):
 
     json_errors = False
 
+    @property
+    def xsrf_text(self) -> str:
+        """The XSRF token for the page's forms and API calls (field ``_xsrf``, header
+        X-XSRFToken), as text; reading it sets the matching ``_xsrf`` cookie."""
+        xsrf = self.xsrf_token
+        return xsrf.decode() if isinstance(xsrf, bytes) else xsrf
+
 
 class APIHandler(HubUserHandler):
     """A JSON API for logged-in hub users: no login redirect, 403 without credentials."""

@@ -62,7 +62,6 @@ class LMSPageHandler(PageHandler):
     async def show(self, *, new_url: str = "", message: str = "", error: str = "", status=200):
         registry = self.store.registry
         entries = await registry.run(lambda: self.store.entries(include_removed=True))
-        xsrf = self.xsrf_token
         self.set_status(status)
         self.set_header("Cache-Control", "no-store")  # it may show a registration URL
         lifetime = DynamicRegistration(config=self.settings["kore"].config).url_lifetime
@@ -73,7 +72,7 @@ class LMSPageHandler(PageHandler):
             message=message,
             error=error,
             lifetime_minutes=f"{lifetime / 60:g}",
-            xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf,
+            xsrf=self.xsrf_text,
         )
 
     @web.authenticated

@@ -179,8 +179,7 @@ class CoursePageHandler(CourseHandlerMixin, PageHandler):
                 "to correct them in the course registry."
             )
         # The page carries the XSRF token for its API calls (header X-XSRFToken);
-        # rendering it also sets the matching _xsrf cookie (jupyterhub.services.auth).
-        xsrf = self.xsrf_token
+        # reading it also sets the matching _xsrf cookie (jupyterhub.services.auth).
         self.set_header("Cache-Control", "no-store")
         self.render(
             "course.html",
@@ -190,7 +189,7 @@ class CoursePageHandler(CourseHandlerMixin, PageHandler):
             runs=runs,
             api=f"{prefix}api/courses/{course.id}/",
             formgrader_url=formgrader_path(prefix, course.id),
-            xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf,
+            xsrf=self.xsrf_text,
             manage=self.settings.get("course_manager") is not None,
             backups=backups,
             human_size=human_size,

@@ -19,7 +19,7 @@ from ananke_hub.lti_spec import (
 )
 
 from .client import ServiceSession
-from .errors import BadLMSResponse, LTIServiceError, clean
+from .errors import BadLMSResponse
 
 # activityProgress and gradingProgress values (AGS 2.0 section 3.4.6, 3.4.7).
 ACTIVITY_INITIALIZED = "Initialized"
@@ -161,33 +161,23 @@ class AGSClient:
             },
         )
         items: list[LineItem] = []
-        seen_pages: set[str] = set()
-        origin = urlsplit(lineitems_url)[:2]
-        for _ in range(self.max_pages):
-            seen_pages.add(url)
-            response = await self.session.request(
-                "GET", url, action="list the line items", accept=AGS_MEDIA_LINEITEMS
-            )
+        async for response in self.session.pages(
+            lineitems_url,
+            url,
+            action="list the line items",
+            accept=AGS_MEDIA_LINEITEMS,
+            max_pages=self.max_pages,
+            names=("line item list", "page of line items"),
+        ):
             page = response.json("the line item list")
             if not isinstance(page, list):
                 raise BadLMSResponse(
-                    f"The LMS answered the line item list at {url} with a "
+                    f"The LMS answered the line item list at {response.url} with a "
                     f"{type(page).__name__}, not a list of line items.",
                     status=response.status,
                 )
             items.extend(item for item in map(LineItem.from_json, page) if item is not None)
-            url = response.next_link()
-            if not url or url in seen_pages:
-                return items
-            if urlsplit(url)[:2] != origin:
-                raise BadLMSResponse(
-                    f"The LMS's next page of line items is on another site ({clean(url)}); "
-                    "Kore sends its token only to the LMS's own service URL."
-                )
-        raise LTIServiceError(
-            f"The line item list at {lineitems_url} has more than {self.max_pages} pages "
-            "(c.LTIAdvantage.max_pages); Kore stopped reading it."
-        )
+        return items
 
     async def line_item(self, url: str) -> LineItem:
         response = await self.session.request(

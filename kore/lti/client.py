@@ -7,28 +7,33 @@ token; a 401 makes the session fetch a new token and send the request once more 
 LMS may have revoked it or let it expire early).
 """
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from urllib.parse import urlsplit
 
 from ananke_hub.keys import KeyStore
 from ananke_hub.registration import LMSRegistration
 from ananke_hub.registrations import REMOVED, Registration, RegistrationBook
 
-from .errors import LTIServiceError
+from .errors import BadLMSResponse, LTIServiceError, clean
 from .settings import LTIAdvantage
 from .tokens import AccessToken, TokenService
 from .transport import LMSResponse, LMSTransport
 
 
 class ServiceSession:
-    """Authorized requests for one course and one set of scopes."""
+    """Authorized requests for one course and one set of scopes.
+
+    ``audience``: the ``aud`` of the client assertion, when the platform names one other
+    than its token URL (the default; IMS Security Framework 1.0 section 4.1).
+    """
 
     def __init__(
-        self, tokens: TokenService, *, token_url: str, client_id: str, audience: str, scopes
+        self, tokens: TokenService, *, token_url: str, client_id: str, audience: str = "", scopes
     ):
         self.tokens = tokens
         self.token_url = token_url
         self.client_id = client_id
-        self.audience = audience
+        self.audience = audience or token_url
         self.scopes = frozenset(scopes)
 
     @property
@@ -69,6 +74,45 @@ class ServiceSession:
                 # Once: a new token, then the same request again.
                 self.tokens.invalidate(token)
                 refreshed = True
+
+    async def pages(
+        self,
+        list_url: str,
+        first: str,
+        *,
+        action: str,
+        accept: str,
+        max_pages: int,
+        names: tuple[str, str],
+    ) -> AsyncIterator[LMSResponse]:
+        """Every page of a paged list, from ``first`` (``list_url`` with a query, or
+        itself) along the ``Link: <...>; rel="next"`` headers (AGS 2.0 section 3.2.5,
+        NRPS 2.0 section 2.4.2), each page once. ``names``: the list's and its next
+        page's name in messages ("line item list", "page of line items").
+
+        A next page on another site is refused (the token goes only to the LMS's own
+        service URL); more than ``max_pages`` pages (c.LTIAdvantage.max_pages) too.
+        """
+        list_name, next_name = names
+        origin = urlsplit(list_url)[:2]
+        seen: set[str] = set()
+        url = first
+        for _ in range(max_pages):
+            seen.add(url)
+            response = await self.request("GET", url, action=action, accept=accept)
+            yield response
+            url = response.next_link()
+            if not url or url in seen:
+                return
+            if urlsplit(url)[:2] != origin:
+                raise BadLMSResponse(
+                    f"The LMS's next {next_name} is on another site ({clean(url)}); "
+                    "Kore sends its token only to the LMS's own service URL."
+                )
+        raise LTIServiceError(
+            f"The {list_name} at {list_url} has more than {max_pages} pages "
+            "(c.LTIAdvantage.max_pages); Kore stopped reading it."
+        )
 
 
 class LTIClient:
@@ -125,7 +169,7 @@ class LTIClient:
                 self.tokens,
                 token_url=found.token_url,
                 client_id=client_id,
-                audience=found.token_audience or found.token_url,
+                audience=found.token_audience,
                 scopes=scopes,
             )
         return self.session(issuer=issuer, client_id=client_id, scopes=scopes)
@@ -153,7 +197,7 @@ class LTIClient:
             self.tokens,
             token_url=registration.access_token_url,
             client_id=client_id,
-            audience=registration.token_audience or registration.access_token_url,
+            audience=registration.token_audience,
             scopes=scopes,
         )
 

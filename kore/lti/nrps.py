@@ -8,7 +8,6 @@ Deleted; Active when missing) and, if the platform shares them, names and e-mail
 """
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from ananke_hub.lti_spec import (
     MEMBER_ACTIVE,
@@ -19,7 +18,7 @@ from ananke_hub.lti_spec import (
 )
 
 from .client import ServiceSession
-from .errors import BadLMSResponse, LTIServiceError, clean
+from .errors import BadLMSResponse, clean
 
 STATUS_ACTIVE, STATUS_INACTIVE, STATUS_DELETED = MEMBER_ACTIVE, MEMBER_INACTIVE, MEMBER_DELETED
 
@@ -80,21 +79,24 @@ class NRPSClient:
 
     async def members(self, memberships_url: str) -> Roster:
         """Every member of the context, all pages read."""
-        url = memberships_url
-        origin = urlsplit(memberships_url)[:2]
         members: dict[str, Membership] = {}
         invalid = 0
-        seen: set[str] = set()
-        for page_number in range(1, self.max_pages + 1):
-            seen.add(url)
-            response = await self.session.request(
-                "GET", url, action="read the course roster", accept=NRPS_MEDIA_MEMBERSHIPS
-            )
+        pages = 0
+        async for response in self.session.pages(
+            memberships_url,
+            memberships_url,
+            action="read the course roster",
+            accept=NRPS_MEDIA_MEMBERSHIPS,
+            max_pages=self.max_pages,
+            names=("roster", "roster page"),
+        ):
+            pages += 1
             page = response.json("the roster")
             entries = page.get("members") if isinstance(page, dict) else None
             if not isinstance(entries, list):
                 raise BadLMSResponse(
-                    f"The LMS answered the roster request at {url} without a list of members.",
+                    f"The LMS answered the roster request at {response.url} without a list "
+                    "of members.",
                     status=response.status,
                 )
             for entry in entries:
@@ -104,15 +106,4 @@ class NRPSClient:
                 else:
                     # A person on two pages (the list changed while paging) counts once.
                     members[member.user_id] = member
-            url = response.next_link()
-            if not url or url in seen:
-                return Roster(list(members.values()), invalid, page_number)
-            if urlsplit(url)[:2] != origin:
-                raise BadLMSResponse(
-                    f"The LMS's next roster page is on another site ({clean(url)}); Kore "
-                    "sends its token only to the LMS's own service URL."
-                )
-        raise LTIServiceError(
-            f"The roster at {memberships_url} has more than {self.max_pages} pages "
-            "(c.LTIAdvantage.max_pages); Kore stopped reading it."
-        )
+        return Roster(list(members.values()), invalid, pages)

@@ -8,13 +8,13 @@ Async, on Kore's event loop; the archive is written by the blocking
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ananke_hub.courses.models import COURSE_DELETING, utcnow
+from ananke_hub.courses.models import COURSE_DELETING, iso, utcnow
 from kore.models import Backup
 
 from .context import ManageService
 from .errors import Conflict, InvalidRequest, ManageError, NotFound, audited
 from .names import check_backup_id, new_backup_id
-from .store import CourseFacts, iso
+from .store import CourseFacts
 
 REASONS = ("manual", "before-reset", "before-delete")
 #: The actor of work Kore does by itself (finishing operations, pruning old backups).
@@ -75,26 +75,15 @@ class Backups(ManageService):
                     owners=owners,
                 )
             )
-        except ManageError as exc:
-            await self.record(
-                actor,
-                "backup.create",
-                facts.course_id,
-                {"backup_id": backup_id},
-                "failed",
-                str(exc),
-            )
-            audited(exc)
-            raise
         except Exception as exc:
-            self.log.exception("course:%s backup %s failed", facts.course_id, backup_id)
+            if isinstance(exc, ManageError):
+                why = str(exc)
+                audited(exc)
+            else:
+                self.log.exception("course:%s backup %s failed", facts.course_id, backup_id)
+                why = f"{type(exc).__name__} (details in Kore's log)"
             await self.record(
-                actor,
-                "backup.create",
-                facts.course_id,
-                {"backup_id": backup_id},
-                "failed",
-                f"{type(exc).__name__} (details in Kore's log)",
+                actor, "backup.create", facts.course_id, {"backup_id": backup_id}, "failed", why
             )
             raise
         self.log.info(

@@ -83,9 +83,12 @@ class HubAdmin(HubAPIClient):
 
     async def delete_group(self, group: str) -> bool:
         """Delete ``group``; False if it did not exist."""
-        path = f"/groups/{quote(group, safe='')}"
         async with self._client() as client:
-            code, data = await self._call(client, "DELETE", path)
+            return await self._delete(client, f"/groups/{quote(group, safe='')}")
+
+    async def _delete(self, client: httpx.AsyncClient, path: str) -> bool:
+        """DELETE ``path``: True when done, False when it did not exist; refusals raise."""
+        code, data = await self._call(client, "DELETE", path)
         if code == 404:
             return False
         if code not in (200, 204):
@@ -130,9 +133,4 @@ class HubAdmin(HubAPIClient):
                         "where it stopped."
                     )
                 await asyncio.sleep(self.poll_interval)
-            code, data = await self._call(client, "DELETE", user_path)
-        if code == 404:
-            return False
-        if code not in (200, 204):
-            raise self._refused("DELETE", user_path, code, data)
-        return True
+            return await self._delete(client, user_path)

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from ananke_hub.courses.layout import grader_username
-from ananke_hub.courses.models import COURSE_DELETING
+from ananke_hub.courses.models import COURSE_DELETING, iso
 from ananke_hub.courses.provision import learner_group, staff_group
 from kore.models import CourseOperation
 
@@ -24,7 +24,7 @@ from .context import ManageService
 from .errors import Conflict, InvalidRequest, ManageError, NotFound, Unavailable, audited
 from .hubapi import HubAdmin
 from .names import new_backup_id
-from .store import FAILED, FINISHED, RUNNING, OperationRunning, iso
+from .store import FAILED, FINISHED, RUNNING, OperationRunning
 
 RESET_STEPS = ("backup", "gradebook", "course files", "exchange", "hub group", "registry")
 DELETE_STEPS = (
@@ -171,15 +171,22 @@ class Operations(ManageService):
                 op.kind,
                 op.id,
             )
-            await self.record(
-                KORE_ACTOR,
-                f"course.{op.kind}",
-                op.course_id,
-                {"operation_id": op.id, "backup_id": op.backup_id},
-                "failed",
-                op.message,
-            )
+            await self._record_operation(KORE_ACTOR, op, "failed", op.message)
         return [op.id for op in ops]
+
+    async def _record_operation(
+        self, actor: str, op: CourseOperation, outcome: str, message: str = "", **target
+    ) -> None:
+        """The audit event of ``op``: action ``course.<kind>``, the operation and its
+        backup (and ``target``'s other facts) as the target."""
+        await self.record(
+            actor,
+            f"course.{op.kind}",
+            op.course_id,
+            {"operation_id": op.id, "backup_id": op.backup_id, **target},
+            outcome,
+            message,
+        )
 
     async def operations(self, course_id: str, limit: int = 50) -> list[dict]:
         course_id = self._course_id(course_id)
@@ -220,14 +227,7 @@ class Operations(ManageService):
                 op = await self._db(self.store.reopen_operation, op.id)
             except OperationRunning as exc:
                 raise self._running(course_id, "operation", exc.operation_id) from exc
-            await self.record(
-                actor,
-                f"course.{kind}",
-                course_id,
-                {"operation_id": op.id, "backup_id": op.backup_id},
-                "started",
-                f"continued after step {op.step}",
-            )
+            await self._record_operation(actor, op, "started", f"continued after step {op.step}")
             return await self._launch(op, actor, wait)
 
         facts = await self._course(course_id)
@@ -242,13 +242,7 @@ class Operations(ManageService):
         except OperationRunning as exc:
             raise self._running(course_id, "operation", exc.operation_id) from exc
         self.log.info("course:%s user:%s %s started (%s)", course_id, actor, kind, op.id)
-        await self.record(
-            actor,
-            f"course.{kind}",
-            course_id,
-            {"operation_id": op.id, "backup_id": op.backup_id},
-            "started",
-        )
+        await self._record_operation(actor, op, "started")
         return await self._launch(op, actor, wait)
 
     async def _launch(self, op: CourseOperation, actor: str, wait: bool = True) -> dict:
@@ -305,13 +299,7 @@ class Operations(ManageService):
             op = await self._db(self.store.end_operation, op.id, FINISHED, "", result)
             self.log.info("%s finished", prefix)
             if op.kind != "import":  # the importer recorded what it imported
-                await self.record(
-                    actor,
-                    f"course.{op.kind}",
-                    op.course_id,
-                    {"operation_id": op.id, "backup_id": op.backup_id},
-                    "ok",
-                )
+                await self._record_operation(actor, op, "ok")
         except Exception as exc:
             failed = step + 1
             if isinstance(exc, ManageError):
@@ -335,14 +323,7 @@ class Operations(ManageService):
                 )
             op = await self._db(self.store.end_operation, op.id, FAILED, message)
             if op.kind != "import":  # the importer recorded the refusal or failure
-                await self.record(
-                    actor,
-                    f"course.{op.kind}",
-                    op.course_id,
-                    {"operation_id": op.id, "backup_id": op.backup_id, "step": failed},
-                    "failed",
-                    message,
-                )
+                await self._record_operation(actor, op, "failed", message, step=failed)
         finally:
             self._active.discard(op.id)
             self._imports.pop(op.id, None)
@@ -362,11 +343,9 @@ class Operations(ManageService):
                 op.id,
                 op.step,
             )
-            await self.record(
+            await self._record_operation(
                 KORE_ACTOR,
-                f"course.{op.kind}",
-                op.course_id,
-                {"operation_id": op.id, "backup_id": op.backup_id},
+                op,
                 "started",
                 f"resumed after step {op.step} (started by {op.started_by})",
             )

@@ -17,12 +17,13 @@ deleted course's backups and audit trail stay.
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ananke_hub.courses.models import Course, Member, utcnow
+from ananke_hub.courses.models import iso as iso  # backups_files.py still imports it here
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.roles import Role
 from kore.models import Backup, CourseOperation, SyncDelivery, SyncResult, SyncRun
@@ -44,18 +45,6 @@ class OperationRunning(Exception):
         super().__init__(f"an operation on course {course_id} is running: {operation_id}")
         self.course_id = course_id
         self.operation_id = operation_id
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite gives back naive datetimes; every time stored here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def iso(value: datetime | None) -> str | None:
-    value = aware(value)
-    return value.isoformat(timespec="seconds") if value else None
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,7 @@ async def in_thread(func, /, *args, **kwargs):
 
 class InThread:
     """The async face of a blocking object: ``await InThread(obj).method(...)`` runs
-    ``obj.method(...)`` in a thread. A full disk becomes :class:`~.errors.Unavailable`
-    with words for the instructor."""
+    ``obj.method(...)`` in a thread (:func:`in_thread`)."""
 
     def __init__(self, target):
         self._target = target

@@ -35,10 +35,11 @@ from ananke_hub.registrations import RegistrationBook, RegistrationStore
 from kore.sync.store import SyncAlreadyRunning, SyncStore, UnknownCourse
 
 from ..lti import LTIAdvantage, LTIClient
-from .grades import GradeSyncJob, GradeSyncOptions
+from .grades import GradeSyncOptions
 from .hub_groups import HubGroups
 from .job import SyncJob
-from .roster import RosterSyncJob, UsernameRule
+from .manager import SyncManager
+from .roster import UsernameRule
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 #: Failed results listed in the summary; the rest are counted.
@@ -233,27 +234,20 @@ def run_command(
         log.addHandler(handler)
         log.propagate = False
     who = "cli:" + getpass.getuser()
+    # Kore's jobs, wired as Kore wires them; run here, not in Kore's background.
+    jobs = SyncManager(
+        registry=s.registry,
+        layout=s.layout,
+        lti_client=s.client,
+        hub=s.hub,
+        username_rule=s.rule,
+        log=log,
+    )
     if kind == "grades":
-        job = GradeSyncJob(
-            course_id,
-            GradeSyncOptions.from_json({"missing": missing, "resend": resend}),
-            registry=s.registry,
-            layout=s.layout,
-            lti_client=s.client,
-            who=who,
-            log=log,
-        )
+        options = GradeSyncOptions.from_json({"missing": missing, "resend": resend})
+        job = jobs.grade_job(course_id, options, who)
     else:
-        job = RosterSyncJob(
-            course_id,
-            registry=s.registry,
-            layout=s.layout,
-            lti_client=s.client,
-            hub=s.hub,
-            username_rule=s.rule,
-            who=who,
-            log=log,
-        )
+        job = jobs.roster_job(course_id, who)
     # Not Kore's runs: a starting Kore leaves them alone (their lock goes stale instead).
     job.owner = f"cli:{socket.gethostname()}:{os.getpid()}"
     try:

@@ -33,14 +33,6 @@ class Assignment:
 
 
 @dataclass(frozen=True)
-class Student:
-    username: str
-    lms_user_id: str = ""
-    given_name: str = ""
-    family_name: str = ""
-
-
-@dataclass(frozen=True)
 class Submission:
     score: float
     needs_manual_grade: bool = False
@@ -50,7 +42,7 @@ class Submission:
 class GradebookSnapshot:
     #: In nbgrader's order (due date, then name).
     assignments: list[Assignment] = field(default_factory=list)
-    students: dict[str, Student] = field(default_factory=dict)
+    students: dict[str, nbgrader_setup.StudentRecord] = field(default_factory=dict)
     #: (username, assignment name) -> submission; missing = not submitted.
     submissions: dict[tuple[str, str], Submission] = field(default_factory=dict)
     #: False when the course has no gradebook yet (its files are not created).
@@ -72,7 +64,9 @@ def _snapshot(gb) -> GradebookSnapshot:
 
     assignments = [Assignment(a.name, _number(a.max_score)) for a in gb.assignments]
     students = {
-        s.id: Student(s.id, s.lms_user_id or "", s.first_name or "", s.last_name or "")
+        s.id: nbgrader_setup.StudentRecord(
+            s.id, s.lms_user_id or "", s.first_name or "", s.last_name or "", s.email or ""
+        )
         for s in gb.students
     }
     # Grouped queries over nbgrader's tables instead of loading each submission as an

@@ -49,19 +49,18 @@ class HubGroups(HubAPIClient):
             missing = sorted(members - current)
             problems.update(await self.create_users(client, missing))
             ready = [n for n in missing if not problems[n]]
-            if ready:
-                path = group_path + "/users"
-                code, data = await self._call(client, "POST", path, {"users": ready})
-                if code != 200:
-                    error = str(self._refused("POST", path, code, data))
-                    for name in ready:
-                        problems[name] = error
+            problems.update(await self._members(client, "POST", group_path, ready))
             leaving = sorted(former & current)
-            if leaving:
-                path = group_path + "/users"
-                code, data = await self._call(client, "DELETE", path, {"users": leaving})
-                if code != 200:
-                    error = str(self._refused("DELETE", path, code, data))
-                    for name in leaving:
-                        problems[name] = error
+            problems.update(await self._members(client, "DELETE", group_path, leaving))
         return problems
+
+    async def _members(self, client, method: str, group_path: str, names: list[str]) -> dict:
+        """Add (POST) or remove (DELETE) ``names`` in one request; the hub's refusal as
+        the problem of each of them (none for no names or success)."""
+        if not names:
+            return {}
+        path = group_path + "/users"
+        code, data = await self._call(client, method, path, {"users": names})
+        if code == 200:
+            return {}
+        return dict.fromkeys(names, str(self._refused(method, path, code, data)))

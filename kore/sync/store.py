@@ -21,12 +21,12 @@ Blocking calls like the rest of the registry; Kore and the CLI call them through
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ananke_hub.courses.models import Course, Member, utcnow
+from ananke_hub.courses.models import Course, Member, aware, iso, utcnow
 from ananke_hub.courses.registry import CourseRegistry
 from kore.models import SyncDelivery, SyncIntent, SyncLock, SyncResult, SyncRun
 
@@ -125,23 +125,11 @@ class RosterChange:
     active: bool = True
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite gives naive datetimes back; every time stored here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _iso(value: datetime | None) -> str | None:
-    value = _aware(value)
-    return value.isoformat(timespec="seconds") if value else None
-
-
 def run_dict(run: SyncRun, now: datetime | None = None) -> dict:
     """A run as the API and the CLI show it; a silent "running" one is "interrupted"."""
     state = run.state
     now = now or utcnow()
-    if state == RUNNING and _aware(run.heartbeat_at) < now - STALE_AFTER:
+    if state == RUNNING and aware(run.heartbeat_at) < now - STALE_AFTER:
         state = INTERRUPTED
     return {
         "run_id": run.id,
@@ -149,8 +137,8 @@ def run_dict(run: SyncRun, now: datetime | None = None) -> dict:
         "kind": run.kind,
         "state": state,
         "started_by": run.started_by,
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
         "options": run.options or {},
         "total": run.total,
         "done": run.done,
@@ -171,7 +159,7 @@ def result_dict(result: SyncResult, name: str = "") -> dict:
         "label": result.item_label,
         "status": result.status,
         "message": result.message,
-        "at": _iso(result.at),
+        "at": iso(result.at),
     }
     if result.lineitem_url:
         data["lineitem"] = result.lineitem_url

@@ -178,42 +178,21 @@ class SandboxProvisioner(LocalProvisioner):
                 "environment."
             ) from None
 
-        km = self.parent
         # The notebook's folder (nbclient passes it as cwd); never the course directory
         # or the home, which hold the gradebook and everyone's work.
         cwd = kwargs.get("cwd")
         protected = [os.path.expanduser("~"), os.getcwd()]
-        if cwd and _contains_any(cwd, protected):
-            raise bubblewrap.SandboxUnavailable(
-                f"The notebook's folder {cwd} is (or contains) the grader's home or the "
-                "course directory; it is not copied into the sandbox. Autograde from "
-                "nbgrader's submitted/autograded folders."
-            )
+        _refuse_protected_folder(cwd, protected)
         self.scratch = tempfile.mkdtemp(prefix="ananke-sandbox-", dir=self.scratch_root)
         if cwd:
             await asyncio.to_thread(_copy_tree, Path(cwd), Path(self.scratch))
-        km.transport = "ipc"
-        km.ip = os.path.join(self.scratch, "kernel")
-        km.cache_ports = False
-        km.connection_file = os.path.join(self.scratch, "connection.json")
+        _sockets_in(self.parent, self.scratch)
         kwargs = await super().pre_launch(**kwargs)
         if self._uid is not None:
             await asyncio.to_thread(_give, Path(self.scratch), self._uid)
 
         read_only = _python_dirs([*protected, *([cwd] if cwd else [])])
-        env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
-        env.update(
-            HOME=self.scratch,
-            TMPDIR=bubblewrap.SANDBOX_TMP,
-            USER="student",
-            PATH=os.pathsep.join(
-                [os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]
-            ),
-            # glibc reserves 64 MiB of address space per thread arena; the address space
-            # limit is for the student's data, not for arenas.
-            MALLOC_ARENA_MAX="2",
-            MPLCONFIGDIR=os.path.join(self.scratch, ".matplotlib"),
-        )
+        env = kernel_environment(self.scratch)
         limits = self.limits()
         kwargs["cmd"] = bubblewrap.command(
             kwargs["cmd"],
@@ -248,41 +227,22 @@ class SandboxProvisioner(LocalProvisioner):
                 "missing: enable ananke-sandbox-broker.socket (the images do). Autograding "
                 "is refused rather than run unsandboxed."
             )
-        km = self.parent
         cwd = kwargs.get("cwd")
         home = os.path.realpath(os.path.expanduser("~"))
-        if cwd and _contains_any(cwd, [home, os.getcwd()]):
-            raise bubblewrap.SandboxUnavailable(
-                f"The notebook's folder {cwd} is (or contains) the grader's home or the "
-                "course directory; it is not copied into the sandbox. Autograde from "
-                "nbgrader's submitted/autograded folders."
-            )
+        _refuse_protected_folder(cwd, [home, os.getcwd()])
         # The broker accepts only a directory of ours directly in this area of our home.
         area = os.path.join(home, SCRATCH_AREA)
         os.makedirs(area, mode=0o700, exist_ok=True)
         self.scratch = tempfile.mkdtemp(prefix="ananke-sandbox-", dir=area)
         if cwd:
             await asyncio.to_thread(_copy_tree, Path(cwd), Path(self.scratch))
-        km.transport = "ipc"
-        km.ip = os.path.join(self.scratch, "kernel")
-        km.cache_ports = False
-        km.connection_file = os.path.join(self.scratch, "connection.json")
+        _sockets_in(self.parent, self.scratch)
         kwargs = await super().pre_launch(**kwargs)
         # The kernel's throwaway user must read its notebook and connection file and make
         # its sockets here; nobody else can reach this directory (our home, under
         # /var/lib/private, 0700 root).
         await asyncio.to_thread(_open_to_kernel, Path(self.scratch))
-        env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
-        env.update(
-            HOME=self.scratch,
-            TMPDIR=bubblewrap.SANDBOX_TMP,
-            USER="student",
-            PATH=os.pathsep.join(
-                [os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]
-            ),
-            MALLOC_ARENA_MAX="2",
-            MPLCONFIGDIR=os.path.join(self.scratch, ".matplotlib"),
-        )
+        env = kernel_environment(self.scratch)
         self._request = {
             "scratch": self.scratch,
             "argv": kwargs["cmd"],
@@ -379,6 +339,47 @@ def _tasks_of(uid: int) -> int:
             except OSError:
                 pass
     return count
+
+
+def kernel_environment(scratch: str) -> dict[str, str]:
+    """The kernel's whole environment, for either backend: built from nothing but
+    :data:`PASS_ENV` (the grader's tokens and paths stay outside), with the scratch
+    directory as home."""
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    env.update(
+        HOME=scratch,
+        TMPDIR=bubblewrap.SANDBOX_TMP,
+        USER="student",
+        PATH=os.pathsep.join(
+            [os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]
+        ),
+        # glibc reserves 64 MiB of address space per thread arena; the address space
+        # limit is for the student's data, not for arenas.
+        MALLOC_ARENA_MAX="2",
+        MPLCONFIGDIR=os.path.join(scratch, ".matplotlib"),
+    )
+    return env
+
+
+def _refuse_protected_folder(cwd: str | None, protected: list[str]) -> None:
+    """Refuse a notebook folder that is or holds the grader's home or the course
+    directory: copying it would put the gradebook and everyone's work in reach."""
+    if cwd and _contains_any(cwd, protected):
+        raise bubblewrap.SandboxUnavailable(
+            f"The notebook's folder {cwd} is (or contains) the grader's home or the "
+            "course directory; it is not copied into the sandbox. Autograde from "
+            "nbgrader's submitted/autograded folders."
+        )
+
+
+def _sockets_in(km, scratch: str) -> None:
+    """ZMQ's ipc transport with the sockets and the connection file in ``scratch``: the
+    sandbox's own network namespace cannot reach the host's loopback, a shared
+    directory it can."""
+    km.transport = "ipc"
+    km.ip = os.path.join(scratch, "kernel")
+    km.cache_ports = False
+    km.connection_file = os.path.join(scratch, "connection.json")
 
 
 def _contains_any(path: str, others: list[str]) -> bool:
