@@ -244,28 +244,40 @@ def hub_user(model: dict, admin=False):
 
 @pytest.mark.parametrize("role", ["Learner", "Instructor"])
 async def test_hub_groups_and_roles_are_rewritten_only_when_they_differ(setup, role):
+    """What JupyterHub gets to apply (None: leave as it is), after the callback handler
+    settled the launch's auth model against the hub user it looked up."""
     provisioner, handler, rec = setup
     auth = AnankeLTI13Authenticator(provisioner=provisioner)
 
     async def login():
-        return await auth.run_post_auth_hook(
+        model = await auth.run_post_auth_hook(
             handler, {"name": "u3", "auth_state": id_token(role=role)}
         )
+        full = {"name": "u3", "groups": list(model["groups"]), "roles": list(model["roles"])}
+        auth.settle_access(handler.find_user("u3"), model)
+        return model, full
 
-    first = await login()  # a new hub user: JupyterHub applies them
-    assert first["groups"] and {"name": "user"} in first["roles"]
-    handler.users["u3"] = user = hub_user(first)
-    again = await login()
+    first, full = await login()  # a new hub user: JupyterHub applies the groups ...
+    assert first["groups"] == full["groups"] and full["groups"]
+    if role == "Learner":  # ... and a learner's only role is JupyterHub's default one
+        assert first["roles"] is None and full["roles"] == [{"name": "user"}]
+    else:  # the staff role is not a default: applied
+        assert first["roles"] == full["roles"] and {"name": "user"} in full["roles"]
+    handler.users["u3"] = user = hub_user(full)
+    again, _ = await login()
     assert again["groups"] is None and again["roles"] is None  # JupyterHub leaves them
 
+    # Groups and roles each on their own: only what differs is applied.
     user.groups = user.groups[1:] + [SimpleNamespace(name="nbgrader-elsewhere")]
-    assert (await login())["groups"] == first["groups"]
-    handler.users["u3"] = user = hub_user(first, admin=True)  # an admin: keeps the role
-    assert {"name": "admin"} in (await login())["roles"]
+    changed, _ = await login()
+    assert changed["groups"] == full["groups"] and changed["roles"] is None
+    handler.users["u3"] = user = hub_user(full, admin=True)  # an admin: keeps the role
+    admin, _ = await login()
+    assert {"name": "admin"} in admin["roles"] and admin["groups"] is None
     if role == "Instructor":  # the staff role's scopes differ from what the hub holds
-        handler.users["u3"] = user = hub_user(first)
+        handler.users["u3"] = user = hub_user(full)
         next(r for r in user.roles if r.scopes).scopes = ["access:servers"]
-        assert (await login())["roles"] == first["roles"]
+        assert (await login())[0]["roles"] == full["roles"]
 
 
 async def test_a_class_launching_at_once_is_enrolled_in_batches(setup):
@@ -411,8 +423,9 @@ def test_a_course_the_roster_added_does_not_hide_the_newest_launch(registry):  #
 
 
 async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, monkeypatch):
-    """The nonce's write and the registry read go through the pool together; the read
-    is used only for the launch it was made for, and a change still writes."""
+    """The nonce is checked in memory; the registry read is the launch's only trip
+    through the pool and writes nothing; a first or changed launch records in that
+    same trip."""
     provisioner, handler, rec = setup
     auth = AnankeLTI13Authenticator(provisioner=provisioner)
     trips = []
@@ -426,21 +439,16 @@ async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, 
 
     async def login(nonce, name="u3", **claims):
         token = {**id_token(**claims), "nonce": nonce}
-        request = type(handler)()  # a request handler of its own
-        assert await auth.use_nonce(request, token) is True
-        return await auth.run_post_auth_hook(request, {"name": name, "auth_state": token})
+        assert auth.nonces.use(nonce, auth.nonces.new_state()) is True
+        return await auth.run_post_auth_hook(handler, {"name": name, "auth_state": token})
 
     await login("n1")
+    assert trips[0] == "read_or_record"
+    assert "record_with_memberships" not in trips  # recorded in the same trip
     await provisioner.ensure_enrolled("u3")
     trips.clear(), rec.writes.clear()
     await login("n2")
-    assert len(trips) == 1
-    assert [w.split()[0] for w in rec.writes] == ["INSERT"]  # the nonce, nothing else
+    assert trips == ["read_or_record"] and rec.writes == []
 
-    rec.writes.clear()
     await login("n3", email="turing@example.edu")  # changed: the read says so, it writes
     assert member_row(provisioner, "u3").email == "turing@example.edu"
-    # An admin's post_auth_hook renamed the user: the read of "u3" is not used for them.
-    trips.clear()
-    await login("n4", name="u3-renamed")
-    assert trips.count("unchanged_launch") == 1 and len(trips) > 1

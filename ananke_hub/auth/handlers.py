@@ -6,8 +6,9 @@ They keep ltiauthenticator's routes and cookies and change what is checked:
   the database (registrations.py), and a sent `lti_deployment_id` must be allowed;
 - callback: the registration named by the token's `iss` and `aud`; the signature is
   checked against that platform's keyset fetched without blocking the hub (see
-  platform_keys.py), the deployment id against the registration, and the nonce against the used nonces in the registry database as well
-  as the cookie (replay.py).
+  platform_keys.py), the deployment id against the registration, and the nonce against
+  the cookie and against the nonces this hub process has seen (replay.py: in memory;
+  a nonce made before a hub restart is refused).
 
 Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
 that tornado logs as one line; nothing is written for a refused launch.
@@ -27,10 +28,13 @@ from ltiauthenticator.lti13.error import (
     TokenError,
     ValidationError,
 )
-from ltiauthenticator.lti13.handlers import LTI13CallbackHandler, LTI13LoginInitHandler
+from ltiauthenticator.lti13.handlers import (
+    LTI13CallbackHandler,
+    LTI13LoginInitHandler,
+    get_nonce,
+)
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
-from sqlalchemy.exc import SQLAlchemyError
 from tornado import httputil
 from tornado.httputil import url_concat
 from tornado.web import HTTPError, stream_request_body
@@ -42,6 +46,7 @@ from ..courses.deeplink import (
 )
 from ..courses.identity import LaunchError
 from .platform_keys import PlatformKeysUnavailable, UnknownSigningKey
+from .replay import NonceFromEarlierProcess
 
 # Claims an id_token must carry, on top of the LTI claims ltiauthenticator checks
 # (OIDC Core 2, IMS Security Framework 5.1.3).
@@ -133,6 +138,13 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
 
     get = post
 
+    def generate_nonce(self) -> str:
+        # Upstream's, with a state that names this hub process (replay.py): the
+        # callback then knows that no earlier process can have used the nonce.
+        nonce_state = self.authenticator.nonces.new_state()
+        self.set_nonce_state_cookie(nonce_state)
+        return get_nonce(nonce_state)
+
 
 @stream_request_body
 class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
@@ -164,6 +176,15 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             self.redirect(f"{self.base_url}services/kore/deeplink/{request_id}")
             return
         await self.redirect_to_next_url(user)
+
+    async def auth_to_user(self, authenticated, user=None):
+        # JupyterHub looks the user up here; the authenticator's groups and roles are
+        # trimmed to what the user does not hold yet with that same lookup (one hub
+        # database query, not two; see AnankeLTI13Authenticator.settle_access).
+        if user is None:
+            user = self.find_user(authenticated["name"])
+            self.authenticator.settle_access(user, authenticated)
+        return await super().auth_to_user(authenticated, user)
 
     async def validate_launch(self) -> dict:
         authenticator = self.authenticator
@@ -226,15 +247,12 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         authenticator.check_deployment(id_token, registration)
         self.check_nonce(id_token)  # nonce equals the hash of this browser's nonce cookie
         try:
-            fresh = await authenticator.use_nonce(self, id_token)
-        except SQLAlchemyError:
-            # Without the record a replay could pass: refuse rather than accept unchecked.
-            self.log.exception("lti: cannot record the launch's nonce in the course registry")
-            raise HTTPError(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                "The hub cannot check this launch right now (its database does not "
-                "answer). Launch again in a minute; if it keeps failing, tell the hub's "
-                "administrators.",
+            # In memory, no thread-pool trip (replay.py says why that is enough).
+            fresh = authenticator.nonces.use(id_token["nonce"], self._get_nonce_state_cookie())
+        except NonceFromEarlierProcess:
+            raise TokenError(
+                "this launch was started before the hub restarted; launch again from "
+                "your course"
             ) from None
         if not fresh:
             raise TokenError("this launch was already used (nonce seen before); launch again")

@@ -149,6 +149,16 @@ def record_with_memberships(registry: CourseRegistry, info: LaunchInfo):
     return registry.record_launch(info), current_memberships(registry, info.username)
 
 
+def read_or_record(registry: CourseRegistry, info: LaunchInfo, version: int):
+    """A launch's registry work in one thread-pool call: ``(None, memberships)`` when it
+    changes nothing (``unchanged_launch``: one read), else ``record_with_memberships``'s
+    ``(record, memberships)``. Raises CourseBeingDeleted as record_launch does."""
+    pairs = registry.unchanged_launch(info, version)
+    if pairs is not None:
+        return None, pairs
+    return record_with_memberships(registry, info)
+
+
 class GradebookEnrolments:
     """Learners' first launches of one course, enrolled together.
 
@@ -235,8 +245,8 @@ class CourseProvisioner(LoggingConfigurable):
         #: user name -> their gradebook enrolments started by launches, not finished.
         self._pending: dict[str, set[asyncio.Future]] = {}
         self._nbgrader = None
-        #: Courses whose grader account this process made sure of (any launch that
-        #: writes, e.g. a course made again after its deletion, makes sure again).
+        #: Courses whose grader account this process made sure of (a course made anew,
+        #: e.g. after its deletion, is made sure of again).
         self._graders_kept: set[str] = set()
 
     @default("enrolments")
@@ -279,21 +289,27 @@ class CourseProvisioner(LoggingConfigurable):
 
     async def provision(self, handler, info: LaunchInfo) -> Entitlements:
         registry = self.registry
-        # A returning member whose claims did not change: one read, no write, no nbgrader.
-        # The authenticator made the read with the nonce's write when it could.
-        read = getattr(handler, "ananke_launch_read", None)
-        if read is not None and read[0] == info:
-            pairs = read[1]
-        else:
-            pairs = await registry.run(registry.unchanged_launch, info, PROVISION_VERSION)
-        if pairs is None:
-            pairs = await self._record(handler, info)
-        else:
+        # One thread-pool call: a returning member whose claims did not change is one
+        # read, no write, no nbgrader; anything else is recorded in the same call.
+        try:
+            record, pairs = await registry.run(read_or_record, registry, info, PROVISION_VERSION)
+        except CourseBeingDeleted:
+            self.log.info(
+                "course:%s user:%s launch refused: the course is being deleted",
+                info.course_id,
+                info.username,
+            )
+            raise ProvisioningError(
+                "This course is being deleted on the hub. Try again in a minute: once the "
+                "deletion is done, launching from the LMS sets the course up anew."
+            ) from None
+        if record is not None:
+            await self._provision_recorded(handler, info, record)
+        elif info.course_id not in self._graders_kept:
             # The grader account exists since the course's first launch; this finds it and
             # keeps its group (courses made before the group existed get it here too),
             # once per course in this hub process: no hub database query per launch.
-            if info.course_id not in self._graders_kept:
-                self._ensure_grader(handler, info.course_id)
+            self._ensure_grader(handler, info.course_id)
         trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
         return entitlements(pairs)
 
@@ -311,25 +327,12 @@ class CourseProvisioner(LoggingConfigurable):
         grader.sync_groups([staff_group(course_id)])
         self._graders_kept.add(course_id)
 
-    async def _record(self, handler, info: LaunchInfo) -> list[tuple[str, str]]:
-        """A first launch, or one that changed something: write it, set the course up,
-        enrol a learner. Returns the user's memberships afterwards."""
+    async def _provision_recorded(self, handler, info: LaunchInfo, record) -> None:
+        """After a first launch, or one that changed something, was recorded: set the
+        course up, enrol a learner (after the login answered)."""
         registry = self.registry
         # nbgrader takes seconds to import: never in the event loop (preloaded at start).
         nbgrader_setup = await self._nbgrader_setup()
-        try:
-            # The record and the memberships it leaves, in one thread-pool call.
-            record, memberships = await registry.run(record_with_memberships, registry, info)
-        except CourseBeingDeleted:
-            self.log.info(
-                "course:%s user:%s launch refused: the course is being deleted",
-                info.course_id,
-                info.username,
-            )
-            raise ProvisioningError(
-                "This course is being deleted on the hub. Try again in a minute: once the "
-                "deletion is done, launching from the LMS sets the course up anew."
-            ) from None
         name = " ".join(part for part in (info.given_name, info.family_name) if part)
         if name:
             PERSON_NAMES[info.username] = name
@@ -337,7 +340,9 @@ class CourseProvisioner(LoggingConfigurable):
         if record.created:
             self.log.info("%s created course %r", log_prefix, record.title)
 
-        self._ensure_grader(handler, info.course_id)
+        if record.created or info.course_id not in self._graders_kept:
+            # A course made anew (e.g. after its deletion) gets its grader account again.
+            self._ensure_grader(handler, info.course_id)
         paths = self.layout.course(info.course_id)
         try:
             fresh = record.provisioned < PROVISION_VERSION
@@ -367,8 +372,6 @@ class CourseProvisioner(LoggingConfigurable):
                 "Setting up this course on the hub failed. Please launch again in a "
                 "minute; if it keeps failing, tell the hub's administrators."
             ) from exc
-
-        return memberships
 
     async def _nbgrader_setup(self):
         """The nbgrader_setup module; imported in a thread (it takes seconds), once."""
