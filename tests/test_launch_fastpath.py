@@ -295,6 +295,38 @@ async def test_a_class_launching_at_once_is_enrolled_in_batches(setup):
     assert all(m.in_gradebook for m in members if m.role == "learner")
 
 
+async def test_students_arriving_one_after_the_other_share_a_batch(setup):
+    """Launches that come one after the other (not at the same moment) within the batch
+    window are enrolled in one gradebook transaction; a lab's start does not wait for
+    the window."""
+    provisioner, handler, rec = setup
+    provisioner.enrolments.window = 3600  # a lab must not wait for it
+    await launched(provisioner, handler, launch(sub="1", role="Instructor"))
+    subs = [str(n) for n in range(200, 206)]
+    for sub in subs:  # each login answers before the next one starts
+        await provisioner.provision(handler, launch(sub=sub))
+        await asyncio.sleep(0)
+    assert rec.enrolled == set()  # waiting for the window (or a lab)
+    # The first student's lab starts: the batch runs now, with everyone who waits.
+    await asyncio.wait_for(provisioner.ensure_enrolled("u200"), 60)  # a hang guard
+    assert provisioner.enrolments.batches == [len(subs)]
+    assert rec.enrolled == {f"u{sub}" for sub in subs}
+    assert all(member_row(provisioner, f"u{sub}").in_gradebook for sub in subs)
+
+
+async def test_first_launches_of_a_new_course_share_its_set_up(setup):
+    """A class whose first launches of a new course arrive together: the course's files
+    are set up once, not once per launch."""
+    provisioner, handler, rec = setup
+    subs = [str(n) for n in range(300, 310)]
+    await asyncio.gather(*(provisioner.provision(handler, launch(sub=sub)) for sub in subs))
+    assert [kind for kind, _ in rec.nbgrader] == ["course"]
+    assert provisioner.registry.get(launch().course_id).provisioned == provision.PROVISION_VERSION
+    for sub in subs:
+        await provisioner.ensure_enrolled(f"u{sub}")
+    assert rec.enrolled == {f"u{sub}" for sub in subs}
+
+
 async def test_one_refused_record_fails_only_its_own_lab(setup):
     provisioner, handler, rec = setup
     auth = AnankeLTI13Authenticator(provisioner=provisioner)

@@ -20,11 +20,12 @@ import asyncio
 import importlib
 import sys
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from traitlets import Instance, default
+from traitlets import Float, Instance, TraitError, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..roles import Role
@@ -166,22 +167,32 @@ class GradebookEnrolments:
     on its own (nbgrader_setup serialises them with a per-course lock). Here the
     launches that arrive while a course's enrolment is running wait and are enrolled
     in the next one: one gradebook transaction and one registry write for all of them.
-    Each launch still waits until its own student is committed to the gradebook, so
-    the login, and with it any lab, never comes before the gradebook row.
+    Each caller waits until its own student is committed to the gradebook.
+
+    A batch starts ``window`` seconds after the first launch that waits for it (more
+    launches arrive meanwhile: fewer, larger transactions, and no gradebook work
+    competing with the launches that follow), or at once when a lab is about to start
+    (``kick``): a lab never waits for the window.
     """
 
-    def __init__(self, registry: CourseRegistry):
+    def __init__(self, registry: CourseRegistry, window: float = 0):
         self.registry = registry
+        self.window = window
         self._waiting: dict[str, list[tuple[object, asyncio.Future]]] = {}
         self._running: set[str] = set()
+        self._kicks: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Future] = set()
         #: Batches enrolled (for tests and logs): list of their sizes.
         self.batches: list[int] = []
 
-    async def enrol(self, nbgrader_setup, paths, student) -> None:
+    async def enrol(self, nbgrader_setup, paths, student, now: bool = False) -> None:
+        """Enrol ``student`` in the course's next batch; ``now``: without the window."""
         course_id = paths.course_id
         done = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(course_id, []).append((student, done))
+        kick = self._kicks.setdefault(course_id, asyncio.Event())
+        if now:
+            kick.set()
         if course_id not in self._running:
             self._running.add(course_id)
             # Held here: the loop keeps only a weak reference to a task.
@@ -189,10 +200,21 @@ class GradebookEnrolments:
             task.add_done_callback(self._tasks.discard)
         await done
 
+    def kick(self, course_id: str) -> None:
+        """Start the course's waiting batch now (a lab is about to start)."""
+        if course_id in self._kicks:
+            self._kicks[course_id].set()
+
     async def _drain(self, nbgrader_setup, paths) -> None:
         course_id = paths.course_id
         try:
-            while batch := self._waiting.pop(course_id, None):
+            while course_id in self._waiting:
+                kick = self._kicks[course_id]
+                if self.window > 0 and not kick.is_set():
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(kick.wait(), self.window)
+                kick.clear()
+                batch = self._waiting.pop(course_id)
                 try:
                     await self._write(nbgrader_setup, paths, [s for s, _ in batch])
                 except Exception:
@@ -212,6 +234,8 @@ class GradebookEnrolments:
                         _settle(done, None)
         finally:
             self._running.discard(course_id)
+            if course_id not in self._waiting:
+                self._kicks.pop(course_id, None)
 
     async def _write(self, nbgrader_setup, paths, students) -> None:
         # The same person twice in a batch (two tabs): their latest data counts.
@@ -242,16 +266,38 @@ class CourseProvisioner(LoggingConfigurable):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        #: user name -> their gradebook enrolments started by launches, not finished.
-        self._pending: dict[str, set[asyncio.Future]] = {}
+        #: user name -> their gradebook enrolments started by launches, not finished
+        #: (each with its course).
+        self._pending: dict[str, dict[asyncio.Future, str]] = {}
         self._nbgrader = None
         #: Courses whose grader account this process made sure of (a course made anew,
         #: e.g. after its deletion, is made sure of again).
         self._graders_kept: set[str] = set()
+        #: course id -> its course set-up in progress (shared by concurrent launches).
+        self._setups: dict[str, asyncio.Future] = {}
+
+    enrolment_batch_window = Float(
+        1.0,
+        config=True,
+        help="""Seconds a new student's gradebook enrolment waits for more students of
+        the same course before it runs (after their login answered): a class arriving
+        together is enrolled in a few gradebook transactions instead of one each. A lab
+        never waits for it: when a student's lab starts, their enrolment runs at once
+        (and the lab starts after it). 0 enrols each student right after their login.""",
+    )
+
+    @validate("enrolment_batch_window")
+    def _valid_window(self, proposal):
+        if not 0 <= proposal.value <= 60:
+            raise TraitError(
+                "CourseProvisioner.enrolment_batch_window must be between 0 and 60 "
+                f"seconds, not {proposal.value}."
+            )
+        return proposal.value
 
     @default("enrolments")
     def _default_enrolments(self):
-        return GradebookEnrolments(self.registry)
+        return GradebookEnrolments(self.registry, window=self.enrolment_batch_window)
 
     @default("registry")
     def _default_registry(self):
@@ -330,7 +376,6 @@ class CourseProvisioner(LoggingConfigurable):
     async def _provision_recorded(self, handler, info: LaunchInfo, record) -> None:
         """After a first launch, or one that changed something, was recorded: set the
         course up, enrol a learner (after the login answered)."""
-        registry = self.registry
         # nbgrader takes seconds to import: never in the event loop (preloaded at start).
         nbgrader_setup = await self._nbgrader_setup()
         name = " ".join(part for part in (info.given_name, info.family_name) if part)
@@ -347,13 +392,7 @@ class CourseProvisioner(LoggingConfigurable):
         try:
             fresh = record.provisioned < PROVISION_VERSION
             if fresh:
-                course = await registry.run(registry.get, info.course_id)
-                settings = nbgrader_setup.CourseSettings.from_dict(course.settings or {})
-                await registry.run(
-                    nbgrader_setup.ensure_course_files, paths, info.course_id, settings
-                )
-                await registry.run(registry.mark_provisioned, info.course_id, PROVISION_VERSION)
-                self.log.info("%s course files ready in %s", log_prefix, paths.home)
+                await self._set_up_course(nbgrader_setup, paths, log_prefix)
             # The gradebook only changes when the student is new or their data changed.
             if record.role == str(Role.LEARNER) and (record.member_changed or fresh):
                 student = nbgrader_setup.StudentRecord(
@@ -373,6 +412,27 @@ class CourseProvisioner(LoggingConfigurable):
                 "minute; if it keeps failing, tell the hub's administrators."
             ) from exc
 
+    async def _set_up_course(self, nbgrader_setup, paths, log_prefix: str) -> None:
+        """The course's files, once for all the launches waiting for them: the first
+        launches of a new course, arriving together, share one set-up."""
+        course_id = paths.course_id
+        task = self._setups.get(course_id)
+        if task is None:
+            task = self._setups[course_id] = asyncio.ensure_future(
+                self._set_up_course_now(nbgrader_setup, paths, log_prefix)
+            )
+            task.add_done_callback(lambda _: self._setups.pop(course_id, None))
+        # Shielded: one launch cancelled (client gone) does not cancel it for the others.
+        await asyncio.shield(task)
+
+    async def _set_up_course_now(self, nbgrader_setup, paths, log_prefix: str) -> None:
+        registry = self.registry
+        course = await registry.run(registry.get, paths.course_id)
+        settings = nbgrader_setup.CourseSettings.from_dict(course.settings or {})
+        await registry.run(nbgrader_setup.ensure_course_files, paths, paths.course_id, settings)
+        await registry.run(registry.mark_provisioned, paths.course_id, PROVISION_VERSION)
+        self.log.info("%s course files ready in %s", log_prefix, paths.home)
+
     async def _nbgrader_setup(self):
         """The nbgrader_setup module; imported in a thread (it takes seconds), once."""
         if self._nbgrader is None:
@@ -383,12 +443,12 @@ class CourseProvisioner(LoggingConfigurable):
         """Start the student's gradebook enrolment without waiting for it."""
         username = student.username
         task = asyncio.ensure_future(self.enrolments.enrol(nbgrader_setup, paths, student))
-        self._pending.setdefault(username, set()).add(task)
+        self._pending.setdefault(username, {})[task] = paths.course_id
 
         def done(task):
             pending = self._pending.get(username)
             if pending is not None:
-                pending.discard(task)
+                pending.pop(task, None)
                 if not pending:
                     del self._pending[username]
             if not task.cancelled() and task.exception() is not None:
@@ -413,7 +473,9 @@ class CourseProvisioner(LoggingConfigurable):
         or one a hub restart cut off) and enrols them now. Raises ProvisioningError when
         that fails: the lab does not start.
         """
-        pending = list(self._pending.get(username, ()))
+        pending = dict(self._pending.get(username, {}))
+        for course_id in set(pending.values()):
+            self.enrolments.kick(course_id)  # the lab does not wait for a batch window
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         registry = self.registry
@@ -434,6 +496,7 @@ class CourseProvisioner(LoggingConfigurable):
                             family_name=member.family_name,
                             email=member.email,
                         ),
+                        now=True,
                     )
                     for member in missing
                 )
