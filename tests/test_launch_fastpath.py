@@ -484,3 +484,34 @@ async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, 
 
     await login("n3", email="turing@example.edu")  # changed: the read says so, it writes
     assert member_row(provisioner, "u3").email == "turing@example.edu"
+
+
+def test_group_changes_wait_for_the_logins_commit(tmp_path):
+    """A launch's group membership goes into the hub database with the commit that
+    stores the auth_state, not with a commit of its own (JupyterHub's sync_groups)."""
+    from jupyterhub import orm
+
+    from ananke_hub.auth.handlers import stage_groups
+
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    db = orm.new_session_factory(url)()
+    db.add(orm.Group(name="nbgrader-old"))
+    orm_user = orm.User(name="u3")
+    db.add(orm_user)
+    db.commit()
+    user = SimpleNamespace(name="u3", orm_user=orm_user, log=provision.CourseProvisioner().log)
+    other = orm.new_session_factory(url)()
+
+    def committed():
+        other.expire_all()
+        return sorted(g.name for g in orm.User.find(other, "u3").groups)
+
+    stage_groups(db, user, ["nbgrader-old", "nbgrader-new"])
+    assert sorted(g.name for g in orm_user.groups) == ["nbgrader-new", "nbgrader-old"]
+    assert committed() == []  # nothing written yet
+    db.commit()  # the login's commit
+    assert committed() == ["nbgrader-new", "nbgrader-old"]
+    stage_groups(db, user, ["nbgrader-new"])
+    db.commit()
+    assert committed() == ["nbgrader-new"]
+    assert orm.Group.find(other, "nbgrader-old") is not None  # groups stay, members go

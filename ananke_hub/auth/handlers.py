@@ -22,6 +22,8 @@ id_token over its own limit is refused before it is decoded.
 from http import HTTPStatus
 
 import jwt
+from jupyterhub import orm
+from jupyterhub.utils import maybe_future
 from ltiauthenticator.lti13.error import (
     InvalidAudienceError,
     LoginError,
@@ -146,6 +148,28 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
         return get_nonce(nonce_state)
 
 
+def stage_groups(db, user, group_names: list[str]) -> None:
+    """JupyterHub's ``User.sync_groups`` without its commit: ``user``'s groups become
+    ``group_names`` (missing groups created) in the hub's database session, for the
+    login's next commit (``auth_to_user`` always commits the auth_state)."""
+    current = {g.name for g in user.orm_user.groups}
+    wanted = set(group_names)
+    if current == wanted:
+        return
+    groups = db.query(orm.Group).filter(orm.Group.name.in_(wanted)).all() if wanted else []
+    for name in wanted - {g.name for g in groups}:
+        group = orm.Group(name=name)
+        db.add(group)
+        groups.append(group)
+    user.orm_user.groups = groups
+    user.log.info(
+        "user:%s groups: added %s, removed %s",
+        user.name,
+        ", ".join(sorted(wanted - current)) or "none",
+        ", ".join(sorted(current - wanted)) or "none",
+    )
+
+
 @stream_request_body
 class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
     """Authentication response: validate the id_token, log the user in (IMS SF 5.1.3)."""
@@ -184,6 +208,15 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         if user is None:
             user = self.find_user(authenticated["name"])
             self.authenticator.settle_access(user, authenticated)
+            groups = authenticated.get("groups")
+            if groups is not None and self.authenticator.manage_groups:
+                if user is None:  # what JupyterHub's auth_to_user does for a new user
+                    user = self.user_from_username(authenticated["name"])
+                    await maybe_future(self.authenticator.add_user(user))
+                # Written by the commit JupyterHub makes for the auth_state below
+                # rather than by a commit of sync_groups' own.
+                stage_groups(self.db, user, groups)
+                authenticated["groups"] = None
         return await super().auth_to_user(authenticated, user)
 
     async def validate_launch(self) -> dict:
