@@ -320,11 +320,76 @@ async def test_first_launches_of_a_new_course_share_its_set_up(setup):
     provisioner, handler, rec = setup
     subs = [str(n) for n in range(300, 310)]
     await asyncio.gather(*(provisioner.provision(handler, launch(sub=sub)) for sub in subs))
-    assert [kind for kind, _ in rec.nbgrader] == ["course"]
-    assert provisioner.registry.get(launch().course_id).provisioned == provision.PROVISION_VERSION
     for sub in subs:
         await provisioner.ensure_enrolled(f"u{sub}")
     assert rec.enrolled == {f"u{sub}" for sub in subs}
+    assert [kind for kind, _ in rec.nbgrader if kind == "course"] == ["course"]
+    assert provisioner.registry.get(launch().course_id).provisioned == provision.PROVISION_VERSION
+
+
+def hold_course_set_up(monkeypatch, die=False):
+    """Holds nbgrader's course set-up until the returned event is set (``die``: it
+    fails then, as if the hub process ended during it)."""
+    fake = sys.modules["fake_nbgrader_setup"]
+    set_up, gate, entered = fake.ensure_course_files, threading.Event(), threading.Event()
+
+    def held(paths, cid, settings):
+        entered.set()
+        assert gate.wait(60), "the test never opened the gate"
+        if die:
+            raise RuntimeError("the hub process ended during the course set-up")
+        set_up(paths, cid, settings)
+
+    monkeypatch.setattr(fake, "ensure_course_files", held)
+    return gate, entered, lambda: monkeypatch.setattr(fake, "ensure_course_files", set_up)
+
+
+async def test_a_learners_first_launch_does_not_wait_for_a_new_course_set_up(
+    setup, monkeypatch
+):
+    """A student's launch that creates its course answers before the course's files
+    exist; their lab's start waits for the set-up and the enrolment. Staff's launches
+    still wait for it (they go on to the formgrader), and so does the grader's lab."""
+    provisioner, handler, rec = setup
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+    gate, entered, _ = hold_course_set_up(monkeypatch)
+    model = await asyncio.wait_for(  # a deadlock guard: the old code waits for the gate
+        auth.run_post_auth_hook(handler, {"name": "u3", "auth_state": id_token()}), 30
+    )
+    assert model["groups"] == [f"nbgrader-{launch().course_id}"]
+    assert rec.enrolled == set()
+    lab = asyncio.ensure_future(auth.pre_spawn_start(SimpleNamespace(name="u3"), None))
+    grader = asyncio.ensure_future(
+        auth.pre_spawn_start(SimpleNamespace(name=f"grader-{launch().course_id}"), None)
+    )
+    teacher = asyncio.ensure_future(provisioner.provision(handler, launch(sub="1", role="Instructor")))
+    while not entered.is_set():
+        await asyncio.sleep(0.01)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not lab.done() and not grader.done() and not teacher.done()
+    gate.set()
+    await asyncio.gather(lab, grader, teacher)
+    assert "u3" in rec.enrolled and member_row(provisioner, "u3").in_gradebook
+    assert [kind for kind, _ in rec.nbgrader if kind == "course"] == ["course"]
+
+
+async def test_a_set_up_cut_off_by_a_restart_is_done_before_the_lab(setup, monkeypatch):
+    provisioner, handler, rec = setup
+    gate, entered, restore = hold_course_set_up(monkeypatch, die=True)
+    await provisioner.provision(handler, launch())  # the login answered ...
+    while not entered.is_set():
+        await asyncio.sleep(0.01)
+    gate.set()  # ... and the hub ended during the course's set-up
+    while provisioner._pending:
+        await asyncio.sleep(0.01)
+    assert provisioner.registry.get(launch().course_id).provisioned == 0
+    restore()  # the restarted hub's nbgrader works
+    restarted = CourseProvisioner(registry=provisioner.registry, layout=provisioner.layout)
+    auth = AnankeLTI13Authenticator(provisioner=restarted)
+    await auth.pre_spawn_start(SimpleNamespace(name="u3"), None)
+    assert provisioner.registry.get(launch().course_id).provisioned == provision.PROVISION_VERSION
+    assert "u3" in rec.enrolled and member_row(restarted, "u3").in_gradebook
 
 
 async def test_one_refused_record_fails_only_its_own_lab(setup):

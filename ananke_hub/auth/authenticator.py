@@ -561,10 +561,25 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     async def pre_spawn_start(self, user, spawner):
         """Before any lab starts (JupyterHub calls this in every spawn, before
         ``Spawner.start``): the user is in the gradebook of every course they launched
-        as a learner. A launch enrols them after its login answered (it is not on the
-        login's critical path); this waits for that, or does it after a hub restart."""
+        as a learner, and those courses are set up (a grader account's lab: its course).
+        A launch enrols them after its login answered (it is not on the login's critical
+        path); this waits for that, or does it after a hub restart."""
         await maybe_future(super().pre_spawn_start(user, spawner))
-        if not self.provision_courses or course_of_grader(user.name) is not None:
+        if not self.provision_courses:
+            return
+        course_id = course_of_grader(user.name)
+        if course_id is not None:
+            # The formgrader's lab: its course's files (a learner's first launch of a new
+            # course does not wait for them).
+            try:
+                await self.provisioner.ensure_course_ready(course_id)
+            except Exception as exc:
+                self.log.exception("course:%s set-up before the grader's lab failed", course_id)
+                raise HTTPError(
+                    503,
+                    "The course's files on the hub are not ready: setting them up failed. "
+                    "Try again in a minute; if it keeps failing, tell the hub's administrators.",
+                ) from exc
             return
         try:
             await self.provisioner.ensure_enrolled(user.name)

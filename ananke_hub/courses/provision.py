@@ -389,12 +389,16 @@ class CourseProvisioner(LoggingConfigurable):
             # A course made anew (e.g. after its deletion) gets its grader account again.
             self._ensure_grader(handler, info.course_id)
         paths = self.layout.course(info.course_id)
+        learner = record.role == str(Role.LEARNER)
         try:
             fresh = record.provisioned < PROVISION_VERSION
-            if fresh:
+            if fresh and not learner:
+                # Staff go on to the formgrader and Kore: the course is set up first. A
+                # learner's login does not wait: their enrolment follows the set-up, and
+                # their lab's start waits for both (ensure_enrolled).
                 await self._set_up_course(nbgrader_setup, paths, log_prefix)
             # The gradebook only changes when the student is new or their data changed.
-            if record.role == str(Role.LEARNER) and (record.member_changed or fresh):
+            if learner and (record.member_changed or fresh):
                 student = nbgrader_setup.StudentRecord(
                     username=info.username,
                     lms_user_id=info.lms_user_id,
@@ -404,7 +408,7 @@ class CourseProvisioner(LoggingConfigurable):
                 )
                 # Off the login's critical path: ensure_enrolled, before any lab of the
                 # user starts, waits for it (or does it after a hub restart).
-                self._enrol_later(nbgrader_setup, paths, student)
+                self._enrol_later(nbgrader_setup, paths, student, set_up=fresh)
         except Exception as exc:
             self.log.exception("%s provisioning failed", log_prefix)
             raise ProvisioningError(
@@ -439,10 +443,19 @@ class CourseProvisioner(LoggingConfigurable):
             self._nbgrader = await self.registry.run(importlib.import_module, NBGRADER_SETUP)
         return self._nbgrader
 
-    def _enrol_later(self, nbgrader_setup, paths, student) -> None:
-        """Start the student's gradebook enrolment without waiting for it."""
+    async def _set_up_then_enrol(self, nbgrader_setup, paths, student) -> None:
+        await self._set_up_course(nbgrader_setup, paths, f"course:{paths.course_id}")
+        await self.enrolments.enrol(nbgrader_setup, paths, student)
+
+    def _enrol_later(self, nbgrader_setup, paths, student, set_up: bool = False) -> None:
+        """Start the student's gradebook enrolment (after the course's set-up when
+        ``set_up``) without waiting for it."""
         username = student.username
-        task = asyncio.ensure_future(self.enrolments.enrol(nbgrader_setup, paths, student))
+        if set_up:
+            work = self._set_up_then_enrol(nbgrader_setup, paths, student)
+        else:
+            work = self.enrolments.enrol(nbgrader_setup, paths, student)
+        task = asyncio.ensure_future(work)
         self._pending.setdefault(username, {})[task] = paths.course_id
 
         def done(task):
@@ -479,11 +492,14 @@ class CourseProvisioner(LoggingConfigurable):
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         registry = self.registry
-        missing = await registry.run(registry.unenrolled_launches, username, PROVISION_VERSION)
+        missing = await registry.run(registry.unenrolled_launches, username)
         if not missing:
             return
         nbgrader_setup = await self._nbgrader_setup()
         try:
+            # A course whose set-up a restart cut off, or that failed, is set up first.
+            for course_id in sorted({member.course_id for member in missing}):
+                await self.ensure_course_ready(course_id)
             await asyncio.gather(
                 *(
                     self.enrolments.enrol(
@@ -512,6 +528,24 @@ class CourseProvisioner(LoggingConfigurable):
             username,
             ", ".join(m.course_id for m in missing),
         )
+
+    async def ensure_course_ready(self, course_id: str) -> None:
+        """The course's files are set up (its grader's lab, a learner's lab): waits for a
+        set-up in progress, or makes one for a course not set up yet. Raises what the
+        set-up raises."""
+        task = self._setups.get(course_id)
+        if task is not None:
+            await asyncio.shield(task)
+            return
+        registry = self.registry
+        course = await registry.run(registry.get, course_id)
+        if course is None or course.state == COURSE_DELETING:
+            return
+        if course.provisioned < PROVISION_VERSION:
+            nbgrader_setup = await self._nbgrader_setup()
+            await self._set_up_course(
+                nbgrader_setup, self.layout.course(course_id), f"course:{course_id}"
+            )
 
     async def entitlements_of(self, username: str) -> Entitlements:
         """What the registry gives ``username`` now (for a refresh outside a launch)."""
