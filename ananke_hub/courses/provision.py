@@ -376,8 +376,6 @@ class CourseProvisioner(LoggingConfigurable):
     async def _provision_recorded(self, handler, info: LaunchInfo, record) -> None:
         """After a first launch, or one that changed something, was recorded: set the
         course up, enrol a learner (after the login answered)."""
-        # nbgrader takes seconds to import: never in the event loop (preloaded at start).
-        nbgrader_setup = await self._nbgrader_setup()
         name = " ".join(part for part in (info.given_name, info.family_name) if part)
         if name:
             PERSON_NAMES[info.username] = name
@@ -396,19 +394,15 @@ class CourseProvisioner(LoggingConfigurable):
                 # Staff go on to the formgrader and Kore: the course is set up first. A
                 # learner's login does not wait: their enrolment follows the set-up, and
                 # their lab's start waits for both (ensure_enrolled).
+                # nbgrader takes seconds to import: in a thread (preloaded at start).
+                nbgrader_setup = await self._nbgrader_setup()
                 await self._set_up_course(nbgrader_setup, paths, log_prefix)
             # The gradebook only changes when the student is new or their data changed.
             if learner and (record.member_changed or fresh):
-                student = nbgrader_setup.StudentRecord(
-                    username=info.username,
-                    lms_user_id=info.lms_user_id,
-                    given_name=info.given_name,
-                    family_name=info.family_name,
-                    email=info.email,
-                )
-                # Off the login's critical path: ensure_enrolled, before any lab of the
-                # user starts, waits for it (or does it after a hub restart).
-                self._enrol_later(nbgrader_setup, paths, student, set_up=fresh)
+                # Off the login's critical path (not even nbgrader's import, which a
+                # hub just started may still be making): ensure_enrolled, before any
+                # lab of the user starts, waits for it (or does it after a restart).
+                self._enrol_later(paths, info, set_up=fresh)
         except Exception as exc:
             self.log.exception("%s provisioning failed", log_prefix)
             raise ProvisioningError(
@@ -432,6 +426,8 @@ class CourseProvisioner(LoggingConfigurable):
     async def _set_up_course_now(self, nbgrader_setup, paths, log_prefix: str) -> None:
         registry = self.registry
         course = await registry.run(registry.get, paths.course_id)
+        if course is None or course.provisioned >= PROVISION_VERSION:
+            return  # set up meanwhile (by a set-up these launches did not see), or gone
         settings = nbgrader_setup.CourseSettings.from_dict(course.settings or {})
         await registry.run(nbgrader_setup.ensure_course_files, paths, paths.course_id, settings)
         await registry.run(registry.mark_provisioned, paths.course_id, PROVISION_VERSION)
@@ -443,19 +439,24 @@ class CourseProvisioner(LoggingConfigurable):
             self._nbgrader = await self.registry.run(importlib.import_module, NBGRADER_SETUP)
         return self._nbgrader
 
-    async def _set_up_then_enrol(self, nbgrader_setup, paths, student) -> None:
-        await self._set_up_course(nbgrader_setup, paths, f"course:{paths.course_id}")
+    async def _enrol(self, paths, info: LaunchInfo, set_up: bool) -> None:
+        nbgrader_setup = await self._nbgrader_setup()
+        if set_up:
+            await self._set_up_course(nbgrader_setup, paths, f"course:{paths.course_id}")
+        student = nbgrader_setup.StudentRecord(
+            username=info.username,
+            lms_user_id=info.lms_user_id,
+            given_name=info.given_name,
+            family_name=info.family_name,
+            email=info.email,
+        )
         await self.enrolments.enrol(nbgrader_setup, paths, student)
 
-    def _enrol_later(self, nbgrader_setup, paths, student, set_up: bool = False) -> None:
-        """Start the student's gradebook enrolment (after the course's set-up when
-        ``set_up``) without waiting for it."""
-        username = student.username
-        if set_up:
-            work = self._set_up_then_enrol(nbgrader_setup, paths, student)
-        else:
-            work = self.enrolments.enrol(nbgrader_setup, paths, student)
-        task = asyncio.ensure_future(work)
+    def _enrol_later(self, paths, info: LaunchInfo, set_up: bool = False) -> None:
+        """Start the launch's student's gradebook enrolment (after the course's set-up
+        when ``set_up``) without waiting for it."""
+        username = info.username
+        task = asyncio.ensure_future(self._enrol(paths, info, set_up))
         self._pending.setdefault(username, {})[task] = paths.course_id
 
         def done(task):
