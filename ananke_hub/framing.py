@@ -91,17 +91,23 @@ async def enabled_platform_origins(book) -> list[str]:
 
 
 class FramedState:
-    """The OIDC ``state`` of a login in a frame: signed, expiring, naming the nonce."""
+    """The OIDC ``state`` of a login in a frame: signed, expiring, naming the nonce state.
+
+    The nonce is the nonce state's hash, as in a cookie-based login; the nonce state
+    names the hub process that made it (``auth/replay.py``), so the callback's in-memory
+    record of used nonces also makes a framed login single use."""
 
     def __init__(self, secret):
         self.secret = secret
 
-    def create(self, handler, nonce: str) -> str:
-        payload = json.dumps({"nonce": nonce, "exp": int(time.time()) + FRAMED_STATE_LIFETIME})
+    def create(self, handler, nonce_state: str) -> str:
+        payload = json.dumps(
+            {"nonce_state": nonce_state, "exp": int(time.time()) + FRAMED_STATE_LIFETIME}
+        )
         return handler.create_signed_value(_STATE_NAME, payload).decode()
 
-    def nonce_of(self, state: str) -> str | None:
-        """The nonce a valid, unexpired framed state names; None for anything else
+    def nonce_state_of(self, state: str) -> str | None:
+        """The nonce state a valid, unexpired framed state names; None for anything else
         (a cookie-based state, a tampered or expired one)."""
         if not state or not state.startswith("2|"):
             return None
@@ -112,8 +118,8 @@ class FramedState:
             payload = json.loads(raw)
         except ValueError:
             return None
-        if not isinstance(payload, dict) or not isinstance(payload.get("nonce"), str):
+        if not isinstance(payload, dict) or not isinstance(payload.get("nonce_state"), str):
             return None
         if not isinstance(payload.get("exp"), int) or payload["exp"] < time.time():
             return None
-        return payload["nonce"]
+        return payload["nonce_state"]

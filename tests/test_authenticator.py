@@ -16,7 +16,7 @@ from traitlets.config import Config
 from ananke_hub.auth import AnankeLTI13Authenticator
 from ananke_hub.auth.handlers import LaunchRefused
 from ananke_hub.auth.platform_keys import PlatformKeySet, PlatformKeysUnavailable, UnknownSigningKey
-from ananke_hub.auth.replay import NonceRegistry
+from ananke_hub.auth.replay import NonceFromEarlierProcess, NonceRegistry
 from ananke_hub.keys import KeyStore
 from ananke_hub.usernames import UsernameRule, hub_username
 
@@ -216,61 +216,35 @@ def test_deployment_check():
     make_auth().check_deployment({claim: "anything"})  # no list configured: any
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def course_registry(request, tmp_path):
-    import os
-
-    import pgserver
-
-    from ananke_hub.courses.registry import CourseRegistry
-
-    if request.param == "sqlite":
-        reg = CourseRegistry(url=f"sqlite:///{tmp_path / 'courses.sqlite'}")
-        yield reg
-        reg.close()
-        return
-    reason = pgserver.available()
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"{reason}: scripts/test.sh installs it on CI")
-    if reason:
-        pytest.skip(reason)
-    with pgserver.postgres_server() as url:
-        reg = CourseRegistry(url=url)
-        yield reg
-        reg.close()
+def test_nonce_registry():
+    now = [100.0]
+    reg = NonceRegistry(ttl=60, clock=lambda: now[0])
+    state = reg.new_state()
+    assert reg.use("n1", state) is True
+    assert reg.use("n1", state) is False  # a replay
+    assert reg.use("n2", state) is True
+    now[0] += 59
+    assert reg.use("n1", state) is False  # still inside its window
+    now[0] += 2
+    assert reg.use("n3", state) is True
+    assert len(reg) == 1  # n1 and n2 expired: pruned at that use
+    assert reg.use("n1", state) is True  # past its window (the token is too old by now)
 
 
-async def test_nonce_registry(course_registry):
-    reg = NonceRegistry(course_registry, ttl=60)
-    assert await reg.use("n1") is True
-    assert await reg.use("n1") is False
-    assert await reg.use("n2") is True
-    assert await reg.use("x" * 5000) is True  # any length: stored as a hash
-    expired = NonceRegistry(course_registry, ttl=-1)
-    assert await expired.use("n") and await expired.use("n")  # past its window: again
-    assert await reg.use("n") is True and await reg.use("n") is False
-
-
-async def test_used_nonces_survive_a_restart_and_expired_ones_are_pruned(course_registry):
-    from ananke_hub.courses.registry import CourseRegistry
-
-    assert await NonceRegistry(course_registry, ttl=60).use("kept")
-    await NonceRegistry(course_registry, ttl=-1).use("old")
-    # A new hub process: new objects on the same database.
-    again = CourseRegistry(url=course_registry.url)
-    try:
-        fresh = NonceRegistry(again, ttl=60)
-        assert fresh.count() == 2
-        assert await fresh.use("kept") is False  # pruning ran first: "old" is gone
-        assert fresh.count() == 1
-    finally:
-        again.close()
-
-
-async def test_concurrent_replays_let_one_launch_through(course_registry):
-    reg = NonceRegistry(course_registry, ttl=60)
-    results = await asyncio.gather(*(reg.use("same") for _ in range(8)))
-    assert sorted(results) == [False] * 7 + [True]
+def test_a_nonce_made_by_an_earlier_hub_process_is_refused():
+    """A restarted hub has forgotten the nonces its predecessor saw: it refuses every
+    nonce it did not make itself, so a launch captured before the restart cannot be
+    replayed after it; its own nonces are new, so its memory has seen all their uses."""
+    before, after = NonceRegistry(ttl=60), NonceRegistry(ttl=60)
+    assert before.epoch != after.epoch
+    state = before.new_state()
+    assert before.use("n", state) is True
+    with pytest.raises(NonceFromEarlierProcess):
+        after.use("n", state)
+    for forged in ("", "no-epoch", after.epoch, "x" + after.epoch + ".abc"):
+        with pytest.raises(NonceFromEarlierProcess):
+            after.use("m", forged)
+    assert after.use("n", after.new_state()) is True
 
 
 # --- platform keyset ---------------------------------------------------------------

@@ -35,7 +35,7 @@ def _with_payload(state: str, payload: dict) -> str:
 def test_a_framed_state_names_its_nonce():
     state = FramedState(SECRET).create(Handler(), "n0nce")
     assert state.startswith("2|")
-    assert FramedState(SECRET).nonce_of(state) == "n0nce"
+    assert FramedState(SECRET).nonce_state_of(state) == "n0nce"
 
 
 @pytest.mark.parametrize(
@@ -49,22 +49,22 @@ def test_a_framed_state_names_its_nonce():
 )
 def test_a_changed_state_names_no_nonce(change):
     state = FramedState(SECRET).create(Handler(), "n0nce")
-    assert FramedState(SECRET).nonce_of(change(state)) is None
+    assert FramedState(SECRET).nonce_state_of(change(state)) is None
 
 
 def test_another_secret_or_name_is_refused():
     state = FramedState(SECRET).create(Handler(b"y" * 32), "n0nce")
-    assert FramedState(SECRET).nonce_of(state) is None
+    assert FramedState(SECRET).nonce_state_of(state) is None
     # A value the hub signed for something else (e.g. a cookie) is no state.
     other = create_signed_value(SECRET, "jupyterhub-hub-login", json.dumps({"nonce": "n0nce"}))
-    assert FramedState(SECRET).nonce_of(other.decode()) is None
+    assert FramedState(SECRET).nonce_state_of(other.decode()) is None
 
 
 def test_an_expired_state_is_refused(monkeypatch):
     state = FramedState(SECRET).create(Handler(), "n0nce")
     later = time.time() + framing.FRAMED_STATE_LIFETIME + 1
     monkeypatch.setattr(framing.time, "time", lambda: later)
-    assert FramedState(SECRET).nonce_of(state) is None
+    assert FramedState(SECRET).nonce_state_of(state) is None
 
 
 def test_select_content_target():

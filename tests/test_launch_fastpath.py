@@ -244,28 +244,40 @@ def hub_user(model: dict, admin=False):
 
 @pytest.mark.parametrize("role", ["Learner", "Instructor"])
 async def test_hub_groups_and_roles_are_rewritten_only_when_they_differ(setup, role):
+    """What JupyterHub gets to apply (None: leave as it is), after the callback handler
+    settled the launch's auth model against the hub user it looked up."""
     provisioner, handler, rec = setup
     auth = AnankeLTI13Authenticator(provisioner=provisioner)
 
     async def login():
-        return await auth.run_post_auth_hook(
+        model = await auth.run_post_auth_hook(
             handler, {"name": "u3", "auth_state": id_token(role=role)}
         )
+        full = {"name": "u3", "groups": list(model["groups"]), "roles": list(model["roles"])}
+        auth.settle_access(handler.find_user("u3"), model)
+        return model, full
 
-    first = await login()  # a new hub user: JupyterHub applies them
-    assert first["groups"] and {"name": "user"} in first["roles"]
-    handler.users["u3"] = user = hub_user(first)
-    again = await login()
+    first, full = await login()  # a new hub user: JupyterHub applies the groups ...
+    assert first["groups"] == full["groups"] and full["groups"]
+    if role == "Learner":  # ... and a learner's only role is JupyterHub's default one
+        assert first["roles"] is None and full["roles"] == [{"name": "user"}]
+    else:  # the staff role is not a default: applied
+        assert first["roles"] == full["roles"] and {"name": "user"} in full["roles"]
+    handler.users["u3"] = user = hub_user(full)
+    again, _ = await login()
     assert again["groups"] is None and again["roles"] is None  # JupyterHub leaves them
 
+    # Groups and roles each on their own: only what differs is applied.
     user.groups = user.groups[1:] + [SimpleNamespace(name="nbgrader-elsewhere")]
-    assert (await login())["groups"] == first["groups"]
-    handler.users["u3"] = user = hub_user(first, admin=True)  # an admin: keeps the role
-    assert {"name": "admin"} in (await login())["roles"]
+    changed, _ = await login()
+    assert changed["groups"] == full["groups"] and changed["roles"] is None
+    handler.users["u3"] = user = hub_user(full, admin=True)  # an admin: keeps the role
+    admin, _ = await login()
+    assert {"name": "admin"} in admin["roles"] and admin["groups"] is None
     if role == "Instructor":  # the staff role's scopes differ from what the hub holds
-        handler.users["u3"] = user = hub_user(first)
+        handler.users["u3"] = user = hub_user(full)
         next(r for r in user.roles if r.scopes).scopes = ["access:servers"]
-        assert (await login())["roles"] == first["roles"]
+        assert (await login())[0]["roles"] == full["roles"]
 
 
 async def test_a_class_launching_at_once_is_enrolled_in_batches(setup):
@@ -281,6 +293,103 @@ async def test_a_class_launching_at_once_is_enrolled_in_batches(setup):
     assert sum(batches) == 30 and len(batches) < 30  # fewer gradebook writes than launches
     members = provisioner.registry.members(launch().course_id)
     assert all(m.in_gradebook for m in members if m.role == "learner")
+
+
+async def test_students_arriving_one_after_the_other_share_a_batch(setup):
+    """Launches that come one after the other (not at the same moment) within the batch
+    window are enrolled in one gradebook transaction; a lab's start does not wait for
+    the window."""
+    provisioner, handler, rec = setup
+    provisioner.enrolments.window = 3600  # a lab must not wait for it
+    await launched(provisioner, handler, launch(sub="1", role="Instructor"))
+    subs = [str(n) for n in range(200, 206)]
+    for sub in subs:  # each login answers before the next one starts
+        await provisioner.provision(handler, launch(sub=sub))
+        await asyncio.sleep(0)
+    assert rec.enrolled == set()  # waiting for the window (or a lab)
+    # The first student's lab starts: the batch runs now, with everyone who waits.
+    await asyncio.wait_for(provisioner.ensure_enrolled("u200"), 60)  # a hang guard
+    assert provisioner.enrolments.batches == [len(subs)]
+    assert rec.enrolled == {f"u{sub}" for sub in subs}
+    assert all(member_row(provisioner, f"u{sub}").in_gradebook for sub in subs)
+
+
+async def test_first_launches_of_a_new_course_share_its_set_up(setup):
+    """A class whose first launches of a new course arrive together: the course's files
+    are set up once, not once per launch."""
+    provisioner, handler, rec = setup
+    subs = [str(n) for n in range(300, 310)]
+    await asyncio.gather(*(provisioner.provision(handler, launch(sub=sub)) for sub in subs))
+    for sub in subs:
+        await provisioner.ensure_enrolled(f"u{sub}")
+    assert rec.enrolled == {f"u{sub}" for sub in subs}
+    assert [kind for kind, _ in rec.nbgrader if kind == "course"] == ["course"]
+    assert provisioner.registry.get(launch().course_id).provisioned == provision.PROVISION_VERSION
+
+
+def hold_course_set_up(monkeypatch, die=False):
+    """Holds nbgrader's course set-up until the returned event is set (``die``: it
+    fails then, as if the hub process ended during it)."""
+    fake = sys.modules["fake_nbgrader_setup"]
+    set_up, gate, entered = fake.ensure_course_files, threading.Event(), threading.Event()
+
+    def held(paths, cid, settings):
+        entered.set()
+        assert gate.wait(60), "the test never opened the gate"
+        if die:
+            raise RuntimeError("the hub process ended during the course set-up")
+        set_up(paths, cid, settings)
+
+    monkeypatch.setattr(fake, "ensure_course_files", held)
+    return gate, entered, lambda: monkeypatch.setattr(fake, "ensure_course_files", set_up)
+
+
+async def test_a_learners_first_launch_does_not_wait_for_a_new_course_set_up(
+    setup, monkeypatch
+):
+    """A student's launch that creates its course answers before the course's files
+    exist; their lab's start waits for the set-up and the enrolment. Staff's launches
+    still wait for it (they go on to the formgrader), and so does the grader's lab."""
+    provisioner, handler, rec = setup
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+    gate, entered, _ = hold_course_set_up(monkeypatch)
+    model = await asyncio.wait_for(  # a deadlock guard: the old code waits for the gate
+        auth.run_post_auth_hook(handler, {"name": "u3", "auth_state": id_token()}), 30
+    )
+    assert model["groups"] == [f"nbgrader-{launch().course_id}"]
+    assert rec.enrolled == set()
+    lab = asyncio.ensure_future(auth.pre_spawn_start(SimpleNamespace(name="u3"), None))
+    grader = asyncio.ensure_future(
+        auth.pre_spawn_start(SimpleNamespace(name=f"grader-{launch().course_id}"), None)
+    )
+    teacher = asyncio.ensure_future(provisioner.provision(handler, launch(sub="1", role="Instructor")))
+    while not entered.is_set():
+        await asyncio.sleep(0.01)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not lab.done() and not grader.done() and not teacher.done()
+    gate.set()
+    await asyncio.gather(lab, grader, teacher)
+    assert "u3" in rec.enrolled and member_row(provisioner, "u3").in_gradebook
+    assert [kind for kind, _ in rec.nbgrader if kind == "course"] == ["course"]
+
+
+async def test_a_set_up_cut_off_by_a_restart_is_done_before_the_lab(setup, monkeypatch):
+    provisioner, handler, rec = setup
+    gate, entered, restore = hold_course_set_up(monkeypatch, die=True)
+    await provisioner.provision(handler, launch())  # the login answered ...
+    while not entered.is_set():
+        await asyncio.sleep(0.01)
+    gate.set()  # ... and the hub ended during the course's set-up
+    while provisioner._pending:
+        await asyncio.sleep(0.01)
+    assert provisioner.registry.get(launch().course_id).provisioned == 0
+    restore()  # the restarted hub's nbgrader works
+    restarted = CourseProvisioner(registry=provisioner.registry, layout=provisioner.layout)
+    auth = AnankeLTI13Authenticator(provisioner=restarted)
+    await auth.pre_spawn_start(SimpleNamespace(name="u3"), None)
+    assert provisioner.registry.get(launch().course_id).provisioned == provision.PROVISION_VERSION
+    assert "u3" in rec.enrolled and member_row(restarted, "u3").in_gradebook
 
 
 async def test_one_refused_record_fails_only_its_own_lab(setup):
@@ -411,8 +520,9 @@ def test_a_course_the_roster_added_does_not_hide_the_newest_launch(registry):  #
 
 
 async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, monkeypatch):
-    """The nonce's write and the registry read go through the pool together; the read
-    is used only for the launch it was made for, and a change still writes."""
+    """The nonce is checked in memory; the registry read is the launch's only trip
+    through the pool and writes nothing; a first or changed launch records in that
+    same trip."""
     provisioner, handler, rec = setup
     auth = AnankeLTI13Authenticator(provisioner=provisioner)
     trips = []
@@ -426,21 +536,47 @@ async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, 
 
     async def login(nonce, name="u3", **claims):
         token = {**id_token(**claims), "nonce": nonce}
-        request = type(handler)()  # a request handler of its own
-        assert await auth.use_nonce(request, token) is True
-        return await auth.run_post_auth_hook(request, {"name": name, "auth_state": token})
+        assert auth.nonces.use(nonce, auth.nonces.new_state()) is True
+        return await auth.run_post_auth_hook(handler, {"name": name, "auth_state": token})
 
     await login("n1")
+    assert trips[0] == "read_or_record"
+    assert "record_with_memberships" not in trips  # recorded in the same trip
     await provisioner.ensure_enrolled("u3")
     trips.clear(), rec.writes.clear()
     await login("n2")
-    assert len(trips) == 1
-    assert [w.split()[0] for w in rec.writes] == ["INSERT"]  # the nonce, nothing else
+    assert trips == ["read_or_record"] and rec.writes == []
 
-    rec.writes.clear()
     await login("n3", email="turing@example.edu")  # changed: the read says so, it writes
     assert member_row(provisioner, "u3").email == "turing@example.edu"
-    # An admin's post_auth_hook renamed the user: the read of "u3" is not used for them.
-    trips.clear()
-    await login("n4", name="u3-renamed")
-    assert trips.count("unchanged_launch") == 1 and len(trips) > 1
+
+
+def test_group_changes_wait_for_the_logins_commit(tmp_path):
+    """A launch's group membership goes into the hub database with the commit that
+    stores the auth_state, not with a commit of its own (JupyterHub's sync_groups)."""
+    from jupyterhub import orm
+
+    from ananke_hub.auth.handlers import stage_groups
+
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    db = orm.new_session_factory(url)()
+    db.add(orm.Group(name="nbgrader-old"))
+    orm_user = orm.User(name="u3")
+    db.add(orm_user)
+    db.commit()
+    user = SimpleNamespace(name="u3", orm_user=orm_user, log=provision.CourseProvisioner().log)
+    other = orm.new_session_factory(url)()
+
+    def committed():
+        other.expire_all()
+        return sorted(g.name for g in orm.User.find(other, "u3").groups)
+
+    stage_groups(db, user, ["nbgrader-old", "nbgrader-new"])
+    assert sorted(g.name for g in orm_user.groups) == ["nbgrader-new", "nbgrader-old"]
+    assert committed() == []  # nothing written yet
+    db.commit()  # the login's commit
+    assert committed() == ["nbgrader-new", "nbgrader-old"]
+    stage_groups(db, user, ["nbgrader-new"])
+    db.commit()
+    assert committed() == ["nbgrader-new"]
+    assert orm.Group.find(other, "nbgrader-old") is not None  # groups stay, members go

@@ -12,7 +12,9 @@ Where the hub uses them:
 - JupyterHub: the tornado setting ``oauth_no_confirm_list`` (courses/provision.py,
   ``trust_graders``: grader servers are user servers, to which the public
   ``oauth_no_confirm`` of services does not apply) and ``HubOAuth._persist_url_token_if_set``
-  (kore/handlers/base.py, as JupyterHub's own ``HubOAuthenticated`` mixin calls it).
+  (kore/handlers/base.py, as JupyterHub's own ``HubOAuthenticated`` mixin calls it);
+- ltiauthenticator: ``LTI13CallbackHandler._get_nonce_state_cookie`` (auth/handlers.py:
+  the nonce's state, whose epoch says which hub process made it; auth/replay.py).
 """
 
 import inspect
@@ -84,3 +86,18 @@ def test_jupyterhub_internals():
         "self",
         "handler",
     ], fail_message("jupyterhub", "HubOAuth._persist_url_token_if_set", "kore/handlers/base.py")
+
+
+def test_ltiauthenticator_internals():
+    from ltiauthenticator.lti13 import handlers
+
+    where = "ananke_hub/auth/handlers.py (the nonce's epoch)"
+    getter = getattr(handlers.LTI13CallbackHandler, "_get_nonce_state_cookie", None)
+    assert callable(getter) and list(inspect.signature(getter).parameters) == ["self"], (
+        fail_message("jupyterhub-ltiauthenticator", "_get_nonce_state_cookie", where)
+    )
+    # The callback compares the token's nonce with the hash of exactly this state.
+    source = inspect.getsource(handlers.LTI13CallbackHandler.check_nonce)
+    assert "self._get_nonce_state_cookie()" in source and "get_nonce(" in source, fail_message(
+        "jupyterhub-ltiauthenticator", "LTI13CallbackHandler.check_nonce", where
+    )

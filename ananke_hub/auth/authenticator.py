@@ -22,7 +22,6 @@ from ..courses.deeplink import (
 from ..courses.identity import LaunchError, LaunchInfo, check_course_launch, kept_claims
 from ..courses.layout import course_of_grader
 from ..courses.provision import (
-    PROVISION_VERSION,
     CourseProvisioner,
     Entitlements,
     ProvisioningError,
@@ -37,7 +36,7 @@ from .dynreg import ROUTE as DYNREG_ROUTE
 from .dynreg import DynamicRegistrationHandler
 from .handlers import AnankeCallbackHandler, AnankeLoginInitHandler, LaunchRefused
 from .platform_keys import PlatformKeySet
-from .replay import NOT_READ, NonceRegistry
+from .replay import NonceRegistry
 
 
 class AnankeLTI13Authenticator(LTI13Authenticator):
@@ -304,43 +303,9 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     def nonces(self) -> NonceRegistry:
         if self._nonces is None:
             validator = LTI13LaunchValidator(parent=self)
-            # Kept in the course registry's database: a restart forgets nothing.
-            self._nonces = NonceRegistry(
-                self.provisioner.registry,
-                ttl=validator.max_age + 2 * validator.time_leeway + 60,
-            )
+            # In memory: a nonce made before a restart is refused (replay.py).
+            self._nonces = NonceRegistry(ttl=validator.max_age + 2 * validator.time_leeway + 60)
         return self._nonces
-
-    async def use_nonce(self, handler, id_token: dict) -> bool:
-        """Record the launch's nonce (False: seen before, a replay).
-
-        With provisioning, the registry read of a returning member's launch
-        (``CourseRegistry.unchanged_launch``) is made in the same thread-pool call,
-        right after the nonce's write, and kept on the handler for ``provision``: one
-        round trip through the pool instead of two. ``provision`` uses it only for the
-        very launch it read (the same ``LaunchInfo``), else it reads again.
-        """
-        info = self._launch_info(id_token) if self.provision_courses else None
-        if info is None:
-            return await self.nonces.use(id_token["nonce"])
-        registry = self.provisioner.registry
-        fresh, pairs = await self.nonces.use_then(
-            id_token["nonce"], registry.unchanged_launch, info, PROVISION_VERSION
-        )
-        if fresh and pairs is not NOT_READ:
-            handler.ananke_launch_read = (info, pairs)
-        return fresh
-
-    def _launch_info(self, id_token: dict) -> LaunchInfo | None:
-        """The launch's course and person as ``run_post_auth_hook`` will see them, or
-        None when it will refuse the launch (it says why then)."""
-        try:
-            token = kept_claims(id_token)
-            check_course_launch(token)
-            username = self.normalize_username(self.get_username(id_token))
-            return LaunchInfo.from_id_token(token, username)
-        except (LaunchError, LoginError):
-            return None
 
     def check_login_initiation(self, args: dict, reg: Registration | None = None) -> str:
         """Check a login initiation request against ``reg`` (default: 30_lms.py's);
@@ -445,22 +410,42 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         except ProvisioningError as exc:
             raise HTTPError(503, str(exc)) from None
         # JupyterHub replaces the user's groups and roles with these (manage_groups,
-        # manage_roles): they cover all the user's courses, not only this one.
+        # manage_roles): they cover all the user's courses, not only this one. The
+        # callback handler trims them to what the user lacks (settle_access).
         auth_model["groups"] = entitlements.groups
         auth_model["roles"] = entitlements.roles
-        # The managed roles replace all of the user's roles: keep a hub admin's admin
-        # role (JupyterHub grants it from admin_users just before applying these).
-        existing = handler.find_user(auth_model["name"])
+        return auth_model
+
+    def settle_access(self, user, auth_model: dict) -> None:
+        """Before JupyterHub applies a launch's auth model to ``user`` (None: a new
+        user): keep the hub admin's admin role, and leave out the groups or roles the
+        user holds already.
+
+        The managed roles replace all of the user's roles: a hub admin's ``admin`` role
+        is kept (JupyterHub grants it from admin_users just before applying these).
+        JupyterHub's ``sync_roles`` rewrites every role it is given (and commits) even
+        when nothing changed, and ``sync_groups`` commits a change: None for what the
+        user has already leaves it as it is. A new user gets the default ``user`` role
+        (and ``admin`` if admin) from JupyterHub itself.
+        """
+        if auth_model.get("roles") is None:  # not a provisioned launch (Deep Linking)
+            return
         admin = auth_model.get("admin")
         if admin is None:  # admin_users says nothing: the user's current state stands
-            admin = existing is not None and existing.admin
+            admin = user is not None and user.admin
+        roles = auth_model["roles"]
         if admin:
-            auth_model["roles"].append({"name": "admin"})
-        if existing is not None and self._holds(existing, auth_model, bool(admin)):
-            # A returning user who has all of it: JupyterHub's sync_roles would rewrite
-            # every role (create_role per role) to the same values. None = leave as is.
-            auth_model["groups"] = auth_model["roles"] = None
-        return auth_model
+            roles.append({"name": "admin"})
+        if user is None:
+            if sorted(r["name"] for r in roles) == sorted(
+                ["user", "admin"] if admin else ["user"]
+            ) and all("scopes" not in r for r in roles):
+                auth_model["roles"] = None
+            return
+        if {g.name for g in user.groups} == set(auth_model["groups"]):
+            auth_model["groups"] = None
+        if user.admin == bool(admin) and self._holds_roles(user, roles):
+            auth_model["roles"] = None
 
     async def linked_launch(self, info: LaunchInfo) -> LaunchInfo:
         """A launch of an activity placed by Deep Linking opens the course Kore placed
@@ -504,18 +489,16 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
             ) from None
 
     @staticmethod
-    def _holds(user, auth_model: dict, admin: bool) -> bool:
-        """Whether ``user`` has exactly the groups and roles (names, scopes and
-        descriptions of the managed ones) that ``auth_model`` would give them."""
-        if user.admin != admin or {g.name for g in user.groups} != set(auth_model["groups"]):
-            return False
+    def _holds_roles(user, roles: list[dict]) -> bool:
+        """Whether ``user`` has exactly ``roles`` (names, and scopes and descriptions
+        of the managed ones)."""
         have = {role.name: role for role in user.roles}
-        if set(have) != {role["name"] for role in auth_model["roles"]}:
+        if set(have) != {role["name"] for role in roles}:
             return False
         return all(
             sorted(have[role["name"]].scopes) == sorted(role["scopes"])
             and have[role["name"]].description == role.get("description")
-            for role in auth_model["roles"]
+            for role in roles
             if "scopes" in role
         )
 
@@ -579,10 +562,25 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
     async def pre_spawn_start(self, user, spawner):
         """Before any lab starts (JupyterHub calls this in every spawn, before
         ``Spawner.start``): the user is in the gradebook of every course they launched
-        as a learner. A launch enrols them after its login answered (it is not on the
-        login's critical path); this waits for that, or does it after a hub restart."""
+        as a learner, and those courses are set up (a grader account's lab: its course).
+        A launch enrols them after its login answered (it is not on the login's critical
+        path); this waits for that, or does it after a hub restart."""
         await maybe_future(super().pre_spawn_start(user, spawner))
-        if not self.provision_courses or course_of_grader(user.name) is not None:
+        if not self.provision_courses:
+            return
+        course_id = course_of_grader(user.name)
+        if course_id is not None:
+            # The formgrader's lab: its course's files (a learner's first launch of a new
+            # course does not wait for them).
+            try:
+                await self.provisioner.ensure_course_ready(course_id)
+            except Exception as exc:
+                self.log.exception("course:%s set-up before the grader's lab failed", course_id)
+                raise HTTPError(
+                    503,
+                    "The course's files on the hub are not ready: setting them up failed. "
+                    "Try again in a minute; if it keeps failing, tell the hub's administrators.",
+                ) from exc
             return
         try:
             await self.provisioner.ensure_enrolled(user.name)

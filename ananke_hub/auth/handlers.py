@@ -6,8 +6,9 @@ They keep ltiauthenticator's routes and cookies and change what is checked:
   the database (registrations.py), and a sent `lti_deployment_id` must be allowed;
 - callback: the registration named by the token's `iss` and `aud`; the signature is
   checked against that platform's keyset fetched without blocking the hub (see
-  platform_keys.py), the deployment id against the registration, and the nonce against the used nonces in the registry database as well
-  as the cookie (replay.py).
+  platform_keys.py), the deployment id against the registration, and the nonce against
+  the cookie and against the nonces this hub process has seen (replay.py: in memory;
+  a nonce made before a hub restart is refused).
 
 Both may run in a frame of the LMS's page (``framing.py``): their answers may be framed
 by the registered platforms' origins; a resource link launch in a frame gets a page that
@@ -23,19 +24,24 @@ headers, before tornado reads or buffers it (an LTI form post is a few KB); and 
 id_token over its own limit is refused before it is decoded.
 """
 
-import secrets
 from http import HTTPStatus
 from pathlib import Path
 
 import jinja2
 import jwt
+from jupyterhub import orm
+from jupyterhub.utils import maybe_future
 from ltiauthenticator.lti13.error import (
     InvalidAudienceError,
     LoginError,
     TokenError,
     ValidationError,
 )
-from ltiauthenticator.lti13.handlers import LTI13CallbackHandler, LTI13LoginInitHandler
+from ltiauthenticator.lti13.handlers import (
+    LTI13CallbackHandler,
+    LTI13LoginInitHandler,
+    get_nonce,
+)
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,6 +63,7 @@ from ..framing import (
     is_select_content,
 )
 from .platform_keys import PlatformKeysUnavailable, UnknownSigningKey
+from .replay import NonceFromEarlierProcess
 
 # Claims an id_token must carry, on top of the LTI claims ltiauthenticator checks
 # (OIDC Core 2, IMS Security Framework 5.1.3).
@@ -180,8 +187,9 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
         if framed:
             # Content selection in the LMS's frame: the state names the nonce and is
             # signed; no cookie (it would be a third-party one).
-            nonce = secrets.token_urlsafe(32)
-            state = FramedState(self.settings["cookie_secret"]).create(self, nonce)
+            nonce_state = self.authenticator.nonces.new_state()
+            nonce = get_nonce(nonce_state)
+            state = FramedState(self.settings["cookie_secret"]).create(self, nonce_state)
         else:
             nonce = self.generate_nonce()
             state = self.generate_state()
@@ -204,13 +212,48 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
 
     get = post
 
+    def generate_nonce(self) -> str:
+        # Upstream's, with a state that names this hub process (replay.py): the
+        # callback then knows that no earlier process can have used the nonce.
+        nonce_state = self.authenticator.nonces.new_state()
+        self.set_nonce_state_cookie(nonce_state)
+        return get_nonce(nonce_state)
+
+
+def stage_groups(db, user, group_names: list[str]) -> None:
+    """JupyterHub's ``User.sync_groups`` without its commit: ``user``'s groups become
+    ``group_names`` (missing groups created) in the hub's database session, for the
+    login's next commit (``auth_to_user`` always commits the auth_state)."""
+    current = {g.name for g in user.orm_user.groups}
+    wanted = set(group_names)
+    if current == wanted:
+        return
+    groups = db.query(orm.Group).filter(orm.Group.name.in_(wanted)).all() if wanted else []
+    for name in wanted - {g.name for g in groups}:
+        group = orm.Group(name=name)
+        db.add(group)
+        groups.append(group)
+    user.orm_user.groups = groups
+    user.log.info(
+        "user:%s groups: added %s, removed %s",
+        user.name,
+        ", ".join(sorted(wanted - current)) or "none",
+        ", ".join(sorted(current - wanted)) or "none",
+    )
+
 
 @stream_request_body
 class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
     """Authentication response: validate the id_token, log the user in (IMS SF 5.1.3)."""
 
-    #: The nonce a framed login's signed state names (None: a cookie-based login).
-    _framed_nonce: str | None = None
+    #: The nonce state a framed login's signed state names (None: a cookie-based login).
+    _framed_nonce_state: str | None = None
+
+    @property
+    def _framed_nonce(self) -> str | None:
+        """The nonce a framed login's id_token must carry (None: a cookie-based login)."""
+        state = self._framed_nonce_state
+        return None if state is None else get_nonce(state)
 
     async def post(self):
         self.read_form()
@@ -260,8 +303,8 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
     def check_state(self):
         """A framed login's signed state (no cookie), else upstream's cookie check."""
         state = self.get_argument("state", "")
-        self._framed_nonce = FramedState(self.settings["cookie_secret"]).nonce_of(state)
-        if self._framed_nonce is None:
+        self._framed_nonce_state = FramedState(self.settings["cookie_secret"]).nonce_state_of(state)
+        if self._framed_nonce_state is None:
             super().check_state()
 
     def check_nonce(self, id_token: dict) -> None:
@@ -269,6 +312,24 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             super().check_nonce(id_token)
         elif id_token.get("nonce") != self._framed_nonce:
             raise HTTPError(400, "LTI launch refused: the nonce is not this login's")
+
+    async def auth_to_user(self, authenticated, user=None):
+        # JupyterHub looks the user up here; the authenticator's groups and roles are
+        # trimmed to what the user does not hold yet with that same lookup (one hub
+        # database query, not two; see AnankeLTI13Authenticator.settle_access).
+        if user is None:
+            user = self.find_user(authenticated["name"])
+            self.authenticator.settle_access(user, authenticated)
+            groups = authenticated.get("groups")
+            if groups is not None and self.authenticator.manage_groups:
+                if user is None:  # what JupyterHub's auth_to_user does for a new user
+                    user = self.user_from_username(authenticated["name"])
+                    await maybe_future(self.authenticator.add_user(user))
+                # Written by the commit JupyterHub makes for the auth_state below
+                # rather than by a commit of sync_groups' own.
+                stage_groups(self.db, user, groups)
+                authenticated["groups"] = None
+        return await super().auth_to_user(authenticated, user)
 
     async def validate_launch(self) -> dict:
         authenticator = self.authenticator
@@ -331,15 +392,13 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         authenticator.check_deployment(id_token, registration)
         self.check_nonce(id_token)  # nonce equals the hash of this browser's nonce cookie
         try:
-            fresh = await authenticator.use_nonce(self, id_token)
-        except SQLAlchemyError:
-            # Without the record a replay could pass: refuse rather than accept unchecked.
-            self.log.exception("lti: cannot record the launch's nonce in the course registry")
-            raise HTTPError(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                "The hub cannot check this launch right now (its database does not "
-                "answer). Launch again in a minute; if it keeps failing, tell the hub's "
-                "administrators.",
+            # In memory, no thread-pool trip (replay.py says why that is enough).
+            nonce_state = self._framed_nonce_state or self._get_nonce_state_cookie()
+            fresh = authenticator.nonces.use(id_token["nonce"], nonce_state)
+        except NonceFromEarlierProcess:
+            raise TokenError(
+                "this launch was started before the hub restarted; launch again from "
+                "your course"
             ) from None
         if not fresh:
             raise TokenError("this launch was already used (nonce seen before); launch again")

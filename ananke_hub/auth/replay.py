@@ -1,90 +1,79 @@
-"""Server-side memory of used nonces, so a captured launch cannot be replayed.
+"""Used nonces, so a captured launch cannot be replayed; in the hub's memory, no write.
 
 ltiauthenticator ties the nonce to a cookie that is cleared when read; a second POST of
-the same id_token with the same cookies would pass that check. So the hub records every
-used nonce in the course registry's database (SQLite or PostgreSQL), where it outlives a
-hub restart. An entry only needs to outlive the token's own acceptance window
-(``max_age`` + leeway), after which the token is refused as too old anyway; expired
-entries are deleted now and then. The database is reached through the registry's
-thread pool, never from the event loop.
+the same id_token with the same cookies would pass that check. So the hub remembers
+every used nonce for the token's acceptance window (``max_age`` + leeway, after which
+the token is refused as too old anyway).
+
+Why memory is enough, across restarts too: the nonce is made by this hub, at the login
+initiation (the LMS signs it into the id_token), from a state kept in the browser's
+encrypted nonce cookie and checked against the token by ``check_nonce``. That state
+starts with the *epoch* of the hub process that made it, a random value chosen at the
+process's start. A nonce of this process's epoch did not exist before the process
+started, so no earlier process can have accepted it: this process's memory has seen
+every use of it. A nonce of another epoch (a login initiated before a hub restart,
+completed after it) is refused with a message to launch again: it may have been used
+by the earlier process, whose memory is gone. Nothing is written to a database at a
+launch, nothing is lost by a crash, and the check costs no thread-pool trip.
 """
 
-import hashlib
-import logging
+import secrets
 import time
-from datetime import timedelta
 
-from sqlalchemy import delete, func, select, update
+from ltiauthenticator.lti13.handlers import make_nonce_state
 
-from ..courses.models import UsedNonce, utcnow
-from ..courses.registry import CourseRegistry
+#: Separates the epoch from the random part of a nonce state.
+EPOCH_SEPARATOR = "."
 
-log = logging.getLogger(__name__)
 
-#: ``use_then``'s result when the read was not made.
-NOT_READ = object()
+class NonceFromEarlierProcess(Exception):
+    """The launch's login was initiated by an earlier hub process (before a restart)."""
 
 
 class NonceRegistry:
-    def __init__(self, registry: CourseRegistry, ttl: float, prune_every: float = 60):
-        self.registry = registry
+    """Nonces used in this hub process, each kept ``ttl`` seconds after its use."""
+
+    def __init__(self, ttl: float, clock=time.monotonic):
         self.ttl = ttl
-        self.prune_every = prune_every
-        self._next_prune = float("-inf")
+        self._clock = clock
+        #: This process's epoch; in every nonce state it makes.
+        self.epoch = secrets.token_hex(16)
+        #: nonce -> monotonic time its entry expires. One ttl for all and a monotonic
+        #: clock: insertion order is expiry order, so pruning pops from the front.
+        self._used: dict[str, float] = {}
 
-    async def use(self, nonce: str) -> bool:
-        """Record ``nonce``; False if it was already used within the window."""
-        fresh, _ = await self.use_then(nonce, None)
-        return fresh
+    def new_state(self) -> str:
+        """A nonce state for a login initiation (the nonce is its SHA-256)."""
+        return f"{self.epoch}{EPOCH_SEPARATOR}{make_nonce_state()}"
 
-    async def use_then(self, nonce: str, then, *args) -> tuple[bool, object]:
-        """Record ``nonce``, then, if it was fresh, call ``then(*args)`` in the same
-        thread-pool call: the launch's registry read rides along with the nonce's write
-        instead of a second round trip through the pool. Returns ``(fresh, result)``;
-        the result is ``NOT_READ`` when ``then`` was not called or failed (the caller
-        reads again itself, so a failed read never fails the nonce check)."""
-        prune = time.monotonic() >= self._next_prune
-        if prune:
-            self._next_prune = time.monotonic() + self.prune_every
-        return await self.registry.run(self._use_then_blocking, nonce, prune, then, args)
+    def made_here(self, nonce_state: str) -> bool:
+        """Whether ``nonce_state`` was made by this process (see the module docstring)."""
+        epoch, sep, _ = nonce_state.partition(EPOCH_SEPARATOR)
+        return bool(sep) and secrets.compare_digest(epoch, self.epoch)
 
-    def _use_then_blocking(self, nonce, prune, then, args) -> tuple[bool, object]:
-        fresh = self.use_blocking(nonce, prune)
-        if not fresh or then is None:
-            return fresh, NOT_READ
-        try:
-            return fresh, then(*args)
-        except Exception:
-            log.exception("lti: reading the launch's registry rows with its nonce failed")
-            return fresh, NOT_READ
+    def use(self, nonce: str, nonce_state: str) -> bool:
+        """Record ``nonce``; False if it was used before (a replay).
 
-    def use_blocking(self, nonce: str, prune: bool = False) -> bool:
-        """:meth:`use` for a thread: one transaction, safe against a concurrent replay."""
-        registry = self.registry
-        digest = hashlib.sha256(nonce.encode("utf8", "surrogatepass")).hexdigest()
-        now = utcnow()
-        until = now + timedelta(seconds=self.ttl)
-        with registry.session() as session, session.begin():
-            if prune:
-                session.execute(delete(UsedNonce).where(UsedNonce.expires_at <= now))
-            inserted = session.execute(
-                registry._insert()(UsedNonce)
-                .values(digest=digest, expires_at=until)
-                .on_conflict_do_nothing(index_elements=["digest"])
-                .returning(UsedNonce.digest)
-            ).first()
-            if inserted:
-                return True
-            # Seen before: allowed again only once its window has passed (then the
-            # token is too old to pass anyway); else it is a replay.
-            renewed = session.execute(
-                update(UsedNonce)
-                .where(UsedNonce.digest == digest, UsedNonce.expires_at <= now)
-                .values(expires_at=until)
-            )
-            return renewed.rowcount == 1
+        ``nonce_state`` is the state the nonce was checked against (``check_nonce``).
+        Raises NonceFromEarlierProcess for a state another hub process made.
+        """
+        if not self.made_here(nonce_state):
+            raise NonceFromEarlierProcess()
+        now = self._clock()
+        self._prune(now)
+        if nonce in self._used:
+            return False
+        self._used[nonce] = now + self.ttl
+        return True
 
-    def count(self) -> int:
-        """Entries stored, expired or not (tests)."""
-        with self.registry.session() as session:
-            return session.scalar(select(func.count()).select_from(UsedNonce))
+    def _prune(self, now: float) -> None:
+        used = self._used
+        while used:
+            nonce, expires = next(iter(used.items()))
+            if expires > now:
+                return
+            del used[nonce]
+
+    def __len__(self) -> int:
+        """Entries kept (tests)."""
+        return len(self._used)

@@ -111,8 +111,9 @@ class Member(Base):
 
 
 class UsedNonce(Base):
-    """A launch's nonce, once used (see auth/replay.py): in the database, so a captured
-    launch stays refused after a hub restart, until the token could no longer pass."""
+    """A launch's nonce, once used: written by hubs before issue 16. The hub now keeps
+    used nonces in memory (auth/replay.py says why a restart loses nothing); the table
+    stays until a migration drops it."""
 
     __tablename__ = "used_nonces"
 

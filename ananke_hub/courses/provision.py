@@ -20,11 +20,12 @@ import asyncio
 import importlib
 import sys
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from traitlets import Instance, default
+from traitlets import Float, Instance, TraitError, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..roles import Role
@@ -149,6 +150,16 @@ def record_with_memberships(registry: CourseRegistry, info: LaunchInfo):
     return registry.record_launch(info), current_memberships(registry, info.username)
 
 
+def read_or_record(registry: CourseRegistry, info: LaunchInfo, version: int):
+    """A launch's registry work in one thread-pool call: ``(None, memberships)`` when it
+    changes nothing (``unchanged_launch``: one read), else ``record_with_memberships``'s
+    ``(record, memberships)``. Raises CourseBeingDeleted as record_launch does."""
+    pairs = registry.unchanged_launch(info, version)
+    if pairs is not None:
+        return None, pairs
+    return record_with_memberships(registry, info)
+
+
 class GradebookEnrolments:
     """Learners' first launches of one course, enrolled together.
 
@@ -156,22 +167,32 @@ class GradebookEnrolments:
     on its own (nbgrader_setup serialises them with a per-course lock). Here the
     launches that arrive while a course's enrolment is running wait and are enrolled
     in the next one: one gradebook transaction and one registry write for all of them.
-    Each launch still waits until its own student is committed to the gradebook, so
-    the login, and with it any lab, never comes before the gradebook row.
+    Each caller waits until its own student is committed to the gradebook.
+
+    A batch starts ``window`` seconds after the first launch that waits for it (more
+    launches arrive meanwhile: fewer, larger transactions, and no gradebook work
+    competing with the launches that follow), or at once when a lab is about to start
+    (``kick``): a lab never waits for the window.
     """
 
-    def __init__(self, registry: CourseRegistry):
+    def __init__(self, registry: CourseRegistry, window: float = 0):
         self.registry = registry
+        self.window = window
         self._waiting: dict[str, list[tuple[object, asyncio.Future]]] = {}
         self._running: set[str] = set()
+        self._kicks: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Future] = set()
         #: Batches enrolled (for tests and logs): list of their sizes.
         self.batches: list[int] = []
 
-    async def enrol(self, nbgrader_setup, paths, student) -> None:
+    async def enrol(self, nbgrader_setup, paths, student, now: bool = False) -> None:
+        """Enrol ``student`` in the course's next batch; ``now``: without the window."""
         course_id = paths.course_id
         done = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(course_id, []).append((student, done))
+        kick = self._kicks.setdefault(course_id, asyncio.Event())
+        if now:
+            kick.set()
         if course_id not in self._running:
             self._running.add(course_id)
             # Held here: the loop keeps only a weak reference to a task.
@@ -179,10 +200,21 @@ class GradebookEnrolments:
             task.add_done_callback(self._tasks.discard)
         await done
 
+    def kick(self, course_id: str) -> None:
+        """Start the course's waiting batch now (a lab is about to start)."""
+        if course_id in self._kicks:
+            self._kicks[course_id].set()
+
     async def _drain(self, nbgrader_setup, paths) -> None:
         course_id = paths.course_id
         try:
-            while batch := self._waiting.pop(course_id, None):
+            while course_id in self._waiting:
+                kick = self._kicks[course_id]
+                if self.window > 0 and not kick.is_set():
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(kick.wait(), self.window)
+                kick.clear()
+                batch = self._waiting.pop(course_id)
                 try:
                     await self._write(nbgrader_setup, paths, [s for s, _ in batch])
                 except Exception:
@@ -202,6 +234,8 @@ class GradebookEnrolments:
                         _settle(done, None)
         finally:
             self._running.discard(course_id)
+            if course_id not in self._waiting:
+                self._kicks.pop(course_id, None)
 
     async def _write(self, nbgrader_setup, paths, students) -> None:
         # The same person twice in a batch (two tabs): their latest data counts.
@@ -232,16 +266,38 @@ class CourseProvisioner(LoggingConfigurable):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        #: user name -> their gradebook enrolments started by launches, not finished.
-        self._pending: dict[str, set[asyncio.Future]] = {}
+        #: user name -> their gradebook enrolments started by launches, not finished
+        #: (each with its course).
+        self._pending: dict[str, dict[asyncio.Future, str]] = {}
         self._nbgrader = None
-        #: Courses whose grader account this process made sure of (any launch that
-        #: writes, e.g. a course made again after its deletion, makes sure again).
+        #: Courses whose grader account this process made sure of (a course made anew,
+        #: e.g. after its deletion, is made sure of again).
         self._graders_kept: set[str] = set()
+        #: course id -> its course set-up in progress (shared by concurrent launches).
+        self._setups: dict[str, asyncio.Future] = {}
+
+    enrolment_batch_window = Float(
+        1.0,
+        config=True,
+        help="""Seconds a new student's gradebook enrolment waits for more students of
+        the same course before it runs (after their login answered): a class arriving
+        together is enrolled in a few gradebook transactions instead of one each. A lab
+        never waits for it: when a student's lab starts, their enrolment runs at once
+        (and the lab starts after it). 0 enrols each student right after their login.""",
+    )
+
+    @validate("enrolment_batch_window")
+    def _valid_window(self, proposal):
+        if not 0 <= proposal.value <= 60:
+            raise TraitError(
+                "CourseProvisioner.enrolment_batch_window must be between 0 and 60 "
+                f"seconds, not {proposal.value}."
+            )
+        return proposal.value
 
     @default("enrolments")
     def _default_enrolments(self):
-        return GradebookEnrolments(self.registry)
+        return GradebookEnrolments(self.registry, window=self.enrolment_batch_window)
 
     @default("registry")
     def _default_registry(self):
@@ -279,21 +335,27 @@ class CourseProvisioner(LoggingConfigurable):
 
     async def provision(self, handler, info: LaunchInfo) -> Entitlements:
         registry = self.registry
-        # A returning member whose claims did not change: one read, no write, no nbgrader.
-        # The authenticator made the read with the nonce's write when it could.
-        read = getattr(handler, "ananke_launch_read", None)
-        if read is not None and read[0] == info:
-            pairs = read[1]
-        else:
-            pairs = await registry.run(registry.unchanged_launch, info, PROVISION_VERSION)
-        if pairs is None:
-            pairs = await self._record(handler, info)
-        else:
+        # One thread-pool call: a returning member whose claims did not change is one
+        # read, no write, no nbgrader; anything else is recorded in the same call.
+        try:
+            record, pairs = await registry.run(read_or_record, registry, info, PROVISION_VERSION)
+        except CourseBeingDeleted:
+            self.log.info(
+                "course:%s user:%s launch refused: the course is being deleted",
+                info.course_id,
+                info.username,
+            )
+            raise ProvisioningError(
+                "This course is being deleted on the hub. Try again in a minute: once the "
+                "deletion is done, launching from the LMS sets the course up anew."
+            ) from None
+        if record is not None:
+            await self._provision_recorded(handler, info, record)
+        elif info.course_id not in self._graders_kept:
             # The grader account exists since the course's first launch; this finds it and
             # keeps its group (courses made before the group existed get it here too),
             # once per course in this hub process: no hub database query per launch.
-            if info.course_id not in self._graders_kept:
-                self._ensure_grader(handler, info.course_id)
+            self._ensure_grader(handler, info.course_id)
         trust_graders(handler.settings, [cid for cid, role in pairs if role in STAFF_ROLES])
         return entitlements(pairs)
 
@@ -311,25 +373,9 @@ class CourseProvisioner(LoggingConfigurable):
         grader.sync_groups([staff_group(course_id)])
         self._graders_kept.add(course_id)
 
-    async def _record(self, handler, info: LaunchInfo) -> list[tuple[str, str]]:
-        """A first launch, or one that changed something: write it, set the course up,
-        enrol a learner. Returns the user's memberships afterwards."""
-        registry = self.registry
-        # nbgrader takes seconds to import: never in the event loop (preloaded at start).
-        nbgrader_setup = await self._nbgrader_setup()
-        try:
-            # The record and the memberships it leaves, in one thread-pool call.
-            record, memberships = await registry.run(record_with_memberships, registry, info)
-        except CourseBeingDeleted:
-            self.log.info(
-                "course:%s user:%s launch refused: the course is being deleted",
-                info.course_id,
-                info.username,
-            )
-            raise ProvisioningError(
-                "This course is being deleted on the hub. Try again in a minute: once the "
-                "deletion is done, launching from the LMS sets the course up anew."
-            ) from None
+    async def _provision_recorded(self, handler, info: LaunchInfo, record) -> None:
+        """After a first launch, or one that changed something, was recorded: set the
+        course up, enrol a learner (after the login answered)."""
         name = " ".join(part for part in (info.given_name, info.family_name) if part)
         if name:
             PERSON_NAMES[info.username] = name
@@ -337,30 +383,26 @@ class CourseProvisioner(LoggingConfigurable):
         if record.created:
             self.log.info("%s created course %r", log_prefix, record.title)
 
-        self._ensure_grader(handler, info.course_id)
+        if record.created or info.course_id not in self._graders_kept:
+            # A course made anew (e.g. after its deletion) gets its grader account again.
+            self._ensure_grader(handler, info.course_id)
         paths = self.layout.course(info.course_id)
+        learner = record.role == str(Role.LEARNER)
         try:
             fresh = record.provisioned < PROVISION_VERSION
-            if fresh:
-                course = await registry.run(registry.get, info.course_id)
-                settings = nbgrader_setup.CourseSettings.from_dict(course.settings or {})
-                await registry.run(
-                    nbgrader_setup.ensure_course_files, paths, info.course_id, settings
-                )
-                await registry.run(registry.mark_provisioned, info.course_id, PROVISION_VERSION)
-                self.log.info("%s course files ready in %s", log_prefix, paths.home)
+            if fresh and not learner:
+                # Staff go on to the formgrader and Kore: the course is set up first. A
+                # learner's login does not wait: their enrolment follows the set-up, and
+                # their lab's start waits for both (ensure_enrolled).
+                # nbgrader takes seconds to import: in a thread (preloaded at start).
+                nbgrader_setup = await self._nbgrader_setup()
+                await self._set_up_course(nbgrader_setup, paths, log_prefix)
             # The gradebook only changes when the student is new or their data changed.
-            if record.role == str(Role.LEARNER) and (record.member_changed or fresh):
-                student = nbgrader_setup.StudentRecord(
-                    username=info.username,
-                    lms_user_id=info.lms_user_id,
-                    given_name=info.given_name,
-                    family_name=info.family_name,
-                    email=info.email,
-                )
-                # Off the login's critical path: ensure_enrolled, before any lab of the
-                # user starts, waits for it (or does it after a hub restart).
-                self._enrol_later(nbgrader_setup, paths, student)
+            if learner and (record.member_changed or fresh):
+                # Off the login's critical path (not even nbgrader's import, which a
+                # hub just started may still be making): ensure_enrolled, before any
+                # lab of the user starts, waits for it (or does it after a restart).
+                self._enrol_later(paths, info, set_up=fresh)
         except Exception as exc:
             self.log.exception("%s provisioning failed", log_prefix)
             raise ProvisioningError(
@@ -368,7 +410,28 @@ class CourseProvisioner(LoggingConfigurable):
                 "minute; if it keeps failing, tell the hub's administrators."
             ) from exc
 
-        return memberships
+    async def _set_up_course(self, nbgrader_setup, paths, log_prefix: str) -> None:
+        """The course's files, once for all the launches waiting for them: the first
+        launches of a new course, arriving together, share one set-up."""
+        course_id = paths.course_id
+        task = self._setups.get(course_id)
+        if task is None:
+            task = self._setups[course_id] = asyncio.ensure_future(
+                self._set_up_course_now(nbgrader_setup, paths, log_prefix)
+            )
+            task.add_done_callback(lambda _: self._setups.pop(course_id, None))
+        # Shielded: one launch cancelled (client gone) does not cancel it for the others.
+        await asyncio.shield(task)
+
+    async def _set_up_course_now(self, nbgrader_setup, paths, log_prefix: str) -> None:
+        registry = self.registry
+        course = await registry.run(registry.get, paths.course_id)
+        if course is None or course.provisioned >= PROVISION_VERSION:
+            return  # set up meanwhile (by a set-up these launches did not see), or gone
+        settings = nbgrader_setup.CourseSettings.from_dict(course.settings or {})
+        await registry.run(nbgrader_setup.ensure_course_files, paths, paths.course_id, settings)
+        await registry.run(registry.mark_provisioned, paths.course_id, PROVISION_VERSION)
+        self.log.info("%s course files ready in %s", log_prefix, paths.home)
 
     async def _nbgrader_setup(self):
         """The nbgrader_setup module; imported in a thread (it takes seconds), once."""
@@ -376,16 +439,30 @@ class CourseProvisioner(LoggingConfigurable):
             self._nbgrader = await self.registry.run(importlib.import_module, NBGRADER_SETUP)
         return self._nbgrader
 
-    def _enrol_later(self, nbgrader_setup, paths, student) -> None:
-        """Start the student's gradebook enrolment without waiting for it."""
-        username = student.username
-        task = asyncio.ensure_future(self.enrolments.enrol(nbgrader_setup, paths, student))
-        self._pending.setdefault(username, set()).add(task)
+    async def _enrol(self, paths, info: LaunchInfo, set_up: bool) -> None:
+        nbgrader_setup = await self._nbgrader_setup()
+        if set_up:
+            await self._set_up_course(nbgrader_setup, paths, f"course:{paths.course_id}")
+        student = nbgrader_setup.StudentRecord(
+            username=info.username,
+            lms_user_id=info.lms_user_id,
+            given_name=info.given_name,
+            family_name=info.family_name,
+            email=info.email,
+        )
+        await self.enrolments.enrol(nbgrader_setup, paths, student)
+
+    def _enrol_later(self, paths, info: LaunchInfo, set_up: bool = False) -> None:
+        """Start the launch's student's gradebook enrolment (after the course's set-up
+        when ``set_up``) without waiting for it."""
+        username = info.username
+        task = asyncio.ensure_future(self._enrol(paths, info, set_up))
+        self._pending.setdefault(username, {})[task] = paths.course_id
 
         def done(task):
             pending = self._pending.get(username)
             if pending is not None:
-                pending.discard(task)
+                pending.pop(task, None)
                 if not pending:
                     del self._pending[username]
             if not task.cancelled() and task.exception() is not None:
@@ -410,15 +487,20 @@ class CourseProvisioner(LoggingConfigurable):
         or one a hub restart cut off) and enrols them now. Raises ProvisioningError when
         that fails: the lab does not start.
         """
-        pending = list(self._pending.get(username, ()))
+        pending = dict(self._pending.get(username, {}))
+        for course_id in set(pending.values()):
+            self.enrolments.kick(course_id)  # the lab does not wait for a batch window
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         registry = self.registry
-        missing = await registry.run(registry.unenrolled_launches, username, PROVISION_VERSION)
+        missing = await registry.run(registry.unenrolled_launches, username)
         if not missing:
             return
         nbgrader_setup = await self._nbgrader_setup()
         try:
+            # A course whose set-up a restart cut off, or that failed, is set up first.
+            for course_id in sorted({member.course_id for member in missing}):
+                await self.ensure_course_ready(course_id)
             await asyncio.gather(
                 *(
                     self.enrolments.enrol(
@@ -431,6 +513,7 @@ class CourseProvisioner(LoggingConfigurable):
                             family_name=member.family_name,
                             email=member.email,
                         ),
+                        now=True,
                     )
                     for member in missing
                 )
@@ -446,6 +529,24 @@ class CourseProvisioner(LoggingConfigurable):
             username,
             ", ".join(m.course_id for m in missing),
         )
+
+    async def ensure_course_ready(self, course_id: str) -> None:
+        """The course's files are set up (its grader's lab, a learner's lab): waits for a
+        set-up in progress, or makes one for a course not set up yet. Raises what the
+        set-up raises."""
+        task = self._setups.get(course_id)
+        if task is not None:
+            await asyncio.shield(task)
+            return
+        registry = self.registry
+        course = await registry.run(registry.get, course_id)
+        if course is None or course.state == COURSE_DELETING:
+            return
+        if course.provisioned < PROVISION_VERSION:
+            nbgrader_setup = await self._nbgrader_setup()
+            await self._set_up_course(
+                nbgrader_setup, self.layout.course(course_id), f"course:{course_id}"
+            )
 
     async def entitlements_of(self, username: str) -> Entitlements:
         """What the registry gives ``username`` now (for a refresh outside a launch)."""

@@ -335,14 +335,15 @@ class CourseRegistry(LoggingConfigurable):
                 return None
         return [(c.id, m.role) for c, m in rows if m.active and c.state != COURSE_DELETING]
 
-    def unenrolled_launches(self, username: str, version: int) -> list[Member]:
+    def unenrolled_launches(self, username: str) -> list[Member]:
         """The user's launched learner memberships not yet in their course's gradebook.
 
         ``in_gradebook`` is set only after the gradebook commit (``mark_in_gradebook``
         after nbgrader's enrolment), and reset by a launch that changed the person's
         data; so these are exactly the courses whose gradebook a lab must wait for.
-        Only active members of provisioned (``version``) courses not being deleted:
-        a course without its gradebook yet is set up by its next launch.
+        Only active members of courses not being deleted; a course not set up yet
+        (its set-up follows a learner's login, and a restart may cut it off) is among
+        them: the caller sets it up first.
         """
         with self.session() as session:
             return list(
@@ -356,7 +357,6 @@ class CourseRegistry(LoggingConfigurable):
                         Member.in_gradebook.is_(False),
                         Member.last_launch.is_not(None),
                         Course.state != COURSE_DELETING,
-                        Course.provisioned >= version,
                     )
                     .order_by(Member.course_id)
                 )
