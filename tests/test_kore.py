@@ -147,6 +147,7 @@ class Kore:
         self.api_url = api_url
         self.proc = None
         self.drop_env: set[str] = set()
+        self.extra_env: dict[str, str] = {}
         if not self.config_dir.exists():
             shutil.copytree(SHIPPED_CONFIG_DIR, self.config_dir)
 
@@ -166,6 +167,7 @@ class Kore:
             JUPYTERHUB_OAUTH_CALLBACK_URL=PREFIX + "oauth_callback",
             JUPYTERHUB_OAUTH_ACCESS_SCOPES=json.dumps(["access:services", KORE_SCOPE]),
         )
+        env.update(self.extra_env)
         return {k: v for k, v in env.items() if k not in self.drop_env}
 
     def start(self, wait=True):
@@ -418,6 +420,36 @@ def test_oauth_login_through_the_hub(kore, hub):
     assert "/services/kore/oauth_callback" in log
     for secret in ("code-1", query["state"][0], "token-carol", SERVICE_TOKEN):
         assert secret not in log
+
+
+def test_a_url_token_is_ignored_as_jupyterhub_does_by_default(kore, hub):
+    hub.add_user("token-gus", "gus")
+    with httpx.Client(base_url=kore.base, follow_redirects=False) as browser:
+        assert browser.get(PREFIX + "api/me", params={"token": "token-gus"}).status_code == 403
+        assert not browser.cookies
+
+
+def test_an_allowed_url_token_is_kept_in_the_cookie_for_the_next_requests(own_kore, hub):
+    # JUPYTERHUB_ALLOW_TOKEN_IN_URL (c.HubOAuth.allow_token_in_url): then, as in
+    # JupyterHub's own HubOAuthenticated, a navigation's ?token= becomes the login cookie.
+    own_kore.extra_env["JUPYTERHUB_ALLOW_TOKEN_IN_URL"] = "1"
+    own_kore.start()
+    hub.add_user("token-fay", "fay")
+    with httpx.Client(base_url=own_kore.base, follow_redirects=False) as browser:
+        r = browser.get(PREFIX + "api/me", params={"token": "token-fay"})
+        assert r.status_code == 200 and r.json()["name"] == "fay"
+        # The next request carries only the cookie.
+        assert browser.get(PREFIX + "api/me").json()["name"] == "fay"
+    with httpx.Client(base_url=own_kore.base, follow_redirects=False) as script:
+        # Not from a page's script (fetch, XHR): only navigations.
+        r = script.get(
+            PREFIX + "api/me", params={"token": "token-fay"}, headers={"Sec-Fetch-Mode": "cors"}
+        )
+        assert r.status_code == 200
+        assert script.get(PREFIX + "api/me").status_code == 403
+        # A token the hub does not know is refused and kept nowhere.
+        assert script.get(PREFIX + "api/me", params={"token": "nobody"}).status_code == 403
+        assert script.get(PREFIX + "api/me").status_code == 403
 
 
 def test_oauth_callback_with_a_forged_state_is_refused(kore, hub):
