@@ -1,9 +1,9 @@
 """Kore as the hub runs it: a real ``python -m kore`` subprocess.
 
 Each Kore gets its own state and config directories and a free port. Where a test
-needs a hub, a small fake of the two hub API routes Kore's login uses answers
-(``GET /hub/api/user`` and ``POST /hub/api/oauth2/token``); logging in through a real
-JupyterHub is covered by the integration tests.
+needs a hub, the one fake of the hub's API answers (``tests/fake_hub.py``: here the
+routes Kore's login uses, ``GET /hub/api/user`` and ``POST /hub/api/oauth2/token``);
+logging in through a real JupyterHub is covered by the integration tests.
 """
 
 import base64
@@ -16,22 +16,18 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import jwt
 import pytest
+from fake_hub import CLIENT_ID, KORE_SCOPE, SERVICE_TOKEN, FakeHub
 
 from ananke_hub.paths import SHIPPED_CONFIG_DIR, StateLayout
 
 PREFIX = "/services/kore/"
-CLIENT_ID = "service-kore"
-SERVICE_TOKEN = "kore-service-token"
-KORE_SCOPE = "access:services!service=kore"
 
 
 def free_port() -> int:
@@ -52,83 +48,6 @@ def rfc7638(jwk: dict) -> str:
 
 def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-# --- a fake of the hub's API -------------------------------------------------------------
-
-
-class FakeHub:
-    """The hub routes HubOAuth calls: who owns a token, and code -> token (with PKCE)."""
-
-    def __init__(self):
-        self.users_by_token: dict[str, dict] = {}
-        self.codes: dict[str, tuple[str, str]] = {}  # code -> (token, code_challenge)
-        self.token_requests: list[dict] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status, body=None):
-                data = json.dumps(body).encode() if body is not None else b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if self.path != "/hub/api/user":
-                    return self._reply(404, {"status": 404})
-                auth = self.headers.get("Authorization", "")
-                model = hub.users_by_token.get(auth.removeprefix("token "))
-                if model is None:
-                    return self._reply(403, {"status": 403, "message": "bad token"})
-                self._reply(200, model)
-
-            def do_POST(self):
-                if self.path != "/hub/api/oauth2/token":
-                    return self._reply(404, {"status": 404})
-                length = int(self.headers.get("Content-Length", "0"))
-                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
-                hub.token_requests.append(form)
-                token, challenge = hub.codes.pop(form.get("code"), (None, None))
-                verifier = form.get("code_verifier", "")
-                computed = (
-                    base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-                    .rstrip(b"=")
-                    .decode()
-                )
-                if (
-                    token is None
-                    or form.get("client_id") != CLIENT_ID
-                    or form.get("client_secret") != SERVICE_TOKEN
-                    or computed != challenge
-                ):
-                    return self._reply(400, {"error": "invalid_grant"})
-                self._reply(200, {"access_token": token, "token_type": "Bearer"})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.api_url = f"http://127.0.0.1:{self.server.server_port}/hub/api"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def add_user(self, token, name, *, admin=False, groups=(), scopes=(KORE_SCOPE,)):
-        self.users_by_token[token] = {
-            "kind": "user",
-            "name": name,
-            "admin": admin,
-            "groups": list(groups),
-            "scopes": list(scopes),
-        }
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # --- running Kore --------------------------------------------------------------------------
