@@ -169,7 +169,7 @@ class FakeHub:
     def _users(self, method, body) -> Reply:
         if method != "POST":
             return _error(405, "Method Not Allowed")
-        names = (body or {}).get("usernames")
+        names = body.get("usernames") if isinstance(body, dict) else None
         if not names:
             return _error(400, "Must specify at least one user to create")
         invalid = [n for n in names if n in self.invalid_names]
@@ -232,8 +232,8 @@ class FakeHub:
         if method == "DELETE":
             if server.pending == "stop":
                 return Reply(202)
-            if server.pending:
-                return _error(400, f"{name} is pending {server.pending}, please wait")
+            if server.pending == "spawn":  # JupyterHub cancels the spawn, then stops
+                server.pending, server.running = None, True
             if not server.running:
                 return Reply(204)
             self._stop(server)
