@@ -86,7 +86,7 @@ def _cmd_logs(args) -> int:
 def add_container_commands(subparsers) -> argparse.ArgumentParser:
     """Add ``container init|create|remove|list|shell|logs`` to the ``ananke`` parser."""
     container = subparsers.add_parser(
-        "container", help="create, remove, list and enter Ananke's Podman containers"
+        "container", help="make, create, remove, list and enter Ananke's Podman containers"
     )
     dir_help = (
         f"directory of the container directories (default: ${CONTAINERS_DIR_ENV}, "
