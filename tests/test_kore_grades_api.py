@@ -112,7 +112,10 @@ def sync_url(kore, course_id, kind="grades", run_id=None):
 
 def start(kore, course_id, token, body=None, kind="grades"):
     content = body if isinstance(body, bytes | str) or body is None else json.dumps(body)
-    return httpx.post(sync_url(kore, course_id, kind), headers=auth(token), content=content)
+    # 30 s, not httpx's 5: a start on a busy machine (CI's two cores) may take longer.
+    return httpx.post(
+        sync_url(kore, course_id, kind), headers=auth(token), content=content, timeout=30
+    )
 
 
 def wait(kore, course_id, run_id, token="t-inst", kind="grades", **params) -> dict:
