@@ -28,7 +28,7 @@ from ananke_hub.container.config import (
 )
 from ananke_hub.container.manager import ContainerError, PodmanNotFound
 from ananke_hub.fragments import load_fragments
-from ananke_hub.paths import SHIPPED_CONFIG_DIR
+from ananke_hub.paths import SHIPPED_CONFIG_DIR, shipped_fragments
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = {
@@ -246,7 +246,7 @@ def test_hub_settings_in_config_py_are_sent_to_the_fragments(tmp_path):
 
 def test_missing_config_py_says_to_copy_a_template(tmp_path):
     (tmp_path / "my-hub").mkdir()
-    with pytest.raises(ConfigError, match="no config.py.*cp -r containers/template-nbgrader"):
+    with pytest.raises(ConfigError, match="no config.py.*ananke container init"):
         load_container(tmp_path / "my-hub")
 
 
@@ -285,10 +285,12 @@ c.LMSRegistration.access_token_url = f"{lms}/mod/lti/token.php"
 
 @pytest.fixture(params=sorted(TEMPLATES))
 def template(request, tmp_path):
-    """A copy of a template as an admin makes it: containers/my-hub."""
-    directory = tmp_path / "containers" / "my-hub"
-    shutil.copytree(REPO / "containers" / request.param, directory)
-    return request.param, directory
+    """A container made from a template as an admin makes it: containers/my-hub."""
+    containers = tmp_path / "containers"
+    shutil.copytree(REPO / "containers", containers)
+    kind = request.param.removeprefix(manager.TEMPLATE_PREFIX)
+    assert manager.init(containers, "my-hub", kind, out=lambda _: None) == 0
+    return request.param, containers / "my-hub"
 
 
 def test_template_config_loads_and_names_its_image(template):
@@ -318,25 +320,91 @@ def test_template_fragments_pass_check_config_once_the_lms_is_filled_in(template
     assert [p.format() for p in problems if p.level == ERROR] == []
 
 
-def test_template_fragments_are_the_shipped_ones_plus_container_specific_ones(template):
+def test_init_gives_the_container_exactly_the_shipped_fragments(template):
+    """The templates hold no copies: the container gets the installed package's fragments
+    (config.d/ at the repository's root), byte for byte, plus the container-only ones."""
     name, directory = template
     fragments = directory / "jupyterhub_config.d"
-    shipped = {p.name for p in SHIPPED_CONFIG_DIR.iterdir() if p.is_file()}
-    own = {p.name for p in fragments.iterdir()}
-    for same in own & shipped:
-        assert (fragments / same).read_bytes() == (SHIPPED_CONFIG_DIR / same).read_bytes(), same
+    shipped = {p.name: p for p in shipped_fragments()}
+    assert SHIPPED_CONFIG_DIR.resolve() == (REPO / "config.d").resolve()
+    got = {p.name: p for p in fragments.iterdir()}
+    for same in got.keys() & shipped.keys():
+        assert got[same].read_bytes() == shipped[same].read_bytes(), same
     extra = {"15_volumes.py.disabled"} | (
         {"35_plain_login.py"} if name == "template-base" else set()
     )
-    assert own - shipped == extra
+    assert got.keys() - shipped.keys() == extra
     # The base image has no nbgrader (no course fragment, and launches make no courses)
     # and no jupyter-fs (no shared folders).
     if name == "template-base":
-        assert shipped - own == {"40_nbgrader.py", "85_shared_folders.py.disabled"}
+        assert shipped.keys() - got.keys() == {"40_nbgrader.py", "85_shared_folders.py.disabled"}
         config = load_fragments(fragments).config
         assert config.AnankeLTI13Authenticator.provision_courses is False
     else:
-        assert shipped - own == set()
+        assert shipped.keys() - got.keys() == set()
+    # The config.py is the template's; everything is private to the admin.
+    assert (directory / "config.py").read_bytes() == (REPO / "containers" / name / "config.py").read_bytes()
+    assert stat.S_IMODE(fragments.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in got.values()} == {0o600}
+    assert not (directory / manager.TEMPLATE_MANIFEST).exists()
+
+
+def test_templates_hold_no_copy_of_a_shipped_fragment():
+    shipped = {p.name for p in shipped_fragments()}
+    for name in TEMPLATES:
+        own = REPO / "containers" / name / "jupyterhub_config.d"
+        names = {p.name for p in own.iterdir()} if own.is_dir() else set()
+        assert not names & shipped, name
+
+
+def test_init_never_overwrites_and_refuses_bad_templates(tmp_path):
+    containers = tmp_path / "containers"
+    shutil.copytree(REPO / "containers", containers)
+    assert manager.init(containers, "my-hub", out=lambda _: None) == 0
+    lms = containers / "my-hub" / "jupyterhub_config.d" / "30_lms.py"
+    lms.write_text(FILLED_LMS)
+    with pytest.raises(ContainerError, match="exists already; init never overwrites"):
+        manager.init(containers, "my-hub")
+    assert lms.read_text() == FILLED_LMS
+    with pytest.raises(ContainerError, match="no template .*template-lab"):
+        manager.init(containers, "other-hub", "lab")
+    with pytest.raises(ContainerError, match="is a template"):
+        manager.init(containers, "template-mine")
+    manifest = containers / "template-base" / manager.TEMPLATE_MANIFEST
+    manifest.write_text('leave_out = ["40_nbgrader.py", "45_gone.py"]\n')
+    with pytest.raises(ContainerError, match="leave_out names 45_gone.py, which Ananke does not ship"):
+        manager.init(containers, "other-hub", "base")
+    manifest.write_text("leave_out = [\n")
+    with pytest.raises(ContainerError, match="template.toml: .*A template needs it"):
+        manager.init(containers, "other-hub", "base")
+    manifest.write_text("leave_out = []\n")
+    (containers / "template-base" / "jupyterhub_config.d" / "30_lms.py").write_text("# mine\n")
+    with pytest.raises(ContainerError, match="has the name of a shipped fragment"):
+        manager.init(containers, "other-hub", "base")
+    # Nothing half-made is left by a refusal.
+    assert sorted(p.name for p in containers.iterdir()) == sorted(
+        ["my-hub", "template-base", "template-nbgrader"]
+    )
+
+
+def test_init_on_the_command_line(tmp_path):
+    containers = tmp_path / "containers"
+    shutil.copytree(REPO / "containers", containers)
+    result = subprocess.run(
+        [sys.executable, "-m", "ananke_hub.cli", "container", "init", "my-hub",
+         "--template", "base", "--containers-dir", str(containers)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ananke container create my-hub" in result.stdout
+    assert (containers / "my-hub" / "jupyterhub_config.d" / "35_plain_login.py").is_file()
+    again = subprocess.run(
+        [sys.executable, "-m", "ananke_hub.cli", "container", "init", "my-hub",
+         "--containers-dir", str(containers)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert "ananke container init: " in again.stderr and "exists already" in again.stderr
 
 
 # -- the optional features as shipped fragments -------------------------------------------
@@ -451,7 +519,9 @@ def podman(tmp_path, monkeypatch):
 def hub(tmp_path):
     """containers/my-hub from the nbgrader template, LMS filled in."""
     containers = tmp_path / "containers"
-    shutil.copytree(REPO / "containers" / "template-nbgrader", containers / "my-hub")
+    containers.mkdir()
+    shutil.copytree(REPO / "containers" / "template-nbgrader", containers / "template-nbgrader")
+    manager.init(containers, "my-hub", out=lambda _: None)
     (containers / "my-hub" / "jupyterhub_config.d" / "30_lms.py").write_text(FILLED_LMS)
     return containers
 
@@ -552,9 +622,9 @@ def test_missing_podman_is_a_clear_error(hub, monkeypatch):
 
 def test_templates_and_unknown_names_are_refused(hub):
     shutil.copytree(REPO / "containers" / "template-base", hub / "template-base")
-    with pytest.raises(ContainerError, match="is a template. Copy it"):
+    with pytest.raises(ContainerError, match="is a template. Make a container from it"):
         manager.create(hub, "template-base")
-    with pytest.raises(ContainerError, match="no container directory.*cp -r"):
+    with pytest.raises(ContainerError, match="no container directory.*ananke container init"):
         manager.create(hub, "other-hub")
     with pytest.raises(ContainerError, match="not a container name"):
         manager.create(hub, "../my-hub")

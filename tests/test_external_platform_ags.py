@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 import pytest
+from fake_hub import FakeHub
 from lti1p3platform.ags import LtiAgs
 from lti_browser import LTIBrowser, auto_submit_form
 from test_grade_sync import (  # noqa: F401 (fixtures)
@@ -41,7 +42,7 @@ from test_grade_sync import (  # noqa: F401 (fixtures)
     submit,
     sync,
 )
-from test_roster_sync import HUB_TOKEN, FakeHubAPI, gradebook_students
+from test_roster_sync import HUB_TOKEN, gradebook_students
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -748,7 +749,7 @@ async def test_roster_pages_and_enrols_learners_who_never_launched(
     roster = await NRPSClient(session).members(platform.memberships_url)
     assert (roster.pages, len(roster.members), roster.invalid) == (2, 17, 0)
 
-    hub = FakeHubAPI().start()
+    hub = FakeHub(service_token=HUB_TOKEN)
     try:
         job = RosterSyncJob(
             course,
@@ -789,7 +790,7 @@ async def test_roster_pages_and_enrols_learners_who_never_launched(
         again = await job.run()
         assert set(again["counts"]) == {"unchanged", "skipped"}, again
     finally:
-        hub.server.stop()
+        hub.__exit__()
 
     # The learners who never launched get their 0 in the LMS, per assignment and total.
     add_assignment(layout, course, "hw1", 10)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fake_hub import FakeHub
 from test_grade_sync import add_assignment, submit
-from test_kore import FakeHub
 from test_kore_settings import HubStartedKore
 from test_platform import CLIENT_ID, running_platform
 

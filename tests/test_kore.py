@@ -1,9 +1,9 @@
 """Kore as the hub runs it: a real ``python -m kore`` subprocess.
 
 Each Kore gets its own state and config directories and a free port. Where a test
-needs a hub, a small fake of the two hub API routes Kore's login uses answers
-(``GET /hub/api/user`` and ``POST /hub/api/oauth2/token``); logging in through a real
-JupyterHub is covered by the integration tests.
+needs a hub, the one fake of the hub's API answers (``tests/fake_hub.py``: here the
+routes Kore's login uses, ``GET /hub/api/user`` and ``POST /hub/api/oauth2/token``);
+logging in through a real JupyterHub is covered by the integration tests.
 """
 
 import base64
@@ -16,22 +16,18 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import jwt
 import pytest
+from fake_hub import CLIENT_ID, KORE_SCOPE, SERVICE_TOKEN, FakeHub
 
 from ananke_hub.paths import SHIPPED_CONFIG_DIR, StateLayout
 
 PREFIX = "/services/kore/"
-CLIENT_ID = "service-kore"
-SERVICE_TOKEN = "kore-service-token"
-KORE_SCOPE = "access:services!service=kore"
 
 
 def free_port() -> int:
@@ -54,83 +50,6 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-# --- a fake of the hub's API -------------------------------------------------------------
-
-
-class FakeHub:
-    """The hub routes HubOAuth calls: who owns a token, and code -> token (with PKCE)."""
-
-    def __init__(self):
-        self.users_by_token: dict[str, dict] = {}
-        self.codes: dict[str, tuple[str, str]] = {}  # code -> (token, code_challenge)
-        self.token_requests: list[dict] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status, body=None):
-                data = json.dumps(body).encode() if body is not None else b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if self.path != "/hub/api/user":
-                    return self._reply(404, {"status": 404})
-                auth = self.headers.get("Authorization", "")
-                model = hub.users_by_token.get(auth.removeprefix("token "))
-                if model is None:
-                    return self._reply(403, {"status": 403, "message": "bad token"})
-                self._reply(200, model)
-
-            def do_POST(self):
-                if self.path != "/hub/api/oauth2/token":
-                    return self._reply(404, {"status": 404})
-                length = int(self.headers.get("Content-Length", "0"))
-                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
-                hub.token_requests.append(form)
-                token, challenge = hub.codes.pop(form.get("code"), (None, None))
-                verifier = form.get("code_verifier", "")
-                computed = (
-                    base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-                    .rstrip(b"=")
-                    .decode()
-                )
-                if (
-                    token is None
-                    or form.get("client_id") != CLIENT_ID
-                    or form.get("client_secret") != SERVICE_TOKEN
-                    or computed != challenge
-                ):
-                    return self._reply(400, {"error": "invalid_grant"})
-                self._reply(200, {"access_token": token, "token_type": "Bearer"})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.api_url = f"http://127.0.0.1:{self.server.server_port}/hub/api"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def add_user(self, token, name, *, admin=False, groups=(), scopes=(KORE_SCOPE,)):
-        self.users_by_token[token] = {
-            "kind": "user",
-            "name": name,
-            "admin": admin,
-            "groups": list(groups),
-            "scopes": list(scopes),
-        }
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # --- running Kore --------------------------------------------------------------------------
 
 
@@ -147,6 +66,7 @@ class Kore:
         self.api_url = api_url
         self.proc = None
         self.drop_env: set[str] = set()
+        self.extra_env: dict[str, str] = {}
         if not self.config_dir.exists():
             shutil.copytree(SHIPPED_CONFIG_DIR, self.config_dir)
 
@@ -166,6 +86,7 @@ class Kore:
             JUPYTERHUB_OAUTH_CALLBACK_URL=PREFIX + "oauth_callback",
             JUPYTERHUB_OAUTH_ACCESS_SCOPES=json.dumps(["access:services", KORE_SCOPE]),
         )
+        env.update(self.extra_env)
         return {k: v for k, v in env.items() if k not in self.drop_env}
 
     def start(self, wait=True):
@@ -418,6 +339,36 @@ def test_oauth_login_through_the_hub(kore, hub):
     assert "/services/kore/oauth_callback" in log
     for secret in ("code-1", query["state"][0], "token-carol", SERVICE_TOKEN):
         assert secret not in log
+
+
+def test_a_url_token_is_ignored_as_jupyterhub_does_by_default(kore, hub):
+    hub.add_user("token-gus", "gus")
+    with httpx.Client(base_url=kore.base, follow_redirects=False) as browser:
+        assert browser.get(PREFIX + "api/me", params={"token": "token-gus"}).status_code == 403
+        assert not browser.cookies
+
+
+def test_an_allowed_url_token_is_kept_in_the_cookie_for_the_next_requests(own_kore, hub):
+    # JUPYTERHUB_ALLOW_TOKEN_IN_URL (c.HubOAuth.allow_token_in_url): then, as in
+    # JupyterHub's own HubOAuthenticated, a navigation's ?token= becomes the login cookie.
+    own_kore.extra_env["JUPYTERHUB_ALLOW_TOKEN_IN_URL"] = "1"
+    own_kore.start()
+    hub.add_user("token-fay", "fay")
+    with httpx.Client(base_url=own_kore.base, follow_redirects=False) as browser:
+        r = browser.get(PREFIX + "api/me", params={"token": "token-fay"})
+        assert r.status_code == 200 and r.json()["name"] == "fay"
+        # The next request carries only the cookie.
+        assert browser.get(PREFIX + "api/me").json()["name"] == "fay"
+    with httpx.Client(base_url=own_kore.base, follow_redirects=False) as script:
+        # Not from a page's script (fetch, XHR): only navigations.
+        r = script.get(
+            PREFIX + "api/me", params={"token": "token-fay"}, headers={"Sec-Fetch-Mode": "cors"}
+        )
+        assert r.status_code == 200
+        assert script.get(PREFIX + "api/me").status_code == 403
+        # A token the hub does not know is refused and kept nowhere.
+        assert script.get(PREFIX + "api/me", params={"token": "nobody"}).status_code == 403
+        assert script.get(PREFIX + "api/me").status_code == 403
 
 
 def test_oauth_callback_with_a_forged_state_is_refused(kore, hub):

@@ -8,16 +8,15 @@ through ``c.CourseRegistry.url`` in a config fragment.
 """
 
 import http.client
-import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 import pytest
-from test_kore import KORE_SCOPE, PREFIX, SERVICE_TOKEN, FakeHub, Kore
+from fake_hub import KORE_SCOPE, SERVICE_TOKEN, FakeHub, Server
+from test_kore import PREFIX, Kore
 
 from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import grader_username
@@ -57,111 +56,21 @@ def launch(registry: CourseRegistry, username: str, link: str, role: str, title:
     return info.course_id
 
 
-# --- the hub's users/servers API, faked ----------------------------------------------------
-
-
-@dataclass
-class FakeGrader:
-    """A grader account on the fake hub and how its server behaves when started.
-
-    ``start``: "instant" (201, ready), "slow" (202, ready after ``polls`` looks),
-    "fail" (202, gone after ``polls`` looks), "gate" (202, ready once released),
-    "refuse" (403 to the start request).
-    """
-
-    start: str = "instant"
-    polls: int = 2
-    running: bool = False
-    pending: bool = False
-    looks: int = 0
-    released: bool = False
+# --- the hub's users/servers API: the one fake (tests/fake_hub.py) ------------------------
 
 
 class CourseHub(FakeHub):
-    """FakeHub plus ``GET /hub/api/users/{name}`` and ``POST /hub/api/users/{name}/server``."""
+    """The fake hub with grader accounts whose servers start as a test says."""
 
-    def __init__(self):
-        super().__init__()
-        self.graders: dict[str, FakeGrader] = {}
-        self.requests: list[tuple[str, str]] = []  # (method, path) of users/servers calls
-        self.lock = threading.Lock()
-        hub = self
-        base = self.server.RequestHandlerClass
-
-        class Handler(base):
-            def _service_token_ok(self):
-                if self.headers.get("Authorization") != f"token {SERVICE_TOKEN}":
-                    self._reply(403, {"status": 403, "message": "not Kore's token"})
-                    return False
-                return True
-
-            def do_GET(self):
-                match = re.fullmatch(r"/hub/api/users/([^/?]+)", self.path)
-                if not match:
-                    return super().do_GET()
-                hub.requests.append(("GET", self.path))
-                if self._service_token_ok():
-                    self._reply(*hub.user_model(match.group(1)))
-
-            def do_POST(self):
-                match = re.fullmatch(r"/hub/api/users/([^/?]+)/server", self.path)
-                if not match:
-                    return super().do_POST()
-                hub.requests.append(("POST", self.path))
-                if self._service_token_ok():
-                    self._reply(hub.start(match.group(1)))
-
-        self.server.RequestHandlerClass = Handler
-
-    def user_model(self, name):
-        with self.lock:
-            grader = self.graders.get(name)
-            if grader is None:
-                return 404, {"status": 404, "message": "Not Found"}
-            if grader.pending:
-                grader.looks += 1
-                if grader.start == "gate":
-                    done = grader.released
-                else:
-                    done = grader.looks >= grader.polls
-                if done:
-                    grader.pending = False
-                    grader.running = grader.start != "fail"
-            servers = {}
-            if grader.running or grader.pending:
-                servers[""] = {
-                    "name": "",
-                    "ready": grader.running,
-                    "pending": "spawn" if grader.pending else None,
-                    "url": f"/user/{name}/",
-                }
-            return 200, {"kind": "user", "name": name, "admin": False, "servers": servers}
-
-    def start(self, name) -> int:
-        with self.lock:
-            grader = self.graders.get(name)
-            if grader is None:
-                return 404
-            if grader.start == "refuse":
-                return 403
-            if grader.running:
-                return 400
-            if grader.pending:
-                return 202
-            if grader.start == "instant":
-                grader.running = True
-                return 201
-            grader.pending, grader.looks = True, 0
-            return 202
-
-    def add_grader(self, course_id, **kwargs) -> FakeGrader:
-        grader = FakeGrader(**kwargs)
-        self.graders[grader_username(course_id)] = grader
-        return grader
+    def add_grader(self, course_id, **kwargs) -> Server:
+        return self.add_server(grader_username(course_id), **kwargs)
 
     def starts(self, course_id) -> int:
-        path = f"/hub/api/users/{grader_username(course_id)}/server"
-        return self.requests.count(("POST", path))
+        return self.count("POST", f"/users/{grader_username(course_id)}/server")
+
+    def user_calls(self) -> int:
+        """Calls to the users and servers routes (not HubAuth's token lookups)."""
+        return sum(1 for _, path in self.calls if path.startswith("/users/"))
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -402,11 +311,11 @@ def test_hub_admin_may_open_any_course_and_is_told_of_unknown_ids(kore, hub, sch
     ],
 )
 def test_malformed_course_ids_are_a_client_error(kore, hub, school, raw_id):
-    before = len(hub.requests)
+    before = hub.user_calls()
     r = raw_get(kore, f"{PREFIX}courses/{raw_id}/formgrader", "t-ann")
     assert r.status == 400, r.body
     assert b"does not name a course" in r.body
-    assert len(hub.requests) == before  # the hub was not asked anything
+    assert hub.user_calls() == before  # the hub was not asked anything
 
 
 @pytest.mark.parametrize(

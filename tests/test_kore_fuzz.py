@@ -23,6 +23,7 @@ import httpx
 import jsonschema
 import pytest
 import schemathesis
+from fake_hub import FakeHub
 from hypothesis import HealthCheck, Phase, given, settings
 from kore_operations import follow
 from schemathesis import GenerationMode
@@ -32,7 +33,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_kore import PREFIX, FakeHub
+from test_kore import PREFIX
 from test_kore_security import build_school
 from test_kore_settings import HubStartedKore
 from tornado import web

@@ -22,11 +22,11 @@ import time
 
 import httpx
 import pytest
+from fake_hub import FakeHub
 from hubtest import admin_stack, hub_api, hub_log
 from kore_operations import afollow
 from lti_browser import LTIBrowser
 from test_grade_sync import add_assignment, gradebook, submit
-from test_kore import FakeHub
 from test_kore_courses import launch
 from test_kore_settings import HubStartedKore
 

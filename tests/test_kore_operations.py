@@ -12,8 +12,9 @@ import os
 
 import httpx
 import pytest
+from fake_hub import FakeHub
 from kore_operations import follow
-from test_kore import PREFIX, FakeHub
+from test_kore import PREFIX
 from test_kore_security import auth, build_school
 from test_kore_settings import HubStartedKore
 

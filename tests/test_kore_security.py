@@ -38,8 +38,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fake_hub import FakeHub
 from kore_operations import follow
-from test_kore import PREFIX, FakeHub
+from test_kore import PREFIX
 from test_kore_courses import launch
 from test_kore_settings import HubStartedKore, log_in_with_cookie, xsrf_token
 from tornado import web

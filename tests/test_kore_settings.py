@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from test_kore import PREFIX, FakeHub, Kore
+from fake_hub import FakeHub
+from test_kore import PREFIX, Kore
 from test_kore_courses import launch
 from tornado.web import create_signed_value
 from traitlets.config import Config

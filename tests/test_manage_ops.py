@@ -4,7 +4,7 @@ One real course is made once per module with the project's own provisioning code
 nbgrader run as separate accounts (tests/nbgrader_users.py): an assignment generated,
 released, fetched and submitted by two students, collected, autograded, feedback made
 and released. Each test works on a copy of it (owners and modes kept) with its own
-SQLite registry, and a fake hub API (httpx.MockTransport) that records every call.
+SQLite registry, and the one fake of the hub's API (tests/fake_hub.py), which records every call.
 """
 
 import asyncio
@@ -21,8 +21,8 @@ import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
+from fake_hub import FakeHub
 from nbgrader_users import ASSIGNMENT, COURSE_ID, IS_ROOT, Classroom, finish
 from sqlalchemy import create_engine, select
 from sqlalchemy import text as sql
@@ -117,90 +117,23 @@ def give(path: Path, uid: int) -> None:
     os.chown(path, uid, uid)
 
 
-# --- a fake hub API ------------------------------------------------------------------------------
+# --- the hub: the one fake of its API (tests/fake_hub.py) ----------------------------------------
 
 
-class FakeHub:
-    """The hub's users, groups and servers, as much as course management uses."""
-
-    def __init__(self, course_id: str):
-        self.users = {grader_username(course_id), grader_username(OTHER), "u100", "u105"}
-        self.users |= set(STUDENTS)
-        self.groups = {
+def course_hub(course_id: str) -> FakeHub:
+    """The hub's users, groups and servers, as course management finds them."""
+    hub = FakeHub(service_token="kore-token")
+    hub.users |= {grader_username(course_id), grader_username(OTHER), "u100", "u105"}
+    hub.users |= set(STUDENTS)
+    hub.groups.update(
+        {
             f"nbgrader-{course_id}": set(STUDENTS),
             f"formgrade-{course_id}": {"u100", "u105"},
             f"formgrade-{OTHER}": {"u100"},
         }
-        self.running = {grader_username(course_id)}
-        self.stopping: dict[str, int] = {}
-        self.slow_stop = 0  # GETs a stop takes
-        self.down = False
-        self.calls: list[tuple[str, str]] = []
-        #: Users the hub applied the registry to (ananke_hub/auth/access.py).
-        self.access_applied: list[str] = []
-
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
-
-    @staticmethod
-    def reply(code: int, body=None) -> httpx.Response:
-        return httpx.Response(code, json=body) if body is not None else httpx.Response(code)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        if self.down:
-            raise httpx.ConnectError("connection refused", request=request)
-        assert request.headers["Authorization"] == "token kore-token"
-        path = request.url.path.removeprefix("/hub/api")
-        method = request.method
-        self.calls.append((method, path))
-        body = json.loads(request.content) if request.content else None
-        parts = path.strip("/").split("/")
-        if parts[:2] == ["ananke", "users"] and parts[3:] == ["access"] and method == "POST":
-            if parts[2] not in self.users:
-                return self.reply(404, {"status": 404, "message": f"No such user: {parts[2]}"})
-            self.access_applied.append(parts[2])
-            return self.reply(200, {"name": parts[2], "changed": True, "revoked_tokens": 0})
-        if parts[0] == "groups":
-            group = parts[1]
-            if group not in self.groups:
-                return self.reply(404, {"status": 404, "message": f"No such group: {group}"})
-            if len(parts) == 2 and method == "GET":
-                return self.reply(200, {"name": group, "users": sorted(self.groups[group])})
-            if len(parts) == 2 and method == "DELETE":
-                del self.groups[group]
-                return self.reply(204)
-            if parts[2:] == ["users"] and method == "DELETE":
-                unknown = set(body["users"]) - self.users
-                if unknown:
-                    return self.reply(400, {"status": 400, "message": f"Unknown users {unknown}"})
-                self.groups[group] -= set(body["users"])
-                return self.reply(200, {"name": group, "users": sorted(self.groups[group])})
-        if parts[0] == "users":
-            user = parts[1]
-            if user not in self.users:
-                return self.reply(404, {"status": 404, "message": "Not Found"})
-            if parts[2:] == ["server"] and method == "DELETE":
-                if user in self.running:
-                    self.running.discard(user)
-                    if self.slow_stop:
-                        self.stopping[user] = self.slow_stop
-                        return self.reply(202)
-                return self.reply(204)
-            if len(parts) == 2 and method == "GET":
-                pending = None
-                if self.stopping.get(user):
-                    self.stopping[user] -= 1
-                    pending = "stop"
-                server = {"": {"pending": pending, "ready": False}} if pending else {}
-                return self.reply(200, {"name": user, "servers": server})
-            if len(parts) == 2 and method == "DELETE":
-                if self.stopping.get(user):
-                    return self.reply(400, {"status": 400, "message": "stopping, please wait"})
-                self.users.discard(user)
-                for members in self.groups.values():
-                    members.discard(user)
-                return self.reply(204)
-        return self.reply(405, {"status": 405, "message": f"{method} {path} not faked"})
+    )
+    hub.add_server(grader_username(course_id), running=True)
+    return hub
 
 
 # --- one copy of the course per test -------------------------------------------------------------
@@ -223,12 +156,7 @@ class World:
         return self.layout.course(OTHER)
 
     def manager(self, **kwargs) -> CourseManager:
-        admin = HubAdmin(
-            api_url="http://hub.test/hub/api",
-            token="kore-token",
-            transport=self.hub.transport(),
-            poll_interval=0,
-        )
+        admin = HubAdmin(api_url=self.hub.api_url, token="kore-token", poll_interval=0)
         return CourseManager(
             registry=self.registry,
             layout=self.layout,
@@ -300,8 +228,8 @@ def world(template, tmp_path):
         session.add(
             SyncDelivery(course_id=COURSE_ID, username="u201", item_key="total", fingerprint="f")
         )
-    world = World(tmp_path, layout, registry, FakeHub(COURSE_ID), tmp_path / "state" / "backups")
-    yield world
+    with course_hub(COURSE_ID) as hub:
+        yield World(tmp_path, layout, registry, hub, tmp_path / "state" / "backups")
     registry.close()
 
 
@@ -800,7 +728,7 @@ async def test_delete_removes_the_course_and_keeps_backups_and_audit(world):
 
 
 async def test_a_server_that_takes_time_to_stop_is_waited_for(world):
-    world.hub.slow_stop = 3
+    world.hub.servers[grader_username(COURSE_ID)].stop_polls = 3
     op = await world.manager().delete(COURSE_ID, "u100")
     assert op["state"] == "finished"
     assert world.hub.calls.count(("GET", f"/users/{grader_username(COURSE_ID)}")) == 4

@@ -4,11 +4,11 @@ gradebook and the hub's learner group, against the fake LMS and a fake hub API."
 # The course fixtures come from test_grade_sync; tests take them as arguments.
 # ruff: noqa: F811
 
-import json
 
 import httpx
 import pytest
-from fake_lms import FakeLMS, free_port
+from fake_hub import FakeHub
+from fake_lms import FakeLMS
 from test_grade_sync import (  # noqa: F401 (fixtures)
     CLIENT,
     ISSUER,
@@ -22,7 +22,6 @@ from test_grade_sync import (  # noqa: F401 (fixtures)
     registry,
     sync,
 )
-from tornado import httpserver, web
 
 from ananke_hub import lti_spec
 from ananke_hub.auth.authenticator import AnankeLTI13Authenticator
@@ -37,117 +36,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 HUB_TOKEN = "kore-hub-token"
 
 
-# --- a fake of the hub's users and groups API -------------------------------------------------
-
-
-class FakeHubAPI:
-    def __init__(self):
-        self.users: set[str] = set()
-        self.groups: dict[str, set[str]] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.refuse_with: int | None = None
-        #: Per user, the tokens the hub revokes when Kore asks it to apply their access.
-        self.revocable: dict[str, int] = {}
-        self.access_applied: list[str] = []
-        self.access_route = True
-        #: Names the hub refuses (its username rules).
-        self.invalid_names: set[str] = set()
-        self.port = free_port()
-        self.api_url = f"http://127.0.0.1:{self.port}/hub/api"
-        hub = self
-
-        class Handler(web.RequestHandler):
-            def check_xsrf_cookie(self):
-                pass
-
-            def prepare(self):
-                hub.calls.append((self.request.method, self.request.path))
-                if self.request.headers.get("Authorization") != f"token {HUB_TOKEN}":
-                    self.reply(403, {"status": 403, "message": "bad token"})
-                elif hub.refuse_with:
-                    self.reply(hub.refuse_with, {"status": hub.refuse_with, "message": "no scope"})
-
-            def reply(self, status, body=None):
-                self.set_status(status)
-                self.finish(json.dumps(body) if body is not None else b"")
-
-        class Group(Handler):
-            def get(self, name):
-                if name not in hub.groups:
-                    return self.reply(404, {"status": 404})
-                self.reply(200, {"name": name, "users": sorted(hub.groups[name])})
-
-            def post(self, name):
-                if name in hub.groups:
-                    return self.reply(409, {"status": 409})
-                hub.groups[name] = set()
-                self.reply(201, {"name": name, "users": []})
-
-        class GroupUsers(Handler):
-            def post(self, name):
-                users = json.loads(self.request.body)["users"]
-                if name not in hub.groups or not set(users) <= hub.users:
-                    return self.reply(404, {"status": 404})
-                hub.groups[name] |= set(users)
-                self.reply(200, {"name": name, "users": sorted(hub.groups[name])})
-
-            def delete(self, name):
-                hub.groups[name] -= set(json.loads(self.request.body)["users"])
-                self.reply(200, {"name": name, "users": sorted(hub.groups[name])})
-
-        class User(Handler):
-            def post(self, name):
-                if name in hub.users:
-                    return self.reply(409, {"status": 409})
-                hub.users.add(name)
-                self.reply(201, {"name": name})
-
-        class Users(Handler):
-            # JupyterHub's bulk creation: skips users that exist, 409 when all do,
-            # 400 for the whole request when one name is invalid.
-            def post(self):
-                names = json.loads(self.request.body)["usernames"]
-                invalid = [n for n in names if n in hub.invalid_names]
-                if invalid:
-                    return self.reply(400, {"status": 400, "message": f"Invalid username: {invalid[0]}"})
-                new = [n for n in names if n not in hub.users]
-                if not new:
-                    return self.reply(409, {"status": 409, "message": "All users already exist"})
-                hub.users.update(new)
-                self.reply(201, [{"name": n} for n in new])
-
-        class Access(Handler):
-            # ananke_hub/auth/access.py: apply the registry to the user, revoke tokens.
-            def post(self, name):
-                if not hub.access_route:
-                    return self.reply(404, {"status": 404, "message": "Not Found"})
-                if name not in hub.users:
-                    return self.reply(404, {"status": 404, "message": f"No such user: {name}"})
-                hub.access_applied.append(name)
-                revoked = hub.revocable.pop(name, 0)
-                self.reply(200, {"name": name, "changed": bool(revoked), "revoked_tokens": revoked})
-
-        self.app = web.Application(
-            [
-                (r"/hub/api/groups/([^/]+)", Group),
-                (r"/hub/api/groups/([^/]+)/users", GroupUsers),
-                (r"/hub/api/users", Users),
-                (r"/hub/api/users/([^/]+)", User),
-                (r"/hub/api/ananke/users/([^/]+)/access", Access),
-            ]
-        )
-
-    def start(self):
-        self.server = httpserver.HTTPServer(self.app)
-        self.server.listen(self.port, "127.0.0.1")
-        return self
+# --- the hub: the one fake of its API (tests/fake_hub.py) ---------------------------------------
 
 
 @pytest.fixture
-async def hub():
-    fake = FakeHubAPI().start()
-    yield fake
-    fake.server.stop()
+def hub():
+    with FakeHub(service_token=HUB_TOKEN) as fake:
+        yield fake
 
 
 def member(user_id, *roles, status=None, **fields):
@@ -247,8 +142,8 @@ async def test_roster_enrols_everyone_before_they_launch(
     # hub users for everyone with a course role: learners and staff
     assert hub.users == {"u1", "u101", "u102", "u103", "u104", "u105"}
     # created in bulk (JupyterHub's POST /hub/api/users), not one request each
-    creations = [path for method, path in hub.calls if method == "POST" and "/api/users" in path]
-    assert creations and set(creations) == {"/hub/api/users"}
+    creations = [p for method, p in hub.calls if method == "POST" and p.startswith("/users")]
+    assert creations and set(creations) == {"/users"}
 
 
 async def test_a_second_roster_sync_changes_nothing(course, registry, layout, client, lms, hub):
@@ -260,10 +155,10 @@ async def test_a_second_roster_sync_changes_nothing(course, registry, layout, cl
     # Reads of both groups; the hub re-applies the staff's access (idempotent, cheap).
     assert sorted(hub.calls[calls:]) == sorted(
         [
-            ("GET", f"/hub/api/groups/{learner_group(course)}"),
-            ("GET", f"/hub/api/groups/{staff_group(course)}"),
-            ("POST", "/hub/api/ananke/users/u1/access"),
-            ("POST", "/hub/api/ananke/users/u105/access"),
+            ("GET", f"/groups/{learner_group(course)}"),
+            ("GET", f"/groups/{staff_group(course)}"),
+            ("POST", "/ananke/users/u1/access"),
+            ("POST", "/ananke/users/u105/access"),
         ]
     )
 

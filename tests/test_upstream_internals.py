@@ -10,16 +10,26 @@ Where the hub uses them:
 - nbgrader: ``ExchangeCollect._path_to_record`` and ``_sort_by_timestamp``
   (ananke_hub/lab/exchange.py, the only subclass of nbgrader's exchange);
 - JupyterHub: the tornado setting ``oauth_no_confirm_list`` (courses/provision.py,
-  ``trust_graders``: grader servers are user servers, to which the public
-  ``oauth_no_confirm`` of services does not apply) and ``HubOAuth._persist_url_token_if_set``
-  (kore/handlers/base.py, as JupyterHub's own ``HubOAuthenticated`` mixin calls it);
+  ``trust_graders``). JupyterHub 6.1's public ways to skip the OAuth consent page are a
+  service's ``oauth_no_confirm`` (in the config, or ``POST /hub/api/services/<name>`` at
+  runtime) and a user's own servers; a grader server is another user's server
+  (``/user/grader-<course>/``, OAuth client ``jupyterhub-user-grader-<course>``), and a
+  service cannot name that client (``Service.oauth_client_id`` must start with
+  ``service-``; the spawner makes the server's client anew at every start). No Spawner
+  or Authenticator hook exists (checked in JupyterHub 6.1.1).
+  Kore's ``?token=`` cookie is made with HubOAuth's public API (``user_for_token``,
+  ``set_cookie``), not the private ``_persist_url_token_if_set``.
 - ltiauthenticator: ``LTI13CallbackHandler._get_nonce_state_cookie`` (auth/handlers.py:
   the nonce's state, whose epoch says which hub process made it; auth/replay.py).
 """
 
 import inspect
+import re
 from datetime import datetime
 from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def fail_message(upstream: str, name: str, user: str) -> str:
@@ -81,11 +91,22 @@ def test_jupyterhub_internals():
     assert "oauth_no_confirm_list" in inspect.getsource(OAuthAuthorizeHandler), fail_message(
         "jupyterhub", "the tornado setting oauth_no_confirm_list", "trust_graders"
     )
-    persist = getattr(HubOAuth, "_persist_url_token_if_set", None)
-    assert callable(persist) and list(inspect.signature(persist).parameters) == [
-        "self",
-        "handler",
-    ], fail_message("jupyterhub", "HubOAuth._persist_url_token_if_set", "kore/handlers/base.py")
+    # Kore's ?token= cookie: public HubOAuth API only.
+    for name in ("allow_token_in_url", "user_for_token", "get_session_id", "set_cookie"):
+        assert hasattr(HubOAuth, name), fail_message("jupyterhub", f"HubOAuth.{name}", "kore")
+
+
+def test_no_private_name_of_hub_auth_is_used():
+    """HubAuth's and HubOAuth's private names stay out of our code (kore/handlers/base.py
+    used ``_persist_url_token_if_set``)."""
+    private = re.compile(r"hub_auth\._[a-z]\w*")
+    used = {
+        f"{path.relative_to(REPO)}: {match}"
+        for package in ("ananke_hub", "kore")
+        for path in (REPO / package).rglob("*.py")
+        for match in private.findall(path.read_text())
+    }
+    assert not used, used
 
 
 def test_ltiauthenticator_internals():

@@ -7,10 +7,12 @@ from pathlib import Path
 from .config import ConfigError
 from .manager import (
     CONTAINERS_DIR_ENV,
+    DEFAULT_TEMPLATE,
     ContainerError,
     create,
     default_containers_dir,
     doctor_command,
+    init,
     list_containers,
     logs,
     print_list,
@@ -37,6 +39,11 @@ def _guarded(func):
             return EXIT_FIX
 
     return run
+
+
+@_guarded
+def _cmd_init(args) -> int:
+    return init(_containers_dir(args), args.name, args.template)
 
 
 @_guarded
@@ -77,9 +84,9 @@ def _cmd_logs(args) -> int:
 
 
 def add_container_commands(subparsers) -> argparse.ArgumentParser:
-    """Add ``container create|remove|list|shell|logs`` to the ``ananke`` parser."""
+    """Add ``container init|create|remove|list|shell|logs`` to the ``ananke`` parser."""
     container = subparsers.add_parser(
-        "container", help="create, remove, list and enter Ananke's Podman containers"
+        "container", help="make, create, remove, list and enter Ananke's Podman containers"
     )
     dir_help = (
         f"directory of the container directories (default: ${CONTAINERS_DIR_ENV}, "
@@ -98,6 +105,18 @@ def add_container_commands(subparsers) -> argparse.ArgumentParser:
         parser.set_defaults(func=func)
         return parser
 
+    init_parser = command(
+        "init",
+        _cmd_init,
+        "make the container directory NAME from a template: its config.py and, in "
+        "jupyterhub_config.d, the fragments this Ananke ships (never overwrites)",
+    )
+    init_parser.add_argument(
+        "--template",
+        default=DEFAULT_TEMPLATE,
+        help=f"the template directory template-TEMPLATE to use: nbgrader or base "
+        f"(default: {DEFAULT_TEMPLATE})",
+    )
     create_parser = command(
         "create",
         _cmd_create,

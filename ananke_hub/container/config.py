@@ -624,8 +624,8 @@ def read_config_file(path: Path) -> Config:
             path,
             None,
             "no config.py here.",
-            "copy a template first: cp -r containers/template-nbgrader "
-            f"{path.parent} (then edit {path.name}).",
+            f"make it from a template first: ananke container init {path.parent.name} "
+            f"--containers-dir {path.parent.parent} (then edit {path.name}).",
         )
     loader = PyFileConfigLoader(path.name, path=str(path.parent))
     try:

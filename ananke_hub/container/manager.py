@@ -1,4 +1,4 @@
-"""``ananke container create|remove|list|shell|logs``: podman driven with argv lists.
+"""``ananke container init|create|remove|list|shell|logs``: podman driven with argv lists.
 
 A command-line tool, not a server: podman runs through ``subprocess.run`` with argument
 lists (never a shell), and its output goes straight to the admin's terminal.
@@ -16,9 +16,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import shipped_fragments
 from ..persist import ensure_private_dir
 from .args import LABEL_DIR, run_argv
 from .config import (
@@ -38,6 +40,12 @@ CONTAINERS_DIR_ENV = "ANANKE_CONTAINERS_DIR"
 PODMAN_ENV = "ANANKE_PODMAN"
 #: Container directories named like this are templates to copy, not containers.
 TEMPLATE_PREFIX = "template-"
+#: A template's manifest: which shipped fragments its containers leave out.
+TEMPLATE_MANIFEST = "template.toml"
+#: Fragments every container gets besides the shipped ones (c.Container's companions).
+CONTAINER_FRAGMENTS_DIR = Path(__file__).parent / "fragments"
+#: The template `ananke container init` uses unless told otherwise.
+DEFAULT_TEMPLATE = "nbgrader"
 #: Where podman looks for CDI specs (NVIDIA Container Toolkit, "Support for CDI").
 CDI_SPEC_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 
@@ -102,7 +110,7 @@ def find_podman() -> str:
     return found
 
 
-def container_dir(containers_dir: Path, name: str) -> Path:
+def _named_dir(containers_dir: Path, name: str) -> Path:
     """``<containers_dir>/<name>``, refusing names that are paths or templates."""
     if not name or "/" in name or name in (".", "..") or name.startswith("-"):
         raise ContainerError(
@@ -111,17 +119,115 @@ def container_dir(containers_dir: Path, name: str) -> Path:
         )
     directory = Path(containers_dir) / name
     if name.startswith(TEMPLATE_PREFIX):
+        template = name.removeprefix(TEMPLATE_PREFIX)
         raise ContainerError(
-            f"{directory} is a template. Copy it and create the copy: "
-            f"cp -r {directory} {Path(containers_dir) / 'my-hub'} && "
+            f"{directory} is a template. Make a container from it and create that: "
+            f"ananke container init my-hub --template {template} && "
             "ananke container create my-hub"
         )
+    return directory
+
+
+def container_dir(containers_dir: Path, name: str) -> Path:
+    """``<containers_dir>/<name>``, an existing container directory."""
+    directory = _named_dir(containers_dir, name)
     if not directory.is_dir():
         raise ContainerError(
-            f"no container directory {directory}. Copy a template first: "
-            f"cp -r {Path(containers_dir) / 'template-nbgrader'} {directory}"
+            f"no container directory {directory}. Make one from a template first: "
+            f"ananke container init {name}"
         )
     return directory
+
+
+@dataclass(frozen=True)
+class TemplatePlan:
+    """What a container made from a template holds: file name -> source file."""
+
+    config_py: Path
+    fragments: dict[str, Path]
+
+
+def template_plan(containers_dir: Path, template: str) -> TemplatePlan:
+    """The files ``init`` copies for ``<containers_dir>/template-<template>``.
+
+    The shipped fragments come from the installed package (config.d/ at the repository's
+    root is their one source); a template holds only its config.py, its own fragments
+    and its manifest of shipped fragments it leaves out.
+    """
+    source = Path(containers_dir) / f"{TEMPLATE_PREFIX}{template}"
+    if not (source / CONFIG_FILE).is_file():
+        raise ContainerError(
+            f"no template {source} (it has no {CONFIG_FILE}). The templates are the "
+            "directories template-* of containers/ in Ananke's repository; pass "
+            "--containers-dir to the directory that holds them, or --template base or "
+            "nbgrader."
+        )
+    manifest = source / TEMPLATE_MANIFEST
+    try:
+        leave_out = tomllib.loads(manifest.read_text()).get("leave_out", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ContainerError(
+            f"{manifest}: {exc}. A template needs it: leave_out = [names of shipped "
+            "fragments its containers do not get]."
+        ) from exc
+    shipped = {p.name: p for p in shipped_fragments()}
+    unknown = sorted(set(leave_out) - set(shipped))
+    if unknown:
+        raise ContainerError(
+            f"{manifest}: leave_out names {', '.join(unknown)}, which Ananke does not ship "
+            f"(shipped: {', '.join(sorted(shipped))}). Fix the list."
+        )
+    fragments = {n: p for n, p in shipped.items() if n not in leave_out}
+    extra = sorted(CONTAINER_FRAGMENTS_DIR.glob("[0-9]*"))
+    own = source / "jupyterhub_config.d"
+    extra += sorted(own.glob("[0-9]*")) if own.is_dir() else []
+    for path in extra:
+        if path.name in shipped:
+            raise ContainerError(
+                f"{path} has the name of a shipped fragment: a container gets the shipped "
+                "one. Give it a number and name of its own."
+            )
+        fragments[path.name] = path
+    return TemplatePlan(source / CONFIG_FILE, dict(sorted(fragments.items())))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # Fragments hold the LMS registration and may hold passwords: 0600 before content.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
+
+
+def init(containers_dir: Path, name: str, template: str = DEFAULT_TEMPLATE, out=print) -> int:
+    """Make ``<containers_dir>/<name>`` from a template: its config.py and the fragments
+    of :func:`template_plan` in ``jupyterhub_config.d``. Never touches an existing one."""
+    directory = _named_dir(containers_dir, name)
+    if directory.exists():
+        raise ContainerError(
+            f"{directory} exists already; init never overwrites an admin's files. Edit it, "
+            f"or choose another name."
+        )
+    plan = template_plan(containers_dir, template)
+    # Built under a temporary name, renamed into place: no half-made container directory.
+    staging = directory.with_name(f".{name}.init-{os.getpid()}")
+    ensure_private_dir(staging / "jupyterhub_config.d")
+    os.chmod(staging, 0o700)
+    try:
+        _write_private(staging / CONFIG_FILE, plan.config_py.read_bytes())
+        for fragment, source in plan.fragments.items():
+            _write_private(staging / "jupyterhub_config.d" / fragment, source.read_bytes())
+        os.rename(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    out(f"Made {directory} from the {template} template, with the shipped fragments.")
+    out(
+        f"Next: edit {directory / CONFIG_FILE} and "
+        f"{directory / 'jupyterhub_config.d' / '30_lms.py'}, then run "
+        f"`ananke container create {name}`."
+    )
+    return 0
 
 
 # -- checks of the host (not part of the pure argument generation) ------------------------
@@ -153,7 +259,7 @@ def check_host(container: LoadedContainer) -> HostReport:
     if not container.layout.fragments.is_dir():
         report.errors.append(
             f"{container.layout.fragments} is missing: the hub's config fragments go there. "
-            f"Copy them from a template, or run `ananke init-config {container.layout.fragments}`."
+            f"Run `ananke init-config {container.layout.fragments}`."
         )
     cores = os.cpu_count() or 1
     if settings.cpus is not None and settings.cpus > cores:

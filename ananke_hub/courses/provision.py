@@ -93,7 +93,10 @@ def trust_graders(settings: dict, course_ids: list[str]) -> None:
     for the formgrader of a course they teach, that page is a pointless extra click. The
     hub keeps the set of clients that need no confirmation in its tornado settings
     (services with ``oauth_no_confirm``); a grader server's client is added for its staff
-    at each launch, so it holds again after a hub restart once they launch.
+    at each launch, so it holds again after a hub restart once they launch. This set is
+    JupyterHub's internal: its public ``oauth_no_confirm`` is for services only, whose
+    client ids must start with ``service-``, never a user server's;
+    ``tests/test_upstream_internals.py`` fails when a release changes it.
     """
     no_confirm = settings.get("oauth_no_confirm_list")
     if isinstance(no_confirm, set):

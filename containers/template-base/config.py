@@ -1,8 +1,8 @@
 # config.py: one Ananke container (read by `ananke container create`).
 #
-# Copy this directory, edit this file and the hub's fragments in jupyterhub_config.d/,
-# then create the container:
-#     cp -r containers/template-base containers/my-hub
+# Make a container directory from this template (its config.py, and the fragments
+# Ananke ships in jupyterhub_config.d/), edit both, then create the container:
+#     ananke container init my-hub --template base
 #     ananke container create my-hub --dry-run    # shows the podman command
 #     ananke container create my-hub
 # This is traitlets config: only `c.Container.<setting> = <value>` lines. Every setting

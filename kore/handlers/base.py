@@ -133,7 +133,26 @@ class HubUserHandler(HubOAuthenticated, KoreRequestHandler):
                 )
         self._hub_auth_user_cache = user
         if user:
-            self.hub_auth._persist_url_token_if_set(self)
+            await self._keep_url_token(user)
+
+    async def _keep_url_token(self, user: dict) -> None:
+        """Keep a ``?token=`` login in the OAuth cookie for the next requests, as
+        JupyterHub's ``HubOAuthenticated`` does (its private
+        ``_persist_url_token_if_set``), with ``HubOAuth``'s public API only.
+        """
+        url_token = self.get_argument("token", "")
+        if not url_token or not self.hub_auth.allow_token_in_url:
+            return
+        # A page's scripts (fetch, XHR) must not turn a token into a cookie.
+        if self.request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
+            return
+        # Only when the URL's token identified the user: not when the hub refused it and
+        # the cookie did. The hub's answer for it is in HubAuth's cache already.
+        owner = await self.hub_auth.user_for_token(
+            url_token, session_id=self.hub_auth.get_session_id(self), sync=False
+        )
+        if owner and (owner.get("kind"), owner.get("name")) == (user.get("kind"), user.get("name")):
+            self.hub_auth.set_cookie(self, url_token)
 
     def get_login_url(self):
         not_allowed = getattr(self, "_hub_user_not_allowed", None)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from ananke_hub.container import manager
 from ananke_hub.container.config import IN_CONTAINER_HOMES_DIR
 from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
 
@@ -223,9 +224,11 @@ class ManagedHub:
     # -- the container directory ---------------------------------------------------------
 
     def prepare(self, registration: dict) -> None:
-        """Copy the nbgrader template; set image, port and runtime; add the test fragment."""
+        """Make the container from the nbgrader template as an admin does (`ananke container
+        init`); set image, port and runtime; add the test fragment."""
         self.containers.mkdir(parents=True)
-        shutil.copytree(TEMPLATE, self.dir)
+        shutil.copytree(TEMPLATE, self.containers / TEMPLATE.name)
+        manager.init(self.containers, self.dir.name, "nbgrader", out=lambda _: None)
         with open(self.dir / "config.py", "a") as f:
             f.write(
                 "\n# The Podman end-to-end test:\n"

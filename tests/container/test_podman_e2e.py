@@ -2,7 +2,7 @@
 
 The image is built from the working tree on a locally made Debian base
 (``scripts/build-images.sh``; no image registry is needed). The container manager
-creates the container from a copy of ``containers/template-nbgrader`` whose
+creates the container from ``containers/template-nbgrader`` (``ananke container init``); its
 ``config.py`` names the test image, a free port and runc. From outside the container,
 as an LMS and a browser would: two students launch from the built-in LMS (LTI 1.3) and
 their labs start as systemd dynamic users; one writes a file through its lab's contents

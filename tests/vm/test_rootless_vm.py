@@ -53,7 +53,7 @@ class AdminHub:
         return self.vm.ssh(self.admin, list(argv), check=check, timeout=timeout)
 
     def prepare(self, platform: Platform) -> None:
-        self.sh("cp", "-r", "containers/template-nbgrader", f"containers/{HUB}")
+        self.sh("ananke", "container", "--containers-dir", "containers", "init", HUB)
         config = (
             "\n# The VM test:\n"
             f'c.Container.image = "localhost/ananke-nbgrader:{TAG}"\n'
