@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # hubtest.py, lti_browser.py
 sys.path.insert(0, str(HERE.parent / "container"))  # podman_hub.py
 import vm as vmlib  # noqa: E402
-from vm import ADMIN_IDS, ADMINS, IMAGE, RELEASE_DIR, STORES_DIR, TAG, TEMPLATE, timings  # noqa: E402
+from vm import ADMIN_IDS, IMAGE, RELEASE_DIR, STORES_DIR, TAG, TEMPLATE, timings  # noqa: E402
 
 rootfs = vmlib.rootfs
 REPO = HERE.parents[1]
@@ -152,8 +152,15 @@ def vm_disk(release_archives, tmp_path_factory):
     sums = (release_archives / "SHA256SUMS").read_text()
     disk = cache.root / (
         "vmdisk-"
-        + rootfs._digest(vmlib.VM_BUILD_VERSION, vmroot.name, venv.name, _sha256(wheel), sums,
-                         _template_tar(), sorted(ADMIN_IDS.items()))  # fmt: skip
+        + rootfs._digest(
+            vmlib.VM_BUILD_VERSION,
+            vmroot.name,
+            venv.name,
+            _sha256(wheel),
+            sums,
+            _template_tar(),
+            sorted(ADMIN_IDS.items()),
+        )  # fmt: skip
         + ".raw"
     )
     with cache.locked():
