@@ -21,6 +21,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,8 +117,11 @@ def _template_tar() -> bytes:
     return buf.getvalue()
 
 
-def _load_stores(archive: Path, sums: str, stores: Path, work: Path) -> None:
-    """Each admin's image store, ``podman load``-ed from the release archive here."""
+def _load_stores(archive: Path, sums: str, work: Path) -> Path:
+    """Each admin's image store, ``podman load``-ed from the release archive here.
+
+    ``work`` must be reachable by the admins' uids (Podman runs as them).
+    """
     expected = {line.split()[1]: line.split()[0] for line in sums.splitlines() if line.strip()}
     if _sha256(archive) != expected.get(archive.name):
         pytest.fail(f"{archive} does not match its SHA256SUMS", pytrace=False)
@@ -125,11 +129,15 @@ def _load_stores(archive: Path, sums: str, stores: Path, work: Path) -> None:
     with open(plain, "wb") as out:
         # Podman 4.3 cannot `podman load -i` a gzip-compressed archive (release.md).
         subprocess.run(["gzip", "-dc", os.fspath(archive)], stdout=out, check=True)
+    os.chmod(plain, 0o644)
+    stores = work / "stores"
+    stores.mkdir()
     for admin, (uid, subid) in ADMIN_IDS.items():
         start = time.monotonic()
         vmlib.load_into_rootless_store(plain, stores / admin, uid, subid, work / f"load-{admin}")
         timings[f"podman load for {admin} (on this host)"] = time.monotonic() - start
     plain.unlink()
+    return stores
 
 
 @pytest.fixture(scope="session")
@@ -180,9 +188,14 @@ def vm_disk(release_archives, tmp_path_factory):
             # The stores hold overlay whiteouts (character devices 0/0): inside an overlay's
             # upper directory they would be whiteouts themselves, so they stay outside and
             # are bind-mounted into the tree that mkfs copies.
-            stores = work / "stores"
-            stores.mkdir()
-            _load_stores(release_archives / f"{IMAGE}-{TAG}.tar.gz", sums, stores, work)
+            # Not under pytest's temporary directory (0700 root): Podman runs as the admins.
+            load = Path(tempfile.mkdtemp(prefix="ananke-vm-load-", dir="/var/tmp"))
+            os.chmod(load, 0o711)
+            try:
+                stores = _load_stores(release_archives / f"{IMAGE}-{TAG}.tar.gz", sums, load)
+            except BaseException:
+                rootfs.remove_tree(load)
+                raise
             merged = work / "merged"
             rootfs.mount_overlay([app, venv, vmroot], work / "upper", work / "ovl-work", merged)
             target = merged / STORES_DIR.lstrip("/")
@@ -200,7 +213,7 @@ def vm_disk(release_archives, tmp_path_factory):
                 raise
             finally:
                 rootfs.unmount(merged)
-                rootfs.remove_tree(stores)
+                rootfs.remove_tree(load)
             # One disk is kept: an older one (another wheel) is 2-3 GB nobody boots again.
             for old in cache.root.glob("vmdisk-*.raw"):
                 old.unlink()
