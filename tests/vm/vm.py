@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -220,7 +221,9 @@ def load_into_rootless_store(archive: Path, store: Path, uid: int, subid: int,
     nobody (docs/admin/hosting.md).
     """
     work.mkdir(parents=True, exist_ok=True)
-    home, run = work / "home", work / "run"
+    home = work / "home"
+    # Rootless Podman refuses a runroot longer than 50 characters.
+    run = Path(tempfile.mkdtemp(prefix="avm-", dir="/tmp"))
     for d in (home, run, store):
         d.mkdir(parents=True, exist_ok=True)
         os.chown(d, uid, uid)
@@ -250,6 +253,8 @@ def load_into_rootless_store(archive: Path, store: Path, uid: int, subid: int,
         proc.kill()
         proc.wait()
         raise
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
     if proc.returncode != 0:
         raise VMError(f"podman load into {store} failed ({proc.returncode}):\n{out.decode()}")
     # What belongs to this host's run, not to the store: Podman's database (it names
