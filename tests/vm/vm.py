@@ -295,8 +295,11 @@ class VM:
         nic += f",hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"
         for host_port, guest_port in self.forwards.items():
             nic += f",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
+        relay = Path(__file__).with_name("relay.py")
         for address, host_port in self.guest_forwards.items():
-            nic += f",guestfwd=tcp:{address}:{GUEST_FORWARD_PORT}-tcp:127.0.0.1:{host_port}"
+            # cmd: one relay per guest connection (relay.py says why not -tcp:).
+            nic += (f",guestfwd=tcp:{address}:{GUEST_FORWARD_PORT}-cmd:{sys.executable} "
+                    f"{relay} {host_port}")  # fmt: skip
         argv = [
             "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max",
             "-m", str(self.memory_mb), "-smp", str(min(4, os.cpu_count() or 2)),
@@ -321,7 +324,8 @@ class VM:
             deadline = time.monotonic() + timeout
             while True:
                 if self.proc.poll() is not None:
-                    raise VMError(f"qemu exited ({self.proc.returncode}): {self.tail()}")
+                    qemu = (self.workdir / "qemu.log").read_text(errors="replace")[-2000:]
+                    raise VMError(f"qemu exited ({self.proc.returncode}): {qemu}\n{self.tail()}")
                 if self.ssh("root", ["true"], check=False, timeout=30).returncode == 0:
                     break
                 if time.monotonic() > deadline:
