@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -107,6 +108,18 @@ def release_archives(vm_enabled, podman_images) -> Path:
     return out
 
 
+def _wheel_content(wheel: Path) -> str:
+    """A digest of the wheel's files (names and bytes): its zip's timestamps change with
+    every build, its content only with the sources."""
+    import zipfile
+
+    h = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as zf:
+        for name in sorted(zf.namelist()):
+            h.update(name.encode() + b"\0" + zf.read(name) + b"\0")
+    return h.hexdigest()
+
+
 def _template_tar() -> bytes:
     import io
     import tarfile
@@ -164,7 +177,7 @@ def vm_disk(release_archives, tmp_path_factory):
             vmlib.VM_BUILD_VERSION,
             vmroot.name,
             venv.name,
-            _sha256(wheel),
+            _wheel_content(wheel),
             sums,
             _template_tar(),
             sorted(ADMIN_IDS.items()),
@@ -213,7 +226,8 @@ def vm_disk(release_archives, tmp_path_factory):
                 raise
             finally:
                 rootfs.unmount(merged)
-                rootfs.remove_tree(load)
+                # Tens of thousands of files: removed while the VM boots, not before.
+                threading.Thread(target=rootfs.remove_tree, args=(load,)).start()
             # One disk is kept: an older one (another wheel) is 2-3 GB nobody boots again.
             for old in cache.root.glob("vmdisk-*.raw"):
                 old.unlink()
