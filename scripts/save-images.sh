@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Save the built images as the compressed archives users download:
 #
-#   scripts/save-images.sh TAG OUTDIR
+#   scripts/save-images.sh TAG OUTDIR [IMAGE...]
 #
-# writes OUTDIR/ananke-base-TAG.tar.gz and OUTDIR/ananke-nbgrader-TAG.tar.gz
+# writes OUTDIR/ananke-base-TAG.tar.gz and OUTDIR/ananke-nbgrader-TAG.tar.gz (or only the
+# IMAGEs named, e.g. ananke-base)
 # (`podman save` of localhost/ananke-base:TAG and localhost/ananke-nbgrader:TAG, each
 # complete on its own: the nbgrader archive carries the base layers too) and adds their
 # sha256 to OUTDIR/SHA256SUMS. A user loads one with `gzip -dc FILE | podman load` (rootless
@@ -11,12 +12,21 @@
 # and by the VM test (tests/vm/), which installs from exactly these files.
 set -euo pipefail
 die() { echo "save-images: $*" >&2; exit 1; }
-[ $# -eq 2 ] || die "usage: scripts/save-images.sh TAG OUTDIR"
+[ $# -ge 2 ] || die "usage: scripts/save-images.sh TAG OUTDIR [IMAGE...]"
 TAG=$1
 OUT=$2
+shift 2
+IMAGES=("$@")
+[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(ananke-base ananke-nbgrader)
+for image in "${IMAGES[@]}"; do
+    case $image in
+        ananke-base|ananke-nbgrader) ;;
+        *) die "unknown image $image: ananke-base or ananke-nbgrader" ;;
+    esac
+done
 command -v podman >/dev/null || die "podman is missing (apt-get install podman)"
 mkdir -p "$OUT"
-for image in ananke-base ananke-nbgrader; do
+for image in "${IMAGES[@]}"; do
     ref="localhost/$image:$TAG"
     podman image exists "$ref" || die "$ref is missing: build it (scripts/build-images.sh --tag $TAG)"
     file="$image-$TAG.tar.gz"

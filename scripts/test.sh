@@ -92,18 +92,26 @@ fi
 
 # --- VM test (tests/vm/, marker "vm"): self-contained block. ---
 # Boots a Debian VM under QEMU's software emulation with two rootless container admins
-# (docs/developer/testing.md, "The VM test"). It runs on request only, with
-# ANANKE_VM_TEST=1; then its tools are installed here and a missing one fails it in CI.
+# (docs/developer/testing.md, "The VM test"). It runs with ANANKE_VM_TEST=1; then its
+# tools are installed here and, in CI, a missing one fails it.
+# THE switch for CI: VM_TEST_IN_CI=1 runs it in every CI run (CI set); 0 leaves it on
+# request. Keep it 0 until the test has passed end to end (docs/developer/testing.md).
+VM_TEST_IN_CI=0
+if [ -n "${CI:-}" ] && [ "$VM_TEST_IN_CI" = 1 ]; then
+    export ANANKE_VM_TEST=1
+fi
 if [ "${ANANKE_VM_TEST:-}" = 1 ] && { ! command -v qemu-system-x86_64 >/dev/null 2>&1 \
-        || ! command -v ssh >/dev/null 2>&1 || ! command -v mkfs.ext4 >/dev/null 2>&1; }; then
+        || ! command -v ssh >/dev/null 2>&1 || ! command -v mkfs.ext4 >/dev/null 2>&1 \
+        || ! command -v mmdebstrap >/dev/null 2>&1 || ! command -v systemd-nspawn >/dev/null 2>&1; }; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "Installing QEMU, the SSH client and e2fsprogs for the VM test ..."
+        echo "Installing QEMU, the SSH client, e2fsprogs and mmdebstrap for the VM test ..."
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             qemu-system-x86 openssh-client e2fsprogs mmdebstrap systemd-container >/dev/null
     else
-        echo "qemu-system-x86_64, ssh or mkfs.ext4 missing: the VM test fails" \
-            "(apt-get install qemu-system-x86 openssh-client e2fsprogs)." >&2
+        echo "qemu-system-x86_64, ssh, mkfs.ext4, mmdebstrap or systemd-nspawn missing: the VM" \
+            "test fails (apt-get install qemu-system-x86 openssh-client e2fsprogs mmdebstrap" \
+            "systemd-container)." >&2
     fi
 fi
 # --- end of the VM block ---

@@ -1,5 +1,5 @@
-"""Fixtures of the VM test (marker ``vm``): release archives of the built images, and a
-Debian VM with two container admins who loaded them.
+"""Fixtures of the VM test (marker ``vm``): the release archive of the built base image,
+and a Debian VM disk with everything the two container admins need.
 
 Opt-in: the test runs with ``ANANKE_VM_TEST=1`` (it boots a VM under software
 emulation, see docs/developer/testing.md for its times); otherwise it is skipped with
@@ -7,11 +7,13 @@ that reason. When it runs, every missing piece fails it under CI (``CI`` set) an
 it elsewhere.
 
 Cached in ``$ANANKE_TEST_CACHE`` (tests/systemd/rootfs.py), each keyed by its inputs:
-the VM root (vm.py), the venv layer, the image archives (``vm-release-<image ids>``:
-what ``scripts/save-images.sh`` writes) and the provisioned disk
-(``vmdisk-<key>.raw``: users made by ``ananke host add-admin``, the archives loaded by
-each admin with ``podman load``). A test run boots the cached disk with ``-snapshot``:
-nothing it does stays.
+the VM root (vm.py), the venv layer (the systemd tests' own, reused), the image archive
+(``vm-release-<image id>``: what ``scripts/save-images.sh`` writes) and the disk
+(``vmdisk-<key>.raw``). The disk holds the archive in /srv/release and each admin's
+image store, loaded on this host from that archive with ``podman load`` in the admin's
+id mapping (vm.load_into_rootless_store). A test run boots the cached disk with
+``-snapshot`` (nothing it does stays), runs ``ananke host add-admin`` for both admins
+and moves each store into its admin's home (test_rootless_vm.py).
 """
 
 import hashlib
@@ -19,6 +21,8 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +33,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # hubtest.py, lti_browser.py
 sys.path.insert(0, str(HERE.parent / "container"))  # podman_hub.py
 import vm as vmlib  # noqa: E402
-from vm import ADMINS, RELEASE_DIR, TAG, timings  # noqa: E402
+from vm import ADMIN_IDS, IMAGE, RELEASE_DIR, STORES_DIR, TAG, TEMPLATE, timings  # noqa: E402
 
 rootfs = vmlib.rootfs
 REPO = HERE.parents[1]
@@ -79,17 +83,21 @@ def vm_enabled() -> None:
 
 @pytest.fixture(scope="session")
 def release_archives(vm_enabled, podman_images) -> Path:
-    """scripts/save-images.sh's archives of the test images (cached by image ids)."""
+    """scripts/save-images.sh's archive of the base image (cached by its image id).
+
+    The base image is enough: its hub logs LTI launches in and starts labs as dynamic
+    users (template-base); courses and nbgrader are the rootful Podman test's. Its
+    archive is two thirds of the nbgrader image's.
+    """
     cache = rootfs.LayerCache()
-    ids = [_image_id(f"localhost/{name}:{TAG}") for name in ("ananke-base", "ananke-nbgrader")]
-    out = cache.root / f"vm-release-{rootfs._digest(*ids)}"
+    out = cache.root / f"vm-release-{rootfs._digest(_image_id(f'localhost/{IMAGE}:{TAG}'))}"
     with cache.locked():
         if not (out / "SHA256SUMS").is_file():
             start = time.monotonic()
             tmp = out.with_name(out.name + f".build-{os.getpid()}")
             rootfs.remove_tree(tmp)
             proc = subprocess.run(
-                [str(REPO / "scripts" / "save-images.sh"), TAG, str(tmp)],
+                [str(REPO / "scripts" / "save-images.sh"), TAG, str(tmp), IMAGE],
                 capture_output=True, text=True, check=False, timeout=3600,
             )  # fmt: skip
             if proc.returncode != 0:
@@ -100,50 +108,63 @@ def release_archives(vm_enabled, podman_images) -> Path:
     return out
 
 
+def _wheel_content(wheel: Path) -> str:
+    """A digest of the wheel's files (names and bytes): its zip's timestamps change with
+    every build, its content only with the sources."""
+    import zipfile
+
+    h = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as zf:
+        for name in sorted(zf.namelist()):
+            h.update(name.encode() + b"\0" + zf.read(name) + b"\0")
+    return h.hexdigest()
+
+
 def _template_tar() -> bytes:
     import io
     import tarfile
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(REPO / "containers" / "template-nbgrader", arcname="template-nbgrader")
+        tar.add(REPO / "containers" / TEMPLATE, arcname=TEMPLATE)
     return buf.getvalue()
 
 
-def _provision(vm: vmlib.VM) -> None:
-    """First boot of a new disk: the host admin's and the container admins' set-up."""
-    for admin, ports in ADMINS.items():
-        start = time.monotonic()
-        # The host admin's command from docs/admin/hosting.md, for real.
-        vm.ssh("root", ["ananke", "host", "add-admin", admin, "--ports", ports])
-        vm.ssh("root", ["install", "-d", "-m", "700", "-o", admin, "-g", admin,
-                        f"/home/{admin}/.ssh"])  # fmt: skip
-        vm.ssh("root", ["install", "-m", "600", "-o", admin, "-g", admin,
-                        "/root/.ssh/authorized_keys", f"/home/{admin}/.ssh/authorized_keys"])  # fmt: skip
-        timings[f"add-admin {admin}"] = time.monotonic() - start
-    for admin in ADMINS:
-        start = time.monotonic()
-        # What a container admin does with the downloaded release (hosting.md).
-        vm.ssh(admin, ["sha256sum", "-c", "--ignore-missing", f"{RELEASE_DIR}/SHA256SUMS"],
-               check=False)  # fmt: skip
+def _load_stores(archive: Path, sums: str, work: Path) -> Path:
+    """Each admin's image store, ``podman load``-ed from the release archive here.
+
+    ``work`` must be reachable by the admins' uids (Podman runs as them).
+    """
+    expected = {line.split()[1]: line.split()[0] for line in sums.splitlines() if line.strip()}
+    if _sha256(archive) != expected.get(archive.name):
+        pytest.fail(f"{archive} does not match its SHA256SUMS", pytrace=False)
+    plain = work / archive.name.removesuffix(".gz")
+    with open(plain, "wb") as out:
         # Podman 4.3 cannot `podman load -i` a gzip-compressed archive (release.md).
-        archive = f"{RELEASE_DIR}/ananke-nbgrader-{TAG}.tar.gz"
-        vm.ssh(admin, ["sh", "-c", f"gzip -dc {archive} | podman load"], timeout=3600)
-        vm.ssh(admin, ["mkdir", "-p", "containers"])
-        vm.ssh(admin, ["tar", "-x", "-C", "containers"], input=_template_tar())
-        timings[f"podman load {admin} (cold)"] = time.monotonic() - start
+        subprocess.run(["gzip", "-dc", os.fspath(archive)], stdout=out, check=True)
+    os.chmod(plain, 0o644)
+    stores = work / "stores"
+    stores.mkdir()
+    for admin, (uid, subid) in ADMIN_IDS.items():
+        start = time.monotonic()
+        vmlib.load_into_rootless_store(plain, stores / admin, uid, subid, work / f"load-{admin}")
+        timings[f"podman load for {admin} (on this host)"] = time.monotonic() - start
+    plain.unlink()
+    return stores
 
 
 @pytest.fixture(scope="session")
 def vm_disk(release_archives, tmp_path_factory):
-    """(disk, kernel, initrd, key) of the provisioned VM, built on first use and cached."""
+    """(disk, kernel, initrd, key) of the VM, built on first use and cached."""
     cache = rootfs.LayerCache()
     work = tmp_path_factory.mktemp("vm-build")
     try:
         start = time.monotonic()
         vmroot = vmlib.ensure_vmroot(cache)
         wheel = rootfs.build_wheel(work / "dist")
-        venv = rootfs.ensure_venv_layer(vmroot, wheel, cache)
+        # The systemd tests' venv layer (same Debian release, same Python): built once for
+        # both. It lies on their Debian layer; on the VM root its files are the same.
+        venv = rootfs.ensure_venv_layer(rootfs.ensure_base(cache), wheel, cache)
         timings["vm root + venv"] = time.monotonic() - start
     except rootfs.RootfsError as exc:
         pytest.fail(str(exc), pytrace=False)
@@ -152,7 +173,15 @@ def vm_disk(release_archives, tmp_path_factory):
     sums = (release_archives / "SHA256SUMS").read_text()
     disk = cache.root / (
         "vmdisk-"
-        + rootfs._digest(vmroot.name, venv.name, _sha256(wheel), sums, _template_tar())
+        + rootfs._digest(
+            vmlib.VM_BUILD_VERSION,
+            vmroot.name,
+            venv.name,
+            _wheel_content(wheel),
+            sums,
+            _template_tar(),
+            sorted(ADMIN_IDS.items()),
+        )  # fmt: skip
         + ".raw"
     )
     with cache.locked():
@@ -166,24 +195,44 @@ def vm_disk(release_archives, tmp_path_factory):
             release.mkdir(parents=True)
             for item in release_archives.iterdir():
                 os.link(item, release / item.name)
+            share = app / "usr/share/ananke-vm-test"
+            share.mkdir(parents=True)
+            (share / "template.tar").write_bytes(_template_tar())
+            # The stores hold overlay whiteouts (character devices 0/0): inside an overlay's
+            # upper directory they would be whiteouts themselves, so they stay outside and
+            # are bind-mounted into the tree that mkfs copies.
+            # Not under pytest's temporary directory (0700 root): Podman runs as the admins.
+            load = Path(tempfile.mkdtemp(prefix="ananke-vm-load-", dir="/var/tmp"))
+            os.chmod(load, 0o711)
+            try:
+                stores = _load_stores(release_archives / f"{IMAGE}-{TAG}.tar.gz", sums, load)
+            except BaseException:
+                rootfs.remove_tree(load)
+                raise
             merged = work / "merged"
             rootfs.mount_overlay([app, venv, vmroot], work / "upper", work / "ovl-work", merged)
+            target = merged / STORES_DIR.lstrip("/")
+            target.mkdir(parents=True)
             partial = disk.with_suffix(f".part-{os.getpid()}")
             try:
-                vmlib.make_disk(merged, partial)
-            finally:
-                rootfs.unmount(merged)
-            guest = vmlib.VM(partial, kernel, initrd, key, work, snapshot=False)
-            try:
-                guest.start()
-                _provision(guest)
-            except Exception:
-                guest.stop()
+                subprocess.run(["mount", "--bind", os.fspath(stores), os.fspath(target)],
+                               check=True, capture_output=True)  # fmt: skip
+                try:
+                    vmlib.make_disk(merged, partial)
+                finally:
+                    rootfs.unmount(target)
+            except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
-            guest.stop()
+            finally:
+                rootfs.unmount(merged)
+                # Tens of thousands of files: removed while the VM boots, not before.
+                threading.Thread(target=rootfs.remove_tree, args=(load,)).start()
+            # One disk is kept: an older one (another wheel) is 2-3 GB nobody boots again.
+            for old in cache.root.glob("vmdisk-*.raw"):
+                old.unlink()
             partial.rename(disk)
-            timings["provisioned disk (cold)"] = time.monotonic() - start
+            timings["vm disk (cold)"] = time.monotonic() - start
         cache.touch(disk)
     return disk, kernel, initrd, key
 

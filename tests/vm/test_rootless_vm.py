@@ -1,11 +1,12 @@
 """The seed's deployment model in a real VM: two unprivileged container admins, rootless
 Podman, images from the release archives, LTI launches into each hub, isolation.
 
-In a Debian VM (vm.py) the host admin ran ``ananke host add-admin`` for admin1 and
-admin2, and each admin loaded ``ananke-nbgrader-test.tar.gz`` (scripts/save-images.sh)
-with ``podman load`` (conftest.py). Here each admin, over SSH in a login session of its
-own, copies the nbgrader template, sets image and port and runs ``ananke container
-create``. The built-in LMS runs on this host, one per hub; the browser (this test)
+In a Debian VM (vm.py) the host admin runs ``ananke host add-admin`` for admin1 and
+admin2; each admin's image store was loaded from ``ananke-base-test.tar.gz``
+(scripts/save-images.sh) with ``podman load`` on the test host in that admin's id
+mapping (conftest.py: the same load in the VM takes minutes under emulation) and is
+moved into the admin's home. Then each admin, over SSH in a login session of its own,
+copies the base template, sets image and port and runs ``ananke container create``. The built-in LMS runs on this host, one per hub; the browser (this test)
 reaches the hubs through QEMU's forwarded ports, the hubs reach their LMS's keyset
 through QEMU's guestfwd. Then: a launch per hub starts a lab as a dynamic user; a file
 written in admin1's lab survives ``remove`` + ``create`` with its owner; admin2 can
@@ -24,7 +25,7 @@ import vm as vmlib
 from hubtest import wait_for_lab
 from lti_browser import LTIBrowser
 from podman_hub import ADMIN_SCOPES, Platform, wait_http
-from vm import ADMINS, HUB_PORTS, TAG, timings
+from vm import ADMIN_IDS, ADMINS, HUB_PORTS, IMAGE, STORES_DIR, TAG, timings
 
 from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID, free_port
 
@@ -53,10 +54,10 @@ class AdminHub:
         return self.vm.ssh(self.admin, list(argv), check=check, timeout=timeout)
 
     def prepare(self, platform: Platform) -> None:
-        self.sh("ananke", "container", "--containers-dir", "containers", "init", HUB)
+        self.sh("ananke", "container", "--containers-dir", "containers", "init", HUB, "--template", "base")
         config = (
             "\n# The VM test:\n"
-            f'c.Container.image = "localhost/ananke-nbgrader:{TAG}"\n'
+            f'c.Container.image = "localhost/{IMAGE}:{TAG}"\n'
             f"c.Container.port = {HUB_PORTS[self.admin]}\n"
             # The VM's own address: QEMU's forwarded port arrives there (where a host's
             # reverse proxy would connect to 127.0.0.1).
@@ -130,6 +131,37 @@ def launch(platform: Platform, hub: AdminHub, sub: str = "3") -> str:
     return asyncio.run(_launch(platform.url, hub.url, sub, f"u{sub}"))
 
 
+def provision(vm: vmlib.VM) -> None:
+    """The host admin's and the container admins' set-up (docs/admin/hosting.md)."""
+    for admin, ports in ADMINS.items():
+        start = time.monotonic()
+        # The host admin's command, for real.
+        vm.ssh("root", ["ananke", "host", "add-admin", admin, "--ports", ports])
+        timings[f"add-admin {admin}"] = time.monotonic() - start
+        # The store on the disk was loaded for these ids (vmlib.ADMIN_IDS).
+        uid = int(vm.ssh("root", ["id", "-u", admin]).stdout)
+        subuid = vm.ssh("root", ["grep", f"^{admin}:", "/etc/subuid"]).stdout.split(":")
+        assert (uid, int(subuid[1])) == ADMIN_IDS[admin], (
+            f"{admin} got uid {uid} and subordinate ids from {subuid[1]}, but its image store "
+            f"was loaded for {ADMIN_IDS[admin]}: update vm.ADMIN_IDS"
+        )
+        home = f"/home/{admin}"
+        dirs = [f"{home}/.ssh", f"{home}/.local", f"{home}/.local/share",
+                f"{home}/.local/share/containers"]  # fmt: skip
+        vm.ssh("root", ["install", "-d", "-m", "700", "-o", admin, "-g", admin, *dirs])
+        vm.ssh("root", ["install", "-m", "600", "-o", admin, "-g", admin,
+                        "/root/.ssh/authorized_keys", f"{home}/.ssh/authorized_keys"])  # fmt: skip
+        # Where rootless Podman keeps its images: the store loaded for this admin.
+        vm.ssh("root", ["python3", "-c", "import os, sys; os.rename(*sys.argv[1:])",
+                        f"{STORES_DIR}/{admin}", f"{home}/.local/share/containers/storage"])  # fmt: skip
+    for admin in ADMINS:
+        images = vm.ssh(admin, ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"])
+        assert f"localhost/{IMAGE}:{TAG}" in images.stdout.split(), images.stdout
+        vm.ssh(admin, ["mkdir", "-p", "containers"])
+        vm.ssh(admin, ["tar", "-x", "-C", "containers", "-f",
+                       "/usr/share/ananke-vm-test/template.tar"])  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def deployment(vm_disk, tmp_path_factory):
     disk, kernel, initrd, key = vm_disk
@@ -150,13 +182,18 @@ def deployment(vm_disk, tmp_path_factory):
         start = time.monotonic()
         guest.start()
         timings["boot until ssh"] = time.monotonic() - start
+        provision(guest)
         for admin in ADMINS:
             hubs[admin] = AdminHub(guest, admin, ports[admin], lms_addrs[admin])
             hubs[admin].prepare(platforms[admin])
         start = time.monotonic()
-        for hub in hubs.values():
+        # One hub after the other: two hubs starting at once under emulation on a busy
+        # machine each missed JupyterHub's fixed 10 s wait for its proxy and restarted
+        # again and again (docs/developer/testing.md).
+        jwks = {}
+        for admin, hub in hubs.items():
             hub.manager("create", HUB)
-        jwks = {admin: hub.wait_ready() for admin, hub in hubs.items()}
+            jwks[admin] = hub.wait_ready()
         timings["two creates until both hubs answer"] = time.monotonic() - start
         yield guest, hubs, platforms, jwks
     finally:

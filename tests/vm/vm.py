@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,6 +59,9 @@ HUB_PORTS = {"admin1": 20001, "admin2": 20101}
 RELEASE_DIR = "/srv/release"
 #: The image tag the Podman tests build (tests/container/conftest.py).
 TAG = "test"
+#: The image both admins run, and its container template.
+IMAGE = "ananke-base"
+TEMPLATE = "template-base"
 #: Seconds per step of the VM test, for the session's summary.
 timings: dict[str, float] = {}
 
@@ -192,6 +196,77 @@ def make_disk(tree: Path, disk: Path, size: str = "12G") -> Path:
     return disk
 
 
+# -- the admins' image stores, loaded on this host ----------------------------------------------
+
+#: Each admin's uid and first subordinate id as ``useradd`` gives them in the fresh VM
+#: (the first accounts from UID_MIN and SUB_UID_MIN, login.defs(5)); the test checks them.
+ADMIN_IDS = {"admin1": (1000, 100000), "admin2": (1001, 165536)}
+#: Where the stores wait on the disk until add-admin made their owners
+#: (conftest.py moves each into ~/.local/share/containers/storage).
+STORES_DIR = "/var/lib/ananke-vm-test/stores"
+
+
+def load_into_rootless_store(archive: Path, store: Path, uid: int, subid: int,
+                             work: Path) -> None:  # fmt: skip
+    """``podman load`` of ``archive`` (a plain docker-archive tar) into ``store`` as the
+    rootless Podman of an admin with ``uid`` and subordinate ids ``subid``..+65535 would.
+
+    It runs here, not in the VM: under software emulation one admin's load of the
+    nbgrader archive took more than 11 minutes; here seconds. Podman runs as root of a
+    user namespace with the admin's mapping (userns_exec.py), told that it is rootless
+    (``_CONTAINERS_USERNS_CONFIGURED``, as after its own re-exec), so the layers' files
+    get the owners they would get in the VM: container uid 0 is ``uid``, uid N is
+    ``subid + N - 1``. A store loaded by root and shared read-only
+    (``additionalimagestores``) would not do: rootless Podman sees root's files as
+    nobody (docs/admin/hosting.md).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    home = work / "home"
+    # Rootless Podman refuses a runroot longer than 50 characters.
+    run = Path(tempfile.mkdtemp(prefix="avm-", dir="/tmp"))
+    for d in (home, run, store):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chown(d, uid, uid)
+    conf = work / "storage.conf"
+    conf.write_text('[storage]\ndriver = "overlay"\n')
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": os.fspath(home),
+        "XDG_RUNTIME_DIR": os.fspath(run), "CONTAINERS_STORAGE_CONF": os.fspath(conf),
+        "_CONTAINERS_USERNS_CONFIGURED": "done",
+        "_CONTAINERS_ROOTLESS_UID": str(uid), "_CONTAINERS_ROOTLESS_GID": str(uid),
+    }  # fmt: skip
+    argv = [
+        sys.executable, os.fspath(Path(__file__).with_name("userns_exec.py")),
+        "podman", "--root", os.fspath(store), "--runroot", os.fspath(run / "containers"),
+        "--storage-driver", "overlay", "load", "-i", os.fspath(archive),
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    try:
+        if proc.stdout.readline() != b"ready\n":
+            raise VMError(f"userns_exec.py did not start: {proc.stdout.read().decode()}")
+        mapping = f"0 {uid} 1\n1 {subid} 65536\n"
+        for name in ("uid_map", "gid_map"):
+            Path(f"/proc/{proc.pid}/{name}").write_text(mapping)
+        out, _ = proc.communicate(b"go\n", timeout=1800)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+    if proc.returncode != 0:
+        raise VMError(f"podman load into {store} failed ({proc.returncode}):\n{out.decode()}")
+    # What belongs to this host's run, not to the store: Podman's database (it names
+    # this run's runroot), its probes of this kernel, temporary files.
+    for name in ("libpod", "tmp", "defaultNetworkBackend", "overlay/.has-mount-program"):
+        path = store / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 # -- the running VM ------------------------------------------------------------------------------
 
 
@@ -220,8 +295,11 @@ class VM:
         nic += f",hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"
         for host_port, guest_port in self.forwards.items():
             nic += f",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
+        relay = Path(__file__).with_name("relay.py")
         for address, host_port in self.guest_forwards.items():
-            nic += f",guestfwd=tcp:{address}:{GUEST_FORWARD_PORT}-tcp:127.0.0.1:{host_port}"
+            # cmd: one relay per guest connection (relay.py says why not -tcp:).
+            nic += (f",guestfwd=tcp:{address}:{GUEST_FORWARD_PORT}-cmd:{sys.executable} "
+                    f"{relay} {host_port}")  # fmt: skip
         argv = [
             "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max",
             "-m", str(self.memory_mb), "-smp", str(min(4, os.cpu_count() or 2)),
@@ -246,7 +324,8 @@ class VM:
             deadline = time.monotonic() + timeout
             while True:
                 if self.proc.poll() is not None:
-                    raise VMError(f"qemu exited ({self.proc.returncode}): {self.tail()}")
+                    qemu = (self.workdir / "qemu.log").read_text(errors="replace")[-2000:]
+                    raise VMError(f"qemu exited ({self.proc.returncode}): {qemu}\n{self.tail()}")
                 if self.ssh("root", ["true"], check=False, timeout=30).returncode == 0:
                     break
                 if time.monotonic() > deadline:
