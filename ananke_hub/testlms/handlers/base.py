@@ -58,6 +58,18 @@ class PlatformHandler(web.RequestHandler):
             SESSION_COOKIE, user.sub, expires_days=None, httponly=True, samesite="Lax"
         )
 
+    def login_initiation(self, user: User, target_link_uri: str, message_hint: str) -> dict:
+        """The fields of a third-party-initiated login at the tool (Security Framework 1.0
+        section 5.1.1) for ``user``; /auth gets both hints back unchanged."""
+        return {
+            "iss": self.platform.issuer,
+            "login_hint": user.sub,
+            "target_link_uri": target_link_uri,
+            "client_id": self.platform.client_id,
+            "lti_deployment_id": self.platform.deployment_id,
+            "lti_message_hint": message_hint,
+        }
+
     def render_autopost(self, action: str, fields: dict[str, str], title: str) -> None:
         """A page that form-POSTs ``fields`` to ``action`` at once (button without JS)."""
         self.set_header("Cache-Control", "no-store")  # it may carry an id_token

@@ -34,14 +34,7 @@ class DeepLinkStartHandler(PlatformHandler):
         self.log.info("deeplink: user:%s context:%s -> content selection", user.sub, context.id)
         self.render_autopost(
             self.platform.tool_login_url,
-            {
-                "iss": self.platform.issuer,
-                "login_hint": user.sub,
-                "target_link_uri": self.content_selection_url,
-                "client_id": self.platform.client_id,
-                "lti_deployment_id": self.platform.deployment_id,
-                "lti_message_hint": C.DEEP_LINK_HINT + data,
-            },
+            self.login_initiation(user, self.content_selection_url, C.DEEP_LINK_HINT + data),
             title=f"Select content for {context.title}",
         )
 

@@ -38,15 +38,7 @@ class LaunchHandler(PlatformHandler):
         self.log.info(
             "launch: user:%s link:%s -> %s", user.sub, link.id, self.platform.tool_login_url
         )
-        fields = {
-            "iss": self.platform.issuer,
-            # Opaque to the tool; /auth gets both hints back unchanged.
-            "login_hint": user.sub,
-            "target_link_uri": self.platform.tool_target_link_uri,
-            "client_id": self.platform.client_id,
-            "lti_deployment_id": self.platform.deployment_id,
-            "lti_message_hint": link.id,
-        }
+        fields = self.login_initiation(user, self.platform.tool_target_link_uri, link.id)
         if self.platform.launch_container == "embed":
             self.set_header("Cache-Control", "no-store")
             self.render(
