@@ -17,7 +17,7 @@ from ananke_hub.courses.settings import CourseSettings, SettingsError
 from . import archive
 from .context import ManageService
 from .errors import Conflict, InvalidRequest, ManageError, NotFound, audited
-from .importer_files import ImportSource
+from .importer_files import ImportRequest, ImportSource
 from .names import check_assignment_id, check_backup_id, check_notebook_name
 
 WHAT = ("course", "assignment", "notebook")
@@ -159,22 +159,20 @@ class Importer(ManageService):
         }
 
         # What the import would refuse is refused now (4xx), not by a failed operation.
-        args = (target_id, src, what, assignment, notebook, as_assignment, overwrite)
-        await self._audited(actor, target_id, target, lambda: self._import_files.precheck(*args))
+        request = ImportRequest(what, assignment, notebook, as_assignment, overwrite)
+        await self._audited(
+            actor, target_id, target, lambda: self._import_files.precheck(target_id, src, request)
+        )
 
         async def work() -> dict:
-            return await self._import(actor, target_id, src, target, *args[2:])
+            return await self._import(actor, target_id, src, target, request)
 
         return work, target_id, target
 
-    async def _import(
-        self, actor, target_id, src, target, what, assignment, notebook, as_assignment, overwrite
-    ) -> dict:
+    async def _import(self, actor, target_id, src, target, request: ImportRequest) -> dict:
         async def work() -> dict:
-            result = await self._import_files.import_(
-                target_id, src, what, assignment, notebook, as_assignment, overwrite
-            )
-            if what == "course" and src.settings is not None:
+            result = await self._import_files.import_(target_id, src, request)
+            if request.what == "course" and src.settings is not None:
                 try:
                     settings = CourseSettings.from_dict(src.settings)
                 except SettingsError as exc:
@@ -192,7 +190,7 @@ class Importer(ManageService):
             "course:%s user:%s imported %s from %s: %s",
             target_id,
             actor,
-            what,
+            request.what,
             target["source"],
             ", ".join(result["imported"]),
         )

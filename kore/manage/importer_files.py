@@ -37,6 +37,17 @@ class ImportSource:
     settings: dict | None = None
 
 
+@dataclass(frozen=True)
+class ImportRequest:
+    """What an import takes from its source (checked by :mod:`.importer` already)."""
+
+    what: str  # "course", "assignment" or "notebook"
+    assignment: str | None = None
+    notebook: str | None = None
+    as_assignment: str | None = None
+    overwrite: bool = False
+
+
 class ImportFiles:
     """The file work of an import (blocking; see the module's docstring)."""
 
@@ -69,38 +80,18 @@ class ImportFiles:
         return gradebook.summary(src.paths)["assignments"]
 
     @blocking
-    def import_(
-        self,
-        target_id: str,
-        src: ImportSource,
-        what: str,
-        assignment: str | None,
-        notebook: str | None,
-        as_assignment: str | None,
-        overwrite: bool,
-    ) -> dict:
+    def import_(self, target_id: str, src: ImportSource, request: ImportRequest) -> dict:
         paths = self.target_paths(target_id)
         with self.unpacked(src) as src:
-            return self.import_from(
-                paths, src, what, assignment, notebook, as_assignment, overwrite
-            )
+            return self.import_from(paths, src, request)
 
     @blocking
-    def precheck(
-        self,
-        target_id: str,
-        src: ImportSource,
-        what: str,
-        assignment: str | None,
-        notebook: str | None,
-        as_assignment: str | None,
-        overwrite: bool,
-    ) -> None:
+    def precheck(self, target_id: str, src: ImportSource, request: ImportRequest) -> None:
         """Refuse, before an import starts, what it would refuse (no course directory, no
         such assignment or notebook in the source, one that exists without overwrite):
         the caller gets the 4xx at once. The import checks again (the files may change)."""
         paths = self.target_paths(target_id)
-        self.plan(paths, self.listing(src), what, assignment, notebook, as_assignment, overwrite)
+        self.plan(paths, self.listing(src), request)
 
     @blocking
     def target_paths(self, target_id: str) -> CoursePaths:
@@ -117,14 +108,11 @@ class ImportFiles:
         self,
         paths: CoursePaths,
         listing: dict[str, list[str]],
-        what: str,
-        assignment: str | None,
-        notebook: str | None,
-        as_assignment: str | None,
-        overwrite: bool,
+        request: ImportRequest,
     ) -> dict[str, str]:
         """Source assignment -> target assignment; NotFound for what the source lacks,
         Conflict for what the target has (without overwrite). Reads only."""
+        what, assignment, notebook = request.what, request.assignment, request.notebook
         if what == "course":
             chosen = {name: name for name in listing}
             if not chosen:
@@ -138,8 +126,8 @@ class ImportFiles:
                 raise NotFound(
                     f"Assignment {assignment!r} of the source has no notebook {notebook!r}."
                 )
-            chosen = {assignment: as_assignment or assignment}
-        if overwrite:
+            chosen = {assignment: request.as_assignment or assignment}
+        if request.overwrite:
             return chosen
         if what == "notebook":
             dest_name = chosen[assignment]
@@ -185,15 +173,11 @@ class ImportFiles:
         self,
         paths: CoursePaths,
         src: ImportSource,
-        what: str,
-        assignment: str | None,
-        notebook: str | None,
-        as_assignment: str | None,
-        overwrite: bool,
+        request: ImportRequest,
     ) -> dict:
-        chosen = self.plan(
-            paths, self.listing(src), what, assignment, notebook, as_assignment, overwrite
-        )
+        chosen = self.plan(paths, self.listing(src), request)
+        what, assignment, notebook = request.what, request.assignment, request.notebook
+        overwrite = request.overwrite
 
         # The target's source/ and the place for replaced versions, as real directories
         # reached without links (fsutil refuses a link on the way).
