@@ -10,12 +10,12 @@ from pathlib import Path
 
 from ananke_hub import fsutil
 from ananke_hub.courses.layout import CourseLayout, CoursePaths
-from ananke_hub.courses.models import utcnow
+from ananke_hub.courses.models import iso, utcnow
 
 from . import archive, gradebook
 from .errors import TooLarge
 from .listing import is_real_dir, source_assignments
-from .store import CourseFacts, iso
+from .store import CourseFacts
 from .threads import blocking
 
 MANIFEST_FORMAT = "ananke-course-backup"

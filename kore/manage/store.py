@@ -23,7 +23,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ananke_hub.courses.models import Course, Member, utcnow
-from ananke_hub.courses.models import iso as iso  # backups_files.py still imports it here
 from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.roles import Role
 from kore.models import Backup, CourseOperation, SyncDelivery, SyncResult, SyncRun
