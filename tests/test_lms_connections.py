@@ -2,18 +2,26 @@
 kept-alive connections, an adaptive limit of requests in flight under the configured
 ceiling, and TLS verified against the CAs the host trusts (never turned off).
 
-Against the fake LMS of tests/fake_lms.py, which counts the TCP connections its
-requests came on and the requests it handles at once.
+Against the built-in LMS (``python -m ananke_hub.testlms --test-api``), whose
+``/_test/load`` counts the TCP connections its requests came on and the requests it
+handles at once, and whose ``/_test/faults`` slows it down or refuses.
 """
 
 import asyncio
+import ssl
 import time
+from contextlib import contextmanager
 
+import httpx
 import pytest
-from fake_lms import LINEITEM, SCORE, FakeLMS
+from test_platform import running_platform
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from ananke_hub.keys import KeyStore
 from ananke_hub.registration import LMSRegistration
+from ananke_hub.testlms import constants as C
 from ananke_hub.testlms.tls import private_ca
 from kore.lti import AGSClient, LMSUnavailable, LTIAdvantage, LTIClient, LTIServiceError, Score
 from kore.lti.limiter import AdaptiveLimit
@@ -21,26 +29,100 @@ from kore.lti.limiter import AdaptiveLimit
 ISSUER = "https://lms.example.edu"
 CLIENT = "tool-client"
 USERS = {str(n) for n in range(100, 160)}
+SCORE = C.AGS_SCOPE_SCORE
+LINEITEM = C.AGS_SCOPE_LINEITEM
 
 
-@pytest.fixture
-def key_store(tmp_path):
-    store = KeyStore(tmp_path / "keys")
+@pytest.fixture(scope="module")
+async def key_store(tmp_path_factory):
+    """Kore's keys, and their keyset URL served from this process (the LMS fetches it)."""
+    store = KeyStore(tmp_path_factory.mktemp("tool") / "keys")
     store.ensure()
-    return store
+
+    class KeysetHandler(web.RequestHandler):
+        def get(self):
+            self.write(store.jwks())
+
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(web.Application([(r"/jwks", KeysetHandler)]))
+    server.add_sockets(sockets)
+    store.keyset_url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/jwks"
+    yield store
+    server.stop()
 
 
-def make_lms(key_store, **kwargs) -> FakeLMS:
-    lms = FakeLMS(jwks=key_store.jwks, client_id=CLIENT, **kwargs).start()
-    lms.users = set(USERS)
-    return lms
+class LMS:
+    """The built-in LMS, run as a subprocess, seen through its test API: course ds101
+    and the line item of its activity "homework"."""
+
+    def __init__(self, url: str, verify: ssl.SSLContext | bool = True):
+        self.base = url
+        self.token_url = f"{url}/token"
+        self.lineitems_url = f"{url}/ags/ds101/lineitems"
+        self.lineitem_url = f"{url}/ags/ds101/lineitems/homework/lineitem?type_id={C.TYPE_ID}"
+        self.admin = httpx.Client(base_url=url, verify=verify, trust_env=False, timeout=30)
+
+    def _ok(self, response: httpx.Response) -> httpx.Response:
+        assert response.is_success, response.text
+        return response
+
+    def reset(self, users=USERS) -> None:
+        """The demo data again, no faults, the counters zeroed, ``users`` enrolled."""
+        self._ok(self.admin.post("/_test/reset"))
+        self._ok(self.admin.post("/_test/load", json={}))
+        for user in sorted(users):
+            self._ok(
+                self.admin.post(
+                    "/_test/roster", json={"context": "ds101", "user_id": user, "status": "Active"}
+                )
+            )
+
+    def slow_down(self, seconds: float) -> None:
+        """Every AGS request waits ``seconds`` first: requests overlap."""
+        self._ok(self.admin.post("/_test/faults", json={"delay": seconds}))
+
+    def refuse_next_score(self, status: int, **rule) -> None:
+        rule = {"status": status, "count": 1, "methods": ["POST"], **rule}
+        self._ok(self.admin.post("/_test/faults", json=rule))
+
+    def load(self) -> dict:
+        return self._ok(self.admin.get("/_test/load")).json()
+
+    def scores_of(self, user: str) -> int:
+        """How many scores of ``user`` the homework's line item accepted."""
+        posts = self._ok(self.admin.get("/_test/scores.json")).json()["posts"]
+        return sum(
+            p["accepted"]
+            for p in posts
+            if p["lineitem"] == self.lineitem_url and p["userId"] == user
+        )
+
+
+@contextmanager
+def built_in_lms(state_dir, key_store, tls=None):
+    options = {"client_id": CLIENT, "tool_jwks_url": key_store.keyset_url}
+    verify = True
+    if tls is not None:
+        options.update(certfile=tls.cert_file, keyfile=tls.key_file)
+        verify = ssl.create_default_context(cafile=str(tls.ca_file))
+    with running_platform(state_dir, flags=["--test-api"], **options) as p:
+        lms = LMS(p.url, verify)
+        try:
+            yield lms
+        finally:
+            lms.admin.close()
+
+
+@pytest.fixture(scope="module")
+def shared_lms(tmp_path_factory, key_store):
+    with built_in_lms(tmp_path_factory.mktemp("lms") / "state", key_store) as lms:
+        yield lms
 
 
 @pytest.fixture
-async def lms(key_store):
-    fake = make_lms(key_store)
-    yield fake
-    fake.stop()
+def lms(shared_lms):
+    shared_lms.reset()
+    return shared_lms
 
 
 def make_client(lms, key_store, **settings) -> LTIClient:
@@ -73,22 +155,25 @@ async def test_one_request_after_the_other_uses_one_connection(lms, key_store):
     finally:
         await client.aclose()
     # the token, a line item list, 20 scores: all on the first connection
-    assert len(lms.requests) == 22
-    assert lms.connections == 1
+    load = lms.load()
+    assert load["request_connections"] == [1] * 22
+    assert load["connections"] == 1
     assert client.transport.connections_opened == 1
 
 
 async def test_concurrent_requests_open_at_most_the_ceiling_and_reuse_them(lms, key_store):
-    lms.delay = 0.02  # requests overlap
+    lms.slow_down(0.02)  # requests overlap
     client = make_client(lms, key_store, concurrency=4, adaptive_concurrency=False)
     try:
         ags = ags_of(client)
         await asyncio.gather(*(ags.post_score(lms.lineitem_url, score(u)) for u in USERS))
     finally:
         await client.aclose()
-    assert sum(len(lms.scores_of(lms.launch_item, u)) for u in USERS) == len(USERS)
-    assert lms.peak_in_flight <= 4
-    assert lms.connections <= 4  # 61 requests on at most 4 connections
+    assert sum(lms.scores_of(u) for u in USERS) == len(USERS)
+    load = lms.load()
+    assert load["peak"] <= 4
+    assert load["served"] == len(USERS) + 1
+    assert load["connections"] <= 4  # 61 requests on at most 4 connections
 
 
 async def test_closing_the_client_closes_its_connections_and_a_new_request_opens_one(
@@ -102,37 +187,42 @@ async def test_closing_the_client_closes_its_connections_and_a_new_request_opens
         await ags.post_score(lms.lineitem_url, score("102"))
     finally:
         await client.aclose()
-    assert lms.request_connections == [1, 1, 2]
+    # the token and a score on the first connection, the next score on a new one
+    assert lms.load()["request_connections"] == [1, 1, 2]
 
 
 # --- the adaptive limit -----------------------------------------------------------------------
 
 
 async def test_the_limit_never_exceeds_the_ceiling_at_the_lms(lms, key_store):
-    lms.delay = 0.01
+    # Three rounds of 60 scores, each round its own learners: the LMS keeps a score only
+    # if it is newer than the stored one, in whole seconds as Moodle compares.
+    rounds = [{str(n) for n in range(start, start + 60)} for start in (100, 200, 300)]
+    lms.reset(set().union(*rounds))
+    lms.slow_down(0.01)
     client = make_client(lms, key_store, concurrency=5, start_concurrency=2)
     try:
         ags = ags_of(client)
-        for _ in range(3):
-            await asyncio.gather(*(ags.post_score(lms.lineitem_url, score(u)) for u in USERS))
+        for users in rounds:
+            await asyncio.gather(*(ags.post_score(lms.lineitem_url, score(u)) for u in users))
     finally:
         await client.aclose()
     limiter = client.transport.limiter
-    assert lms.peak_in_flight <= 5 and limiter.peak <= 5
+    assert lms.load()["peak"] <= 5 and limiter.peak <= 5
     assert limiter.current <= 5
-    assert sum(len(lms.scores_of(lms.launch_item, u)) for u in USERS) == 3 * len(USERS)
+    assert sum(lms.scores_of(u) for users in rounds for u in users) == 3 * 60
 
 
 async def test_429_and_503_make_kore_send_fewer_at_once(lms, key_store):
-    lms.delay = 0.005
+    lms.slow_down(0.005)
     client = make_client(lms, key_store, concurrency=16, start_concurrency=16)
     limiter = client.transport.limiter
     try:
         ags = ags_of(client)
         await ags.post_score(lms.lineitem_url, score("100"))
         before = limiter.current
-        lms.fail("POST", "/scores$", 429, times=1, headers={"Retry-After": "0"})
-        lms.fail("POST", "/scores$", 503, times=1)
+        lms.refuse_next_score(429, retry_after=0)
+        lms.refuse_next_score(503)
         others = USERS - {"100"}
         await asyncio.gather(*(ags.post_score(lms.lineitem_url, score(u)) for u in others))
     finally:
@@ -141,7 +231,7 @@ async def test_429_and_503_make_kore_send_fewer_at_once(lms, key_store):
     assert limiter.throttled == 2 and limiter.decreases >= 1
     assert limiter.current < 16
     # the refused writes were sent again (the LMS said it did not process them): each once
-    assert all(len(lms.scores_of(lms.launch_item, u)) == 1 for u in USERS)
+    assert all(lms.scores_of(u) == 1 for u in USERS)
     assert client.transport.retries == 2
 
 
@@ -221,21 +311,22 @@ def tls(tmp_path):
 
 
 async def test_an_lms_with_a_private_ca_is_trusted_through_the_hosts_ca_setting(
-    key_store, tls, monkeypatch
+    key_store, tls, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))
-    lms = make_lms(key_store, tls=tls)
-    client = make_client(lms, key_store)
-    try:
-        ags = ags_of(client)
-        for user in ("101", "102", "103"):
-            await ags.post_score(lms.lineitem_url, score(user))
-    finally:
-        await client.aclose()
-        lms.stop()
-    assert lms.base.startswith("https://")
-    assert [len(lms.scores_of(lms.launch_item, u)) for u in ("101", "102", "103")] == [1, 1, 1]
-    assert lms.connections == 1  # one TLS handshake for the token and three scores
+    users = ("101", "102", "103")
+    with built_in_lms(tmp_path / "state", key_store, tls=tls) as lms:
+        lms.reset(users)
+        client = make_client(lms, key_store)
+        try:
+            ags = ags_of(client)
+            for user in users:
+                await ags.post_score(lms.lineitem_url, score(user))
+        finally:
+            await client.aclose()
+        assert lms.base.startswith("https://")
+        assert [lms.scores_of(u) for u in users] == [1, 1, 1]
+        assert lms.load()["connections"] == 1  # one TLS handshake for the token and three scores
 
 
 async def test_an_untrusted_certificate_is_a_clear_error_and_nothing_is_sent(
@@ -243,18 +334,19 @@ async def test_an_untrusted_certificate_is_a_clear_error_and_nothing_is_sent(
 ):
     other = private_ca(tmp_path / "other-ca", name="Some other CA")
     monkeypatch.setenv("SSL_CERT_FILE", str(other.ca_file))  # trusts another CA only
-    lms = make_lms(key_store, tls=tls)
-    client = make_client(lms, key_store)
-    try:
-        with pytest.raises(LTIServiceError) as info:
-            await ags_of(client).post_score(lms.lineitem_url, score("101"))
-    finally:
-        await client.aclose()
-        lms.stop()
+    with built_in_lms(tmp_path / "state", key_store, tls=tls) as lms:
+        lms.reset({"101"})
+        client = make_client(lms, key_store)
+        try:
+            with pytest.raises(LTIServiceError) as info:
+                await ags_of(client).post_score(lms.lineitem_url, score("101"))
+        finally:
+            await client.aclose()
+        load = lms.load()
     message = info.value.message
     assert not isinstance(info.value, LMSUnavailable)  # not "try later": a setting to fix
     assert "does not trust the TLS certificate of the LMS at 127.0.0.1" in message
     assert "SSL_CERT_FILE" in message and "update-ca-certificates" in message
     assert "certificate verify failed" in message or "unable to get local issuer" in message
     assert client.transport.attempts == 1  # not retried
-    assert lms.requests == []  # no request (no token) ever reached it
+    assert load["request_connections"] == []  # no request (no token) ever reached it

@@ -56,8 +56,12 @@ def test_a_loaded_lms_refuses_beyond_its_limit_and_counts_connections(tmp_path):
     assert load["overloaded"] == len(refused) and load["peak"] <= 2
     assert load["served"] == 8 - len(refused)
     assert 1 <= load["connections"] <= 8
+    # each request (429s too) names the connection it came on, numbered from 1
+    assert len(load["request_connections"]) == 8
+    assert set(load["request_connections"]) == set(range(1, load["connections"] + 1))
     assert (load["per_request"], load["limit"]) == (0.05, 2)
     assert reset["overloaded"] == reset["served"] == reset["connections"] == 0
+    assert reset["request_connections"] == []
     assert reset["limit"] == 0 and reset["per_request"] == 0.001
     assert bad.status_code == 400 and "per_request must be a number" in bad.text
 
@@ -73,3 +77,19 @@ def test_requests_on_one_kept_alive_connection_are_counted_once(tmp_path):
             after = other.get("/_test/load").json()
     assert load["served"] == 5 and load["connections"] == 1
     assert after["served"] == 6 and after["connections"] == 2
+
+
+def test_a_kept_alive_connection_counts_again_after_a_new_setting(tmp_path):
+    with (
+        running_platform(tmp_path / "state", flags=["--test-api"]) as p,
+        httpx.Client(base_url=p.url, trust_env=False) as tool,
+        httpx.Client(base_url=p.url, trust_env=False) as admin,
+    ):
+        tool.get("/ags/ds101/lineitems")  # no token: 401, but it reached the service
+        before = admin.get("/_test/load").json()
+        admin.post("/_test/load", json={})
+        tool.get("/ags/ds101/lineitems")  # the same kept-alive connection
+        tool.get("/ags/ds101/lineitems")
+        after = admin.get("/_test/load").json()
+    assert (before["connections"], before["request_connections"]) == (1, [1])
+    assert (after["connections"], after["request_connections"]) == (1, [1, 1])

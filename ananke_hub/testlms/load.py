@@ -8,7 +8,7 @@ at once and refuses some when its workers are all busy. Set with ``--load-delay`
 tell how many TCP connections carried those requests (keep-alive reuse).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_PER_REQUEST = 1.0
 
@@ -32,6 +32,11 @@ class Load:
     overloaded: int = 0
     served: int = 0
     connections: int = 0
+    #: The connection each request came on (1: the first since the last setting), in
+    #: the order they arrived: shows a connection closed and a new one opened.
+    request_connections: list[int] = field(default_factory=list)
+    #: Counted since which setting: a kept-alive connection counts again after one.
+    epoch: int = field(default=0, repr=False)
 
     def configure(self, doc: object) -> None:
         """Set from a JSON object; the counters start again."""
@@ -57,6 +62,8 @@ class Load:
             raise LoadSettingError(f"retry_after must be whole seconds, got {retry_after!r}.")
         self.per_request, self.limit, self.retry_after = float(per_request), limit, retry_after
         self.peak = self.overloaded = self.served = self.connections = 0
+        self.request_connections = []
+        self.epoch += 1
 
     def to_json(self) -> dict:
         return {
@@ -68,15 +75,20 @@ class Load:
             "overloaded": self.overloaded,
             "served": self.served,
             "connections": self.connections,
+            "request_connections": list(self.request_connections),
         }
 
     def seen(self, connection) -> None:
         """Count the TCP connection of a request once (tornado keeps one stream per
         connection across its kept-alive requests)."""
         stream = getattr(connection, "stream", None)
-        if stream is not None and getattr(stream, "_platform_load", None) is not self:
-            stream._platform_load = self
+        if stream is None:
+            return
+        seen = getattr(stream, "_platform_load", None)
+        if seen is None or seen[0] is not self or seen[1] != self.epoch:
             self.connections += 1
+            stream._platform_load = (self, self.epoch, self.connections)
+        self.request_connections.append(stream._platform_load[2])
 
     def arrive(self) -> float | None:
         """A request arrives: the seconds it waits, or None if it is refused (429)."""

@@ -6,7 +6,8 @@ It lets a test play the LMS's people and its failures, and see what arrived:
   `GET /_test/faults` -> the rules with `count` left and `served`;
   `DELETE /_test/faults` -> 204, no more faults.
 - `POST /_test/load` (see :mod:`..load`) -> the load setting and its counters, zeroed;
-  `GET /_test/load` -> them, with requests in flight, peak, 429s and TCP connections.
+  `GET /_test/load` -> them, with requests in flight, peak, 429s, TCP connections and
+  the connection each request came on (`request_connections`).
 - `POST /_test/delete_lineitem` `{"id": "<line item URL>"}` -> 204: a teacher deletes
   the column in the LMS (any line item, the activity's own included).
 - `POST /_test/roster` `{"context": "ds101", "user_id": "107", "status": "Active"}`:
