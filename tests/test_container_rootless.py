@@ -79,7 +79,8 @@ def hub(tmp_path):
     import shutil
 
     containers = tmp_path / "containers"
-    shutil.copytree(REPO / "containers" / "template-nbgrader", containers / "my-hub")
+    shutil.copytree(REPO / "containers", containers)  # the templates, as in the repository
+    assert manager.init(containers, "my-hub", out=lambda _: None) == 0
     (containers / "my-hub" / "jupyterhub_config.d" / "30_lms.py").write_text(FILLED_LMS)
     return containers
 

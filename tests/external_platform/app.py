@@ -84,6 +84,7 @@ class ExternalPlatform(Application):
         "tool-login-url": "ExternalPlatform.tool_login_url",
         "tool-redirect-uri": "ExternalPlatform.tool_redirect_uri",
         "tool-target-link-uri": "ExternalPlatform.tool_target_link_uri",
+        "tool-content-selection-url": "ExternalPlatform.tool_content_selection_url",
         "tool-jwks-url": "ExternalPlatform.tool_jwks_url",
         "ags-scopes": "ExternalPlatform.ags_scopes",
         "nrps-page-size": "ExternalPlatform.nrps_page_size",
@@ -109,6 +110,12 @@ class ExternalPlatform(Application):
     tool_login_url = Unicode("", config=True, help="The tool's login initiation URL.")
     tool_redirect_uri = Unicode("", config=True, help="The tool's one registered redirect URI.")
     tool_target_link_uri = Unicode("", config=True, help="Where the resource link points.")
+    tool_content_selection_url = Unicode(
+        "",
+        config=True,
+        help="Accepted as the built-in LMS's flag (DemoStack passes it); this platform "
+        "sends no content selection (Deep Linking), so it is not used.",
+    )
     tool_jwks_url = Unicode(
         "", config=True, help="The tool's public keyset URL (the token endpoint needs it)."
     )
