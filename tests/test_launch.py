@@ -142,7 +142,7 @@ async def test_launch_between_clocks_that_differ(stack, case, ahead, status, wor
     lms_now = _now() + ahead
     async with LTIBrowser() as browser:
         state, nonce, _ = await initiate(browser, stack, sub)
-        claims = {"iat": lms_now, "exp": lms_now + 60}  # Moodle's 60 s lifetime
+        claims = {"iat": lms_now, "exp": lms_now + 60, ROLES: [ROLE_LEARNER]}  # Moodle: 60 s
         token = forge(stack, nonce, person(sub), overrides=claims)
         resp = await callback(browser, stack, token, state)
     assert resp.status_code == status, resp.text[resp.text.find("<p>") :][:400]
