@@ -129,7 +129,7 @@ CLOCK_CASES = [
     # (case id, seconds the LMS's clock is ahead of the hub's, expected status, words)
     # Moodle's iat is its clock's whole second: a hub even a fraction of a second behind
     # the LMS saw an id_token from "the future" and refused the launch (400) until the
-    # shipped time_leeway tolerated a few seconds (the VM test's relaunch hit it).
+    # shipped time_leeway tolerated a few seconds (likely the VM test's relaunch 400).
     ("lms-3s-ahead", 3, 302, ""),
     ("lms-2min-ahead", 120, 400, "synchronise the clocks"),
     ("lms-2min-behind", -120, 400, "synchronise the clocks"),
