@@ -138,7 +138,7 @@ CLOCK_CASES = [
 
 @pytest.mark.parametrize("case, ahead, status, words", CLOCK_CASES, ids=[c[0] for c in CLOCK_CASES])
 async def test_launch_between_clocks_that_differ(stack, case, ahead, status, words):
-    sub = str(950 + [c[0] for c in CLOCK_CASES].index(case))
+    sub = str(980 + [c[0] for c in CLOCK_CASES].index(case))
     lms_now = _now() + ahead
     async with LTIBrowser() as browser:
         state, nonce, _ = await initiate(browser, stack, sub)
