@@ -27,7 +27,9 @@ c.LMSRegistration.access_token_url = f"{lms}/mod/lti/token.php"  # "Access token
 # X-Forwarded-Proto header.
 # c.AnankeLTI13Authenticator.uri_scheme = "https"
 
-# Seconds of clock difference tolerated between the LMS and the hub (an integer).
-c.LTI13LaunchValidator.time_leeway = 0
+# Seconds of clock difference tolerated between the LMS and the hub (an integer). Not 0:
+# Moodle's iat is its clock's whole second, so a hub a fraction of a second behind the
+# LMS would refuse a launch now and then; keep both clocks synchronised (NTP).
+c.LTI13LaunchValidator.time_leeway = 5
 # Oldest id_token accepted, in seconds since it was issued (Moodle's live 60 s).
 c.LTI13LaunchValidator.max_age = 600

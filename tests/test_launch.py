@@ -125,6 +125,30 @@ async def test_forged_launch_refused(stack, case, forge_kwargs, status, words):
     assert len(refusal_lines) == 1, refusal_lines
 
 
+CLOCK_CASES = [
+    # (case id, seconds the LMS's clock is ahead of the hub's, expected status, words)
+    # Moodle's iat is its clock's whole second: a hub even a fraction of a second behind
+    # the LMS saw an id_token from "the future" and refused the launch (400) until the
+    # shipped time_leeway tolerated a few seconds (likely the VM test's relaunch 400).
+    ("lms-3s-ahead", 3, 302, ""),
+    ("lms-2min-ahead", 120, 400, "synchronise the clocks"),
+    ("lms-2min-behind", -120, 400, "synchronise the clocks"),
+]
+
+
+@pytest.mark.parametrize("case, ahead, status, words", CLOCK_CASES, ids=[c[0] for c in CLOCK_CASES])
+async def test_launch_between_clocks_that_differ(stack, case, ahead, status, words):
+    sub = str(980 + [c[0] for c in CLOCK_CASES].index(case))
+    lms_now = _now() + ahead
+    async with LTIBrowser() as browser:
+        state, nonce, _ = await initiate(browser, stack, sub)
+        claims = {"iat": lms_now, "exp": lms_now + 60, ROLES: [ROLE_LEARNER]}  # Moodle: 60 s
+        token = forge(stack, nonce, person(sub), overrides=claims)
+        resp = await callback(browser, stack, token, state)
+    assert resp.status_code == status, resp.text[resp.text.find("<p>") :][:400]
+    assert words in resp.text
+
+
 async def test_subs_differing_in_case_are_two_hub_users(stack):
     """OIDC subs are case-sensitive: `CaseX` and `casex` get a lab and a home each."""
     names = {}

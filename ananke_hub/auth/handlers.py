@@ -24,6 +24,7 @@ headers, before tornado reads or buffers it (an LTI form post is a few KB); and 
 id_token over its own limit is refused before it is decoded.
 """
 
+import time
 from http import HTTPStatus
 from pathlib import Path
 
@@ -374,6 +375,14 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             )
         except jwt.InvalidAudienceError as exc:
             raise InvalidAudienceError(f"{exc}: the id_token is not for this tool") from None
+        except (jwt.ImmatureSignatureError, jwt.ExpiredSignatureError) as exc:
+            # Most often two clocks that differ, which only their admins can fix.
+            raise TokenError(
+                f"id_token rejected: {exc} by this hub's clock ({_claim_times(unverified)}). "
+                "If the launch was not minutes slow, the LMS's and the hub's clocks differ by "
+                f"more than c.LTI13LaunchValidator.time_leeway ({validator.time_leeway} s): "
+                "synchronise the clocks (NTP) and launch again."
+            ) from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"id_token rejected: {exc}") from None
 
@@ -403,6 +412,17 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         if not fresh:
             raise TokenError("this launch was already used (nonce seen before); launch again")
         return id_token
+
+
+def _claim_times(claims: dict) -> str:
+    """The token's iat and exp against this hub's clock, in seconds, for an error message."""
+    now = time.time()
+    parts = []
+    for name in ("iat", "exp"):
+        value = claims.get(name)
+        if isinstance(value, int | float):
+            parts.append(f"{name} {value - now:+.0f} s from now")
+    return ", ".join(parts) or "no iat or exp"
 
 
 __all__ = [

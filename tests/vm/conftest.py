@@ -240,5 +240,8 @@ def vm_disk(release_archives, tmp_path_factory):
 def pytest_terminal_summary(terminalreporter):
     if timings or vmlib.rootfs.timings:
         merged = {**vmlib.rootfs.timings, **timings}
-        parts = ", ".join(f"{step} {secs:.1f} s" for step, secs in merged.items())
+        parts = ", ".join(
+            f"{step} {secs:.1f} s" if isinstance(secs, float) else f"{step} {secs}"
+            for step, secs in merged.items()
+        )
         terminalreporter.write_line(f"vm test harness: {parts}")

@@ -6,9 +6,10 @@ admin2; each admin's image store was loaded from ``ananke-base-test.tar.gz``
 (scripts/save-images.sh) with ``podman load`` on the test host in that admin's id
 mapping (conftest.py: the same load in the VM takes minutes under emulation) and is
 moved into the admin's home. Then each admin, over SSH in a login session of its own,
-copies the base template, sets image and port and runs ``ananke container create``. The built-in LMS runs on this host, one per hub; the browser (this test)
-reaches the hubs through QEMU's forwarded ports, the hubs reach their LMS's keyset
-through QEMU's guestfwd. Then: a launch per hub starts a lab as a dynamic user; a file
+makes the container directory with ``ananke container init hub --template base``, sets
+image and port and runs ``ananke container create``. The built-in LMS runs on this host,
+one per hub; the browser (this test) reaches the hubs through QEMU's forwarded ports,
+the hubs reach their LMS's keyset through QEMU's guestfwd. Then: a launch per hub starts a lab as a dynamic user; a file
 written in admin1's lab survives ``remove`` + ``create`` with its owner; admin2 can
 reach none of admin1's containers, storage, volumes, home, processes' runtime or ports
 range.
@@ -54,7 +55,7 @@ class AdminHub:
         return self.vm.ssh(self.admin, list(argv), check=check, timeout=timeout)
 
     def prepare(self, platform: Platform) -> None:
-        self.sh("ananke", "container", "--containers-dir", "containers", "init", HUB, "--template", "base")
+        self.manager("init", HUB, "--template", "base")
         config = (
             "\n# The VM test:\n"
             f'c.Container.image = "localhost/{IMAGE}:{TAG}"\n'
@@ -96,9 +97,24 @@ class AdminHub:
         return self.sh("podman", "exec", HUB, *argv, check=check, timeout=300)
 
     def diagnose(self) -> str:
+        """What a failing step needs to say why: the container, the hub's journal (its
+        own unit's, whole since the container's start, then the last of everything), the
+        VM's clock against this host's."""
         out = self.sh("podman", "ps", "-a", check=False).stdout
-        journal = self.exec("journalctl", "--no-pager", "-n", "80", check=False)
-        return f"--- podman ps ({self.admin})\n{out}\n--- journal\n{journal.stdout}{journal.stderr}"
+        hub = self.exec("journalctl", "--no-pager", "-o", "short-precise", "-u",
+                        "jupyterhub.service", "-n", "400", check=False)  # fmt: skip
+        journal = self.exec("journalctl", "--no-pager", "-o", "short-precise", "-n", "80",
+                            check=False)  # fmt: skip
+        try:
+            clock = f"{self.vm.clock_offset():+.1f} s"
+        except Exception as exc:  # evidence only: never hide the failure being diagnosed
+            clock = f"not measured ({exc})"
+        return (
+            f"--- podman ps ({self.admin})\n{out}\n"
+            f"--- the hub's journal (jupyterhub.service)\n{hub.stdout}{hub.stderr}\n"
+            f"--- the container's journal, last lines\n{journal.stdout}{journal.stderr}\n"
+            f"--- the VM's clock against this host's: {clock}"
+        )
 
     def wait_ready(self) -> dict:
         wait_http(f"{self.url}/hub/health", SLOW, what=f"{self.admin}'s hub",
@@ -122,13 +138,23 @@ class AdminHub:
 async def _launch(platform_url: str, hub_url: str, sub: str, user: str) -> str:
     async with LTIBrowser(timeout=SLOW) as browser:
         resp = await browser.launch(platform_url, sub, "homework")
-        assert resp.status_code < 400, (resp.status_code, resp.url)
+        # The body carries the hub's reason (e.g. which check refused the id_token).
+        assert resp.status_code < 400, f"{resp.status_code} at {resp.url}:\n{resp.text[-3000:]}"
         lab = await wait_for_lab(browser, hub_url, user, timeout=SLOW)
         return lab.text
 
 
 def launch(platform: Platform, hub: AdminHub, sub: str = "3") -> str:
-    return asyncio.run(_launch(platform.url, hub.url, sub, f"u{sub}"))
+    """An LTI launch as learner ``sub`` through ``hub``, until the lab answers; on failure
+    the error says why (the hub's answer, its journal, the VM's clock)."""
+    # The LMS's id_token lives 60 s by this host's clock; the hub checks it by the VM's.
+    offsets = timings.setdefault(f"vm clock offset before launches ({hub.admin}), s", [])
+    offsets.append(round(hub.vm.sync_clock(), 1))
+    try:
+        return asyncio.run(_launch(platform.url, hub.url, sub, f"u{sub}"))
+    except Exception as exc:
+        raise AssertionError(f"launch through {hub.admin}'s hub failed: {exc}\n"
+                             f"{hub.diagnose()}") from exc  # fmt: skip
 
 
 def provision(vm: vmlib.VM) -> None:

@@ -389,6 +389,28 @@ class VM:
             )
         return proc
 
+    def clock_offset(self) -> float:
+        """Seconds the VM's clock is ahead of this host's (negative: behind).
+
+        Within the SSH round trip: the host's time is taken as its midpoint.
+        """
+        before = time.time()
+        guest = float(self.ssh("root", ["date", "+%s.%N"], timeout=120).stdout)
+        after = time.time()
+        return guest - (before + after) / 2
+
+    def sync_clock(self) -> float:
+        """Set the VM's clock to this host's; returns the offset it had.
+
+        The VM has no time source (no network, no NTP) and a guest's clock under software
+        emulation on a loaded machine drifts; the built-in LMS's id_tokens live 60 s by
+        this host's clock and the hub checks them by the VM's. A real host runs NTP.
+        """
+        offset = self.clock_offset()
+        if abs(offset) > 1:
+            self.ssh("root", ["date", "--utc", "--set", f"@{time.time():.3f}"], timeout=120)
+        return offset
+
     def close_ssh(self) -> None:
         for user in list(self._masters):
             subprocess.run([*self._ssh_base(user), "-O", "exit", f"{user}@127.0.0.1"],
