@@ -7,6 +7,7 @@ at what arrived in the fake LMS and what the registry says.
 """
 
 import json
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -89,6 +90,18 @@ def gradebook(layout: CourseLayout, course_id: str):
         yield gb
     finally:
         gb.close()
+
+
+def wait_for_gradebook(layout: CourseLayout, course_id: str, timeout: float = 180) -> None:
+    """Wait until the hub has set the course up: a learner's first launch of a new course
+    returns before the set-up (it runs in the background; the lab start waits for it), and
+    nbgrader's Gradebook would otherwise make a gradebook of its own (with the `alembic`
+    command, which needs the venv's bin directory on PATH)."""
+    path = layout.course(course_id).gradebook
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the hub did not set up {course_id} in {timeout} s"
+        time.sleep(0.2)
 
 
 def add_assignment(layout, course_id, name, *cells):

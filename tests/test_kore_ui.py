@@ -22,7 +22,7 @@ import pytest
 from hubtest import admin_stack, hub_api
 from lti_browser import LTIBrowser
 from test_browser_launch import CHROMIUM, CHROMIUM_ARGS
-from test_grade_sync import add_assignment, gradebook, submit
+from test_grade_sync import add_assignment, gradebook, submit, wait_for_gradebook
 
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout
@@ -139,6 +139,7 @@ async def stack(tmp_path_factory):
                 )
                 assert resp.status_code == 302, resp.text  # logged in, no lab started
         cid = course(s)
+        wait_for_gradebook(layout(s), cid)
         add_assignment(layout(s), cid, "hw1", 6, 4)
         submit(layout(s), cid, "u3", "hw1", 5, 2)
         submit(layout(s), cid, "u4", "hw1", 1, 0)
