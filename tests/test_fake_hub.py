@@ -43,12 +43,19 @@ CALLS = [
     ("POST", "/groups/g1/users", {}),  # no users
     ("POST", "/groups/nogroup/users", {"users": ["u1"]}),
     ("DELETE", "/groups/g1/users", {"users": ["nobody"]}),
+    ("DELETE", "/groups/nogroup/users", {"users": ["u1"]}),  # the group went meanwhile
+    ("DELETE", "/groups/nogroup/users", {"users": ["nobody"]}),  # ... and the user too
+    ("POST", "/groups/nogroup/users", {"users": ["nobody"]}),
     ("DELETE", "/groups/g1/users", {"users": ["u1"]}),
     ("DELETE", "/users/u2/server", None),  # not running
     ("POST", "/users/nobody/server", None),
     ("DELETE", "/users/nobody/server", None),
     ("DELETE", "/users/u2", None),
     ("DELETE", "/users/u2", None),  # gone
+    ("DELETE", "/users/u2/server", None),  # a server of a user who is gone
+    ("POST", "/groups/g1/users", {"users": ["u1"]}),
+    ("DELETE", "/groups/g1/users", {"users": ["u1", "u2"]}),  # u2 was deleted meanwhile
+    ("GET", "/groups/g1", None),  # u1 is still in: a refused removal removed no one
     ("DELETE", "/groups/g1", None),
     ("DELETE", "/groups/g1", None),  # gone
 ]

@@ -1289,3 +1289,27 @@ async def test_the_blocking_halves_refuse_to_run_on_the_event_loop(world):
         assert not any(
             isinstance(v, BackupFiles | CourseFiles | ImportFiles) for v in vars(part).values()
         )
+
+
+async def test_emptying_a_group_whose_member_was_deleted_meanwhile():
+    """JupyterHub answers 400 ("No such user"), not 404, when a user named in
+    ``DELETE /groups/<g>/users`` is gone (``tests/test_fake_hub.py`` checks the fake
+    says the same): the others still leave the group, and the call does not fail."""
+    with FakeHub(service_token="kore-token") as hub:
+        hub.users |= {"grader-c1", "u1", "u2"}
+        hub.groups["formgrade-c1"] = {"grader-c1", "u1", "u2"}
+        admin = HubAdmin(api_url=hub.api_url, token="kore-token", poll_interval=0)
+        read_members = admin.group_members
+
+        async def members_then_u2_deleted(group):
+            members = await read_members(group)
+            hub.users.discard("u2")  # deleted by someone else between the two calls
+            hub.groups.get("formgrade-c1", set()).discard("u2")
+            return members
+
+        admin.group_members = members_then_u2_deleted
+        assert await admin.empty_group("formgrade-c1") == ["grader-c1", "u1"]
+        assert hub.groups["formgrade-c1"] == set()
+        # A group that went meanwhile (404) is empty too.
+        hub.groups.pop("formgrade-c1")
+        assert await admin.empty_group("formgrade-c1") == []

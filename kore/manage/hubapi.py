@@ -3,8 +3,9 @@
 Kore's hub token has the scopes ``servers`` (stop the grader's server),
 ``read:users:name``, ``admin:users`` (delete the grader account) and ``admin:groups``
 (change and delete the course's groups); see the ``kore-service`` role in the hub config.
-Every call is idempotent: what is already gone (404) counts as done, so a step that was
-interrupted half-way is simply run again.
+Every call is idempotent: what is already gone (404; for a user named in a group change,
+JupyterHub's 400 "No such user") counts as done, so a step that was interrupted half-way
+is simply run again.
 
 JupyterHub REST API: https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html
 """
@@ -22,6 +23,14 @@ from .errors import Unavailable
 #: (JupyterHub refuses to delete a user whose server is stopping: 400).
 STOP_WAIT = 120.0
 POLL_INTERVAL = 1.0
+#: Reads of a group's members while users keep being deleted under ``empty_group``.
+EMPTY_GROUP_ATTEMPTS = 3
+
+
+def _no_such_user(data) -> bool:
+    """JupyterHub's refusal of a group change naming a user it does not know
+    (``apihandlers/groups.py``: 400 "No such user: <name>")."""
+    return isinstance(data, dict) and str(data.get("message", "")).startswith("No such user")
 
 
 class HubAdmin(HubAPIClient):
@@ -68,18 +77,24 @@ class HubAdmin(HubAPIClient):
 
     async def empty_group(self, group: str) -> list[str]:
         """Take every user out of ``group`` (kept); the names that left."""
-        members = await self.group_members(group)
-        if not members:
-            return []
-        leaving = sorted(members)
         path = f"/groups/{quote(group, safe='')}/users"
-        async with self._client() as client:
-            code, data = await self._call(client, "DELETE", path, {"users": leaving})
-        if code == 404:
-            return []  # the group (or a user) went meanwhile: nothing left to take out
-        if code != 200:
-            raise self._refused("DELETE", path, code, data)
-        return leaving
+        for _ in range(EMPTY_GROUP_ATTEMPTS):
+            members = await self.group_members(group)
+            if not members:
+                return []
+            leaving = sorted(members)
+            async with self._client() as client:
+                code, data = await self._call(client, "DELETE", path, {"users": leaving})
+            if code == 200:
+                return leaving
+            if code == 404:
+                return []  # the group went meanwhile: nothing left to take out
+            if not (code == 400 and _no_such_user(data)):
+                break
+            # A member was deleted meanwhile: JupyterHub refuses the whole call with 400
+            # (not 404) and removes no one; a deleted user has left its groups, so the
+            # members read again are the ones to take out.
+        raise self._refused("DELETE", path, code, data)
 
     async def delete_group(self, group: str) -> bool:
         """Delete ``group``; False if it did not exist."""
