@@ -1,6 +1,7 @@
 """Trees for the file-work tests (tests/test_fsutil.py, tests/test_manage_files.py): a
 grader's home as nbgrader leaves it, somebody else's files, and the links and special
-files a user could plant."""
+files a user could plant. The fixtures ``course`` and ``outside`` (tests/conftest.py)
+make the first two in the test's ``tmp_path``."""
 
 import json
 import os

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from fs_trees import make_course, make_outside, owners, plant_traps, snapshot
+from fs_trees import owners, plant_traps, snapshot
 
 from ananke_hub import fsutil
 from ananke_hub.fsutil import CopyReport, Owner, UnsafePath
@@ -304,16 +304,6 @@ def test_run_in_home_passes_errors_back(homes):
 
 
 # -- trees (copy, remove, move aside, clear, size) ------------------------------------------------
-
-
-@pytest.fixture
-def course(tmp_path) -> Path:
-    return make_course(tmp_path)
-
-
-@pytest.fixture
-def outside(tmp_path) -> Path:
-    return make_outside(tmp_path)
 
 
 # -- copy_tree ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from fs_trees import make_course, make_outside, owners, plant_traps, snapshot
+from fs_trees import owners, plant_traps, snapshot
 
 from ananke_hub.fsutil import Owner, UnsafePath
 from kore.manage import archive
@@ -20,16 +20,6 @@ IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to give files to other uids")
 
 GRADER = Owner(62010, 62010)
-
-
-@pytest.fixture
-def course(tmp_path) -> Path:
-    return make_course(tmp_path)
-
-
-@pytest.fixture
-def outside(tmp_path) -> Path:
-    return make_outside(tmp_path)
 
 
 # -- archives -----------------------------------------------------------------------------------
