@@ -29,6 +29,7 @@ from ..keys import KeyStore
 from ..persist import read_or_create_secret
 from . import constants as C
 from .client_auth import ReplayGuard, ToolKeyset
+from .controls import ServiceControls
 from .demo_data import DEFAULT_EXTRA_LEARNERS
 from .faults import Faults
 from .handlers import (
@@ -85,6 +86,7 @@ def make_app(
         platform_store_file=store_file,
         platform_faults=Faults(),
         platform_load=load or Load(),
+        platform_controls=ServiceControls(),
         # Moodle fetches the tool's keyset while it answers each token request (a tool
         # that blocks while waiting for its token deadlocks); the lenient profile caches.
         platform_tool_keyset=ToolKeyset(settings.tool_jwks_url, max_age=0.0)

@@ -35,6 +35,9 @@ class Load:
     #: The connection each request came on (1: the first since the last setting), in
     #: the order they arrived: shows a connection closed and a new one opened.
     request_connections: list[int] = field(default_factory=list)
+    #: The method and path of each request, in the order they arrived (as
+    #: ``request_connections``).
+    requests: list[tuple[str, str]] = field(default_factory=list)
     #: Counted since which setting: a kept-alive connection counts again after one.
     epoch: int = field(default=0, repr=False)
 
@@ -63,6 +66,7 @@ class Load:
         self.per_request, self.limit, self.retry_after = float(per_request), limit, retry_after
         self.peak = self.overloaded = self.served = self.connections = 0
         self.request_connections = []
+        self.requests = []
         self.epoch += 1
 
     def to_json(self) -> dict:
@@ -76,7 +80,11 @@ class Load:
             "served": self.served,
             "connections": self.connections,
             "request_connections": list(self.request_connections),
+            "requests": [list(request) for request in self.requests],
         }
+
+    def record(self, method: str, path: str) -> None:
+        self.requests.append((method, path))
 
     def seen(self, connection) -> None:
         """Count the TCP connection of a request once (tornado keeps one stream per

@@ -69,6 +69,8 @@ class Tally:
     accepted: int = 0
     #: Refused posts by HTTP status (400, 409, ...).
     refused: dict[int, int] = field(default_factory=dict)
+    #: Every post in order: ``{"status": 204, "score": <the document sent>}``.
+    history: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ class Course:
             for link in context.links
         }
         self.scores: dict[tuple[str, str], Score] = {}  # (item_id, user_id) -> latest
+        #: Deleted line items the container still lists (test API: a list read just
+        #: before a teacher deleted the column); their own URLs answer 404.
+        self.stale_lineitems: dict[str, LineItem] = {}
         #: Activities a tool placed by Deep Linking, after the demo's own.
         self.added_links: list[ResourceLink] = []
 
@@ -133,20 +138,29 @@ class Course:
         return enrolment is not None and enrolment.is_learner and enrolment.gradable
 
     def find_lineitems(
-        self, resource_link_id: str | None, resource_id: str | None, tag: str | None
+        self,
+        resource_link_id: str | None,
+        resource_id: str | None,
+        tag: str | None,
+        *,
+        stale: bool = False,
     ) -> list[LineItem]:
-        """The line items matching every filter given (AGS 2.0 section 3.2.6)."""
+        """The line items matching every filter given (AGS 2.0 section 3.2.6); ``stale``:
+        of the deleted ones the container still lists."""
         return [
             item
-            for item in self.lineitems.values()
+            for item in (self.stale_lineitems if stale else self.lineitems).values()
             if (resource_link_id is None or item.resource_link_id == resource_link_id)
             and (resource_id is None or item.resource_id == resource_id)
             and (tag is None or item.tag == tag)
         ]
 
-    def delete_lineitem(self, item_id: str) -> None:
-        """Remove the column and its scores, as deleting a grade item in an LMS does."""
-        self.lineitems.pop(item_id, None)
+    def delete_lineitem(self, item_id: str, *, stale: bool = False) -> None:
+        """Remove the column and its scores, as deleting a grade item in an LMS does;
+        ``stale``: the container keeps listing it."""
+        item = self.lineitems.pop(item_id, None)
+        if stale and item is not None:
+            self.stale_lineitems[item_id] = item
         for key in [key for key in self.scores if key[0] == item_id]:
             del self.scores[key]
 
@@ -160,6 +174,10 @@ class Course:
         if stored and int(stored.timestamp.timestamp()) >= int(score.timestamp.timestamp()):
             raise ScoreConflict(stored)
         self.scores[(item_id, score.user_id)] = score
+
+    def replace_roster(self, enrolments: list[Enrolment]) -> None:
+        """The course's whole roster becomes ``enrolments`` (the test API's PUT)."""
+        self.enrolments = {e.user.sub: e for e in enrolments}
 
     def set_status(
         self, user_id: str, status: str, *, gradable: bool | None = None
@@ -260,13 +278,21 @@ class PlatformStore:
 
     # --- access tokens (Security Framework 1.0 section 4.1): opaque, random, in memory
 
-    def issue_token(self, scopes: tuple[str, ...]) -> AccessToken:
+    def issue_token(
+        self, scopes: tuple[str, ...], lifetime: float = C.ACCESS_TOKEN_LIFETIME
+    ) -> AccessToken:
         now = time.time()
         for value in [v for v, t in self._tokens.items() if t.expires <= now]:
             del self._tokens[value]
-        token = AccessToken(secrets.token_urlsafe(32), scopes, now + C.ACCESS_TOKEN_LIFETIME)
+        token = AccessToken(secrets.token_urlsafe(32), scopes, now + lifetime)
         self._tokens[token.value] = token
         return token
+
+    def revoke_tokens(self) -> int:
+        """Forget every access token (the test API's revocation); how many there were."""
+        count = len(self._tokens)
+        self._tokens.clear()
+        return count
 
     def find_token(self, value: str) -> AccessToken | None:
         token = self._tokens.get(value)

@@ -70,6 +70,13 @@ class LineItemsHandler(AGSHandler):
             self.get_query_argument("resource_id", None),
             self.get_query_argument("tag", None),
         )
+        if course.stale_lineitems:
+            items += course.find_lineitems(
+                self.get_query_argument("resource_link_id", None),
+                self.get_query_argument("resource_id", None),
+                self.get_query_argument("tag", None),
+                stale=True,
+            )
         page = self.page(items, moodle_links=self.platform.moodle)
         self.send_json(
             [lineitem_json(self.platform, course.id, item) for item in page],
@@ -142,24 +149,29 @@ class ScoresHandler(AGSHandler):
             score = read_score(body, course)
             course.record_score(item.item_id, score)
         except DocumentError as exc:
-            self._refused(course, item, user_id, 400)
+            self._refused(course, item, user_id, 400, body)
             raise ServiceError(400, str(exc)) from None
         except ScoreConflict as exc:
-            self._refused(course, item, user_id, 409)
+            self._refused(course, item, user_id, 409, body)
             raise ServiceError(
                 409,
                 f"The score for user {user_id} on {item.label!r} is not newer than the one "
                 f"stored (timestamp {exc.stored.timestamp.isoformat()}). Moodle compares "
                 "whole seconds and keeps the newest: send the score with a later timestamp.",
             ) from None
-        self.store.tally(course.id, item.item_id, score.user_id).accepted += 1
+        tally = self.store.tally(course.id, item.item_id, score.user_id)
+        tally.accepted += 1
+        tally.history.append({"status": 204, "score": body})
         self.set_status(204)
         self.finish()
 
-    def _refused(self, course: Course, item: LineItem, user_id: str | None, status: int):
+    def _refused(
+        self, course: Course, item: LineItem, user_id: str | None, status: int, body
+    ) -> None:
         if user_id is not None:
-            refused = self.store.tally(course.id, item.item_id, user_id).refused
-            refused[status] = refused.get(status, 0) + 1
+            tally = self.store.tally(course.id, item.item_id, user_id)
+            tally.refused[status] = tally.refused.get(status, 0) + 1
+            tally.history.append({"status": status, "score": body})
 
 
 class ResultsHandler(AGSHandler):

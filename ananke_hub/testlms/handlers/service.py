@@ -13,6 +13,7 @@ from tornado import web
 
 from .. import constants as C
 from ..client_auth import ReplayGuard, ToolKeyset
+from ..controls import ServiceControls
 from ..documents import DocumentError, parse_json
 from ..faults import GARBAGE, FaultAction, Faults
 from ..load import Load
@@ -59,11 +60,16 @@ class ServiceHandler(PlatformHandler):
     def load(self) -> Load:
         return self.settings["platform_load"]
 
+    @property
+    def controls(self) -> ServiceControls:
+        return self.settings["platform_controls"]
+
     _loaded = False
 
     async def prepare(self):
         load = self.load
         load.seen(self.request.connection)
+        load.record(self.request.method, self.request.path)
         wait = load.arrive()
         if wait is None:
             self.set_status(429)
@@ -73,7 +79,7 @@ class ServiceHandler(PlatformHandler):
         self._loaded = True
         if wait:
             await asyncio.sleep(wait)  # slower the more requests are in flight
-        action = self.faults.take(self.request.method, self.request.path)
+        action = self.faults.take(self.request.method, self.request.path, self.request.body)
         if action is not None:
             await self._inject(action)
 
@@ -107,6 +113,14 @@ class ServiceHandler(PlatformHandler):
         self.set_status(rule.status)
         if rule.retry_after is not None:
             self.set_header("Retry-After", f"{rule.retry_after:g}")
+        if rule.body is not None:
+            self.set_header("Content-Type", "application/json")
+            for name, value in rule.headers.items():
+                self.set_header(name, value)
+            self.finish(rule.body.encode())
+            return
+        for name, value in rule.headers.items():
+            self.set_header(name, value)
         self.send_json({"status": rule.status, "message": f"Injected failure (rule {rule.id})."})
 
     # --- answers
@@ -181,7 +195,7 @@ class ServiceHandler(PlatformHandler):
                 403,
                 f"This request needs a token with the scope {' or '.join(scopes)}. The token "
                 f"has {' '.join(token.scopes)}; this platform grants "
-                f"{' '.join(self.platform.grantable_scopes)}.",
+                f"{' '.join(self.granted_scopes)}.",
                 {
                     "WWW-Authenticate": (
                         f'Bearer realm="lti", error="insufficient_scope", scope="{scopes[0]}"'
@@ -189,6 +203,12 @@ class ServiceHandler(PlatformHandler):
                 },
             )
         return token
+
+    @property
+    def granted_scopes(self) -> tuple[str, ...]:
+        """The scopes the token endpoint grants: the platform's, or the test API's."""
+        chosen = self.controls.scopes
+        return self.platform.grantable_scopes if chosen is None else chosen
 
     def check_accept(self, media: str) -> None:
         """Moodle refuses an Accept that names other media types; so do we (406)."""
@@ -238,7 +258,7 @@ class ServiceHandler(PlatformHandler):
         profile): as Moodle 5.1's line items and results write them, with typographic
         quotes (``rel=“next”``, UTF-8) and HTML-escaped URLs (``&amp;from=100``).
         """
-        limit = min(self._whole_number("limit", C.DEFAULT_PAGE_SIZE, 1), C.MAX_PAGE_SIZE)
+        limit = min(self._whole_number("limit", C.DEFAULT_PAGE_SIZE, 1), self.controls.page_size)
         start = self._whole_number("from", 0, 0)
         others = {
             name: values[-1].decode()

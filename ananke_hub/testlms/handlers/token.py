@@ -13,6 +13,8 @@ Scopes: like Moodle, the platform grants the requested scopes it allows
 (RFC 6749 section 3.3). A request for none it allows gets `invalid_scope`.
 """
 
+import jwt
+
 from .. import constants as C
 from ..client_auth import OAuthError, verify_assertion
 from .service import ServiceHandler, media_type
@@ -27,6 +29,9 @@ def granted_scopes(requested: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 class TokenHandler(ServiceHandler):
     async def post(self):
+        # What the tool sent, for the test API's GET /_test/token_requests.
+        self._seen = {"form": {}, "header": None, "claims": None, "status": None}
+        self.controls.token_requests.append(self._seen)
         try:
             await self._issue()
         except OAuthError as exc:
@@ -44,6 +49,7 @@ class TokenHandler(ServiceHandler):
                 f"not {sent or 'without a Content-Type'}; Moodle reads no other body.",
             )
         params = {name: self.get_body_argument(name, "") for name in PARAMS}
+        self._seen["form"] = params
         missing = [name for name in PARAMS if not params[name]]
         if missing:
             raise OAuthError("invalid_request", f"Missing parameters: {', '.join(missing)}.")
@@ -56,34 +62,37 @@ class TokenHandler(ServiceHandler):
             raise OAuthError(
                 "invalid_request", f"client_assertion_type must be {C.CLIENT_ASSERTION_TYPE}."
             )
-        await verify_assertion(
+        claims = await verify_assertion(
             params["client_assertion"],
             client_id=self.platform.client_id,
-            token_url=self.platform.access_token_url,
+            token_url=self.controls.token_audience or self.platform.access_token_url,
             keyset=self.tool_keyset,
             replay=self.replay_guard,
         )
-        scopes = granted_scopes(params["scope"], self.platform.grantable_scopes)
+        self._seen["header"] = jwt.get_unverified_header(params["client_assertion"])
+        self._seen["claims"] = claims
+        scopes = granted_scopes(params["scope"], self.granted_scopes)
         if not scopes:
             raise OAuthError(
                 "invalid_scope",
                 f"None of the requested scopes is granted to this tool; it may have: "
-                f"{' '.join(self.platform.grantable_scopes)}.",
+                f"{' '.join(self.granted_scopes)}.",
             )
-        token = self.store.issue_token(scopes)
+        token = self.store.issue_token(scopes, self.controls.token_lifetime)
         self.log.info("token: issued for %s", " ".join(s.rsplit("/", 1)[1] for s in scopes))
         self._oauth_answer(
             200,
             {
                 "access_token": token.value,
                 "token_type": "Bearer",
-                "expires_in": C.ACCESS_TOKEN_LIFETIME,
+                "expires_in": self.controls.token_lifetime,
                 "scope": " ".join(scopes),
             },
         )
 
     def _oauth_answer(self, status: int, document: dict) -> None:
         # RFC 6749 section 5.1: token answers must not be cached.
+        self._seen["status"] = status
         self.set_status(status)
         self.set_header("Cache-Control", "no-store")
         self.set_header("Pragma", "no-cache")
