@@ -1,8 +1,9 @@
 """Kore's grade and roster sync routes, with Kore run as the hub runs it.
 
-``python -m kore`` (test_kore.py) against the fake hub of test_kore.py and the fake
-LMS of fake_lms.py (on a thread of its own); the course registry is a SQLite file
-filled as launches fill it, course A on disk with an nbgrader gradebook.
+``python -m kore`` (test_kore.py) against the fake hub (tests/fake_hub.py) and the
+built-in LMS (tests/builtin_lms.py), which fetches Kore's keyset during each token
+request; the course registry is a SQLite file filled as launches fill it, course A on
+disk with an nbgrader gradebook.
 """
 
 import json
@@ -10,8 +11,8 @@ import time
 
 import httpx
 import pytest
+from builtin_lms import started
 from fake_hub import FakeHub
-from fake_lms import ThreadedLMS
 from test_grade_sync import CLIENT, ISSUER, add_assignment, launch, submit
 from test_kore import PREFIX
 from test_kore_settings import HubStartedKore, log_in_with_cookie, raw_request, xsrf_token
@@ -40,11 +41,20 @@ def kore_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lms(kore_root):
+def lms(kore_root, tmp_path_factory):
     keys = KeyStore(StateLayout(kore_root / "state").kore_keys)
-    with ThreadedLMS(jwks=keys.jwks, client_id=CLIENT) as fake:
-        fake.users = {"101", "102"}
-        yield fake
+    with started(tmp_path_factory.mktemp("lms") / "state", keys, CLIENT) as built_in:
+        built_in.reset(learners=("101", "102"))
+        yield built_in
+
+
+def a_second_later() -> None:
+    """Wait for the next whole second: Moodle (and the built-in LMS) refuses with 409 a
+    score whose timestamp is not newer, in whole seconds, than the one it holds, so a
+    resend needs a later second than the send before it."""
+    now = int(time.time())
+    while int(time.time()) <= now:
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +80,12 @@ def layout(tmp_path_factory):
 def school(hub, registry, layout, lms):
     """Course A: instructor u1, TA u5, learners u101 and u102, one graded assignment.
     Course B (another activity, same LMS): instructor u9."""
-    a = launch(registry, lms, "1", "instructor")
-    launch(registry, lms, "5", "ta")
-    launch(registry, lms, "101", "learner")
-    launch(registry, lms, "102", "learner")
-    b = launch(registry, lms, "9", "instructor", link="link-b")
+    # The LMS's activities: line items Kore makes are bound to the launch's link.
+    a = launch(registry, lms, "1", "instructor", link="homework")
+    launch(registry, lms, "5", "ta", link="homework")
+    launch(registry, lms, "101", "learner", link="homework")
+    launch(registry, lms, "102", "learner", link="homework")
+    b = launch(registry, lms, "9", "instructor", link="exam")
     nbgrader_setup.ensure_course_files(layout.course(a), a, CourseSettings())
     add_assignment(layout, a, "hw1", 10)
     submit(layout, a, "u101", "hw1", 8)
@@ -151,7 +162,7 @@ def test_staff_start_a_grade_sync_and_read_its_results(kore, school, lms):
     assert sent[("u101", "assignment:hw1")]["score_given"] == 8
     assert sent[("u102", "total")]["score_given"] == 0
     (hw1,) = lms.created_items()
-    assert lms.scores_of(hw1, "101")[-1]["scoreGiven"] == 8
+    assert lms.scores_of(hw1["id"], "101")[-1]["scoreGiven"] == 8
     assert f"course:{school['A']} user:u1 started grade sync" in kore.log
 
 
@@ -165,7 +176,9 @@ def test_teaching_assistants_may_sync_and_a_resync_sends_nothing(kore, school, l
 
 
 def test_a_second_sync_while_one_runs_is_409(kore, school, lms):
-    lms.fail("POST", "/scores$", 200, delay=2.0)  # the first score takes a while
+    # the first score takes a while
+    lms.fault(path_suffix="/scores", methods=["POST"], delay=2.0, count=1)
+    a_second_later()  # resent scores must be newer than the last ones
     first = start(kore, school["A"], "t-inst", {"resend": True})
     assert first.status_code == 202, first.text
     run_id = first.json()["run_id"]
@@ -177,12 +190,14 @@ def test_a_second_sync_while_one_runs_is_409(kore, school, lms):
     r = httpx.get(sync_url(kore, school["A"], run_id=run_id), headers=auth("t-inst"))
     assert r.json()["state"] == "running" and r.json()["total"] in (0, 4)
     assert wait(kore, school["A"], run_id)["state"] == "finished"
+    assert all(p["refused"] == {} for p in lms.posts())  # no 409: nothing sent twice a second
     again = start(kore, school["A"], "t-inst")
     assert again.status_code == 202  # free again
     wait(kore, school["A"], again.json()["run_id"])
 
 
 def test_latest_runs_and_paged_results(kore, school):
+    a_second_later()
     r = start(kore, school["A"], "t-inst", {"resend": True})
     assert r.status_code == 202, r.text
     run_id = r.json()["run_id"]
@@ -201,12 +216,14 @@ def test_latest_runs_and_paged_results(kore, school):
 def test_roster_sync_through_the_api(kore, school, lms, hub):
     # Kore's hub token lacks the scopes for groups (as the hub answers then: 403).
     hub.refuse_with = 403
-    lms.members = [
-        {"user_id": "1", "roles": ["Instructor"]},
-        {"user_id": "101", "roles": ["Learner"]},
-        {"user_id": "102", "roles": ["Learner"]},
-        {"user_id": "103", "roles": ["Learner"], "given_name": "New"},
-    ]
+    lms.set_roster(
+        [
+            {"user_id": "1", "roles": ["Instructor"]},
+            {"user_id": "101", "roles": ["Learner"]},
+            {"user_id": "102", "roles": ["Learner"]},
+            {"user_id": "103", "roles": ["Learner"], "given_name": "New", "family_name": "Kid"},
+        ]
+    )
     r = start(kore, school["A"], "t-inst", kind="roster")
     assert r.status_code == 202, r.text
     try:
@@ -215,7 +232,7 @@ def test_roster_sync_through_the_api(kore, school, lms, hub):
         hub.refuse_with = None
     rows = {x["lms_user_id"]: x for x in run["results"]}
     assert rows["103"]["username"] == "u103"
-    assert rows["103"]["name"] == "New"  # the name the roster gave, for the result table
+    assert rows["103"]["name"] == "New Kid"  # the name the roster gave, for the result table
     # Added to the registry and the gradebook; the hub refuses Kore's calls, so the hub
     # step fails for learners and says what Kore's token needs.
     assert "Not in the hub group" in rows["103"]["message"]
