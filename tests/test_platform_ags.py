@@ -531,9 +531,11 @@ async def test_an_older_score_conflicts_like_moodle(tool, token):
         "2030-01-01T10:00:11+00:00",
     )
     tally = (await tool.http.get(tool.url("/_test/scores.json"))).json()["posts"]
-    assert tally == [
+    assert [{k: v for k, v in t.items() if k != "history"} for t in tally] == [
         {"context": "ds101", "lineitem": item, "userId": "3", "accepted": 2, "refused": {"409": 2}}
     ]
+    (posts,) = tally
+    assert [h["status"] for h in posts["history"]] == [204, 409, 409, 204]
 
 
 async def test_scores_above_the_maximum_are_kept_and_rescaled(tool, token):
@@ -714,7 +716,11 @@ async def test_faults_delay_holds_ags_but_not_the_platform(tool, token):
     "rule, message",
     [
         ({}, "needs status, garbage or delay"),
-        ({"status": 200}, "status must be between 400 and 599"),
+        ({"status": 200}, "A status below 400 needs body"),
+        ({"status": 199, "body": "x"}, "status must be between 200 and 599"),
+        ({"body": "x"}, "body and headers go with a status"),
+        ({"status": 500, "user_id": 7}, "user_id must be"),
+        ({"status": 500, "headers": {"Link": 1}}, "headers must be an object of strings"),
         ({"status": 500, "garbage": True}, "not both"),
         ({"delay": 100}, "delay must be between"),
         ({"retry_after": 1}, "retry_after goes with a status"),
@@ -738,6 +744,99 @@ async def test_a_deleted_line_item_is_gone_for_the_tool(tool, token):
     # The tally remembers what arrived before the column went.
     (tally,) = (await tool.http.get(tool.url("/_test/scores.json"))).json()["posts"]
     assert tally["accepted"] == 1
+
+
+async def test_a_fault_for_one_learner_and_the_score_history(tool, token):
+    """A rule with user_id fails only that learner's score posts; the tally keeps every
+    post as sent, with its status, also the refused ones and Moodle's 409."""
+    item = tool.url("/ags/ds101/lineitems/homework/lineitem?type_id=1")
+    await add_fault(tool, status=500, user_id="4", methods=["POST"], path_suffix="/scores")
+    assert (await tool.post_score(token, item, score(user_id="4"))).status_code == 500
+    assert (await tool.post_score(token, item, score(user_id="3"))).status_code == 204
+    assert (await tool.post_score(token, item, score(user_id="3"))).status_code == 409
+    assert (await tool.post_score(token, item, score(user_id="4"))).status_code == 500
+    posts = (await tool.http.get(tool.url("/_test/scores.json"))).json()["posts"]
+    (three,) = [p for p in posts if p["userId"] == "3"]
+    assert [h["status"] for h in three["history"]] == [204, 409]
+    assert three["history"][0]["score"] == score(user_id="3")
+    # The injected failure answered before the platform saw the score: no tally.
+    assert not [p for p in posts if p["userId"] == "4"]
+
+
+async def test_a_chosen_answer_and_the_request_log(tool, token):
+    await tool.http.post(tool.url("/_test/load"), json={})
+    link = '<https://elsewhere.example/p2>; rel="next"'
+    await add_fault(tool, status=200, body="[]", headers={"Link": link}, count=1)
+    resp = await tool.call("GET", "/ags/ds101/lineitems", token)
+    assert (resp.status_code, resp.json(), resp.headers["link"]) == (200, [], link)
+    assert (await tool.call("GET", "/ags/ds101/lineitems", token)).json() != []
+    requests = (await tool.http.get(tool.url("/_test/load"))).json()["requests"]
+    assert requests == [["GET", "/ags/ds101/lineitems"]] * 2
+
+
+async def test_a_stale_line_item_list(tool, token):
+    item = tool.url("/ags/ds101/lineitems/exam/lineitem?type_id=1")
+    resp = await tool.http.post(
+        tool.url("/_test/delete_lineitem"), json={"id": item, "stale": True}
+    )
+    assert resp.status_code == 204
+    listed = (await tool.call("GET", "/ags/ds101/lineitems", token)).json()
+    assert item in [i["id"] for i in listed]  # still listed ...
+    assert (await tool.post_score(token, item, score())).status_code == 404  # ... but gone
+    book = (await tool.http.get(tool.url("/gradebook.json"))).json()["contexts"][0]
+    assert [i["label"] for i in book["lineitems"]] == ["Homework"]
+
+
+async def test_service_settings_and_token_requests(tool):
+    api = tool.url("/_test/settings")
+    resp = await tool.http.post(
+        api, json={"scopes": ["score"], "token_lifetime": 0, "page_size": 2}
+    )
+    assert resp.json()["scopes"] == [C.AGS_SCOPE_SCORE]
+    answer = (await tool.request_token(*ALL_SCOPES)).json()
+    assert answer["scope"] == C.AGS_SCOPE_SCORE and answer["expires_in"] == 0
+    expired = await tool.call("GET", "/nrps/ds101/memberships", answer["access_token"])
+    assert expired.status_code == 401
+    (seen,) = (await tool.http.get(tool.url("/_test/token_requests"))).json()["requests"]
+    assert seen["status"] == 200 and seen["claims"]["aud"] == tool.url("/token")
+    await tool.http.post(api, json={"token_audience": "https://lms.example/oauth2"})
+    assert (await tool.request_token()).status_code == 401  # aud: the token URL no more
+    for bad, message in [
+        ({"page_size": 0}, "page_size must be a whole number from 1"),
+        ({"scopes": ["everything"]}, "Unknown scope 'everything'"),
+        ({"colour": 1}, "Unknown fields ['colour']"),
+    ]:
+        resp = await tool.http.post(api, json=bad)
+        assert resp.status_code == 400 and message in resp.json()["message"]
+    assert (await tool.http.post(tool.url("/_test/reset"))).status_code == 204
+    assert (await tool.http.get(api)).json()["token_audience"] is None
+
+
+async def test_tokens_revoked_and_a_roster_replaced(tool, token):
+    assert (await tool.http.delete(tool.url("/_test/tokens"))).status_code == 204
+    assert (await tool.call("GET", "/nrps/ds101/memberships", token)).status_code == 401
+    token = (await tool.request_token()).json()["access_token"]
+    members = [
+        {"user_id": "900", "given_name": "Ada", "family_name": "B", "email": "a@x"},
+        {"user_id": "901", "roles": ["Instructor"], "status": "Inactive"},
+    ]
+    resp = await tool.http.put(
+        tool.url("/_test/roster"), json={"context": "ds101", "members": members}
+    )
+    assert resp.status_code == 200
+    roster = (await tool.call("GET", "/nrps/ds101/memberships", token)).json()["members"]
+    assert [(m["user_id"], m["roles"], m["status"]) for m in roster] == [
+        ("900", ["Learner"], "Active"),
+        ("901", ["Instructor"], "Inactive"),
+    ]
+    assert roster[0]["name"] == "Ada B" and roster[0]["email"] == "a@x"
+    item = tool.url("/ags/ds101/lineitems/homework/lineitem?type_id=1")
+    assert (await tool.post_score(token, item, score(user_id="3"))).status_code == 400
+    assert (await tool.post_score(token, item, score(user_id="900"))).status_code == 204
+    bad = await tool.http.put(
+        tool.url("/_test/roster"), json={"context": "ds101", "members": [{"id": "1"}]}
+    )
+    assert bad.status_code == 400 and "user_id" in bad.json()["message"]
 
 
 # --- flags: --ags-scopes, --roster-size, and the test API off by default
