@@ -12,7 +12,6 @@ import json
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 import httpx
 from test_platform import running_platform
@@ -169,7 +168,3 @@ def started(state_dir, key_store, client_id: str, flags=()):
                 yield lms
             finally:
                 lms.admin.close()
-
-
-def host_of(url: str) -> str:
-    return urlsplit(url).netloc
