@@ -1,9 +1,13 @@
-"""The grade sync job (kore/sync/grades.py) against the fake LMS of tests/fake_lms.py.
+"""The grade sync job (kore/sync/grades.py) against the built-in LMS (tests/builtin_lms.py:
+``python -m ananke_hub.testlms --test-api`` in its Moodle profile).
 
-A course is recorded in a SQLite registry as launches record it (with the fake LMS's
-AGS and NRPS endpoints), its files and gradebook made by nbgrader_setup, and the
-gradebook filled through nbgrader's API. Each test runs the job in-process and looks
-at what arrived in the fake LMS and what the registry says.
+A course is recorded in a SQLite registry as launches record it (with the LMS's AGS
+and NRPS endpoints, from its activity "homework"), its files and gradebook made by
+nbgrader_setup, and the gradebook filled through nbgrader's API. Each test runs the job
+in-process and looks at what arrived in the LMS (its test API) and what the registry
+says. The LMS keeps a score only if its timestamp is later, in whole seconds, than the
+one it holds (Moodle's 409): a test that sends a learner's score again waits for the
+next second first (:func:`a_second_later`), as no person clicks twice within one.
 """
 
 import json
@@ -12,7 +16,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from fake_lms import LINEITEM, RESULT_READONLY, SCORE, FakeLMS
+from builtin_lms import BuiltinLMS, started
 from sqlalchemy import delete, select, update
 
 from ananke_hub import lti_spec
@@ -24,6 +28,7 @@ from ananke_hub.courses.registry import CourseRegistry
 from ananke_hub.courses.settings import CourseSettings
 from ananke_hub.keys import KeyStore
 from ananke_hub.registration import LMSRegistration
+from ananke_hub.testlms import constants as C
 from ananke_hub.usernames import hub_username
 from kore.lti import LTIAdvantage, LTIClient
 from kore.models import SyncDelivery, SyncLock
@@ -34,7 +39,11 @@ from kore.sync.store import IntentRecord, SyncAlreadyRunning, SyncStore
 
 ISSUER = "https://lms.example.edu"
 CLIENT = "tool-client"
-LINK = "link1"
+#: The LMS's activity the launches come from; "exam" is its other one.
+LINK = "homework"
+SCORE = C.AGS_SCOPE_SCORE
+LINEITEM = C.AGS_SCOPE_LINEITEM
+RESULT_READONLY = C.AGS_SCOPE_RESULT_READONLY
 ROLES = {
     "instructor": [lti_spec.ROLE_INSTRUCTOR],
     "ta": [lti_spec.ROLE_INSTRUCTOR, lti_spec.ROLE_TEACHING_ASSISTANT],
@@ -49,7 +58,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 # --- a course as launches leave it ------------------------------------------------------------
 
 
-def launch_claims(lms: FakeLMS, sub: str, role: str, *, scopes=ALL_SCOPES, link=LINK, **extra):
+def launch_claims(lms: BuiltinLMS, sub: str, role: str, *, scopes=ALL_SCOPES, link=LINK, **extra):
     claims = {
         "iss": ISSUER,
         "aud": CLIENT,
@@ -138,19 +147,33 @@ def set_score(layout, course_id, username, assignment, cell, score):
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def key_store(tmp_path):
-    store = KeyStore(tmp_path / "keys")
+@pytest.fixture(scope="module")
+def key_store(tmp_path_factory):
+    store = KeyStore(tmp_path_factory.mktemp("tool") / "keys")
     store.ensure()
     return store
 
 
+@pytest.fixture(scope="module")
+def shared_lms(tmp_path_factory, key_store):
+    with started(tmp_path_factory.mktemp("lms") / "state", key_store, CLIENT) as lms:
+        yield lms
+
+
 @pytest.fixture
-async def lms(key_store):
-    fake = FakeLMS(jwks=key_store.jwks, client_id=CLIENT, link=LINK).start()
-    fake.users = {"101", "102", "103", "104"}
-    yield fake
-    fake.stop()
+def lms(shared_lms, key_store):
+    """The LMS with learners 101 to 104 in course ds101, nothing else changed."""
+    shared_lms.keyset.jwks = key_store.jwks
+    shared_lms.reset(learners=("101", "102", "103", "104"))
+    return shared_lms
+
+
+def a_second_later() -> None:
+    """Wait for the next whole second: the LMS refuses (409) a score that is not newer
+    in whole seconds than the one it holds, as Moodle does."""
+    now = int(time.time())
+    while int(time.time()) <= now:
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -220,13 +243,23 @@ def results(registry, run) -> dict:
     return {(r["username"], r["item"]): r for r in rows}
 
 
-def item_for(lms: FakeLMS, resource_id: str):
-    (item,) = [i for i in lms.items.values() if i.resource_id == resource_id]
+def item_for(lms: BuiltinLMS, resource_id: str) -> dict:
+    """The line item (as the LMS lists it) with this resourceId; its URL is ``["id"]``."""
+    (item,) = [i for i in lms.lineitems() if i["resourceId"] == resource_id]
     return item
 
 
 def last(lms, item, user):
-    return lms.scores_of(item, user)[-1]
+    """The last score ``user`` got on ``item`` (a line item dict or URL)."""
+    return lms.scores_of(item if isinstance(item, str) else item["id"], user)[-1]
+
+
+def each_score_once(lms: BuiltinLMS) -> bool:
+    """Every score the LMS holds arrived once, and none was refused as not newer."""
+    posts = lms.posts()
+    return all(p["accepted"] in (0, 1) for p in posts) and not any(
+        p["refused"].get("409") for p in posts
+    )
 
 
 # --- per assignment and total -----------------------------------------------------------------
@@ -240,8 +273,13 @@ async def test_scores_per_assignment_and_the_total(homework, registry, layout, c
     assert run["counts"] == {"sent": 9}
 
     hw1, hw2 = item_for(lms, "nbgrader:hw1"), item_for(lms, "nbgrader:hw2")
-    assert (hw1.label, hw1.score_maximum, hw1.tag, hw1.resource_link_id) == ("hw1", 10, TAG, LINK)
-    assert hw2.score_maximum == 5
+    assert (hw1["label"], hw1["scoreMaximum"], hw1["tag"], hw1["resourceLinkId"]) == (
+        "hw1",
+        10,
+        TAG,
+        LINK,
+    )
+    assert hw2["scoreMaximum"] == 5
     score = last(lms, hw1, "101")
     assert (score["scoreGiven"], score["scoreMaximum"]) == (7, 10)
     assert (score["activityProgress"], score["gradingProgress"]) == ("Completed", "FullyGraded")
@@ -250,7 +288,7 @@ async def test_scores_per_assignment_and_the_total(homework, registry, layout, c
     assert (missing["scoreGiven"], missing["gradingProgress"]) == (0, "FullyGraded")
     assert missing["activityProgress"] == "Initialized"
     # the total goes to the activity's own line item (its URL has a query)
-    totals = {user: last(lms, lms.launch_item, user) for user in ("101", "102", "103")}
+    totals = {user: last(lms, lms.lineitem_url, user) for user in ("101", "102", "103")}
     assert {u: (s["scoreGiven"], s["scoreMaximum"]) for u, s in totals.items()} == {
         "101": (12, 15),
         "102": (3, 15),
@@ -259,31 +297,34 @@ async def test_scores_per_assignment_and_the_total(homework, registry, layout, c
     assert totals["101"]["activityProgress"] == "Completed"
     assert totals["102"]["activityProgress"] == "InProgress"
     # every score arrived once
-    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    assert each_score_once(lms) and sum(lms.accepted_counts()) == 9
     # results per student and item in the registry
     rows = results(registry, run)
     assert rows[("u101", "assignment:hw1")]["status"] == "sent"
-    assert rows[("u101", "assignment:hw1")]["lineitem"] == lms.item_url(hw1)
+    assert rows[("u101", "assignment:hw1")]["lineitem"] == hw1["id"]
     assert rows[("u103", "total")]["score_given"] == 2
     assert SyncStore(registry).get_run(homework, run["run_id"])["state"] == "finished"
 
 
 async def test_a_second_sync_sends_nothing_unchanged(homework, registry, layout, client, lms):
     await sync(homework, registry, layout, client)
-    posts, items = lms.score_posts(), len(lms.items)
+    posts, items = lms.score_posts(), len(lms.lineitems())
     run = await sync(homework, registry, layout, client)
     assert run["counts"] == {"unchanged": 9}
     assert lms.score_posts() == posts
-    assert len(lms.items) == items  # line items found again, none created
+    assert len(lms.lineitems()) == items  # line items found again, none created
     # a changed score: only it and that student's total go out
     set_score(layout, homework, "u102", "hw1", 0, 6)
+    a_second_later()
     run = await sync(homework, registry, layout, client)
     assert run["counts"] == {"sent": 2, "unchanged": 7}
     assert last(lms, item_for(lms, "nbgrader:hw1"), "102")["scoreGiven"] == 6
-    assert last(lms, lms.launch_item, "102")["scoreGiven"] == 6
+    assert last(lms, lms.lineitem_url, "102")["scoreGiven"] == 6
     # resend: everything again
+    a_second_later()
     run = await sync(homework, registry, layout, client, resend=True)
     assert run["counts"] == {"sent": 9}
+    assert sum(lms.accepted_counts()) == 9 + 2 + 9 and not any(p["refused"] for p in lms.posts())
 
 
 async def test_missing_as_not_submitted(homework, registry, layout, client, lms):
@@ -295,16 +336,16 @@ async def test_missing_as_not_submitted(homework, registry, layout, client, lms)
         score = last(lms, hw2, user)
         assert "scoreGiven" not in score and "scoreMaximum" not in score
         assert (score["activityProgress"], score["gradingProgress"]) == ("Initialized", "NotReady")
-    total = last(lms, lms.launch_item, "104")
+    total = last(lms, lms.lineitem_url, "104")
     assert "scoreGiven" not in total and total["gradingProgress"] == "NotReady"
-    assert last(lms, lms.launch_item, "102")["scoreGiven"] == 3  # submitted hw1 only
+    assert last(lms, lms.lineitem_url, "102")["scoreGiven"] == 3  # submitted hw1 only
 
 
 async def test_a_learner_who_never_submitted_gets_zero(homework, registry, layout, client, lms):
     launch(registry, lms, "104", "learner")
     await sync(homework, registry, layout, client)
     assert last(lms, item_for(lms, "nbgrader:hw1"), "104")["scoreGiven"] == 0
-    assert last(lms, lms.launch_item, "104")["scoreGiven"] == 0
+    assert last(lms, lms.lineitem_url, "104")["scoreGiven"] == 0
 
 
 async def test_pending_manual_grading(course, registry, layout, client, lms):
@@ -314,7 +355,7 @@ async def test_pending_manual_grading(course, registry, layout, client, lms):
     score = last(lms, item_for(lms, "nbgrader:hw1"), "101")
     assert (score["activityProgress"], score["gradingProgress"]) == ("Submitted", "PendingManual")
     assert score["scoreGiven"] == 4
-    assert last(lms, lms.launch_item, "101")["gradingProgress"] == "PendingManual"
+    assert last(lms, lms.lineitem_url, "101")["gradingProgress"] == "PendingManual"
     assert run["state"] == "finished"
 
 
@@ -333,7 +374,7 @@ async def test_a_submission_the_sandbox_stopped_is_reported_not_sent(
     assert stopped in rows[("u102", "assignment:hw1")]["message"]
     assert "hw1 was stopped at a limit" in rows[("u102", "total")]["message"]
     hw1 = item_for(lms, "nbgrader:hw1")
-    assert lms.scores_of(hw1, "102") == []  # no score at all, not a 0
+    assert lms.scores_of(hw1["id"], "102") == []  # no score at all, not a 0
     assert rows[("u102", "assignment:hw2")]["status"] == "sent"  # the rest goes out
     assert rows[("u101", "assignment:hw1")]["status"] == "sent"
     # Autograded again without hitting a limit: the record goes, the score is sent.
@@ -346,14 +387,16 @@ async def test_a_submission_the_sandbox_stopped_is_reported_not_sent(
 async def test_existing_line_items_are_reused_and_updated(course, registry, layout, client, lms):
     add_assignment(layout, course, "hw1", 10)
     submit(layout, course, "u101", "hw1", 8)
-    mine = lms.add_item("old label", 20, resource_id="nbgrader:hw1", tag=TAG, link=LINK)
-    other_link = lms.add_item("hw1", 10, resource_id="nbgrader:hw1", tag=TAG, link="link2")
+    mine = lms.add_lineitem("old label", 20, resource_id="nbgrader:hw1", tag=TAG, link=LINK)
+    other_link = lms.add_lineitem("hw1", 10, resource_id="nbgrader:hw1", tag=TAG, link="exam")
     run = await sync(course, registry, layout, client)
     assert run["state"] == "finished"
     assert len(lms.created_items()) == 2  # nothing created
-    assert (mine.label, mine.score_maximum) == ("hw1", 10)  # updated to nbgrader's
+    (stored,) = [i for i in lms.lineitems() if i["id"] == mine]
+    assert (stored["label"], stored["scoreMaximum"]) == ("hw1", 10)  # updated to nbgrader's
     assert last(lms, mine, "101")["scoreGiven"] == 8
-    assert not other_link.scores  # another activity's line item is left alone
+    # another activity's line item is left alone
+    assert not [p for p in lms.posts() if p["lineitem"] == other_link]
 
 
 async def test_grade_sync_only_sends_the_total(homework, registry, layout, client, lms):
@@ -362,14 +405,14 @@ async def test_grade_sync_only_sends_the_total(homework, registry, layout, clien
     assert run["state"] == "finished"
     assert run["counts"] == {"sent": 3}
     assert not lms.created_items()
-    assert not any(p.endswith("/lineitems") for _, p in lms.requests)
-    assert {u: last(lms, lms.launch_item, u)["scoreGiven"] for u in ("101", "102", "103")} == {
+    assert not lms.requests(suffix="/lineitems")
+    assert {u: last(lms, lms.lineitem_url, u)["scoreGiven"] for u in ("101", "102", "103")} == {
         "101": 12,
         "102": 3,
         "103": 2,
     }
     assert any("grade sync only" in w for w in run["warnings"])
-    assert set(lms.token_forms[0]["scope"].split()) == {SCORE}
+    assert set(lms.token_requests()[0]["form"]["scope"].split()) == {SCORE}
 
 
 async def test_no_score_scope_fails_every_item_clearly(homework, registry, layout, client, lms):
@@ -378,7 +421,7 @@ async def test_no_score_scope_fails_every_item_clearly(homework, registry, layou
     assert run["state"] == "failed"
     assert run["counts"] == {"failed": 3}
     assert all("no AGS score scope" in r["message"] for r in results(registry, run).values())
-    assert lms.score_posts() == 0 and not lms.token_forms
+    assert lms.score_posts() == 0 and not lms.token_requests()
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -387,24 +430,24 @@ async def test_no_score_scope_fails_every_item_clearly(homework, registry, layou
 async def test_token_refused(homework, registry, layout, client, lms, tmp_path):
     other = KeyStore(tmp_path / "other")
     other.ensure()
-    lms.jwks = other.jwks
+    lms.keyset.jwks = other.jwks  # the LMS knows another key than the one Kore signs with
     run = await sync(homework, registry, layout, client)
     assert run["state"] == "failed"
     assert run["counts"] == {"failed": 9}
     rows = results(registry, run).values()
     assert all("refused Kore's access token request" in r["message"] for r in rows)
     assert lms.score_posts() == 0
-    assert len(lms.token_forms) == 1
+    assert len(lms.token_requests()) == 1
 
 
 async def test_server_errors_and_429_are_retried(homework, registry, layout, client, lms):
-    lms.fail("POST", "/scores$", 500, times=3)
-    lms.fail("POST", "/scores$", 429, times=2, headers={"Retry-After": "0"})
-    lms.fail("POST", "/lineitems$", 503, times=1)
+    lms.fault(**SCORES, status=500, count=3)
+    lms.fault(**SCORES, status=429, count=2, retry_after=0)
+    lms.fault(**CREATE, status=503, count=1)
     run = await sync(homework, registry, layout, client)
     assert run["counts"] == {"sent": 9}, run
     # retried requests arrived once each
-    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    assert each_score_once(lms) and sum(lms.accepted_counts()) == 9
     assert len(lms.created_items()) == 2
 
 
@@ -412,7 +455,7 @@ async def test_server_errors_and_429_are_retried(homework, registry, layout, cli
 async def test_a_refused_score_fails_only_that_item(
     homework, registry, layout, client, lms, status, words
 ):
-    lms.fail("POST", "/scores$", status, times=99, user="102", body=b'{"error": "no way"}')
+    lms.fault(**SCORES, status=status, user_id="102", body='{"error": "no way"}')
     run = await sync(homework, registry, layout, client)
     assert run["state"] == "failed"
     assert run["counts"] == {"sent": 6, "failed": 3}
@@ -421,12 +464,12 @@ async def test_a_refused_score_fails_only_that_item(
     assert failed["status"] == "failed"
     assert "no way" in failed["message"] and words in failed["message"]
     # a retry sends only what failed
-    lms.faults.clear()
+    lms.clear_faults()
     posts = lms.score_posts()
     run = await sync(homework, registry, layout, client)
     assert run["counts"] == {"sent": 3, "unchanged": 6}
     assert lms.score_posts() == posts + 3
-    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    assert each_score_once(lms) and sum(lms.accepted_counts()) == 9
 
 
 async def test_a_person_the_lms_does_not_grade_is_not_gradable_not_failed(
@@ -434,7 +477,9 @@ async def test_a_person_the_lms_does_not_grade_is_not_gradable_not_failed(
 ):
     # Moodle answers 400 to scores of people without a gradebook role (a non-editing
     # teacher arrives as Learner): reported as such, and the run is not red for it.
-    lms.fail("POST", "/scores$", 400, times=99, user="102", body=b'"Incorrect score received"')
+    lms.set_roster(
+        [{"user_id": u} for u in ("101", "103", "104")] + [{"user_id": "102", "gradable": False}]
+    )
     run = await sync(homework, registry, layout, client)
     assert run["state"] == "finished", run
     assert run["counts"] == {"sent": 6, "not_gradable": 3}
@@ -449,14 +494,18 @@ async def test_unknown_student(homework, registry, layout, client, lms):
     launch(registry, lms, "105", "learner")  # the LMS does not know 105 (anymore)
     run = await sync(homework, registry, layout, client)
     rows = results(registry, run)
+    # Moodle refuses their scores as it refuses a non-editing teacher's, with 400
+    # "Incorrect score received" (the former fake said 422 "not in course"): Kore cannot
+    # tell the two apart and reports them as not gradable in the LMS.
     for item in ("assignment:hw1", "assignment:hw2", "total"):
-        assert rows[("u105", item)]["status"] == "failed"
-        assert "user 105 not in course" in rows[("u105", item)]["message"]
-    assert run["counts"] == {"sent": 9, "failed": 3}
+        assert rows[("u105", item)]["status"] == "not_gradable"
+        assert "Incorrect score received" in rows[("u105", item)]["message"]
+        assert "'105'" in rows[("u105", item)]["message"]
+    assert run["counts"] == {"sent": 9, "not_gradable": 3}
 
 
 async def test_404_for_a_student_of_an_existing_line_item(homework, registry, layout, client, lms):
-    lms.fail("POST", "/scores$", 404, times=99, user="101", body=b'{"error": "no such user"}')
+    lms.fault(**SCORES, status=404, user_id="101", body='{"error": "no such user"}')
     run = await sync(homework, registry, layout, client)
     rows = results(registry, run)
     assert rows[("u101", "assignment:hw1")]["status"] == "failed"
@@ -468,28 +517,20 @@ async def test_a_deleted_line_item_is_created_again_once(homework, registry, lay
     await sync(homework, registry, layout, client)
     hw1 = item_for(lms, "nbgrader:hw1")
     # Deleted in the LMS, but still listed (a stale list, or deleted just after it).
-    del lms.items[hw1.id]
-    lms.ghosts = [
-        {
-            "id": lms.item_url(hw1),
-            "label": "hw1",
-            "scoreMaximum": 10,
-            "resourceId": "nbgrader:hw1",
-            "tag": TAG,
-            "resourceLinkId": LINK,
-        }
-    ]
+    lms.delete_lineitem(hw1["id"], stale=True)
+    a_second_later()  # the resend's other scores are newer than the first sync's
     run = await sync(homework, registry, layout, client, resend=True)
     assert run["counts"] == {"sent": 9}, run
     new = item_for(lms, "nbgrader:hw1")
-    assert new.id != hw1.id
-    assert {u: len(s) for u, s in new.scores.items()} == {"101": 1, "102": 1, "103": 1}
+    assert new["id"] != hw1["id"]
+    on_new = {p["userId"]: p["accepted"] for p in lms.posts() if p["lineitem"] == new["id"]}
+    assert on_new == {"101": 1, "102": 1, "103": 1}
     assert any("was deleted in the LMS" in w for w in run["warnings"])
-    assert results(registry, run)[("u101", "assignment:hw1")]["lineitem"] == lms.item_url(new)
+    assert results(registry, run)[("u101", "assignment:hw1")]["lineitem"] == new["id"]
 
 
 async def test_garbage_line_item_list(homework, registry, layout, client, lms):
-    lms.fail("GET", "/lineitems$", 200, body=b"<html>Please log in</html>")
+    lms.fault(**LIST, status=200, body="<html>Please log in</html>", count=1)
     run = await sync(homework, registry, layout, client)
     rows = results(registry, run)
     assert rows[("u101", "assignment:hw1")]["status"] == "failed"
@@ -513,10 +554,11 @@ async def test_gradebook_without_submissions(course, registry, layout, client, l
     add_assignment(layout, course, "hw1", 10)
     run = await sync(course, registry, layout, client)
     assert run["state"] == "finished" and run["counts"] == {"sent": 4}
-    assert last(lms, lms.launch_item, "101")["scoreGiven"] == 0
+    assert last(lms, lms.lineitem_url, "101")["scoreGiven"] == 0
+    a_second_later()
     run = await sync(course, registry, layout, client, missing="not_submitted")
     assert run["counts"] == {"sent": 4}
-    assert last(lms, lms.launch_item, "102")["gradingProgress"] == "NotReady"
+    assert last(lms, lms.lineitem_url, "102")["gradingProgress"] == "NotReady"
 
 
 async def test_gradebook_without_assignments(course, registry, layout, client, lms):
@@ -548,7 +590,7 @@ async def test_who_is_not_sent(homework, registry, layout, client, lms):
     assert "instructor of this course" in rows[("u1", "total")]["message"]
     assert "no longer in the LMS course" in rows[("u104", "total")]["message"]
     assert {rows[(u, "total")]["status"] for u in ("uorphan", "u1", "u104")} == {"skipped"}
-    assert "1" not in lms.launch_item.scores and "104" not in lms.launch_item.scores
+    assert lms.scores_of(lms.lineitem_url, "1") == lms.scores_of(lms.lineitem_url, "104") == []
     assert run["state"] == "finished"
 
 
@@ -559,7 +601,7 @@ async def test_lms_down_stops_after_a_few(homework, registry, layout, lms, key_s
         key_store=key_store,
         settings=settings(max_attempts=2, abort_after=2, concurrency=1),
     )
-    lms.fail("POST", "/scores$", 503, times=10_000)
+    lms.fault(**SCORES, status=503)
     try:
         run = await sync(homework, registry, layout, c)
     finally:
@@ -576,14 +618,14 @@ async def test_a_token_the_lms_keeps_refusing_stops_the_sync(
 ):
     registration = LMSRegistration(issuer=ISSUER, client_id=CLIENT, access_token_url=lms.token_url)
     c = LTIClient(registration=registration, key_store=key_store, settings=settings(concurrency=1))
-    lms.fail("POST", "/scores$", 401, times=10_000)
+    lms.fault(**SCORES, status=401)
     try:
         run = await sync(homework, registry, layout, c)
     finally:
         await c.aclose()
     assert run["state"] == "failed" and run["counts"] == {"failed": 9}
     assert lms.score_posts() == 2  # the first score, again with a new token; then it stopped
-    assert len(lms.token_forms) == 2
+    assert len(lms.token_requests()) == 2
     assert any("even after a new one was issued" in w for w in run["warnings"])
 
 
@@ -650,10 +692,8 @@ def test_bad_options(body, message):
 
 
 @pytest.fixture
-def admin_env(tmp_path, monkeypatch):
+def admin_env(tmp_path, monkeypatch, lms):
     """What an admin on the hub host has: config fragments, state (registry, Kore's keys)."""
-    from fake_lms import ThreadedLMS
-
     from ananke_hub.paths import StateLayout
 
     state = StateLayout(tmp_path / "state")
@@ -670,25 +710,25 @@ def admin_env(tmp_path, monkeypatch):
     }.items():
         monkeypatch.setenv(var, str(value))
     monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
-    with ThreadedLMS(jwks=keys.jwks, client_id=CLIENT, link=LINK) as fake:
-        fake.users = {"101", "102"}
-        (config / "30_lms.py").write_text(
-            "c = get_config()  # noqa\n"
-            f"c.LMSRegistration.issuer = {ISSUER!r}\n"
-            f"c.LMSRegistration.client_id = {CLIENT!r}\n"
-            f"c.LMSRegistration.access_token_url = {fake.token_url!r}\n"
-            "c.LTIAdvantage.retry_delay = 0.01\n"
-        )
-        registry = CourseRegistry(url=f"sqlite:///{state.root / 'courses.sqlite'}")
-        layout = CourseLayout(homes_root=str(homes), exchange_root=str(exchange))
-        course_id = launch(registry, fake, "1", "instructor")
-        launch(registry, fake, "101", "learner")
-        launch(registry, fake, "102", "learner")
-        nbgrader_setup.ensure_course_files(layout.course(course_id), course_id, CourseSettings())
-        add_assignment(layout, course_id, "hw1", 10)
-        submit(layout, course_id, "u101", "hw1", 8)
-        registry.close()
-        yield {"lms": fake, "course": course_id, "config": config, "keys": keys}
+    lms.keyset.jwks = keys.jwks  # the LMS knows the keys in the admin's state
+    lms.set_roster([{"user_id": "101"}, {"user_id": "102"}])
+    (config / "30_lms.py").write_text(
+        "c = get_config()  # noqa\n"
+        f"c.LMSRegistration.issuer = {ISSUER!r}\n"
+        f"c.LMSRegistration.client_id = {CLIENT!r}\n"
+        f"c.LMSRegistration.access_token_url = {lms.token_url!r}\n"
+        "c.LTIAdvantage.retry_delay = 0.01\n"
+    )
+    registry = CourseRegistry(url=f"sqlite:///{state.root / 'courses.sqlite'}")
+    layout = CourseLayout(homes_root=str(homes), exchange_root=str(exchange))
+    course_id = launch(registry, lms, "1", "instructor")
+    launch(registry, lms, "101", "learner")
+    launch(registry, lms, "102", "learner")
+    nbgrader_setup.ensure_course_files(layout.course(course_id), course_id, CourseSettings())
+    add_assignment(layout, course_id, "hw1", 10)
+    submit(layout, course_id, "u101", "hw1", 8)
+    registry.close()
+    return {"lms": lms, "course": course_id, "config": config, "keys": keys}
 
 
 def test_cli_grade_sync(admin_env, capsys):
@@ -709,8 +749,9 @@ def test_cli_grade_sync(admin_env, capsys):
         "0",
     ]
     assert "[" + "#" * 30 + "] 4/4" in err  # the progress bar, done
-    assert lms.scores_of(lms.launch_item, "101")[-1]["scoreGiven"] == 8
-    # again: nothing new to send
+    assert lms.scores_of(lms.lineitem_url, "101")[-1]["scoreGiven"] == 8
+    # again: u102's zeros become "not submitted", a second later
+    a_second_later()
     assert main(["grades", "sync", course_id, "--missing", "not_submitted"]) == 0
     out, _ = capsys.readouterr()
     assert "Course total" in out
@@ -720,7 +761,7 @@ def test_cli_exit_status_and_failures(admin_env, capsys):
     from ananke_hub.cli import main
 
     lms, course_id = admin_env["lms"], admin_env["course"]
-    lms.fail("POST", "/scores$", 403, times=99, user="102", body=b'{"error": "closed"}')
+    lms.fault(**SCORES, status=403, user_id="102", body='{"error": "closed"}')
     assert main(["grades", "sync", course_id, "--resend"]) == 1
     out, _ = capsys.readouterr()
     assert "Failed or unknown (2):" in out and "u102" in out and "closed" in out
@@ -733,11 +774,13 @@ def test_cli_roster_sync_without_a_hub_token(admin_env, capsys):
     from ananke_hub.cli import main
 
     lms, course_id = admin_env["lms"], admin_env["course"]
-    lms.members = [
-        {"user_id": "1", "roles": ["Instructor"]},
-        {"user_id": "101", "roles": ["Learner"]},
-        {"user_id": "103", "roles": ["Learner"]},
-    ]
+    lms.set_roster(
+        [
+            {"user_id": "1", "roles": ["Instructor"]},
+            {"user_id": "101", "roles": ["Learner"]},
+            {"user_id": "103", "roles": ["Learner"]},
+        ]
+    )
     assert main(["roster", "sync", course_id]) == 0
     out, _ = capsys.readouterr()
     assert "Roster sync of" in out and "added 1" in out and "deactivated 1" in out
@@ -757,7 +800,7 @@ def test_cli_without_keys(admin_env, capsys):
 # --- Moodle's omitted lineitem, slow answers, killed syncs (issue 11) -----------------------------
 
 
-def without_lineitem(lms: FakeLMS) -> dict:
+def without_lineitem(lms: BuiltinLMS) -> dict:
     """The AGS claim as Moodle sends it once tool-made line items are bound to the link."""
     return {lti_spec.AGS_ENDPOINT: {"scope": list(ALL_SCOPES), "lineitems": lms.lineitems_url}}
 
@@ -765,23 +808,23 @@ def without_lineitem(lms: FakeLMS) -> dict:
 async def test_the_total_stays_current_when_launches_leave_out_lineitem(
     homework, registry, layout, client, lms
 ):
-    lms.launch_item.resource_link_id = LINK  # Moodle lists its coupled item with the link
+    # The LMS lists the activity's own line item with the link, as Moodle does.
     run = await sync(homework, registry, layout, client)
     assert run["counts"] == {"sent": 9}
     # the next launches from the link carry no lineitem (the columns are bound to it)
     launch(registry, lms, "101", "learner", **without_lineitem(lms))
     assert registry.get(homework).lineitem_url == lms.lineitem_url
     set_score(layout, homework, "u101", "hw2", 0, 2)
+    a_second_later()
     run = await sync(homework, registry, layout, client)
     assert run["counts"] == {"sent": 2, "unchanged": 7}, run
     assert run["warnings"] == []
-    assert last(lms, lms.launch_item, "101")["scoreGiven"] == 9
+    assert last(lms, lms.lineitem_url, "101")["scoreGiven"] == 9
 
 
 async def test_the_activitys_own_line_item_is_found_in_the_container(registry, layout, client, lms):
     # A course whose launches never named its own line item: Kore finds it by the link.
-    lms.launch_item.resource_link_id = LINK
-    lms.add_item("Someone else's", 50, resource_id="quiz", tag="other", link="")
+    lms.add_lineitem("Someone else's", 50, resource_id="quiz", tag="other")
     course_id = launch(registry, lms, "1", "instructor", **without_lineitem(lms))
     launch(registry, lms, "101", "learner", **without_lineitem(lms))
     nbgrader_setup.ensure_course_files(layout.course(course_id), course_id, CourseSettings())
@@ -789,14 +832,16 @@ async def test_the_activitys_own_line_item_is_found_in_the_container(registry, l
     submit(layout, course_id, "u101", "hw1", 8)
     run = await sync(course_id, registry, layout, client)
     assert run["counts"] == {"sent": 2}, run
-    assert last(lms, lms.launch_item, "101")["scoreGiven"] == 8
+    assert last(lms, lms.lineitem_url, "101")["scoreGiven"] == 8
     assert results(registry, run)[("u101", "total")]["lineitem"] == lms.lineitem_url
 
 
 async def test_a_missing_own_line_item_is_a_warning_not_a_silent_skip(
     registry, layout, client, lms
 ):
-    # The activity is not graded in the LMS (no coupled item bound to the link).
+    # The activity is not graded in the LMS (no coupled item bound to the link): in
+    # Moodle, grade type None; here its line item is deleted.
+    lms.delete_lineitem(lms.lineitem_url)
     course_id = launch(registry, lms, "1", "instructor", **without_lineitem(lms))
     launch(registry, lms, "101", "learner", **without_lineitem(lms))
     nbgrader_setup.ensure_course_files(layout.course(course_id), course_id, CourseSettings())
@@ -822,26 +867,26 @@ async def impatient(lms, key_store):
 async def test_a_line_item_created_late_is_not_created_twice(
     homework, registry, layout, impatient, lms
 ):
-    lms.after_processing("POST", "/lineitems$", "late", times=2, delay=2.0)
+    lms.fault(**CREATE, after="late", count=2, delay=2.0)
     run = await sync(homework, registry, layout, impatient)
     assert run["counts"] == {"sent": 9}, run
-    made = [i for i in lms.items.values() if i.tag == TAG]
-    assert sorted(i.resource_id for i in made) == ["nbgrader:hw1", "nbgrader:hw2"]
-    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    made = [i for i in lms.lineitems() if i["tag"] == TAG]
+    assert sorted(i["resourceId"] for i in made) == ["nbgrader:hw1", "nbgrader:hw2"]
+    assert each_score_once(lms) and sum(lms.accepted_counts()) == 9
 
 
 @pytest.mark.parametrize("what", ["late", "drop"])
 async def test_a_score_answered_late_or_never_is_checked_not_sent_twice(
     homework, registry, layout, impatient, lms, what
 ):
-    lms.after_processing("POST", "/scores$", what, times=3, delay=2.0, user="101")
+    lms.fault(**SCORES, after=what, count=3, delay=2.0, user_id="101")
     run = await sync(homework, registry, layout, impatient)
     assert run["state"] == "finished", run
     assert run["counts"] == {"sent": 9}
     rows = results(registry, run)
     assert "Kore checked: it has this score" in rows[("u101", "assignment:hw1")]["message"]
     # every score once at the LMS: no blind retry, no 409
-    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    assert each_score_once(lms) and sum(lms.accepted_counts()) == 9
     run = await sync(homework, registry, layout, impatient)
     assert run["counts"] == {"unchanged": 9}
 
@@ -856,38 +901,37 @@ async def test_a_kept_alive_connection_dropped_after_a_score_is_checked_not_rese
     client = LTIClient(
         registration=registration, key_store=key_store, settings=settings(concurrency=1)
     )
-    lms.after_processing("POST", "/scores$", "drop", times=1, user="102")
+    lms.fault(**SCORES, after="drop", count=1, user_id="102")
     try:
         run = await sync(homework, registry, layout, client)
     finally:
         await client.aclose()
     assert run["state"] == "finished", run
     assert run["counts"] == {"sent": 9}, run
+    requests, connections = lms.requests(), lms.request_connections()
     # the request before the first one on a second connection is the dropped score
-    dropped = lms.request_connections.index(2) - 1
-    assert dropped > 0 and lms.requests[dropped][0] == "POST"
-    assert lms.requests[dropped][1].endswith("/scores")
+    dropped = connections.index(2) - 1
+    assert dropped > 0 and requests[dropped][0] == "POST"
+    assert requests[dropped][1].endswith("/scores")
     # the dropped POST came on the connection of the token and everything before it
-    assert lms.request_connections[: dropped + 1] == [1] * (dropped + 1)
+    assert connections[: dropped + 1] == [1] * (dropped + 1)
     # then one new connection: its first request reads the result, no second POST
-    assert lms.requests[dropped + 1][0] == "GET" and lms.requests[dropped + 1][1].endswith(
-        "/results"
-    )
-    assert lms.connections == 2
+    assert requests[dropped + 1][0] == "GET" and requests[dropped + 1][1].endswith("/results")
+    assert lms.connections() == 2
     rows = results(registry, run)
     (checked,) = [r for r in rows.values() if "Kore checked: it has this score" in r["message"]]
     assert checked["username"] == "u102"
-    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    assert each_score_once(lms) and sum(lms.accepted_counts()) == 9
 
 
 async def test_a_score_lost_without_an_answer_is_sent_again_after_checking(
     homework, registry, layout, client, lms
 ):
     # 500 before processing: the outcome is unknown to Kore; the results say it is missing.
-    lms.fail("POST", "/scores$", 500, times=1, user="101")
+    lms.fault(**SCORES, status=500, count=1, user_id="101")
     run = await sync(homework, registry, layout, client)
     assert run["counts"] == {"sent": 9}, run
-    assert all(len(s) == 1 for i in lms.items.values() for s in i.scores.values())
+    assert each_score_once(lms) and sum(lms.accepted_counts()) == 9
     messages = [r["message"] for r in results(registry, run).values()]
     assert any("Sent again after the LMS did not answer" in m for m in messages)
 
@@ -895,15 +939,16 @@ async def test_a_score_lost_without_an_answer_is_sent_again_after_checking(
 async def test_without_the_result_scope_an_unanswered_score_is_unknown(
     homework, registry, layout, impatient, lms
 ):
-    lms.grant = {LINEITEM, SCORE}
+    lms.settings(scopes=["lineitem", "score"])
     launch(registry, lms, "1", "instructor", scopes=(LINEITEM, SCORE))
-    lms.after_processing("POST", "/scores$", "drop", times=1, user="102")
+    lms.fault(**SCORES, after="drop", count=1, user_id="102")
     run = await sync(homework, registry, layout, impatient)
     assert run["state"] == "failed"
     assert run["counts"] == {"sent": 8, "unknown": 1}, run
     (row,) = [r for r in results(registry, run).values() if r["status"] == "unknown"]
     assert "newer timestamp" in row["message"]
     # the next sync sends it again (a newer timestamp: the LMS keeps the same grade)
+    a_second_later()
     run = await sync(homework, registry, layout, impatient)
     assert run["counts"] == {"sent": 1, "unchanged": 8}, run
 
@@ -913,7 +958,8 @@ async def test_a_409_within_the_same_second_is_sent_once_more_a_second_later(
 ):
     # Moodle compares whole seconds: a regrade synced within the second of the last
     # score is "not newer". Kore checks the result, then sends it once more, later.
-    lms.fail("POST", "/scores$", 409, times=1, user="101", body=b'{"message": "not newer"}')
+    # (Injected: a real one needs a regrade synced within the second of the last sync.)
+    lms.fault(**SCORES, status=409, count=1, user_id="101", body='{"message": "not newer"}')
     run = await sync(homework, registry, layout, client)
     assert run["state"] == "finished", run
     assert run["counts"] == {"sent": 9}
@@ -941,6 +987,12 @@ async def test_scores_sent_by_a_killed_sync_are_checked_not_sent_again(
     assert all("Confirmed at the LMS" in r["message"] for r in results(registry, run).values())
     assert store.intents(homework) == {}
     assert (await sync(homework, registry, layout, client))["counts"] == {"unchanged": 9}
+
+
+#: Fault rules aimed at the line item container (list, create) and at score posts.
+LIST = {"path_suffix": "/lineitems", "methods": ["GET"]}
+CREATE = {"path_suffix": "/lineitems", "methods": ["POST"]}
+SCORES = {"path_suffix": "/scores", "methods": ["POST"]}
 
 
 def release_registry(url: str) -> None:

@@ -1,5 +1,6 @@
 """The roster sync job (kore/sync/roster.py): NRPS members into the registry, the
-gradebook and the hub's learner group, against the fake LMS and a fake hub API."""
+gradebook and the hub's learner group, against the built-in LMS (tests/builtin_lms.py)
+and the fake hub API (tests/fake_hub.py)."""
 
 # The course fixtures come from test_grade_sync; tests take them as arguments.
 # ruff: noqa: F811
@@ -7,8 +8,8 @@ gradebook and the hub's learner group, against the fake LMS and a fake hub API."
 
 import httpx
 import pytest
+from builtin_lms import BuiltinLMS
 from fake_hub import FakeHub
-from fake_lms import FakeLMS
 from test_grade_sync import (  # noqa: F401 (fixtures)
     CLIENT,
     ISSUER,
@@ -20,6 +21,7 @@ from test_grade_sync import (  # noqa: F401 (fixtures)
     layout,
     lms,
     registry,
+    shared_lms,
     sync,
 )
 
@@ -46,7 +48,10 @@ def hub():
 
 
 def member(user_id, *roles, status=None, **fields):
-    data = {"user_id": user_id, "roles": list(roles), **fields}
+    # Names and e-mail not given are not shared (null), as Moodle's tool privacy
+    # settings leave them out; the built-in LMS would make some up otherwise.
+    data = {"given_name": None, "family_name": None, "email": None, **fields}
+    data.update(user_id=user_id, roles=list(roles))
     if status:
         data["status"] = status
     return data
@@ -55,11 +60,12 @@ def member(user_id, *roles, status=None, **fields):
 LEARNER_URI = lti_spec.ROLE_LEARNER
 
 
-def roster(lms: FakeLMS):
+def roster(lms: BuiltinLMS, without=(), changes=None) -> list[dict]:
     """Instructor 1; learners 101, 102 (launched) and 103, 104 (never launched); a TA,
-    a mentor (no course role) and an inactive newcomer."""
-    lms.members = [
-        member("1", "Instructor", name="Ina Structor"),
+    a mentor (no course role) and an inactive newcomer; minus the user ids ``without``,
+    with ``changes`` (user id -> fields) applied. The LMS sends pages of 2."""
+    members = [
+        member("1", "Instructor"),  # names not shared: the launch's stay
         member("101", "Learner", given_name="Lea", family_name="One", email="lea@x"),
         member("102", LEARNER_URI),
         member("103", "Learner", given_name="Max", family_name="Three", email="max@x"),
@@ -68,6 +74,14 @@ def roster(lms: FakeLMS):
         member("106", "Mentor"),
         member("107", "Learner", status="Inactive"),
     ]
+    members = [
+        {**m, **(changes or {}).get(m["user_id"], {})}
+        for m in members
+        if m["user_id"] not in without
+    ]
+    lms.set_roster(members)
+    lms.settings(page_size=2)
+    return members
 
 
 async def roster_sync(course_id, registry, layout, client, hub=None, rule=None):
@@ -120,7 +134,7 @@ async def test_roster_enrols_everyone_before_they_launch(
     }
     assert "Mentor" in rows["106"]["message"]
     # paged: page size 2, eight members
-    assert sum(1 for _, p in lms.requests if p.endswith("/memberships")) == 4
+    assert len(lms.requests("GET", "/memberships")) == 4
     people = members(registry, course)
     assert (people["u103"].role, people["u103"].lms_user_id, people["u103"].active) == (
         "learner",
@@ -166,8 +180,10 @@ async def test_a_second_roster_sync_changes_nothing(course, registry, layout, cl
 async def test_dropped_and_inactive_students(course, registry, layout, client, lms, hub):
     roster(lms)
     await roster_sync(course, registry, layout, client, hub)
-    lms.members = [m for m in lms.members if m["user_id"] != "102"]  # 102 left the course
-    next(m for m in lms.members if m["user_id"] == "103")["status"] = "Deleted"
+    # 102 left the course (Moodle lists them no more); 103's enrolment is suspended
+    # (the LMS lists them as Inactive; the former fake's "Deleted" is a status NRPS
+    # allows but Moodle never sends).
+    roster(lms, without={"102"}, changes={"103": {"status": "Inactive"}})
     run = await roster_sync(course, registry, layout, client, hub)
     rows = results(registry, run)
     assert rows["102"]["status"] == rows["103"]["status"] == "deactivated"
@@ -178,7 +194,7 @@ async def test_dropped_and_inactive_students(course, registry, layout, client, l
     assert hub.groups[learner_group(course)] == {"u101", "u104"}
     assert "u102" in gradebook_students(layout, course)  # grades stay
     # back in the course: active again
-    lms.members.append(member("102", "Learner"))
+    roster(lms, changes={"103": {"status": "Inactive"}})
     run = await roster_sync(course, registry, layout, client, hub)
     assert results(registry, run)["102"]["status"] == "updated"
     assert members(registry, course)["u102"].active
@@ -186,7 +202,7 @@ async def test_dropped_and_inactive_students(course, registry, layout, client, l
 
 
 async def test_an_empty_roster_deactivates_nobody(course, registry, layout, client, lms, hub):
-    lms.members = []
+    lms.set_roster([])
     run = await roster_sync(course, registry, layout, client, hub)
     assert run["state"] == "finished"
     assert any("empty roster" in w for w in run["warnings"])
@@ -203,7 +219,7 @@ async def test_students_from_the_roster_get_grades(course, registry, layout, cli
     run = await sync(course, registry, layout, client)
     assert run["state"] == "finished"
     for user, given in (("101", 9), ("103", 0), ("104", 0)):
-        assert last(lms, lms.launch_item, user)["scoreGiven"] == given
+        assert last(lms, lms.lineitem_url, user)["scoreGiven"] == given
 
 
 async def test_without_a_hub_token_groups_are_skipped(course, registry, layout, client, lms):
@@ -278,7 +294,7 @@ async def test_a_dropped_instructor_loses_the_course_on_the_hub_at_once(
     assert "u1" in hub.groups[staff_group(course)]
     hub.access_applied.clear()
     hub.revocable["u1"] = 2  # two logins to the grader server
-    lms.members = [m for m in lms.members if m["user_id"] != "1"]
+    roster(lms, without={"1"})
     run = await roster_sync(course, registry, layout, client, hub)
     row = results(registry, run)["1"]
     assert row["status"] == "deactivated"
@@ -286,7 +302,7 @@ async def test_a_dropped_instructor_loses_the_course_on_the_hub_at_once(
     assert "u1" not in hub.groups[staff_group(course)]
     assert "u1" in hub.access_applied
     # A TA who becomes a learner leaves the staff group too.
-    next(m for m in lms.members if m["user_id"] == "105")["roles"] = ["Learner"]
+    roster(lms, without={"1"}, changes={"105": {"roles": ["Learner"]}})
     await roster_sync(course, registry, layout, client, hub)
     assert hub.groups[staff_group(course)] == set()
     assert "u105" in hub.groups[learner_group(course)]
@@ -296,8 +312,7 @@ async def test_a_hub_without_the_access_route_fails_the_staff(
     course, registry, layout, client, lms, hub
 ):
     hub.access_route = False
-    roster(lms)
-    lms.members = [m for m in lms.members if m["user_id"] != "1"]
+    roster(lms, without={"1"})
     run = await roster_sync(course, registry, layout, client, hub)
     row = results(registry, run)["1"]
     assert row["status"] == "failed"
@@ -325,16 +340,16 @@ async def test_no_roster_service_in_the_launch(registry, layout, client, lms):
 @pytest.mark.parametrize(
     ("status", "body", "words"),
     [
-        (403, b'{"error": "forbidden"}', "403 Forbidden"),
-        (200, b"<html>", "not JSON"),
-        (200, b'{"members": 3}', "without a list of members"),
+        (403, '{"error": "forbidden"}', "403 Forbidden"),
+        (200, "<html>", "not JSON"),
+        (200, '{"members": 3}', "without a list of members"),
     ],
 )
 async def test_lms_errors_fail_the_run_clearly(
     course, registry, layout, client, lms, status, body, words
 ):
     roster(lms)
-    lms.fail("GET", "/memberships$", status, body=body)
+    lms.fault(path_prefix="/nrps/", status=status, body=body)
     run = await roster_sync(course, registry, layout, client)
     assert run["state"] == "failed"
     assert words in run["message"]
@@ -343,7 +358,7 @@ async def test_lms_errors_fail_the_run_clearly(
 
 async def test_server_errors_are_retried(course, registry, layout, client, lms):
     roster(lms)
-    lms.fail("GET", "/memberships$", 502, times=2)
+    lms.fault(path_prefix="/nrps/", status=502, count=2)
     run = await roster_sync(course, registry, layout, client)
     assert run["counts"]["added"] == 3
 

@@ -208,19 +208,22 @@ def result_json(settings: PlatformSettings, context_id: str, item: LineItem, sco
 
 
 def short_role(uri: str) -> str:
-    """Moodle's NRPS lists roles by short name ("Learner", "Instructor")."""
-    return uri.rpartition("#")[2]
+    """Moodle's NRPS lists roles by short name ("Learner", "Instructor"). A sub-role
+    (``membership/Instructor#TeachingAssistant``, which Moodle has none of) stays a
+    URI: LTI 1.3 gives short names to context roles only, and "TeachingAssistant"
+    alone would lose its principal role (LTI 1.3 appendix A.2.2)."""
+    principal, _, name = uri.rpartition("#")
+    return name if principal.endswith("/membership") else uri
 
 
 def member_json(enrolment: Enrolment) -> dict:
-    """A member (NRPS 2.0 section 2.2) as Moodle sends it."""
+    """A member (NRPS 2.0 section 2.2) as Moodle sends it; without the names or the
+    e-mail the tool may not have (Moodle's privacy settings; test API: null)."""
     user = enrolment.user
-    return {
-        "status": enrolment.status,
-        "name": user.name,
-        "given_name": user.given_name,
-        "family_name": user.family_name,
-        "email": user.email,
-        "user_id": user.sub,
-        "roles": [short_role(role) for role in enrolment.roles],
-    }
+    doc = {"status": enrolment.status}
+    if user.given_name or user.family_name:
+        doc.update(name=user.name, given_name=user.given_name, family_name=user.family_name)
+    if user.email:
+        doc["email"] = user.email
+    doc.update(user_id=user.sub, roles=[short_role(role) for role in enrolment.roles])
+    return doc

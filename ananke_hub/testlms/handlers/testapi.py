@@ -23,7 +23,8 @@ It lets a test play the LMS's people and its failures, and see what arrived:
 - `PUT /_test/roster` `{"context": "ds101", "members": [{"user_id": "101", "roles":
   ["Learner"], "status": "Active", "given_name", "family_name", "email", "gradable"}]}`
   -> 200 the roster: the course's whole roster is replaced (roles as short names or
-  URIs; names made up where left out).
+  URIs; names made up where left out; null: not shared, as Moodle's tool privacy
+  settings "Share launcher's name/e-mail with the tool: Never" leave them out).
 - `GET|POST /_test/settings` (see :mod:`..controls`): the token endpoint's audience,
   granted scopes and token lifetime, and the services' page size -> the settings.
 - `GET /_test/token_requests` -> `{"requests": [{"form", "header", "claims", "status"}]}`:
@@ -167,8 +168,10 @@ def _enrolment(doc: object) -> Enrolment:
         ("email", made_up.email),
     ):
         value = doc.get(name, default)
+        if value is None:
+            value = ""  # not shared with the tool (Moodle's privacy settings)
         if not isinstance(value, str):
-            raise ServiceError(400, f"{name} must be a string, got {value!r}.")
+            raise ServiceError(400, f"{name} must be a string or null, got {value!r}.")
         texts[name] = value
     roles = doc.get("roles", ["Learner"])
     if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
