@@ -820,6 +820,8 @@ async def test_tokens_revoked_and_a_roster_replaced(tool, token):
     members = [
         {"user_id": "900", "given_name": "Ada", "family_name": "B", "email": "a@x"},
         {"user_id": "901", "roles": ["Instructor"], "status": "Inactive"},
+        # names and e-mail not shared with the tool (Moodle's privacy settings)
+        {"user_id": "902", "given_name": None, "family_name": None, "email": None},
     ]
     resp = await tool.http.put(
         tool.url("/_test/roster"), json={"context": "ds101", "members": members}
@@ -829,8 +831,10 @@ async def test_tokens_revoked_and_a_roster_replaced(tool, token):
     assert [(m["user_id"], m["roles"], m["status"]) for m in roster] == [
         ("900", ["Learner"], "Active"),
         ("901", ["Instructor"], "Inactive"),
+        ("902", ["Learner"], "Active"),
     ]
     assert roster[0]["name"] == "Ada B" and roster[0]["email"] == "a@x"
+    assert not {"name", "given_name", "family_name", "email"} & set(roster[2])
     item = tool.url("/ags/ds101/lineitems/homework/lineitem?type_id=1")
     assert (await tool.post_score(token, item, score(user_id="3"))).status_code == 400
     assert (await tool.post_score(token, item, score(user_id="900"))).status_code == 204
