@@ -39,6 +39,8 @@ from ltiauthenticator.lti13.error import (
     ValidationError,
 )
 from ltiauthenticator.lti13.handlers import (
+    NONCE_STATE_COOKIE_NAME,
+    STATE_COOKIE_NAME,
     LTI13CallbackHandler,
     LTI13LoginInitHandler,
     get_nonce,
@@ -219,6 +221,44 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
         nonce_state = self.authenticator.nonces.new_state()
         self.set_nonce_state_cookie(nonce_state)
         return get_nonce(nonce_state)
+
+    # The state and nonce cookies are read by the callback, which the LMS reaches with a
+    # form it auto-posts from its own site (Moodle's mod/lti/auth.php posts id_token and
+    # state to the redirection URI): a cross-site top-level POST. Browsers send a cookie
+    # on it only if it says SameSite=None, which they accept only with Secure (Chrome 80+,
+    # Firefox, Safari); a cookie without SameSite counts as Lax, and Chrome lets it
+    # through such a POST only in its first 2 minutes, a stopgap it may drop. Upstream
+    # sets no SameSite; JupyterHub's other cookies are not needed across that POST.
+    def set_state_cookie(self, state: str) -> None:
+        self._set_login_cookie(STATE_COOKIE_NAME, state)
+
+    def set_nonce_state_cookie(self, nonce_state: str) -> None:
+        self._set_login_cookie(NONCE_STATE_COOKIE_NAME, nonce_state)
+
+    def _set_login_cookie(self, name: str, value: str) -> None:
+        # As upstream's (encrypted, HttpOnly, one day; c.JupyterHub.cookie_options
+        # apply), plus cross_site_cookie_options().
+        self._set_cookie(
+            name,
+            value,
+            expires_days=1,
+            httponly=True,
+            encrypted=True,
+            **self.cross_site_cookie_options(),
+        )
+
+    def cross_site_cookie_options(self) -> dict:
+        """``SameSite=None; Secure`` when the LMS posts back to an https redirection
+        URI (the scheme of ``redirect_uri``: ``c.AnankeLTI13Authenticator.uri_scheme``, or
+        with "auto" the forwarded protocol), else nothing. Under plain http (the demo
+        on 127.0.0.1, a test hub) a Secure cookie would never come back and SameSite=None
+        without Secure is refused by browsers, so the cookies stay as upstream makes
+        them: the demo's LMS and hub are the same site (ports do not count), where a
+        Lax cookie goes along; a cross-site LMS over plain http leans on Chrome's
+        2-minute exception and is not supported (serve the hub over https)."""
+        if self.authenticator.get_uri_scheme(self.request) != "https":
+            return {}
+        return {"secure": True, "samesite": "None"}
 
 
 def stage_groups(db, user, group_names: list[str]) -> None:
