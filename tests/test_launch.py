@@ -350,7 +350,9 @@ async def initiation_cookies(hub, scheme: str) -> dict:
         "lti_deployment_id": DEMO_DEPLOYMENT_ID,
         "lti_message_hint": "homework",
     }
-    async with httpx.AsyncClient(follow_redirects=False, timeout=30) as client:
+    # A browser's top-level window (Fetch Metadata), where the cookie-based login runs.
+    headers = {"Sec-Fetch-Dest": "document"}
+    async with httpx.AsyncClient(follow_redirects=False, timeout=30, headers=headers) as client:
         resp = await client.post(f"{hub.hub_url}/hub/lti13/oauth_login", data=data)
     assert resp.status_code == 302, resp.text
     # Where the LMS will post: the cookies must suit that URL's scheme.

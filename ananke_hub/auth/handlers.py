@@ -59,10 +59,12 @@ from ..courses.deeplink import (
 )
 from ..courses.identity import LaunchError
 from ..framing import (
+    TOP_LEVEL,
+    WINDOW_FIELD,
     FramedState,
     enabled_platform_origins,
     frame_ancestors,
-    is_framed,
+    frame_status,
     is_select_content,
 )
 from .platform_keys import PlatformKeysUnavailable, UnknownSigningKey
@@ -176,20 +178,29 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
             registration, client_id = await self.authenticator.registration_of_login(args)
         except ValidationError as exc:
             raise HTTPError(400, f"LTI login refused: {exc}") from None
-        framed = is_framed(self.request)
-        if framed and not is_select_content(args.get("target_link_uri", "")):
-            # A lab cannot keep its cookies in the LMS's frame: the same login goes on
-            # in a new top-level window (the LMS's one-time hint is still unused).
-            self.log.info("lti: launch from %s in a frame: offering a new window", args["iss"])
-            self.render_page(
-                "open_in_window.html",
-                action=self.request.path,
-                fields={k: args[k] for k in INITIATION_FIELDS if args.get(k)},
-            )
+        framed = frame_status(self.request, args)
+        select_content = is_select_content(args.get("target_link_uri", ""))
+        # The same login, repeated by the pages below from a top-level window (the LMS's
+        # one-time hint is still unused).
+        repeat = {k: args[k] for k in INITIATION_FIELDS if args.get(k)}
+        repeat[WINDOW_FIELD] = TOP_LEVEL
+        if framed is None and not select_content:
+            # The browser did not say where it loads this (no Sec-Fetch-Dest: Safari
+            # before 16.4, an http origin): its own check decides. A top-level window
+            # goes on at once; a frame offers the new window below.
+            self.log.info("lti: launch from %s, frame or window unknown: asking", args["iss"])
+            self.render_page("check_window.html", action=self.request.path, fields=repeat)
             return
-        if framed:
-            # Content selection in the LMS's frame: the state names the nonce and is
-            # signed; no cookie (it would be a third-party one).
+        if framed and not select_content:
+            # A lab cannot keep its cookies in the LMS's frame: the same login goes on
+            # in a new top-level window.
+            self.log.info("lti: launch from %s in a frame: offering a new window", args["iss"])
+            self.render_page("open_in_window.html", action=self.request.path, fields=repeat)
+            return
+        if select_content and framed is not False:
+            # Content selection in the LMS's frame, or maybe in one: the state names the
+            # nonce and is signed; no cookie (it would be a third-party one). This path
+            # works in a top-level window too.
             nonce_state = self.authenticator.nonces.new_state()
             nonce = get_nonce(nonce_state)
             state = FramedState(self.settings["cookie_secret"]).create(self, nonce_state)
