@@ -13,7 +13,10 @@ They keep ltiauthenticator's routes and cookies and change what is checked:
 Both may run in a frame of the LMS's page (``framing.py``): their answers may be framed
 by the registered platforms' origins; a resource link launch in a frame gets a page that
 continues in a new window; a content selection in a frame logs in with a state that
-needs no cookie and goes on to Kore's picker with a single-use ticket.
+needs no cookie and goes on to Kore's picker with a single-use ticket. When the browser
+does not say whether it is in a frame, a page asks it (``check_window.html``).
+Under https, the state and nonce cookies are ``SameSite=None; Secure``: the LMS posts
+the id_token to the callback from its own site.
 
 Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
 that tornado logs as one line; nothing is written for a refused launch.
