@@ -21,6 +21,13 @@ works in a frame. What the hub does instead:
   in a new top-level window, where the hub's cookies are first-party. The LMS has not
   used its one-time launch hint yet (Moodle's ``lti_message_hint``), so no second click
   in the LMS is needed.
+- **A browser that does not say** (no ``Sec-Fetch-Dest``: Safari before 16.4, and every
+  browser towards an ``http`` origin that is not loopback): a content selection takes
+  the framed path above, which works in a top-level window too; any other launch gets a
+  page that asks the browser itself (``window.top``): in a top-level window it repeats
+  the login initiation at once with :data:`WINDOW_FIELD` set to "top" (the usual
+  cookie-based login), in a frame it offers the new window. A top-level launch works
+  (one more automatic hop), a framed one does not break on cookies the frame cannot keep.
 - These routes (login initiation, callback) and Kore's picker may be framed by the
   registered platforms' origins only (``Content-Security-Policy: frame-ancestors``);
   every other hub and Kore page keeps refusing frames.
@@ -45,6 +52,10 @@ FRAMED_STATE_LIFETIME = 300
 _STATE_NAME = "ananke-lti-framed-state"
 #: Fetch Metadata destinations of a document loaded in a frame.
 FRAME_DESTINATIONS = frozenset({"iframe", "frame"})
+#: The login initiation's field with which the hub's own pages repeat it from a window
+#: known to be top-level (the browser's check, or the new window a frame opened).
+WINDOW_FIELD = "ananke_window"
+TOP_LEVEL = "top"
 
 
 def select_content_url(hub_target: str) -> str:
@@ -57,9 +68,20 @@ def is_select_content(target_link_uri: str) -> bool:
     return query.get(SELECT_CONTENT_PARAMETER) == [SELECT_CONTENT_VALUE]
 
 
-def is_framed(request) -> bool:
-    """Whether the browser loads this request as a frame's document (Fetch Metadata)."""
-    return request.headers.get("Sec-Fetch-Dest", "").lower() in FRAME_DESTINATIONS
+def frame_status(request, args: dict) -> bool | None:
+    """Whether the browser loads this login initiation as a frame's document: True,
+    False, or None when it does not say.
+
+    Fetch Metadata's ``Sec-Fetch-Dest`` decides when it is there. Without it, a repeated
+    initiation from one of the hub's own pages (:data:`WINDOW_FIELD`) is top-level. That
+    field is believed only without the header: a forged one can only send its own login
+    through cookies that a frame may not keep."""
+    dest = request.headers.get("Sec-Fetch-Dest", "").strip().lower()
+    if dest:
+        return dest in FRAME_DESTINATIONS
+    if args.get(WINDOW_FIELD) == TOP_LEVEL:
+        return False
+    return None
 
 
 def origin_of(url: str) -> str:

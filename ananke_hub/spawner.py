@@ -36,8 +36,10 @@ from .roles import Role
 #: Jupyter config every lab reads (nbgrader's exchange and course settings, Ananke's
 #: server extension): put first on JUPYTER_CONFIG_PATH.
 LAB_CONFIG_DIR = Path(__file__).parent / "lab" / "jupyter"
-#: Per kind of lab (lab_kind), the JupyterLab plugins of nbgrader it hides: put on
-#: JUPYTER_CONFIG_PATH after LAB_CONFIG_DIR (see the README.md there).
+#: Per kind of lab (lab_kind), the JupyterLab plugins of nbgrader it hides, and data
+#: files only that kind has (the grader account's: the autograding sandbox's kernel
+#: spec): put on JUPYTER_CONFIG_PATH and JUPYTER_PATH after LAB_CONFIG_DIR (see the
+#: README.md there).
 LAB_KINDS_DIR = Path(__file__).parent / "lab" / "jupyter_lab_kinds"
 #: Jupyter config of jupyter-fs (second file browsers, `shared_folders`): put first on
 #: JUPYTER_CONFIG_PATH of labs only when an admin configured a shared folder, so that
@@ -55,6 +57,17 @@ def lab_kind(username: str, group_names) -> str:
     if any(name.startswith(staff_group("")) for name in group_names):
         return "staff"
     return "learner"
+
+
+def lab_jupyter_path(kind: str) -> str:
+    """JUPYTER_PATH (Jupyter's data directories) of a lab of this kind: the shipped
+    prebuilt extensions (the Kore menu) for every lab; the "ananke-sandbox" kernel spec
+    only for a grader account's lab, where autograding and the formgrader's Validate run.
+    Nowhere else: in a student's or an instructor's launcher and kernel picker it would
+    offer a confusing, limited kernel. (Not in ``<prefix>/share/jupyter`` either, which
+    every Jupyter process of the installation reads.)"""
+    return os.pathsep.join([str(LAB_CONFIG_DIR), str(LAB_KINDS_DIR / kind)])
+
 
 #: Seconds a grader server trusts the hub's answer about a login before asking again
 #: (JupyterHub's HubAuth.cache_max_age, 300 by default; 0 would mean forever). Staff
@@ -348,6 +361,7 @@ class LabEnvironment(LoggingConfigurable):
         # jupyter-fs's config, when there are shared folders, comes first: it turns on
         # the jupyter-fs panel the shared config hides (front of the path wins).
         features = [str(JUPYTERFS_CONFIG_DIR)] if self.shared_folders else []
+        kind = self.lab_kind()
         return {
             **self.shared_folders_environment(),
             # nbgrader_config.py (exchange, student id = hub user) and our server
@@ -355,11 +369,12 @@ class LabEnvironment(LoggingConfigurable):
             # Then what this kind of lab shows of nbgrader: no instructor menus for
             # learners, no dead Formgrader entry in an instructor's own lab.
             "JUPYTER_CONFIG_PATH": os.pathsep.join(
-                [*features, str(LAB_CONFIG_DIR), str(LAB_KINDS_DIR / self.lab_kind())]
+                [*features, str(LAB_CONFIG_DIR), str(LAB_KINDS_DIR / kind)]
             ),
             # Data files too: JupyterLab finds the prebuilt extensions we ship (the Kore
-            # menu) in <dir>/labextensions, whatever prefix the package was installed in.
-            "JUPYTER_PATH": str(LAB_CONFIG_DIR),
+            # menu) in <dir>/labextensions, whatever prefix the package was installed in;
+            # a grader account's lab also the autograding sandbox's kernel spec.
+            "JUPYTER_PATH": lab_jupyter_path(kind),
             "ANANKE_EXCHANGE_ROOT": layout.exchange_root,
         }
 

@@ -68,7 +68,8 @@ async def login_initiations(stack: DemoStack, n: int) -> list[int]:
         "client_id": DEMO_CLIENT_ID,
         "lti_deployment_id": DEMO_DEPLOYMENT_ID,
     }
-    async with httpx.AsyncClient(timeout=60) as http:
+    # A top-level window (Fetch Metadata): the login starts at once with its redirect.
+    async with httpx.AsyncClient(timeout=60, headers={"Sec-Fetch-Dest": "document"}) as http:
         return [
             (await http.post(f"{stack.hub_url}/hub/lti13/oauth_login", data=data)).status_code
             for _ in range(n)

@@ -116,6 +116,9 @@ class LaunchDriver:
             timeout=self.timeout,
             trust_env=False,
             verify=_TLS,
+            # A top-level window of a modern browser (Fetch Metadata): without it the hub
+            # first asks the browser whether it is in a frame (ananke_hub/framing.py).
+            headers={"Sec-Fetch-Dest": "document"},
         )
 
     async def launch(

@@ -26,10 +26,11 @@ fi
 log=.venv/setup.log
 if ! { .venv/bin/python -m pip install --quiet --upgrade pip &&
     .venv/bin/python -m pip install --quiet -e '.[test,docs]' &&
-    # An editable install leaves out the wheel's data files: the autograding sandbox's
-    # kernel spec (pyproject.toml, tool.setuptools.data-files) is installed here instead.
-    .venv/bin/jupyter kernelspec install --sys-prefix --name ananke-sandbox \
-        ananke_hub/lab/jupyter/kernels/ananke-sandbox; } >"$log" 2>&1; then
+    # The autograding sandbox's kernel spec is only on grader labs' JUPYTER_PATH
+    # (spawner.lab_jupyter_path); earlier versions of this script installed it into the
+    # venv, where every lab's launcher listed it: take that copy out.
+    { [ ! -e .venv/share/jupyter/kernels/ananke-sandbox ] ||
+        .venv/bin/jupyter kernelspec remove -y ananke-sandbox; }; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "Setting up .venv failed; pip's output is above and in $log." >&2
     exit 1

@@ -126,8 +126,21 @@ def auto_submit_form(resp: httpx.Response) -> Form | None:
 class LTIBrowser:
     """A minimal browser: cookie jar, redirects, forms. See the module docstring."""
 
-    def __init__(self, *, timeout: float = 30.0, max_redirects: int = 20, **client_kwargs):
-        self.client = httpx.AsyncClient(follow_redirects=False, timeout=timeout, **client_kwargs)
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        max_redirects: int = 20,
+        fetch_metadata: bool = True,
+        **client_kwargs,
+    ):
+        # As a modern browser in a top-level window: Sec-Fetch-Dest: document (Fetch
+        # Metadata). fetch_metadata=False: a browser that sends none (Safari < 16.4).
+        headers = {"Sec-Fetch-Dest": "document"} if fetch_metadata else {}
+        headers.update(client_kwargs.pop("headers", None) or {})
+        self.client = httpx.AsyncClient(
+            follow_redirects=False, timeout=timeout, headers=headers, **client_kwargs
+        )
         self.max_redirects = max_redirects
         #: Every response received, in order, redirects included.
         self.history: list[httpx.Response] = []

@@ -282,6 +282,14 @@ class Classroom:
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         env.update(self.python_env)
+        # The lab's data path as the spawner gives it (a grader account's: the autograding
+        # sandbox's kernel spec, which its nbgrader config names), before the venv's.
+        from ananke_hub.spawner import lab_jupyter_path
+
+        kind = "grader" if account == self.grader else "learner"
+        env["JUPYTER_PATH"] = os.pathsep.join(
+            [lab_jupyter_path(kind), *filter(None, [self.python_env.get("JUPYTER_PATH")])]
+        )
         if account == self.grader:
             env.update(self.grader_env)
         return env

@@ -41,4 +41,12 @@ async def test_click_launch_lands_in_jupyterlab(tmp_path):
         await page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
         await page.screenshot(path=artifacts / "lab.png")
         assert "/user/u3/lab" in page.url
+        # The student's launcher offers the kernel to work with and not the autograding
+        # sandbox's (a grader account's kernel: limited, no network, no home).
+        cards = page.locator(".jp-LauncherCard[data-category='Notebook'] .jp-LauncherCard-label")
+        await cards.first.wait_for(timeout=60_000)
+        labels = [label.strip() for label in await cards.all_inner_texts()]
+        assert "Python 3 (ipykernel)" in labels, labels
+        every_card = page.locator(".jp-LauncherCard .jp-LauncherCard-label")
+        assert not [t for t in await every_card.all_inner_texts() if "sandbox" in t.lower()]
         await browser.close()

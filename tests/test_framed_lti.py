@@ -39,6 +39,7 @@ from test_kore_ui import (
 )
 
 from ananke_hub.courses.models import Course, DeepLinkRequest
+from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
@@ -283,8 +284,14 @@ async def framed_selection_up_to_the_lms(stack, browser) -> httpx.Response:
     return await browser.follow_auto_submits(resp, stop_before=f"{stack.platform_url}/auth")
 
 
-async def test_a_framed_selection_needs_no_cookie_and_sets_none(stack):
-    async with LTIBrowser(headers=FRAMED) as ada:
+#: A browser that sends no Fetch Metadata (Safari before 16.4): frame or window unknown.
+NO_FETCH_METADATA = {"fetch_metadata": False}
+
+
+@pytest.mark.parametrize("browser", [{"headers": FRAMED}, NO_FETCH_METADATA], ids=["framed", "unknown"])
+async def test_a_framed_selection_needs_no_cookie_and_sets_none(stack, browser):
+    # In a frame, or perhaps in one: the cookie-less login, which works in a window too.
+    async with LTIBrowser(**browser) as ada:
         redirect = await framed_selection_up_to_the_lms(stack, ada)
         assert redirect.status_code == 302
         state = parse_qs(urlsplit(redirect.headers["location"]).query)["state"][0]
@@ -324,3 +331,131 @@ async def test_a_framed_state_is_refused_for_another_launch_and_when_changed(sta
         page = await ada.get(f"{stack.platform_url}/auth?{urlencode(query)}", stop_before=stack.hub_url)
         resp = await ada.follow_auto_submits(page)
         assert resp.status_code == 400 and "state missing from cookies" in resp.text
+
+
+# --- a browser that does not say whether it is in a frame (no Sec-Fetch-Dest) ---------------
+
+
+def initiation(stack, sub: str = "3", **extra) -> dict:
+    return {
+        "iss": stack.platform_url,
+        "login_hint": sub,
+        "target_link_uri": f"{stack.hub_url}/hub/",
+        "client_id": DEMO_CLIENT_ID,
+        "lti_deployment_id": DEMO_DEPLOYMENT_ID,
+        "lti_message_hint": "homework",
+        **extra,
+    }
+
+
+def hub_cookies(browser) -> list:
+    return [c.name for c in browser.cookies.jar if c.domain.startswith("127.0.0.1")]
+
+
+async def test_without_fetch_metadata_the_hub_asks_the_browser(stack):
+    """Frame or window unknown: no login yet, no cookie; a page that goes on at once in a
+    top-level window (the same initiation, marked top-level) and otherwise offers the new
+    window, with the same initiation."""
+    async with LTIBrowser(fetch_metadata=False) as browser:
+        page = await browser.post(
+            f"{stack.hub_url}/hub/lti13/oauth_login", initiation(stack), stop_before=stack.platform_url
+        )
+        assert page.status_code == 200, page.text[:300]
+        assert not hub_cookies(browser)
+    assert page.headers["Content-Security-Policy"] == f"frame-ancestors 'self' {stack.platform_url}"
+    forms = {f.id: f for f in LTIBrowser.forms(page)}
+    expected = {**initiation(stack), "ananke_window": "top"}
+    assert forms["ananke-continue"].fields == expected
+    assert forms["ananke-open-window"].fields == expected
+    assert 'target="_blank"' in page.text and "Open in a new window" in page.text
+    assert "window.self === window.top" in page.text
+
+
+async def test_without_fetch_metadata_a_top_level_launch_lands_in_the_lab(stack):
+    """The page's check says top-level (LTIBrowser runs the auto-submit as a window's
+    JavaScript would): the usual cookie-based login, into the lab."""
+    async with LTIBrowser(fetch_metadata=False) as browser:
+        resp = await browser.launch(stack.platform_url, "3", "homework")
+        asked = [r for r in browser.history if "ananke-continue" in r.text]
+        assert asked and asked[0].url.path == "/hub/lti13/oauth_login"
+        assert "/u3" in str(resp.url), resp.url
+        user = (await browser.get(f"{stack.hub_url}/hub/api/user")).json()
+    assert user["name"] == "u3"
+
+
+async def test_a_frame_that_says_so_gets_the_new_window_even_with_the_top_level_mark(stack):
+    """The mark is believed only without Sec-Fetch-Dest: a framed request with it still
+    gets the new-window page and no cookie."""
+    async with LTIBrowser(headers=FRAMED) as browser:
+        page = await browser.post(
+            f"{stack.hub_url}/hub/lti13/oauth_login",
+            initiation(stack, ananke_window="top"),
+            stop_before=stack.platform_url,
+        )
+        assert page.status_code == 200 and "Open in a new window" in page.text
+        assert "ananke-continue" not in page.text
+        assert not hub_cookies(browser)
+
+
+async def without_fetch_metadata_once(context, login_url: str) -> list:
+    """The next request to ``login_url`` reaches the hub as from Safari before 16.4: without
+    Sec-Fetch-Dest (Chromium adds it to whatever the page asks, so Playwright sends this
+    one for the page, with the page's cookies). Later requests are the browser's own.
+    Returns the list the intercepted request's URL is appended to."""
+    taken = []
+
+    async def strip(route):
+        if taken:
+            await route.continue_()
+            return
+        taken.append(route.request.url)
+        headers = {
+            k: v for k, v in (await route.request.all_headers()).items()
+            if not k.lower().startswith("sec-fetch-")
+        }
+        await route.fulfill(response=await route.fetch(headers=headers, max_redirects=0))
+
+    await context.route(f"{login_url}*", strip)
+    return taken
+
+
+async def test_without_fetch_metadata_the_browser_decides_frame_or_window(
+    chromium,  # noqa: F811
+    stack,
+):
+    """Clicked in Chromium, the login initiation's first answer as to a browser that
+    does not say where it loads it: embedded, the frame offers the new window and sets
+    no cookie, and the new window lands in the lab; top-level, the page goes on by itself
+    through the LMS into the lab."""
+    login_url = f"{stack.hub_url}/hub/lti13/oauth_login"
+    context = await chromium.new_context(viewport={"width": 1200, "height": 900})
+    try:
+        taken = await without_fetch_metadata_once(context, login_url)
+        page = await context.new_page()
+        await page.goto(f"{stack.platform_url}/")  # logs the browser in to the LMS
+        await page.locator(
+            "form:has(input[name=user][value='3']):has(input[name=link][value='homework']) button"
+        ).click()
+        embedded = page.frame_locator("#contentframe")
+        open_button = embedded.get_by_role("button", name="Open in a new window")
+        await expect(open_button).to_be_visible(timeout=WAIT)
+        assert taken, "the embedded initiation did not go through the stripping route"
+        hub_cookies = [c for c in await context.cookies() if c["domain"] == "127.0.0.1"]
+        assert not hub_cookies, hub_cookies
+        async with context.expect_page() as new_window:
+            await open_button.click()
+        lab = await new_window.value
+        await lab.wait_for_url("**/user/u3/lab**", timeout=LAB_WAIT)
+
+        # Top-level: the same check goes on at once, without a click.
+        await context.unroute(f"{login_url}*")
+        taken = await without_fetch_metadata_once(context, login_url)
+        window = await context.new_page()
+        passed = []
+        window.on("framenavigated", lambda frame: passed.append(frame.url.split("?")[0]))
+        await window.goto(f"{login_url}?{urlencode(initiation(stack))}")
+        await window.wait_for_url("**/user/u3/lab**", timeout=LAB_WAIT)
+        assert taken
+        assert f"{stack.platform_url}/auth" in passed, passed  # a new login, through the LMS
+    finally:
+        await context.close()

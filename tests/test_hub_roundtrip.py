@@ -21,6 +21,7 @@ from nbgrader_users import ASSIGNMENT, LAB_CONFIG, answered, assignment_notebook
 from ananke_hub import fsutil
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.layout import CourseLayout, grader_username
+from ananke_hub.spawner import lab_jupyter_path, lab_kind
 from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,9 @@ async def nbgrader(
         "JUPYTERHUB_API_URL": f"{stack.hub_url}/hub/api",
         "JUPYTERHUB_API_TOKEN": token,
         "JUPYTER_CONFIG_PATH": str(LAB_CONFIG),
+        # The data path the spawner gives this kind of lab (a grader account's has the
+        # autograding sandbox's kernel spec, which its nbgrader config names).
+        "JUPYTER_PATH": lab_jupyter_path(lab_kind(username, [])),
         "ANANKE_EXCHANGE_ROOT": layout.exchange_root,
         "LANG": "C.UTF-8",
     }

@@ -47,7 +47,10 @@ def lab_environment(tmp_path, name="u5", groups=("formgrade-c-00000000000000aa",
 
 def test_labs_get_the_shipped_data_dir_on_jupyter_path(tmp_path):
     env = lab_environment(tmp_path)
-    assert env["JUPYTER_PATH"] == str(LAB_CONFIG_DIR)
+    assert env["JUPYTER_PATH"].split(os.pathsep) == [
+        str(LAB_CONFIG_DIR),
+        str(LAB_KINDS_DIR / "staff"),
+    ]
     assert env["JUPYTER_CONFIG_PATH"].split(os.pathsep) == [
         str(LAB_CONFIG_DIR),
         str(LAB_KINDS_DIR / "staff"),

@@ -254,9 +254,11 @@ def test_extension_points_name_the_module():
 
 
 class JupyterServer:
-    def __init__(self, root: Path, kore_url: str):
+    def __init__(self, root: Path, kore_url: str, lab_environment: dict | None = None):
         self.root = root
         self.kore_url = kore_url
+        #: The spawner's environment of a lab (LabEnvironment.lab_environment), if given.
+        self.lab_environment = lab_environment or {}
         self.token = "browser-token"
         self.log_path = root / "server.log"
 
@@ -272,6 +274,7 @@ class JupyterServer:
             JUPYTERHUB_API_TOKEN=LAB_TOKEN,
             **{KORE_URL_ENV: self.kore_url},
         )
+        env.update(self.lab_environment)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
         self.proc = subprocess.Popen(
             [
@@ -541,3 +544,41 @@ def test_server_kore_menu_with_kore_down(down_server):
 def test_server_kore_menu_needs_login(server):
     r = httpx.get(f"{server.base}/ananke/kore", timeout=60, follow_redirects=False)
     assert r.status_code == 403
+
+
+# --- the kernels a lab offers -----------------------------------------------------------------
+
+SANDBOX_KERNEL = "ananke-sandbox"
+
+
+@pytest.mark.parametrize(
+    "name, groups, offered",
+    [
+        ("u3", ["nbgrader-c-00000000000000aa"], False),  # a student
+        ("u2", ["formgrade-c-00000000000000aa"], False),  # an instructor's own lab
+        ("grader-c-00000000000000aa", ["formgrade-c-00000000000000aa"], True),
+    ],
+)
+def test_only_the_grader_accounts_lab_offers_the_sandbox_kernel(
+    tmp_path, kore_server, name, groups, offered
+):
+    """The autograding sandbox's kernel spec is for autograding and the formgrader's
+    Validate in the grader account's lab: a student's or an instructor's launcher and
+    kernel picker (both read api/kernelspecs) must not offer it. A real jupyter server
+    in the environment the spawner gives each kind of lab."""
+    from test_lab_kore_entry import lab_environment
+
+    env = lab_environment(tmp_path, name, groups)
+    (tmp_path / "lab").mkdir()
+    server = JupyterServer(tmp_path / "lab", kore_server.url, env).start()
+    try:
+        r = server.get("api/kernelspecs")
+        assert r.status_code == 200, r.text
+        specs = r.json()["kernelspecs"]
+    finally:
+        server.stop()
+    assert "python3" in specs  # the kernel people work with, in every lab
+    assert (SANDBOX_KERNEL in specs) is offered, sorted(specs)
+    if offered:
+        provisioner = specs[SANDBOX_KERNEL]["spec"]["metadata"]["kernel_provisioner"]
+        assert provisioner["provisioner_name"] == SANDBOX_KERNEL

@@ -5,7 +5,10 @@ from the built-in platform, all started by the project's own DemoStack (as `anan
 import asyncio
 import stat
 import time
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs, urlparse
 
+import httpx
 import pytest
 from hubtest import (
     admin_stack,
@@ -19,6 +22,7 @@ from hubtest import (
     wait_for_lab,
 )
 from lti_browser import LTIBrowser, auto_submit_form
+from ltiauthenticator.lti13.handlers import NONCE_STATE_COOKIE_NAME, STATE_COOKIE_NAME
 
 from ananke_hub.courses.identity import course_id_for
 from ananke_hub.courses.registry import CourseRegistry
@@ -31,6 +35,8 @@ from ananke_hub.usernames import hub_username
 pytestmark = pytest.mark.slow
 
 ROLES = "https://purl.imsglobal.org/spec/lti/claim/roles"
+#: The cookies the callback reads after the LMS's form post (ltiauthenticator's names).
+LOGIN_COOKIES = (STATE_COOKIE_NAME, NONCE_STATE_COOKIE_NAME)
 DEPLOYMENT = "https://purl.imsglobal.org/spec/lti/claim/deployment_id"
 
 
@@ -308,6 +314,72 @@ async def test_hub_still_serves_after_refusals(stack):
         assert (await browser.get(f"{stack.hub_url}/hub/health")).status_code == 200
         resp = await browser.launch(stack.platform_url, "4", "exam")
         assert "/u4" in str(resp.url)
+
+
+# --- the login's cookies across the LMS's cross-site form post ----------------------------
+
+
+def login_cookies(resp) -> dict:
+    """The state and nonce cookies the login initiation sets, as parsed morsels."""
+    found = {}
+    for header in resp.headers.get_list("set-cookie"):
+        jar = SimpleCookie()
+        jar.load(header)
+        found.update({n: m for n, m in jar.items() if n in LOGIN_COOKIES})
+    return found
+
+
+@pytest.fixture(scope="module")
+async def https_stack(tmp_path_factory):
+    """A hub configured as behind a reverse proxy that terminates TLS: the documented
+    setting (00_base.py, 30_lms.py). The hub's own proxy does not pass a reverse proxy's
+    X-Forwarded-Proto on (it sends ",http"), so "auto" would see http here."""
+    config = {"AnankeLTI13Authenticator": {"uri_scheme": "https"}}
+    async with admin_stack(tmp_path_factory.mktemp("https-hub"), extra_config=config) as s:
+        yield s
+
+
+async def initiation_cookies(hub, scheme: str) -> dict:
+    """Initiate a login at ``hub``; its state and nonce cookies, checked to be the two the
+    callback reads, after checking that the LMS will post back to a ``scheme`` URL."""
+    data = {
+        "iss": hub.platform_url,
+        "login_hint": "3",
+        "target_link_uri": f"{hub.hub_url}/hub/",
+        "client_id": DEMO_CLIENT_ID,
+        "lti_deployment_id": DEMO_DEPLOYMENT_ID,
+        "lti_message_hint": "homework",
+    }
+    # A browser's top-level window (Fetch Metadata), where the cookie-based login runs.
+    headers = {"Sec-Fetch-Dest": "document"}
+    async with httpx.AsyncClient(follow_redirects=False, timeout=30, headers=headers) as client:
+        resp = await client.post(f"{hub.hub_url}/hub/lti13/oauth_login", data=data)
+    assert resp.status_code == 302, resp.text
+    # Where the LMS will post: the cookies must suit that URL's scheme.
+    redirect_uri = parse_qs(urlparse(resp.headers["location"]).query)["redirect_uri"][0]
+    assert redirect_uri.startswith(f"{scheme}://"), redirect_uri
+    cookies = login_cookies(resp)
+    assert set(cookies) == set(LOGIN_COOKIES), resp.headers.get_list("set-cookie")
+    for name, morsel in cookies.items():
+        assert morsel["httponly"], name
+    return cookies
+
+
+async def test_login_cookies_go_along_the_lms_cross_site_post_under_https(https_stack):
+    """The LMS auto-posts the id_token to the hub from its own site (Moodle's auth.php
+    form): the state and nonce cookies must come along on that cross-site POST, so under
+    https they say SameSite=None; Secure explicitly (Chrome lets a cookie without
+    SameSite through such a POST only in its first 2 minutes)."""
+    for morsel in (await initiation_cookies(https_stack, "https")).values():
+        assert morsel["secure"] and morsel["samesite"] == "None", morsel.OutputString()
+
+
+async def test_login_cookies_under_plain_http_claim_neither_secure_nor_samesite_none(stack):
+    """A Secure cookie would not come back over http, and browsers refuse SameSite=None
+    without Secure: under http (the demo) the cookies stay as upstream makes them."""
+    for morsel in (await initiation_cookies(stack, "http")).values():
+        assert not morsel["secure"], morsel.OutputString()
+        assert morsel["samesite"].lower() != "none", morsel.OutputString()
 
 
 # --- the platform's keyset down or slow: own hubs, so the key cache starts cold ----------

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from ananke_hub.lab.sandbox import broker, bubblewrap, provisioner
-from ananke_hub.spawner import LAB_CONFIG_DIR
+from ananke_hub.spawner import LAB_CONFIG_DIR, lab_jupyter_path
 
 GRADER = "grader-c-00000000c0ffee00"
 CALLER = broker.Caller(4242, GRADER, "c-00000000c0ffee00")
@@ -139,7 +139,8 @@ def _validate(tmp_path, monkeypatch, user: str) -> dict:
     from nbgrader.validator import Validator
 
     monkeypatch.setenv("JUPYTERHUB_USER", user)
-    monkeypatch.setenv("JUPYTER_PATH", str(LAB_CONFIG_DIR))
+    kind = "grader" if user == GRADER else "learner"
+    monkeypatch.setenv("JUPYTER_PATH", lab_jupyter_path(kind))
     monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(LAB_CONFIG_DIR))
     secret = tmp_path / "gradebook.db"
     secret.write_text("grades")

@@ -21,6 +21,10 @@ Where the hub uses them:
   ``set_cookie``), not the private ``_persist_url_token_if_set``.
 - ltiauthenticator: ``LTI13CallbackHandler._get_nonce_state_cookie`` (auth/handlers.py:
   the nonce's state, whose epoch says which hub process made it; auth/replay.py).
+- JupyterHub: ``BaseHandler._set_cookie`` (auth/handlers.py, the login's state and nonce
+  cookies with SameSite=None; Secure under https), as ltiauthenticator sets them; and
+  upstream's ``generate_state`` setting its cookie through the public
+  ``set_state_cookie``, which ours overrides.
 """
 
 import inspect
@@ -121,4 +125,20 @@ def test_ltiauthenticator_internals():
     source = inspect.getsource(handlers.LTI13CallbackHandler.check_nonce)
     assert "self._get_nonce_state_cookie()" in source and "get_nonce(" in source, fail_message(
         "jupyterhub-ltiauthenticator", "LTI13CallbackHandler.check_nonce", where
+    )
+
+
+def test_login_cookie_internals():
+    from jupyterhub.handlers import BaseHandler
+    from ltiauthenticator.lti13 import handlers
+
+    where = "ananke_hub/auth/handlers.py (AnankeLoginInitHandler's login cookies)"
+    setter = getattr(BaseHandler, "_set_cookie", None)
+    params = list(inspect.signature(setter).parameters) if callable(setter) else []
+    assert params[:3] == ["self", "key", "value"] and "overrides" in params, fail_message(
+        "jupyterhub", "BaseHandler._set_cookie(key, value, encrypted, **overrides)", where
+    )
+    source = inspect.getsource(handlers.LTI13LoginInitHandler.generate_state)
+    assert "self.set_state_cookie(" in source, fail_message(
+        "jupyterhub-ltiauthenticator", "LTI13LoginInitHandler.generate_state", where
     )

@@ -13,7 +13,10 @@ They keep ltiauthenticator's routes and cookies and change what is checked:
 Both may run in a frame of the LMS's page (``framing.py``): their answers may be framed
 by the registered platforms' origins; a resource link launch in a frame gets a page that
 continues in a new window; a content selection in a frame logs in with a state that
-needs no cookie and goes on to Kore's picker with a single-use ticket.
+needs no cookie and goes on to Kore's picker with a single-use ticket. When the browser
+does not say whether it is in a frame, a page asks it (``check_window.html``).
+Under https, the state and nonce cookies are ``SameSite=None; Secure``: the LMS posts
+the id_token to the callback from its own site.
 
 Every refusal is an HTTPError with a message for the person (JupyterHub renders it)
 that tornado logs as one line; nothing is written for a refused launch.
@@ -39,6 +42,8 @@ from ltiauthenticator.lti13.error import (
     ValidationError,
 )
 from ltiauthenticator.lti13.handlers import (
+    NONCE_STATE_COOKIE_NAME,
+    STATE_COOKIE_NAME,
     LTI13CallbackHandler,
     LTI13LoginInitHandler,
     get_nonce,
@@ -57,10 +62,12 @@ from ..courses.deeplink import (
 )
 from ..courses.identity import LaunchError
 from ..framing import (
+    TOP_LEVEL,
+    WINDOW_FIELD,
     FramedState,
     enabled_platform_origins,
     frame_ancestors,
-    is_framed,
+    frame_status,
     is_select_content,
 )
 from .platform_keys import PlatformKeysUnavailable, UnknownSigningKey
@@ -174,20 +181,29 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
             registration, client_id = await self.authenticator.registration_of_login(args)
         except ValidationError as exc:
             raise HTTPError(400, f"LTI login refused: {exc}") from None
-        framed = is_framed(self.request)
-        if framed and not is_select_content(args.get("target_link_uri", "")):
-            # A lab cannot keep its cookies in the LMS's frame: the same login goes on
-            # in a new top-level window (the LMS's one-time hint is still unused).
-            self.log.info("lti: launch from %s in a frame: offering a new window", args["iss"])
-            self.render_page(
-                "open_in_window.html",
-                action=self.request.path,
-                fields={k: args[k] for k in INITIATION_FIELDS if args.get(k)},
-            )
+        framed = frame_status(self.request, args)
+        select_content = is_select_content(args.get("target_link_uri", ""))
+        # The same login, repeated by the pages below from a top-level window (the LMS's
+        # one-time hint is still unused).
+        repeat = {k: args[k] for k in INITIATION_FIELDS if args.get(k)}
+        repeat[WINDOW_FIELD] = TOP_LEVEL
+        if framed is None and not select_content:
+            # The browser did not say where it loads this (no Sec-Fetch-Dest: Safari
+            # before 16.4, an http origin): its own check decides. A top-level window
+            # goes on at once; a frame offers the new window below.
+            self.log.info("lti: launch from %s, frame or window unknown: asking", args["iss"])
+            self.render_page("check_window.html", action=self.request.path, fields=repeat)
             return
-        if framed:
-            # Content selection in the LMS's frame: the state names the nonce and is
-            # signed; no cookie (it would be a third-party one).
+        if framed and not select_content:
+            # A lab cannot keep its cookies in the LMS's frame: the same login goes on
+            # in a new top-level window.
+            self.log.info("lti: launch from %s in a frame: offering a new window", args["iss"])
+            self.render_page("open_in_window.html", action=self.request.path, fields=repeat)
+            return
+        if select_content and framed is not False:
+            # Content selection in the LMS's frame, or maybe in one: the state names the
+            # nonce and is signed; no cookie (it would be a third-party one). This path
+            # works in a top-level window too.
             nonce_state = self.authenticator.nonces.new_state()
             nonce = get_nonce(nonce_state)
             state = FramedState(self.settings["cookie_secret"]).create(self, nonce_state)
@@ -219,6 +235,44 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
         nonce_state = self.authenticator.nonces.new_state()
         self.set_nonce_state_cookie(nonce_state)
         return get_nonce(nonce_state)
+
+    # The state and nonce cookies are read by the callback, which the LMS reaches with a
+    # form it auto-posts from its own site (Moodle's mod/lti/auth.php posts id_token and
+    # state to the redirection URI): a cross-site top-level POST. Browsers send a cookie
+    # on it only if it says SameSite=None, which they accept only with Secure (Chrome 80+,
+    # Firefox, Safari); a cookie without SameSite counts as Lax, and Chrome lets it
+    # through such a POST only in its first 2 minutes, a stopgap it may drop. Upstream
+    # sets no SameSite; JupyterHub's other cookies are not needed across that POST.
+    def set_state_cookie(self, state: str) -> None:
+        self._set_login_cookie(STATE_COOKIE_NAME, state)
+
+    def set_nonce_state_cookie(self, nonce_state: str) -> None:
+        self._set_login_cookie(NONCE_STATE_COOKIE_NAME, nonce_state)
+
+    def _set_login_cookie(self, name: str, value: str) -> None:
+        # As upstream's (encrypted, HttpOnly, one day; c.JupyterHub.cookie_options
+        # apply), plus cross_site_cookie_options().
+        self._set_cookie(
+            name,
+            value,
+            expires_days=1,
+            httponly=True,
+            encrypted=True,
+            **self.cross_site_cookie_options(),
+        )
+
+    def cross_site_cookie_options(self) -> dict:
+        """``SameSite=None; Secure`` when the LMS posts back to an https redirection
+        URI (the scheme of ``redirect_uri``: ``c.AnankeLTI13Authenticator.uri_scheme``, or
+        with "auto" the forwarded protocol), else nothing. Under plain http (the demo
+        on 127.0.0.1, a test hub) a Secure cookie would never come back and SameSite=None
+        without Secure is refused by browsers, so the cookies stay as upstream makes
+        them: the demo's LMS and hub are the same site (ports do not count), where a
+        Lax cookie goes along; a cross-site LMS over plain http leans on Chrome's
+        2-minute exception and is not supported (serve the hub over https)."""
+        if self.authenticator.get_uri_scheme(self.request) != "https":
+            return {}
+        return {"secure": True, "samesite": "None"}
 
 
 def stage_groups(db, user, group_names: list[str]) -> None:

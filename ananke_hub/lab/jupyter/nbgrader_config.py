@@ -44,8 +44,9 @@ c.Autograde.autograde_preprocessors = sandboxed_autograde_preprocessors()
 # code too. nbgrader's Validator has a fixed preprocessor list (nbgrader/validator.py,
 # Validator.preprocessors is not config=True) and its Execute forces its kernel manager
 # (preprocessors/execute.py), but Execute takes nbclient's kernel_name from config: the
-# "ananke-sandbox" kernel spec (lab/jupyter/kernels, on the labs' JUPYTER_PATH) names
-# the sandbox's kernel provisioner. Students' own labs validate their own code as usual.
+# "ananke-sandbox" kernel spec (lab/jupyter_lab_kinds/grader/kernels, on the grader
+# account's JUPYTER_PATH only: spawner.lab_jupyter_path) names the sandbox's kernel
+# provisioner. Students' own labs validate their own code as usual.
 from ananke_hub.lab.exchange import GRADER_ACCOUNT_RE  # noqa: E402
 
 if GRADER_ACCOUNT_RE.fullmatch(os.environ.get("JUPYTERHUB_USER", "")):
