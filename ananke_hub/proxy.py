@@ -20,8 +20,17 @@ Event streams: the port buffers every answer until the upstream ends it, under t
 (``/hub/api/users/<name>/server/progress``): the page never saw a progress message and,
 for a start longer than 20 s (a class in the start queue), got a 503 instead of its
 lab. :meth:`SubprotocolProxyHandler.call_proxy` passes ``text/event-stream`` requests
-through as they come, without a time limit. Everything else is the unchanged upstream
-command.
+through as they come, without a time limit.
+
+Forwarded headers: the port looks the client's ``X-Forwarded-*`` headers up by lower-case
+names in a dict of the capitalised ones, so it replaced a TLS-terminating front proxy's
+``X-Forwarded-Proto: https`` with ``,http`` (and emptied ``X-Forwarded-Host``), and it
+took every connection for plain http even where it terminates TLS itself. JupyterHub
+then believed the browser spoke http (``uri_scheme = "auto"`` built ``http://`` LTI
+redirect URIs, which an LMS refuses). :meth:`SubprotocolProxyHandler._get_proxy_request`
+appends this hop's values to the client's as the JupyterHub project's Node.js proxy
+does (``https,http``: JupyterHub reads the first, what the browser used). Everything
+else is the unchanged upstream command.
 
 We keep the PyPI port rather than the JupyterHub project's Node.js proxy (npm) so that
 ``pip install`` alone sets up a hub: no Node.js runtime in the images or in CI.
@@ -31,7 +40,7 @@ import sys
 
 from configurable_http_proxy import configproxy
 from configurable_http_proxy.handlers import ProxyHandler
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httputil import HTTPHeaders, parse_response_start_line
 
 MAX_CONCURRENT_REQUESTS = 1000
@@ -62,6 +71,32 @@ class SubprotocolProxyHandler(ProxyHandler):
             if prefix:
                 self.proxy.update_last_activity(prefix)
             self.ws_client.write_message(message, binary=isinstance(message, bytes))
+
+    def _get_proxy_request(self, url) -> HTTPRequest:
+        request = super()._get_proxy_request(url)
+        headers = HTTPHeaders(self.request.headers)
+        for name, value in self.proxy.custom_headers.items():
+            headers[name] = value
+        if self.proxy.x_forward:
+            self._add_forwarded(headers)
+        request.headers = headers
+        return request
+
+    def _add_forwarded(self, headers: HTTPHeaders) -> None:
+        """This hop's X-Forwarded-* values after the client's (HTTPHeaders: any case)."""
+        encrypted = self.request.protocol == "https"
+        host = headers.get("Host", "")
+        port = host.rpartition(":")[2] if ":" in host and not host.endswith("]") else ""
+        ours = {
+            "For": self.request.remote_ip or "",
+            "Port": port if port.isdigit() else ("443" if encrypted else "80"),
+            "Proto": "https" if encrypted else "http",
+        }
+        for key, value in ours.items():
+            name = f"X-Forwarded-{key}"
+            earlier = headers.get(name, "")
+            headers[name] = f"{earlier},{value}" if earlier else value
+        headers["X-Forwarded-Host"] = headers.get("X-Forwarded-Host") or host
 
     async def call_proxy(self, path=None):
         if "text/event-stream" not in self.request.headers.get("Accept", ""):

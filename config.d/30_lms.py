@@ -23,8 +23,8 @@ c.LMSRegistration.authorize_url = f"{lms}/mod/lti/auth.php"  # "Authentication r
 c.LMSRegistration.jwks_url = f"{lms}/mod/lti/certs.php"  # "Public keyset URL"
 c.LMSRegistration.access_token_url = f"{lms}/mod/lti/token.php"  # "Access token URL"
 
-# "https" when a reverse proxy terminates TLS in front of the hub; "auto" trusts the
-# X-Forwarded-Proto header.
+# "https" when a reverse proxy terminates TLS in front of the hub; "auto" (the
+# default) reads the X-Forwarded-Proto header that reverse proxy sends.
 # c.AnankeLTI13Authenticator.uri_scheme = "https"
 
 # Seconds of clock difference tolerated between the LMS and the hub (an integer). Not 0:

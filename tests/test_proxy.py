@@ -158,3 +158,76 @@ async def test_event_streams_pass_through_as_they_come(proxy):
     assert response.code == 200
     assert response.headers["Content-Type"] == "text/event-stream"
     assert b'"ready": true' in b"".join(chunks)
+
+
+class Headers(web.RequestHandler):
+    """Answers with the request's headers and the protocol JupyterHub believes the
+    browser used (``jupyterhub.utils.get_browser_protocol``, what ltiauthenticator's
+    ``uri_scheme = "auto"`` builds its LTI redirect URI from)."""
+
+    def get(self):
+        from jupyterhub.utils import get_browser_protocol
+
+        headers = {k: v for k, v in self.request.headers.get_all() if k.startswith("X-Forwarded")}
+        self.write({"headers": headers, "browser_protocol": get_browser_protocol(self.request)})
+
+
+def _proxy_to_headers():
+    """The hub's proxy in front of :class:`Headers` (as its default target)."""
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(web.Application([(r"/.*", Headers)]))
+    server.add_sockets(sockets)
+    port, api_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "ananke_hub.proxy", "--ip", "127.0.0.1", "--port", str(port)]
+    argv += ["--api-ip", "127.0.0.1", "--api-port", str(api_port)]
+    argv += ["--default-target", f"http://127.0.0.1:{sockets[0].getsockname()[1]}"]
+    env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(16)}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return proc, server, f"http://127.0.0.1:{port}"
+
+
+async def _fetch_through(url, headers, proc):
+    client = AsyncHTTPClient()
+    for _ in range(100):  # bounded: about 20 s until the proxy answers
+        try:
+            response = await client.fetch(
+                HTTPRequest(f"{url}/hub/lti13/oauth_login", headers=headers)
+            )
+            return json.loads(response.body)
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            await asyncio.sleep(0.2)
+    pytest.fail("the proxy did not answer within about 20 s")
+
+
+@pytest.mark.parametrize(
+    "sent, browser_protocol, forwarded_proto",
+    [
+        (
+            {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hub.example.edu"},
+            "https",
+            "https,http",
+        ),
+        ({}, "http", "http"),
+    ],
+    ids=["behind-a-tls-front-proxy", "plain-http"],
+)
+async def test_forwarded_headers_keep_what_the_front_proxy_said(
+    sent, browser_protocol, forwarded_proto
+):
+    """A TLS-terminating reverse proxy in front of the hub says X-Forwarded-Proto: https;
+    the hub must still see it (the port replaced it with ',http', so uri_scheme 'auto'
+    built http:// redirect URIs an LMS refuses)."""
+    proc, server, url = _proxy_to_headers()
+    try:
+        seen = await _fetch_through(url, sent, proc)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        server.stop()
+    assert seen["browser_protocol"] == browser_protocol
+    assert seen["headers"]["X-Forwarded-Proto"] == forwarded_proto
+    assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["headers"]["X-Forwarded-Host"] == sent.get(
+        "X-Forwarded-Host", url.removeprefix("http://")
+    )
