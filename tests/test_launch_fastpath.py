@@ -107,7 +107,9 @@ def setup(tmp_path, monkeypatch):
 
         def user_from_username(self, name):
             self.graders.append(name)
-            return SimpleNamespace(sync_groups=lambda groups: rec.grader_groups.append(groups))
+            return SimpleNamespace(
+                name=name, sync_groups=lambda groups: rec.grader_groups.append(groups)
+            )
 
         def find_user(self, name):
             return self.users.get(name)
@@ -526,13 +528,13 @@ async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, 
     provisioner, handler, rec = setup
     auth = AnankeLTI13Authenticator(provisioner=provisioner)
     trips = []
-    run = provisioner.registry.run
+    submit = provisioner.registry.submit
 
-    async def counted(func, *args):
+    def counted(func, *args):
         trips.append(getattr(func, "__name__", func))
-        return await run(func, *args)
+        return submit(func, *args)
 
-    monkeypatch.setattr(provisioner.registry, "run", counted)
+    monkeypatch.setattr(provisioner.registry, "submit", counted)
 
     async def login(nonce, name="u3", **claims):
         token = {**id_token(**claims), "nonce": nonce}
