@@ -18,7 +18,7 @@ from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import COURSE_DELETING, Course, Member
 from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
-from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 
 M = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
@@ -551,6 +551,78 @@ async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, 
 
     await login("n3", email="turing@example.edu")  # changed: the read says so, it writes
     assert member_row(provisioner, "u3").email == "turing@example.edu"
+
+
+async def test_a_new_users_hub_account_is_made_while_the_registry_records_the_launch(
+    setup, monkeypatch
+):
+    """A first login's registry trip (in the registry's thread) and the new hub
+    account's commits (JupyterHub's database, waiting for the disk) run at the same
+    time: the trip adds no time of its own to the login. A known user gets no account."""
+    provisioner, handler, rec = setup
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+    account_made = threading.Event()
+    during_trip = []
+    real = provision.read_or_record
+
+    def read_or_record(*args):
+        # Bounded, so that a login that makes the account after the trip fails here
+        # rather than hanging; the assert is about the order, not the time.
+        during_trip.append(account_made.wait(30))
+        return real(*args)
+
+    monkeypatch.setattr(provision, "read_or_record", read_or_record)
+    make = handler.user_from_username
+
+    def user_from_username(name):
+        if name == "u3":
+            account_made.set()
+        return make(name)
+
+    monkeypatch.setattr(handler, "user_from_username", user_from_username)
+    model = await auth.run_post_auth_hook(handler, {"name": "u3", "auth_state": id_token()})
+    assert during_trip == [True] and handler.graders.count("u3") == 1
+    assert model["groups"] == [f"nbgrader-{launch().course_id}"]
+
+    handler.users["u3"] = SimpleNamespace(name="u3")  # known now: no second account
+    monkeypatch.setattr(provision, "read_or_record", real)
+    await auth.run_post_auth_hook(handler, {"name": "u3", "auth_state": id_token()})
+    assert handler.graders.count("u3") == 1
+    await provisioner.ensure_enrolled("u3")
+
+
+async def test_a_first_launch_of_an_unchanged_course_writes_only_its_member(setup):
+    """The launch's read saw the course as the launch has it: one write, the member's
+    row. A course changed, deleted or being deleted since that read is still seen."""
+    provisioner, handler, rec = setup
+    registry = provisioner.registry
+    await launched(provisioner, handler, launch(sub="1", role="Instructor"))
+    rec.writes.clear()
+    granted = await launched(provisioner, handler, launch(sub="2"))
+    assert granted.groups == [f"nbgrader-{launch().course_id}"]
+    # (the gradebook enrolment's own mark follows the login)
+    writes = [w for w in rec.writes if not w.lstrip().startswith("UPDATE members SET in_gradebook")]
+    assert len(writes) == 1 and writes[0].lstrip().startswith("INSERT INTO members")
+
+    # What a read saw goes stale: the transaction still finds out.
+    stale = registry.launch_view(launch(sub="3")).course
+    assert stale is not None
+    with registry.session() as session, session.begin():
+        session.execute(
+            update(Course)
+            .where(Course.id == stale.id)
+            .values(state=COURSE_DELETING)
+        )
+    with pytest.raises(CourseBeingDeleted):
+        registry.record_launch(launch(sub="3"), seen=stale)
+    with registry.session() as session, session.begin():
+        session.execute(update(Course).where(Course.id == stale.id).values(state="active"))
+        session.delete(session.get(Course, stale.id))
+    record = registry.record_launch(launch(sub="3"), seen=stale)  # deleted: made anew
+    assert record.created and registry.get(stale.id) is not None
+    renamed = launch(sub="4", **{CLAIM + "context": {"id": "ctx", "label": "DS", "title": "New"}})
+    registry.record_launch(renamed, seen=registry.launch_view(renamed).course)
+    assert registry.get(stale.id).context_title == "New"
 
 
 def test_group_changes_wait_for_the_logins_commit(tmp_path):
