@@ -595,7 +595,7 @@ async def test_a_first_launch_of_an_unchanged_course_writes_only_its_member(setu
     """The launch's read saw the course as the launch has it: one write, the member's
     row. A course changed, deleted or being deleted since that read is still seen."""
     provisioner, handler, rec = setup
-    registry = provisioner.registry
+    reg = provisioner.registry
     await launched(provisioner, handler, launch(sub="1", role="Instructor"))
     rec.writes.clear()
     granted = await launched(provisioner, handler, launch(sub="2"))
@@ -605,24 +605,24 @@ async def test_a_first_launch_of_an_unchanged_course_writes_only_its_member(setu
     assert len(writes) == 1 and writes[0].lstrip().startswith("INSERT INTO members")
 
     # What a read saw goes stale: the transaction still finds out.
-    stale = registry.launch_view(launch(sub="3")).course
+    stale = reg.launch_view(launch(sub="3")).course
     assert stale is not None
-    with registry.session() as session, session.begin():
+    with reg.session() as session, session.begin():
         session.execute(
             update(Course)
             .where(Course.id == stale.id)
             .values(state=COURSE_DELETING)
         )
     with pytest.raises(CourseBeingDeleted):
-        registry.record_launch(launch(sub="3"), seen=stale)
-    with registry.session() as session, session.begin():
+        reg.record_launch(launch(sub="3"), seen=stale)
+    with reg.session() as session, session.begin():
         session.execute(update(Course).where(Course.id == stale.id).values(state="active"))
         session.delete(session.get(Course, stale.id))
-    record = registry.record_launch(launch(sub="3"), seen=stale)  # deleted: made anew
-    assert record.created and registry.get(stale.id) is not None
+    record = reg.record_launch(launch(sub="3"), seen=stale)  # deleted: made anew
+    assert record.created and reg.get(stale.id) is not None
     renamed = launch(sub="4", **{CLAIM + "context": {"id": "ctx", "label": "DS", "title": "New"}})
-    registry.record_launch(renamed, seen=registry.launch_view(renamed).course)
-    assert registry.get(stale.id).context_title == "New"
+    reg.record_launch(renamed, seen=reg.launch_view(renamed).course)
+    assert reg.get(stale.id).context_title == "New"
 
 
 def test_group_changes_wait_for_the_logins_commit(tmp_path):

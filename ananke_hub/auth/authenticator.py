@@ -426,7 +426,10 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         time. A launch refused after this (the course is being deleted, the registry is
         down) leaves the account without groups and not logged in, like an account
         Kore's roster sync made before its person's first launch."""
-        if handler.find_user(name) is None:
+        ahead = getattr(handler, "hub_user_ahead", None)
+        if ahead is not None:  # our callback handler: it keeps the user for auth_to_user
+            await ahead(name)
+        elif handler.find_user(name) is None:
             await maybe_future(self.add_user(handler.user_from_username(name)))
 
     def settle_access(self, user, auth_model: dict) -> None:
