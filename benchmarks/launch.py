@@ -9,6 +9,7 @@ See benchmarks/README.md for what each scenario measures.
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from contextlib import AsyncExitStack, suppress
@@ -199,19 +200,49 @@ def compare(description: str, per_auth: dict, **extra) -> dict:
     return scenario
 
 
+#: Seconds to wait after a scenario before reading the hub's CPU time: work a launch
+#: leaves for after its login (ours: the gradebook enrolment, batched over
+#: c.CourseProvisioner.enrolment_batch_window, 1 s) is counted with its scenario.
+CPU_SETTLE_S = 1.5
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Target:
-    """One authenticator's stack, with its launch driver and its hub's log."""
+    """One authenticator's stack, with its launch driver, its hub's log and CPU time."""
 
     def __init__(self, name: str, stack: DemoStack, users: int, direct: bool):
         self.name = name
         self.stack = stack
         self.driver = LaunchDriver(stack, users, direct=direct)
         self.hub_log = HubLog(stack.log_dir / "jupyterhub.log")
+        self.hub_pid = stack.processes["jupyterhub"].pid
+        self._cpu_mark = 0.0
 
-    async def stats(self, results: list[LaunchResult]) -> dict:
-        """Stats of ``results``, with the hub's times logged since ``hub_log.mark()``."""
+    def mark(self) -> None:
+        self.hub_log.mark()
+        self._cpu_mark = process_cpu_s(self.hub_pid)
+
+    async def stats(self, results: list[LaunchResult], settle: bool = True) -> dict:
+        """Stats of ``results``, with the hub's times logged since :meth:`mark` and the
+        hub process's CPU time per launch since then."""
         hub_times = await self.hub_log.since_mark(sum(r.ok for r in results))
-        return launch_stats(results, hub_times)
+        if settle:
+            await asyncio.sleep(CPU_SETTLE_S)
+        stats = launch_stats(results, hub_times)
+        cpu_ms = (process_cpu_s(self.hub_pid) - self._cpu_mark) * 1000
+        stats["hub_cpu_ms_per_launch"] = round(cpu_ms / max(1, len(results)), 1)
+        return stats
+
+
+async def all_stats(targets: dict[str, Target], results: dict) -> dict:
+    """Every target's stats of its ``results``, read at the same time."""
+    stats = await asyncio.gather(*(t.stats(results[n]) for n, t in targets.items()))
+    return dict(zip(targets, stats, strict=True))
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -222,9 +253,9 @@ async def fast_scenarios(args, targets: dict[str, Target], users: int) -> dict:
     print(f"First logins of {users} users, one at a time ...", flush=True)
     drivers = {name: t.driver for name, t in targets.items()}
     for t in targets.values():
-        t.hub_log.mark()
+        t.mark()
     results = await sequential(drivers, users, users)
-    per_auth = {name: await t.stats(results[name]) for name, t in targets.items()}
+    per_auth = await all_stats(targets, results)
     scenarios["first_login"] = compare(
         f"{users} users new to the hub log in one after the other (concurrency 1); "
         "also the warm-up: the timed scenarios below are logins of existing users. "
@@ -235,9 +266,9 @@ async def fast_scenarios(args, targets: dict[str, Target], users: int) -> dict:
 
     print(f"Sequential: {args.sequential} launches ...", flush=True)
     for t in targets.values():
-        t.hub_log.mark()
+        t.mark()
     results = await sequential(drivers, args.sequential, users)
-    per_auth = {name: await t.stats(results[name]) for name, t in targets.items()}
+    per_auth = await all_stats(targets, results)
     scenarios["sequential"] = compare(
         f"{args.sequential} launches one after the other (concurrency 1), each with a "
         "fresh cookie jar, by users who logged in before.",
@@ -252,7 +283,7 @@ async def fast_scenarios(args, targets: dict[str, Target], users: int) -> dict:
     results: dict = {n: [] for n in targets}
     walls: dict = {n: [] for n in targets}
     for t in targets.values():
-        t.hub_log.mark()  # one log per hub: rounds of the other hub do not show in it
+        t.mark()  # one log per hub: rounds of the other hub do not show in it
     for round_no in range(args.rounds):
         # Alternate who goes first, so a drift of the machine hits both alike.
         order = AUTHENTICATORS if round_no % 2 == 0 else AUTHENTICATORS[::-1]
@@ -282,7 +313,7 @@ async def slow_scenario(args, targets: dict[str, Target]) -> dict:
     per_auth = {}
     for name, t in targets.items():
         before = jwks_fetches(t.stack)
-        t.hub_log.mark()
+        t.mark()
         probed = await with_health_probes(
             t.driver, args.slow_launches, args.probe_interval, args.scenario_timeout
         )
@@ -363,7 +394,12 @@ def render(report: dict) -> str:
         ("sequential", f"Concurrency 1 ({s['sequential']['upstream']['launches']} launches)"),
         ("concurrent", f"Concurrency {conc['concurrency']} ({conc['rounds']} round(s))"),
     ):
-        lines += launch_table(title, s[key]) + [""]
+        lines += launch_table(title, s[key])
+        lines.append(
+            "  hub CPU per launch (ms, the hub process, incl. work after the login): "
+            + ", ".join(f"{n} {s[key][n].get('hub_cpu_ms_per_launch', '-')}" for n in AUTHENTICATORS)
+        )
+        lines.append("")
     if "slow_keyset" in s:
         slow = s["slow_keyset"]
         lines += slow_table(

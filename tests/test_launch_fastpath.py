@@ -18,7 +18,7 @@ from ananke_hub.courses.identity import LaunchInfo
 from ananke_hub.courses.layout import CourseLayout
 from ananke_hub.courses.models import COURSE_DELETING, Course, Member
 from ananke_hub.courses.provision import CourseProvisioner, ProvisioningError
-from ananke_hub.courses.registry import CourseRegistry
+from ananke_hub.courses.registry import CourseBeingDeleted, CourseRegistry
 
 M = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
@@ -107,7 +107,9 @@ def setup(tmp_path, monkeypatch):
 
         def user_from_username(self, name):
             self.graders.append(name)
-            return SimpleNamespace(sync_groups=lambda groups: rec.grader_groups.append(groups))
+            return SimpleNamespace(
+                name=name, sync_groups=lambda groups: rec.grader_groups.append(groups)
+            )
 
         def find_user(self, name):
             return self.users.get(name)
@@ -526,13 +528,13 @@ async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, 
     provisioner, handler, rec = setup
     auth = AnankeLTI13Authenticator(provisioner=provisioner)
     trips = []
-    run = provisioner.registry.run
+    submit = provisioner.registry.submit
 
-    async def counted(func, *args):
+    def counted(func, *args):
         trips.append(getattr(func, "__name__", func))
-        return await run(func, *args)
+        return submit(func, *args)
 
-    monkeypatch.setattr(provisioner.registry, "run", counted)
+    monkeypatch.setattr(provisioner.registry, "submit", counted)
 
     async def login(nonce, name="u3", **claims):
         token = {**id_token(**claims), "nonce": nonce}
@@ -549,6 +551,78 @@ async def test_a_returning_launch_makes_one_trip_through_the_thread_pool(setup, 
 
     await login("n3", email="turing@example.edu")  # changed: the read says so, it writes
     assert member_row(provisioner, "u3").email == "turing@example.edu"
+
+
+async def test_a_new_users_hub_account_is_made_while_the_registry_records_the_launch(
+    setup, monkeypatch
+):
+    """A first login's registry trip (in the registry's thread) and the new hub
+    account's commits (JupyterHub's database, waiting for the disk) run at the same
+    time: the trip adds no time of its own to the login. A known user gets no account."""
+    provisioner, handler, rec = setup
+    auth = AnankeLTI13Authenticator(provisioner=provisioner)
+    account_made = threading.Event()
+    during_trip = []
+    real = provision.read_or_record
+
+    def read_or_record(*args):
+        # Bounded, so that a login that makes the account after the trip fails here
+        # rather than hanging; the assert is about the order, not the time.
+        during_trip.append(account_made.wait(30))
+        return real(*args)
+
+    monkeypatch.setattr(provision, "read_or_record", read_or_record)
+    make = handler.user_from_username
+
+    def user_from_username(name):
+        if name == "u3":
+            account_made.set()
+        return make(name)
+
+    monkeypatch.setattr(handler, "user_from_username", user_from_username)
+    model = await auth.run_post_auth_hook(handler, {"name": "u3", "auth_state": id_token()})
+    assert during_trip == [True] and handler.graders.count("u3") == 1
+    assert model["groups"] == [f"nbgrader-{launch().course_id}"]
+
+    handler.users["u3"] = SimpleNamespace(name="u3")  # known now: no second account
+    monkeypatch.setattr(provision, "read_or_record", real)
+    await auth.run_post_auth_hook(handler, {"name": "u3", "auth_state": id_token()})
+    assert handler.graders.count("u3") == 1
+    await provisioner.ensure_enrolled("u3")
+
+
+async def test_a_first_launch_of_an_unchanged_course_writes_only_its_member(setup):
+    """The launch's read saw the course as the launch has it: one write, the member's
+    row. A course changed, deleted or being deleted since that read is still seen."""
+    provisioner, handler, rec = setup
+    reg = provisioner.registry
+    await launched(provisioner, handler, launch(sub="1", role="Instructor"))
+    rec.writes.clear()
+    granted = await launched(provisioner, handler, launch(sub="2"))
+    assert granted.groups == [f"nbgrader-{launch().course_id}"]
+    # (the gradebook enrolment's own mark follows the login)
+    writes = [w for w in rec.writes if not w.lstrip().startswith("UPDATE members SET in_gradebook")]
+    assert len(writes) == 1 and writes[0].lstrip().startswith("INSERT INTO members")
+
+    # What a read saw goes stale: the transaction still finds out.
+    stale = reg.launch_view(launch(sub="3")).course
+    assert stale is not None
+    with reg.session() as session, session.begin():
+        session.execute(
+            update(Course)
+            .where(Course.id == stale.id)
+            .values(state=COURSE_DELETING)
+        )
+    with pytest.raises(CourseBeingDeleted):
+        reg.record_launch(launch(sub="3"), seen=stale)
+    with reg.session() as session, session.begin():
+        session.execute(update(Course).where(Course.id == stale.id).values(state="active"))
+        session.delete(session.get(Course, stale.id))
+    record = reg.record_launch(launch(sub="3"), seen=stale)  # deleted: made anew
+    assert record.created and reg.get(stale.id) is not None
+    renamed = launch(sub="4", **{CLAIM + "context": {"id": "ctx", "label": "DS", "title": "New"}})
+    reg.record_launch(renamed, seen=reg.launch_view(renamed).course)
+    assert reg.get(stale.id).context_title == "New"
 
 
 def test_group_changes_wait_for_the_logins_commit(tmp_path):

@@ -273,6 +273,47 @@ def test_students_are_enrolled_and_kept_up_to_date(paths):
         assert len(gb.students) == 2
 
 
+def test_a_batch_of_students_is_one_gradebook_commit(paths):
+    """A class arriving together is enrolled as one batch (provision.GradebookEnrolments):
+    the batch waits for the gradebook's disk once, not once per student as nbgrader's
+    own update_or_create_student would (a commit each)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    nbgrader_setup.ensure_course_files(paths, COURSE, CourseSettings())
+    nbgrader_setup.enrol_students(paths, [StudentRecord("u1", "sub-1", "Ada")])
+    writes, commits = [], []  # commits that write (opening the gradebook commits too)
+
+    def gradebook_of(conn) -> bool:
+        return str(conn.engine.url.database).endswith(nbgrader_setup.GRADEBOOK_FILE)
+
+    def written(conn, cursor, statement, *args):
+        if gradebook_of(conn) and statement.split(None, 1)[0].upper() in ("INSERT", "UPDATE"):
+            writes.append(statement)
+
+    def committed(conn):
+        if gradebook_of(conn) and writes:
+            commits.append(list(writes))
+            writes.clear()
+
+    event.listen(Engine, "before_cursor_execute", written)
+    event.listen(Engine, "commit", committed)
+    try:
+        nbgrader_setup.enrol_students(
+            paths,
+            [StudentRecord("u1", "sub-1", "Ada", "King")]  # known: updated
+            + [StudentRecord(f"u{i}", f"sub-{i}", f"N{i}") for i in range(2, 7)],  # new
+        )
+    finally:
+        event.remove(Engine, "before_cursor_execute", written)
+        event.remove(Engine, "commit", committed)
+    assert len(commits) == 1 and not writes
+    with gradebook(paths) as gb:
+        assert sorted(s.id for s in gb.students) == [f"u{i}" for i in range(1, 7)]
+        assert gb.find_student("u1").last_name == "King"
+        assert gb.find_student("u4").first_name == "N4"
+
+
 def test_concurrent_enrolments_lose_nobody(paths):
     nbgrader_setup.ensure_course_files(paths, COURSE, CourseSettings())
     errors = []

@@ -406,7 +406,9 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         except LaunchError as exc:
             raise HTTPError(exc.status, f"LTI launch refused: {exc}") from None
         try:
-            entitlements = await self.provisioner.provision(handler, info)
+            entitlements = await self.provisioner.provision(
+                handler, info, meanwhile=lambda: self.create_hub_user(handler, info.username)
+            )
         except ProvisioningError as exc:
             raise HTTPError(503, str(exc)) from None
         # JupyterHub replaces the user's groups and roles with these (manage_groups,
@@ -415,6 +417,20 @@ class AnankeLTI13Authenticator(LTI13Authenticator):
         auth_model["groups"] = entitlements.groups
         auth_model["roles"] = entitlements.roles
         return auth_model
+
+    async def create_hub_user(self, handler, name: str) -> None:
+        """A new user's hub account, made as JupyterHub's ``auth_to_user`` would make it
+        next (``user_from_username``, then ``add_user``), while the launch's registry
+        work runs in the registry's thread: the hub database's commits wait for the disk
+        with the GIL released, so the registry's trip adds nothing to a first login's
+        time. A launch refused after this (the course is being deleted, the registry is
+        down) leaves the account without groups and not logged in, like an account
+        Kore's roster sync made before its person's first launch."""
+        ahead = getattr(handler, "hub_user_ahead", None)
+        if ahead is not None:  # our callback handler: it keeps the user for auth_to_user
+            await ahead(name)
+        elif handler.find_user(name) is None:
+            await maybe_future(self.add_user(handler.user_from_username(name)))
 
     def settle_access(self, user, auth_model: dict) -> None:
         """Before JupyterHub applies a launch's auth model to ``user`` (None: a new

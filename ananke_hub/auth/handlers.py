@@ -368,12 +368,31 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         elif id_token.get("nonce") != self._framed_nonce:
             raise HTTPError(400, "LTI launch refused: the nonce is not this login's")
 
+    #: The hub user of this login, looked up (and made, if new) while the launch's
+    #: registry work ran (``hub_user_ahead``).
+    _hub_user = None
+
+    async def hub_user_ahead(self, name: str):
+        """The hub user ``name``, made now if new, as JupyterHub's ``auth_to_user`` does
+        next (``user_from_username``, then ``add_user``); ``auth_to_user`` takes it
+        instead of looking the user up again."""
+        user = self.find_user(name)
+        if user is None:
+            user = self.user_from_username(name)
+            await maybe_future(self.authenticator.add_user(user))
+        self._hub_user = user
+        return user
+
     async def auth_to_user(self, authenticated, user=None):
         # JupyterHub looks the user up here; the authenticator's groups and roles are
         # trimmed to what the user does not hold yet with that same lookup (one hub
-        # database query, not two; see AnankeLTI13Authenticator.settle_access).
+        # database query per login; see AnankeLTI13Authenticator.settle_access).
         if user is None:
-            user = self.find_user(authenticated["name"])
+            ahead = self._hub_user
+            if ahead is not None and ahead.name == authenticated["name"]:
+                user = ahead
+            else:
+                user = self.find_user(authenticated["name"])
             self.authenticator.settle_access(user, authenticated)
             groups = authenticated.get("groups")
             if groups is not None and self.authenticator.manage_groups:

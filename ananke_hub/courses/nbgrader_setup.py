@@ -318,20 +318,55 @@ def record_student_uid(paths: CoursePaths, username: str) -> bool:
     return True
 
 
+def _student_fields(student: StudentRecord) -> dict:
+    # Names and e-mail only when the LMS sent them: a launch without them (privacy
+    # settings) does not erase what an earlier launch told.
+    fields = {"lms_user_id": student.lms_user_id or None}
+    for key, value in (
+        ("first_name", student.given_name),
+        ("last_name", student.family_name),
+        ("email", student.email),
+    ):
+        if value:
+            fields[key] = value
+    return fields
+
+
 def _update_students(gb, students: list[StudentRecord]) -> None:
+    """The students in the gradebook, in ONE commit (nbgrader's
+    ``update_or_create_student`` commits each: a batch of a class arriving together
+    would wait for the disk once per student)."""
+    from nbgrader.api import Student
+    from sqlalchemy.exc import IntegrityError
+
+    if gb.authenticator is None:  # nbgrader's course membership: none to keep here
+        records = {s.username: _student_fields(s) for s in students}
+        try:
+            known = {
+                row.id: row
+                for row in gb.db.query(Student).filter(Student.id.in_(list(records)))
+            }
+            for username, fields in records.items():
+                row = known.get(username)
+                if row is None:
+                    gb.db.add(Student(id=username, **fields))
+                else:
+                    for key, value in fields.items():
+                        setattr(row, key, value)
+            gb.db.commit()
+            return
+        except IntegrityError:
+            # Created meanwhile by another process (autograde's create_student): the
+            # students one by one below, each created or updated.
+            gb.db.rollback()
+    _update_students_one_by_one(gb, students)
+
+
+def _update_students_one_by_one(gb, students: list[StudentRecord]) -> None:
     from nbgrader.api import InvalidEntry
 
     for student in students:
-        # Names and e-mail only when the LMS sent them: a launch without them (privacy
-        # settings) does not erase what an earlier launch told.
-        fields = {"lms_user_id": student.lms_user_id or None}
-        for key, value in (
-            ("first_name", student.given_name),
-            ("last_name", student.family_name),
-            ("email", student.email),
-        ):
-            if value:
-                fields[key] = value
+        fields = _student_fields(student)
         try:
             gb.update_or_create_student(student.username, **fields)
         except InvalidEntry:

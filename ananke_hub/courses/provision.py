@@ -155,12 +155,15 @@ def record_with_memberships(registry: CourseRegistry, info: LaunchInfo):
 
 def read_or_record(registry: CourseRegistry, info: LaunchInfo, version: int):
     """A launch's registry work in one thread-pool call: ``(None, memberships)`` when it
-    changes nothing (``unchanged_launch``: one read), else ``record_with_memberships``'s
-    ``(record, memberships)``. Raises CourseBeingDeleted as record_launch does."""
-    pairs = registry.unchanged_launch(info, version)
+    changes nothing (``LaunchView.unchanged``: one read), else ``(record, memberships)``,
+    written with what that read saw (an unchanged course is not written again; the
+    memberships follow from the read). Raises CourseBeingDeleted as record_launch does."""
+    view = registry.launch_view(info)
+    pairs = view.unchanged(info, version)
     if pairs is not None:
         return None, pairs
-    return record_with_memberships(registry, info)
+    record = registry.record_launch(info, seen=view.course)
+    return record, view.memberships_after(record)
 
 
 class GradebookEnrolments:
@@ -336,12 +339,23 @@ class CourseProvisioner(LoggingConfigurable):
 
         threading.Thread(target=work, name="courses-prepare", daemon=True).start()
 
-    async def provision(self, handler, info: LaunchInfo) -> Entitlements:
+    async def provision(self, handler, info: LaunchInfo, meanwhile=None) -> Entitlements:
+        """The launch's registry work, course set-up and enrolment; the user's groups and
+        roles. ``meanwhile``: a coroutine function the login runs while the registry's
+        thread works (the new hub user's creation, see the authenticator)."""
         registry = self.registry
         # One thread-pool call: a returning member whose claims did not change is one
         # read, no write, no nbgrader; anything else is recorded in the same call.
+        trip = registry.submit(read_or_record, registry, info, PROVISION_VERSION)
+        if meanwhile is not None:
+            try:
+                await meanwhile()
+            except BaseException:
+                # The trip ends on its own; its outcome is of no use now (not logged twice).
+                trip.add_done_callback(lambda f: f.cancelled() or f.exception())
+                raise
         try:
-            record, pairs = await registry.run(read_or_record, registry, info, PROVISION_VERSION)
+            record, pairs = await trip
         except CourseBeingDeleted:
             self.log.info(
                 "course:%s user:%s launch refused: the course is being deleted",

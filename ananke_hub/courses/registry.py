@@ -48,6 +48,60 @@ class LaunchRecord:
     member_changed: bool = True
 
 
+@dataclass(frozen=True)
+class LaunchView:
+    """What the registry held when a launch arrived (``CourseRegistry.launch_view``)."""
+
+    #: The user's ``(course, member)`` rows, newest launch first.
+    rows: list
+    #: The launched course's row (None: a new course).
+    course: Course | None
+
+    def unchanged(self, info: LaunchInfo, version: int) -> list[tuple[str, str]] | None:
+        """The user's ``(course_id, role)`` memberships if this launch has nothing to write.
+
+        A returning member's launch changes nothing when the course and member rows
+        already hold everything the launch says, the course is provisioned (``version``)
+        and not being deleted, a learner is in the gradebook, and this course is already
+        the member's newest launch (``last_launch`` orders their courses, "current"
+        first). Otherwise None: ``record_launch`` does the work. The rows are read each
+        time rather than trusted from memory, because Kore (another process) changes
+        them: roster syncs, course deletion.
+        """
+        role = member_role(info)
+        rows = self.rows
+        if not role or not rows or rows[0][0].id != info.course_id:
+            return None  # not a member yet, or another course is their newest launch
+        course, member = rows[0]
+        if course.state == COURSE_DELETING or course.provisioned < version:
+            return None
+        if (member.role, member.lms_user_id, member.given_name, member.family_name) != (
+            role,
+            info.lms_user_id,
+            info.given_name,
+            info.family_name,
+        ) or (member.email, member.active) != (info.email, True):
+            return None
+        if role == str(Role.LEARNER) and not member.in_gradebook:
+            return None
+        if course_changes(course, info):
+            return None
+        return [(c.id, m.role) for c, m in rows if m.active and c.state != COURSE_DELETING]
+
+    def memberships_after(self, record: LaunchRecord) -> list[tuple[str, str]]:
+        """The user's ``(course_id, role)`` memberships once ``record`` (of this launch)
+        is written: the launched course first (its newest launch), then the others as
+        read, active and not being deleted (what ``memberships`` would read again)."""
+        launched = [(record.course_id, record.role)] if record.role else []
+        return launched + [
+            (c.id, m.role)
+            for c, m in self.rows
+            if m.active
+            and c.state != COURSE_DELETING
+            and not (record.role and c.id == record.course_id)
+        ]
+
+
 #: Service URLs a launch never erases when it leaves them out (see record_launch).
 KEPT_COURSE_URLS = ("lineitems_url", "lineitem_url", "memberships_url")
 
@@ -65,6 +119,17 @@ def launch_course_values(info: LaunchInfo) -> dict:
         "ags_scopes": list(info.ags_scopes),
         "memberships_url": info.memberships_url,
     }
+
+
+def course_changes(course: Course, info: LaunchInfo) -> bool:
+    """Whether the launch would change the stored ``course``'s titles or service URLs."""
+    if info.linked_assignment:
+        return False  # a placed activity's launch leaves the course's own activity alone
+    # A launch that leaves a service URL out keeps the stored one (record_launch).
+    return any(
+        getattr(course, key) != value and (value or key not in KEPT_COURSE_URLS)
+        for key, value in launch_course_values(info).items()
+    )
 
 
 def member_role(info: LaunchInfo) -> str:
@@ -160,112 +225,145 @@ class CourseRegistry(LoggingConfigurable):
 
     async def run(self, func, *args):
         """Run a blocking registry call in the registry's thread pool."""
+        return await self.submit(func, *args)
+
+    def submit(self, func, *args) -> asyncio.Future:
+        """Start a blocking registry call in the registry's thread pool now (``run`` starts
+        it only when awaited): the caller does other work meanwhile, then awaits it."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="registry")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        return asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     # --- writes -------------------------------------------------------------------
 
-    def record_launch(self, info: LaunchInfo) -> LaunchRecord:
-        """Create or update the launch's course and member, in one transaction."""
-        insert = self._insert()
+    def record_launch(self, info: LaunchInfo, seen: Course | None = None) -> LaunchRecord:
+        """Create or update the launch's course and member, in one transaction.
+
+        ``seen``: the course row as a read just before found it (``LaunchView``). When it
+        already holds what this launch says, the course is not written, only its state
+        read in this transaction (a deletion may have begun since the read).
+        """
         now = utcnow()
         course_values = {**launch_course_values(info), "updated_at": now}
         role = member_role(info)
         with self.session() as session, session.begin():
-            created = session.execute(
-                insert(Course)
-                .values(
-                    id=info.course_id,
-                    issuer=info.issuer,
-                    client_id=info.client_id,
-                    deployment_id=info.deployment_id,
-                    resource_link_id=info.resource_link_id,
-                    settings={},
-                    provisioned=0,
-                    created_at=now,
-                    **course_values,
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
-                .returning(Course.id)
-            ).first()
-            if not created:
-                state = session.scalar(select(Course.state).where(Course.id == info.course_id))
-                if state == COURSE_DELETING:
+            current = None
+            if seen is not None and not course_changes(seen, info):
+                current = session.execute(
+                    select(Course.state, Course.provisioned).where(Course.id == info.course_id)
+                ).first()  # None: deleted since the read, made again below
+            if current is not None:
+                if current.state == COURSE_DELETING:
                     raise CourseBeingDeleted(info.course_id)
-            # A placed activity's launch (Deep Linking) leaves the course's own activity
-            # (titles, service URLs) as it is.
-            if not created and not info.linked_assignment:
-                # A launch never erases a service URL an earlier launch gave: Moodle leaves
-                # `lineitem` out of every launch once tool-made line items are bound to
-                # the link (AGS 2.0 section 3.1), which does not make the activity ungraded.
-                session.execute(
-                    update(Course)
-                    .where(Course.id == info.course_id)
-                    .values(
-                        **{
-                            k: v
-                            for k, v in course_values.items()
-                            if v or k not in KEPT_COURSE_URLS
-                        }
-                    )
+                created, provisioned = None, current.provisioned
+            else:
+                created = self._write_course(session, info, course_values, now)
+            member_changed = self._write_member(session, info, role, now)
+            if current is None:
+                provisioned = session.scalar(
+                    select(Course.provisioned).where(Course.id == info.course_id)
                 )
-            member_changed = False
-            if role:
-                member_values = {
-                    "role": role,
-                    "lms_user_id": info.lms_user_id,
-                    "given_name": info.given_name,
-                    "family_name": info.family_name,
-                    "email": info.email,
-                    "active": True,
-                    "last_launch": now,
-                }
-                known = session.execute(
-                    select(
-                        Member.role,
-                        Member.lms_user_id,
-                        Member.given_name,
-                        Member.family_name,
-                        Member.email,
-                        Member.active,
-                        Member.in_gradebook,
-                    ).where(Member.course_id == info.course_id, Member.username == info.username)
-                ).first()
-                member_changed = known is None or tuple(known) != (
-                    role,
-                    info.lms_user_id,
-                    info.given_name,
-                    info.family_name,
-                    info.email,
-                    True,
-                    True,
-                )
-                if member_changed:
-                    member_values["in_gradebook"] = False
-                session.execute(
-                    insert(Member)
-                    .values(
-                        course_id=info.course_id,
-                        username=info.username,
-                        first_launch=now,
-                        **member_values,
-                    )
-                    .on_conflict_do_update(
-                        index_elements=["course_id", "username"],
-                        # A member the roster added has no first launch yet: this is it.
-                        set_={
-                            **member_values,
-                            "first_launch": func.coalesce(Member.first_launch, now),
-                        },
-                    )
-                )
-            provisioned = session.scalar(
-                select(Course.provisioned).where(Course.id == info.course_id)
-            )
         return LaunchRecord(
             info.course_id, info.title, bool(created), provisioned, role, member_changed
         )
+
+    def _write_course(self, session, info: LaunchInfo, course_values: dict, now):
+        """The launch's course: created, or its launch values updated (record_launch)."""
+        insert = self._insert()
+        created = session.execute(
+            insert(Course)
+            .values(
+                id=info.course_id,
+                issuer=info.issuer,
+                client_id=info.client_id,
+                deployment_id=info.deployment_id,
+                resource_link_id=info.resource_link_id,
+                settings={},
+                provisioned=0,
+                created_at=now,
+                **course_values,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(Course.id)
+        ).first()
+        if not created:
+            state = session.scalar(select(Course.state).where(Course.id == info.course_id))
+            if state == COURSE_DELETING:
+                raise CourseBeingDeleted(info.course_id)
+        # A placed activity's launch (Deep Linking) leaves the course's own activity
+        # (titles, service URLs) as it is.
+        if not created and not info.linked_assignment:
+            # A launch never erases a service URL an earlier launch gave: Moodle leaves
+            # `lineitem` out of every launch once tool-made line items are bound to
+            # the link (AGS 2.0 section 3.1), which does not make the activity ungraded.
+            session.execute(
+                update(Course)
+                .where(Course.id == info.course_id)
+                .values(
+                    **{
+                        k: v
+                        for k, v in course_values.items()
+                        if v or k not in KEPT_COURSE_URLS
+                    }
+                )
+            )
+        return created
+
+    def _write_member(self, session, info: LaunchInfo, role: str, now) -> bool:
+        """The launch's member row (none without a course role); whether the gradebook
+        must be told about them (record_launch)."""
+        insert = self._insert()
+        member_changed = False
+        if role:
+            member_values = {
+                "role": role,
+                "lms_user_id": info.lms_user_id,
+                "given_name": info.given_name,
+                "family_name": info.family_name,
+                "email": info.email,
+                "active": True,
+                "last_launch": now,
+            }
+            known = session.execute(
+                select(
+                    Member.role,
+                    Member.lms_user_id,
+                    Member.given_name,
+                    Member.family_name,
+                    Member.email,
+                    Member.active,
+                    Member.in_gradebook,
+                ).where(Member.course_id == info.course_id, Member.username == info.username)
+            ).first()
+            member_changed = known is None or tuple(known) != (
+                role,
+                info.lms_user_id,
+                info.given_name,
+                info.family_name,
+                info.email,
+                True,
+                True,
+            )
+            if member_changed:
+                member_values["in_gradebook"] = False
+            session.execute(
+                insert(Member)
+                .values(
+                    course_id=info.course_id,
+                    username=info.username,
+                    first_launch=now,
+                    **member_values,
+                )
+                .on_conflict_do_update(
+                    index_elements=["course_id", "username"],
+                    # A member the roster added has no first launch yet: this is it.
+                    set_={
+                        **member_values,
+                        "first_launch": func.coalesce(Member.first_launch, now),
+                    },
+                )
+            )
+        return member_changed
 
     def mark_in_gradebook(self, course_id: str, usernames: list[str]) -> None:
         with self.session() as session, session.begin():
@@ -293,20 +391,9 @@ class CourseRegistry(LoggingConfigurable):
 
     # --- reads --------------------------------------------------------------------
 
-    def unchanged_launch(self, info: LaunchInfo, version: int) -> list[tuple[str, str]] | None:
-        """The user's ``(course_id, role)`` memberships if this launch has nothing to write.
-
-        One read, no write: a returning member's launch changes nothing when the course
-        and member rows already hold everything the launch says, the course is
-        provisioned (``version``) and not being deleted, a learner is in the gradebook,
-        and this course is already the member's newest launch (``last_launch`` orders
-        their courses, "current" first). Otherwise None: ``record_launch`` does the
-        work. The rows are read each time rather than trusted from memory, because Kore
-        (another process) changes them: roster syncs, course deletion.
-        """
-        role = member_role(info)
-        if not role:
-            return None
+    def launch_view(self, info: LaunchInfo) -> "LaunchView":
+        """One read of what a launch needs: the user's memberships with their courses,
+        newest launch first, and the launched course's row."""
         with self.session() as session:
             rows = session.execute(
                 select(Course, Member)
@@ -315,25 +402,15 @@ class CourseRegistry(LoggingConfigurable):
                 # Members the roster added have never launched: never the newest.
                 .order_by(Member.last_launch.desc().nulls_last())
             ).all()
-        if not rows or rows[0][0].id != info.course_id:
-            return None  # not a member yet, or another course is their newest launch
-        course, member = rows[0]
-        if course.state == COURSE_DELETING or course.provisioned < version:
-            return None
-        if (member.role, member.lms_user_id, member.given_name, member.family_name) != (
-            role,
-            info.lms_user_id,
-            info.given_name,
-            info.family_name,
-        ) or (member.email, member.active) != (info.email, True):
-            return None
-        if role == str(Role.LEARNER) and not member.in_gradebook:
-            return None
-        for key, value in () if info.linked_assignment else launch_course_values(info).items():
-            # A launch that leaves a service URL out keeps the stored one (record_launch).
-            if getattr(course, key) != value and (value or key not in KEPT_COURSE_URLS):
-                return None
-        return [(c.id, m.role) for c, m in rows if m.active and c.state != COURSE_DELETING]
+            course = next((c for c, _ in rows if c.id == info.course_id), None)
+            if course is None:
+                course = session.get(Course, info.course_id)
+        return LaunchView([(c, m) for c, m in rows], course)
+
+    def unchanged_launch(self, info: LaunchInfo, version: int) -> list[tuple[str, str]] | None:
+        """The user's ``(course_id, role)`` memberships if this launch has nothing to
+        write (``LaunchView.unchanged``), else None."""
+        return self.launch_view(info).unchanged(info, version)
 
     def unenrolled_launches(self, username: str) -> list[Member]:
         """The user's launched learner memberships not yet in their course's gradebook.
