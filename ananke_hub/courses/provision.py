@@ -147,12 +147,6 @@ def current_memberships(registry: CourseRegistry, username: str) -> list[tuple[s
     ]
 
 
-def record_with_memberships(registry: CourseRegistry, info: LaunchInfo):
-    """``record_launch``, then the user's memberships after it (blocking: call through
-    ``registry.run``). Raises CourseBeingDeleted as record_launch does."""
-    return registry.record_launch(info), current_memberships(registry, info.username)
-
-
 def read_or_record(registry: CourseRegistry, info: LaunchInfo, version: int):
     """A launch's registry work in one thread-pool call: ``(None, memberships)`` when it
     changes nothing (``LaunchView.unchanged``: one read), else ``(record, memberships)``,
