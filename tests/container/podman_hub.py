@@ -293,7 +293,8 @@ class ManagedHub:
         console = podman("logs", "--tail=40", self.name, check=False)
         return (f"--- podman ps\n{state}\n--- console\n{console.stdout}{console.stderr}\n"
                 f"--- ananke-boot\n{self.journal('ananke-boot', 40)}\n"
-                f"--- jupyterhub\n{self.journal('jupyterhub', 120)}")
+                f"--- jupyterhub\n{self.journal('jupyterhub', 120)}\n"
+                f"--- jupyterhub-proxy\n{self.journal('jupyterhub-proxy', 40)}")
 
     def wait_ready(self, timeout: float = 240) -> dict:
         """Wait until the hub and Kore answer through the published port; Kore's JWKS."""
