@@ -162,9 +162,9 @@ def test_hub_survives_its_proxy_units_restart_and_routes_come_back(deployment):
     assert before["ActiveState"] == "active", before
     proxy = hub.unit_properties("jupyterhub-proxy.service", "ActiveState", "MainPID")
     assert proxy["ActiveState"] == "active", proxy
-    # Not the hub's child: its own unit's process.
-    hub_children = hub.exec("ps", "-o", "pid=", "--ppid", before["MainPID"]).stdout.split()
-    assert proxy["MainPID"] not in hub_children
+    # Not the hub's child: its own unit's process, systemd's child.
+    parent = hub.exec("cat", f"/proc/{proxy['MainPID']}/stat").stdout.rsplit(")", 1)[1].split()[1]
+    assert parent == "1", parent
 
     hub.exec("systemctl", "stop", "jupyterhub-proxy.service")
     with httpx.Client(timeout=5) as client:

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,23 @@ _spec = importlib.util.spec_from_file_location(
 _container = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_container)
 podman_images = _container.podman_images
+
+
+#: The VM root's build, started in the background when the session selects the VM test.
+_vmroot_build: Future | None = None
+
+
+def pytest_collection_finish(session):
+    """Start building the VM root (mmdebstrap: minutes when cold) as soon as the VM test
+    is selected, so that it runs while the image build and the rest of the suite run
+    (vm.ensure_vmroot builds without the cache's lock); vm_disk waits for it."""
+    global _vmroot_build
+    if os.environ.get("ANANKE_VM_TEST") != "1" or vmlib.missing_prerequisites():
+        return
+    if any(item.get_closest_marker("vm") for item in session.items):
+        _vmroot_build = ThreadPoolExecutor(1, thread_name_prefix="vmroot").submit(
+            vmlib.ensure_vmroot
+        )
 
 
 def require_vm() -> None:
@@ -160,7 +178,8 @@ def vm_disk(release_archives, tmp_path_factory):
     work = tmp_path_factory.mktemp("vm-build")
     try:
         start = time.monotonic()
-        vmroot = vmlib.ensure_vmroot(cache)
+        vmroot = _vmroot_build.result() if _vmroot_build else vmlib.ensure_vmroot(cache)
+        timings["waited for the vm root (built in the background)"] = time.monotonic() - start
         wheel = rootfs.build_wheel(work / "dist")
         # The systemd tests' venv layer (same Debian release, same Python): built once for
         # both. It lies on their Debian layer; on the VM root its files are the same.
