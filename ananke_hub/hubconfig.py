@@ -42,7 +42,10 @@ log = logging.getLogger("ananke")
 TEMPLATES_DIR = Path(__file__).parent / "share" / "templates"
 KORE_SERVICE = "kore"
 #: Seconds the hub waits for Kore to answer at start before it gives up (and exits).
-KORE_START_TIMEOUT = 120
+#: Long: a Kore that dies at start fails the hub at once (JupyterHub also watches the
+#: process); only a slow one is waited for. Under emulation (the VM test) with two hubs
+#: starting, Kore's start took more than 120 s and the hub restarted again and again.
+KORE_START_TIMEOUT = 600
 KORE_ROLE = "kore-service"
 
 

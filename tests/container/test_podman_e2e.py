@@ -152,6 +152,18 @@ def test_lab_offers_the_images_teaching_kernel(deployment):
     assert teaching["argv"][0] == "/opt/ananke/kernels/teaching/bin/python"
 
 
+def test_image_processes_skip_the_iri_grammar(deployment):
+    """The hub's, Kore's and the labs' imports do not load rfc3987-syntax (and lark): an
+    optional jsonschema checker that builds a grammar at import, seconds of CPU per
+    process on a host and minutes under emulation; the images leave it out."""
+    probe = (
+        "import sys, jupyterhub.app, kore.app, jupyter_server.serverapp, jsonschema; "
+        "print(sorted(m for m in ('rfc3987_syntax', 'lark') if m in sys.modules))"
+    )
+    out = deployment.hub.exec("/opt/ananke/venv/bin/python", "-c", probe)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_hub_survives_its_proxy_units_restart_and_routes_come_back(deployment):
     """The proxy is a unit of its own (jupyterhub-proxy.service, ananke_hub/proxy_unit.py):
     with it stopped for longer than JupyterHub 6.1's fixed wait for a proxy it starts
