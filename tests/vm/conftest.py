@@ -34,7 +34,16 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # hubtest.py, lti_browser.py
 sys.path.insert(0, str(HERE.parent / "container"))  # podman_hub.py
 import vm as vmlib  # noqa: E402
-from vm import ADMIN_IDS, IMAGE, RELEASE_DIR, STORES_DIR, TAG, TEMPLATE, timings  # noqa: E402
+from vm import (  # noqa: E402
+    ADMIN_IDS,
+    BUILD_TAG,
+    IMAGE,
+    RELEASE_DIR,
+    STORES_DIR,
+    TAG,
+    TEMPLATE,
+    timings,
+)
 
 rootfs = vmlib.rootfs
 REPO = HERE.parents[1]
@@ -108,7 +117,10 @@ def release_archives(vm_enabled, podman_images) -> Path:
     archive is two thirds of the nbgrader image's.
     """
     cache = rootfs.LayerCache()
-    out = cache.root / f"vm-release-{rootfs._digest(_image_id(f'localhost/{IMAGE}:{TAG}'))}"
+    image_id = _image_id(f"localhost/{IMAGE}:{BUILD_TAG}")
+    subprocess.run(["podman", "tag", image_id, f"localhost/{IMAGE}:{TAG}"], check=True,
+                   capture_output=True)  # fmt: skip
+    out = cache.root / f"vm-release-{rootfs._digest(image_id, TAG)}"
     with cache.locked():
         if not (out / "SHA256SUMS").is_file():
             start = time.monotonic()
@@ -120,6 +132,10 @@ def release_archives(vm_enabled, podman_images) -> Path:
             )  # fmt: skip
             if proc.returncode != 0:
                 pytest.fail(f"save-images.sh failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+            if _image_id(f"localhost/{IMAGE}:{TAG}") != image_id:
+                rootfs.remove_tree(tmp)
+                pytest.fail(f"localhost/{IMAGE}:{TAG} was re-tagged while it was saved: "
+                            "another run builds the same image", pytrace=False)  # fmt: skip
             tmp.rename(out)
             timings["release archives (cold)"] = time.monotonic() - start
         cache.touch(out)

@@ -59,7 +59,12 @@ HUB_PORTS = {"admin1": 20001, "admin2": 20101}
 #: Where the release archives are on the VM's disk, as a user would have downloaded them.
 RELEASE_DIR = "/srv/release"
 #: The image tag the Podman tests build (tests/container/conftest.py).
-TAG = "test"
+BUILD_TAG = "test"
+#: The VM test's own tag of that build, set by image id as soon as the build is done
+#: (conftest.release_archives) and saved from there: on a machine where other test runs
+#: build images too, ``:test`` may point at another tree's build by the time the archive
+#: is written (it did once).
+TAG = "vmtest"
 #: The image both admins run, and its container template.
 IMAGE = "ananke-base"
 TEMPLATE = "template-base"
