@@ -186,7 +186,7 @@ class Platform:
 
 
 def wait_http(url: str, timeout: float, *, what: str, proc=None, ok=lambda r: r.status_code < 400,
-              diagnose=lambda: "") -> httpx.Response:
+              diagnose=lambda: "", interval: float = 1) -> httpx.Response:
     deadline = time.monotonic() + timeout
     last = "no answer"
     with httpx.Client(timeout=5) as client:
@@ -205,7 +205,7 @@ def wait_http(url: str, timeout: float, *, what: str, proc=None, ok=lambda r: r.
                     f"{what} did not answer at {url} within {timeout:.0f} s (last: {last})\n"
                     f"{diagnose()}"
                 )
-            time.sleep(1)
+            time.sleep(interval)
 
 
 class ManagedHub:

@@ -39,6 +39,8 @@ NOTE = "notes/persist.txt"
 NOTE_TEXT = "written in the lab before the container was re-created\n"
 #: Under software emulation a hub and a lab start 15-50x slower than on the host.
 SLOW = 1200
+#: Seconds between polls of a starting hub.
+POLL = 5
 #: Steps of a container's start, by the first journal line (inside the container) that
 #: shows each; printed as seconds since ``ananke container create`` began, so the summary
 #: says where a create's time goes (docs/developer/testing.md, "The VM test").
@@ -165,9 +167,11 @@ class AdminHub:
         return jwks
 
     def wait_ready(self) -> dict:
-        wait_http(f"{self.url}/hub/health", SLOW, what=f"{self.admin}'s hub",
+        # Every poll costs the starting proxy and hub CPU (an error page each): under
+        # emulation, seconds apart.
+        wait_http(f"{self.url}/hub/health", SLOW, what=f"{self.admin}'s hub", interval=POLL,
                   diagnose=self.diagnose)  # fmt: skip
-        return wait_http(f"{self.url}/services/kore/jwks", SLOW, what="Kore's JWKS",
+        return wait_http(f"{self.url}/services/kore/jwks", SLOW, what="Kore's JWKS", interval=POLL,
                          diagnose=self.diagnose).json()  # fmt: skip
 
     def api(self, method: str, path: str, body=None):
