@@ -94,6 +94,9 @@ class AdminHub:
                     {"name": "test-admin", "scopes": ADMIN_SCOPES, "services": ["test-admin"]}
                 ],
             },
+            # A lab under emulation on a loaded machine took longer than the shipped
+            # 120 s to answer its first request (10_servers.py); the hub then stopped it.
+            "Spawner": {"http_timeout": 900},
             "LMSRegistration": {
                 "issuer": platform.url,
                 "client_id": DEMO_CLIENT_ID,
