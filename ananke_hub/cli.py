@@ -144,9 +144,13 @@ def _actor() -> str:
 
 def _lms(func):
     """Run an `ananke lms` command; a refused change is an error message, exit code 2."""
-    from .registrations import RegistrationError
 
     def run(args) -> int:
+        # Imported here, not when the decorator runs at import: registrations pulls in
+        # SQLAlchemy and alembic, seconds of CPU that every `ananke` command paid
+        # (minutes under emulation, the VM test's `ananke container` commands).
+        from .registrations import RegistrationError
+
         try:
             return func(args)
         except RegistrationError as exc:

@@ -79,6 +79,12 @@ class StateLayout:
         return self.secrets / "jupyterhub_cookie_secret"
 
     @property
+    def proxy_auth_token(self) -> Path:
+        """The token the hub and the proxy unit share when the proxy runs on its own
+        (the image's jupyterhub-proxy.service, see proxy_unit.py)."""
+        return self.secrets / "configproxy_auth_token"
+
+    @property
     def kore_keys(self) -> Path:
         """Kore's RSA key pairs: the tool's keys that the LMS knows by the keyset URL."""
         return self.secrets / "kore-keys"

@@ -649,7 +649,8 @@ def test_logs_read_the_hubs_journal_or_the_console_when_stopped(hub, podman, mon
     monkeypatch.setenv("FAKE_PODMAN_RUNNING", "my-hub")
     assert manager.logs(hub, "my-hub", follow=True) == 0
     assert podman()[-1] == [
-        "exec", "my-hub", "journalctl", "--no-pager", "-u", "jupyterhub.service", "--follow"
+        "exec", "my-hub", "journalctl", "--no-pager", "-u", "jupyterhub.service",
+        "-u", "jupyterhub-proxy.service", "--follow"
     ]  # fmt: skip
     monkeypatch.setenv("FAKE_PODMAN_RUNNING", "")
     out = []

@@ -43,6 +43,8 @@ IN_CONTAINER_CA_FILE = "/usr/local/share/ca-certificates/ananke-enterprise-ca.cr
 IN_CONTAINER_HUB_PORT = 8000
 #: The systemd unit that runs JupyterHub inside the container.
 HUB_UNIT = "jupyterhub.service"
+#: Its proxy's unit (images/ananke-base/assets/jupyterhub-proxy.service).
+PROXY_UNIT = "jupyterhub-proxy.service"
 
 #: Paths the manager mounts itself; an extra volume on one of them would hide our data.
 MANAGED_MOUNTS = (

@@ -26,6 +26,7 @@ from .args import LABEL_DIR, run_argv
 from .config import (
     CONFIG_FILE,
     HUB_UNIT,
+    PROXY_UNIT,
     ConfigError,
     ContainerLayout,
     LoadedContainer,
@@ -559,7 +560,8 @@ def logs(
             )
         argv = [podman, "logs", *(["--follow"] if follow else []), podman_name]
     else:
-        argv = [podman, "exec", podman_name, "journalctl", "--no-pager", "-u", HUB_UNIT]
+        argv = [podman, "exec", podman_name, "journalctl", "--no-pager",
+                "-u", HUB_UNIT, "-u", PROXY_UNIT]  # fmt: skip
         argv += ["--follow"] if follow else ["--lines", "200"]
     sys.stdout.flush()
     return _run(argv).returncode

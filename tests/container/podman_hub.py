@@ -186,7 +186,7 @@ class Platform:
 
 
 def wait_http(url: str, timeout: float, *, what: str, proc=None, ok=lambda r: r.status_code < 400,
-              diagnose=lambda: "") -> httpx.Response:
+              diagnose=lambda: "", interval: float = 1) -> httpx.Response:
     deadline = time.monotonic() + timeout
     last = "no answer"
     with httpx.Client(timeout=5) as client:
@@ -205,7 +205,7 @@ def wait_http(url: str, timeout: float, *, what: str, proc=None, ok=lambda r: r.
                     f"{what} did not answer at {url} within {timeout:.0f} s (last: {last})\n"
                     f"{diagnose()}"
                 )
-            time.sleep(1)
+            time.sleep(interval)
 
 
 class ManagedHub:
@@ -293,7 +293,8 @@ class ManagedHub:
         console = podman("logs", "--tail=40", self.name, check=False)
         return (f"--- podman ps\n{state}\n--- console\n{console.stdout}{console.stderr}\n"
                 f"--- ananke-boot\n{self.journal('ananke-boot', 40)}\n"
-                f"--- jupyterhub\n{self.journal('jupyterhub', 120)}")
+                f"--- jupyterhub\n{self.journal('jupyterhub', 120)}\n"
+                f"--- jupyterhub-proxy\n{self.journal('jupyterhub-proxy', 40)}")
 
     def wait_ready(self, timeout: float = 240) -> dict:
         """Wait until the hub and Kore answer through the published port; Kore's JWKS."""

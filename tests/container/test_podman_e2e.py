@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 from hubtest import wait_for_lab
 from lti_browser import LTIBrowser
@@ -29,8 +30,10 @@ from podman_hub import (
     podman,
     remove_stale_containers,
     timings,
+    wait_http,
 )
 
+from ananke_hub import proxy_unit
 from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
@@ -147,6 +150,59 @@ def test_lab_offers_the_images_teaching_kernel(deployment):
     teaching = specs.json()["kernelspecs"]["teaching"]["spec"]
     assert teaching["display_name"] == "Python 3 (teaching)"
     assert teaching["argv"][0] == "/opt/ananke/kernels/teaching/bin/python"
+
+
+def test_image_processes_skip_the_iri_grammar(deployment):
+    """The hub's, Kore's and the labs' imports do not load rfc3987-syntax (and lark): an
+    optional jsonschema checker that builds a grammar at import, seconds of CPU per
+    process on a host and minutes under emulation; the images leave it out."""
+    probe = (
+        "import sys, jupyterhub.app, kore.app, jupyter_server.serverapp, jsonschema; "
+        "print(sorted(m for m in ('rfc3987_syntax', 'lark') if m in sys.modules))"
+    )
+    out = deployment.hub.exec("/opt/ananke/venv/bin/python", "-c", probe)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_hub_survives_its_proxy_units_restart_and_routes_come_back(deployment):
+    """The proxy is a unit of its own (jupyterhub-proxy.service, ananke_hub/proxy_unit.py):
+    with it stopped for longer than JupyterHub 6.1's fixed wait for a proxy it starts
+    itself (15 s), the hub keeps running; started again, it answers without routes until
+    the hub adds them back (its check_routes): the hub's, Kore's and the running lab's."""
+    hub = deployment.hub
+    before = hub.unit_properties("jupyterhub.service", "MainPID", "NRestarts", "ActiveState")
+    assert before["ActiveState"] == "active", before
+    proxy = hub.unit_properties("jupyterhub-proxy.service", "ActiveState", "MainPID")
+    assert proxy["ActiveState"] == "active", proxy
+    # Not the hub's child: its own unit's process, systemd's child.
+    parent = hub.exec("cat", f"/proc/{proxy['MainPID']}/stat").stdout.rsplit(")", 1)[1].split()[1]
+    assert parent == "1", parent
+
+    hub.exec("systemctl", "stop", "jupyterhub-proxy.service")
+    with httpx.Client(timeout=5) as client:
+        with pytest.raises(httpx.HTTPError):
+            client.get(f"{hub.url}/hub/health")
+    # Longer than JupyterHub's own proxy wait, and long enough for the hub's route check
+    # (every ROUTE_CHECK_INTERVAL s) to find no proxy at least once.
+    time.sleep(proxy_unit.ROUTE_CHECK_INTERVAL + 5)
+    assert hub.unit_properties("jupyterhub.service", "MainPID", "NRestarts",
+                               "ActiveState") == before  # fmt: skip
+
+    hub.exec("systemctl", "start", "jupyterhub-proxy.service")
+    # Every route is back without a hub restart: the hub's own, Kore's, the lab's.
+    wait = 4 * proxy_unit.ROUTE_CHECK_INTERVAL + 60
+    wait_http(f"{hub.url}/hub/health", wait, what="the hub through the restarted proxy",
+              diagnose=hub.diagnose)  # fmt: skip
+    assert kids(wait_http(f"{hub.url}/services/kore/jwks", wait, what="Kore's JWKS",
+                          diagnose=hub.diagnose).json()) == kids(deployment.jwks)  # fmt: skip
+    deadline = time.monotonic() + wait
+    while (status := hub.api("GET", "/user/u3/api/status")).status_code != 200:
+        if time.monotonic() > deadline:
+            pytest.fail(f"u3's lab route did not come back: {status.status_code}\n"
+                        f"{hub.diagnose()}")  # fmt: skip
+        time.sleep(2)
+    assert hub.unit_properties("jupyterhub.service", "MainPID", "NRestarts",
+                               "ActiveState") == before  # fmt: skip
 
 
 def test_recreated_container_keeps_files_owners_and_kore_key(deployment):

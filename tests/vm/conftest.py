@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,16 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # hubtest.py, lti_browser.py
 sys.path.insert(0, str(HERE.parent / "container"))  # podman_hub.py
 import vm as vmlib  # noqa: E402
-from vm import ADMIN_IDS, IMAGE, RELEASE_DIR, STORES_DIR, TAG, TEMPLATE, timings  # noqa: E402
+from vm import (  # noqa: E402
+    ADMIN_IDS,
+    BUILD_TAG,
+    IMAGE,
+    RELEASE_DIR,
+    STORES_DIR,
+    TAG,
+    TEMPLATE,
+    timings,
+)
 
 rootfs = vmlib.rootfs
 REPO = HERE.parents[1]
@@ -45,6 +55,23 @@ _spec = importlib.util.spec_from_file_location(
 _container = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_container)
 podman_images = _container.podman_images
+
+
+#: The VM root's build, started in the background when the session selects the VM test.
+_vmroot_build: Future | None = None
+
+
+def pytest_collection_finish(session):
+    """Start building the VM root (mmdebstrap: minutes when cold) as soon as the VM test
+    is selected, so that it runs while the image build and the rest of the suite run
+    (vm.ensure_vmroot builds without the cache's lock); vm_disk waits for it."""
+    global _vmroot_build
+    if os.environ.get("ANANKE_VM_TEST") != "1" or vmlib.missing_prerequisites():
+        return
+    if any(item.get_closest_marker("vm") for item in session.items):
+        _vmroot_build = ThreadPoolExecutor(1, thread_name_prefix="vmroot").submit(
+            vmlib.ensure_vmroot
+        )
 
 
 def require_vm() -> None:
@@ -90,7 +117,10 @@ def release_archives(vm_enabled, podman_images) -> Path:
     archive is two thirds of the nbgrader image's.
     """
     cache = rootfs.LayerCache()
-    out = cache.root / f"vm-release-{rootfs._digest(_image_id(f'localhost/{IMAGE}:{TAG}'))}"
+    image_id = _image_id(f"localhost/{IMAGE}:{BUILD_TAG}")
+    subprocess.run(["podman", "tag", image_id, f"localhost/{IMAGE}:{TAG}"], check=True,
+                   capture_output=True)  # fmt: skip
+    out = cache.root / f"vm-release-{rootfs._digest(image_id, TAG)}"
     with cache.locked():
         if not (out / "SHA256SUMS").is_file():
             start = time.monotonic()
@@ -102,6 +132,10 @@ def release_archives(vm_enabled, podman_images) -> Path:
             )  # fmt: skip
             if proc.returncode != 0:
                 pytest.fail(f"save-images.sh failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+            if _image_id(f"localhost/{IMAGE}:{TAG}") != image_id:
+                rootfs.remove_tree(tmp)
+                pytest.fail(f"localhost/{IMAGE}:{TAG} was re-tagged while it was saved: "
+                            "another run builds the same image", pytrace=False)  # fmt: skip
             tmp.rename(out)
             timings["release archives (cold)"] = time.monotonic() - start
         cache.touch(out)
@@ -160,7 +194,8 @@ def vm_disk(release_archives, tmp_path_factory):
     work = tmp_path_factory.mktemp("vm-build")
     try:
         start = time.monotonic()
-        vmroot = vmlib.ensure_vmroot(cache)
+        vmroot = _vmroot_build.result() if _vmroot_build else vmlib.ensure_vmroot(cache)
+        timings["waited for the vm root (built in the background)"] = time.monotonic() - start
         wheel = rootfs.build_wheel(work / "dist")
         # The systemd tests' venv layer (same Debian release, same Python): built once for
         # both. It lies on their Debian layer; on the VM root its files are the same.

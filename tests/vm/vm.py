@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,7 +59,12 @@ HUB_PORTS = {"admin1": 20001, "admin2": 20101}
 #: Where the release archives are on the VM's disk, as a user would have downloaded them.
 RELEASE_DIR = "/srv/release"
 #: The image tag the Podman tests build (tests/container/conftest.py).
-TAG = "test"
+BUILD_TAG = "test"
+#: The VM test's own tag of that build, set by image id as soon as the build is done
+#: (conftest.release_archives) and saved from there: on a machine where other test runs
+#: build images too, ``:test`` may point at another tree's build by the time the archive
+#: is written (it did once).
+TAG = "vmtest"
 #: The image both admins run, and its container template.
 IMAGE = "ananke-base"
 TEMPLATE = "template-base"
@@ -153,26 +159,34 @@ def _customize(root: Path, pub: bytes, log: Path) -> None:
 
 
 def ensure_vmroot(cache: LayerCache | None = None) -> Path:
+    """The VM root, built on first use and cached by its inputs.
+
+    Built without the cache's lock (it takes minutes: mmdebstrap) so that the image
+    build, which needs the lock, runs meanwhile (conftest.py starts this in the
+    background at the start of the session); the lock is taken to publish it.
+    """
     cache = cache or LayerCache()
     pub = ssh_key(cache).with_suffix(".pub").read_bytes()
     layer = cache.root / f"vmroot-{vmroot_key(cache)}"
-    with cache.locked():
-        if not layer.is_dir():
-            build = cache.root / f"vmbuild-{os.getpid()}"
+    if not layer.is_dir():
+        build = cache.root / f"vmbuild-{os.getpid()}-{threading.get_ident()}"
+        rootfs.remove_tree(build)
+        build.mkdir(parents=True)
+        log = build / "build.log"
+        try:
+            with timed("vm root (cold)"):
+                argv = rootfs._bootstrap_argv("mmdebstrap", build / "root")
+                argv[2] = "--include=" + ",".join(VM_PACKAGES)
+                run_logged(argv, log, "mmdebstrap (vm)", timeout=1800)
+                rootfs.install_host_cas(build / "root", log)
+                _customize(build / "root", pub, log)
+            with cache.locked():
+                if not layer.is_dir():  # another run may have published one meanwhile
+                    (build / "root").rename(layer)
+        finally:
+            shutil.copyfile(log, cache.root / "vmroot-build.log")
             rootfs.remove_tree(build)
-            build.mkdir(parents=True)
-            log = build / "build.log"
-            try:
-                with timed("vm root (cold)"):
-                    argv = rootfs._bootstrap_argv("mmdebstrap", build / "root")
-                    argv[2] = "--include=" + ",".join(VM_PACKAGES)
-                    run_logged(argv, log, "mmdebstrap (vm)", timeout=1800)
-                    rootfs.install_host_cas(build / "root", log)
-                    _customize(build / "root", pub, log)
-                (build / "root").rename(layer)
-            finally:
-                shutil.copyfile(log, cache.root / "vmroot-build.log")
-                rootfs.remove_tree(build)
+    with cache.locked():
         cache.touch(layer)
     return layer
 

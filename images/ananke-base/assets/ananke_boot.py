@@ -1,7 +1,7 @@
 """First step of every container boot (``ananke-boot.service``), before JupyterHub starts.
 
 Creates what must outlive the container in the state directory, once: the hub's cookie
-secret and crypt key, and Kore's first signing key (the key set the LMS knows by URL).
+secret and crypt key, the proxy's API token, and Kore's first signing key (the key set the LMS knows by URL).
 Existing files are read and never replaced (``ananke_hub.persist``: O_EXCL, 0600), so a
 re-created container keeps its sessions, its encrypted auth_state and its key id. The
 original regenerated all of this on every boot.
@@ -46,6 +46,8 @@ def create_state(layout: StateLayout) -> str:
     ensure_private_dir(layout.secrets)
     read_or_create_secret(layout.cookie_secret)
     read_or_create_secret(layout.crypt_key)
+    # Shared by jupyterhub.service and jupyterhub-proxy.service; made here, before either.
+    read_or_create_secret(layout.proxy_auth_token)
     return KeyStore(layout.kore_keys).ensure().kid
 
 
