@@ -666,6 +666,28 @@ def check_secret_fragments(per_file: dict[Path, Config]) -> list[Problem]:
     return problems
 
 
+def check_proxy_tls(per_file: dict[Path, Config]) -> list[Problem]:
+    """TLS settings the hub's proxy cannot follow: it would exit at every start."""
+    from .proxy import TLS_HINT, TLS_UNSUPPORTED  # the proxy's own words
+
+    problems = []
+    for path, config in per_file.items():
+        section = config.get("JupyterHub")
+        for key in ("ssl_cert", "ssl_key"):
+            if isinstance(section, Config) and section.get(key):
+                problems.append(
+                    Problem(
+                        ERROR,
+                        path,
+                        f"JupyterHub.{key}",
+                        TLS_UNSUPPORTED,
+                        TLS_HINT,
+                        _setting_line(path, "JupyterHub", key),
+                    )
+                )
+    return problems
+
+
 def check_state_dir(state_dir: Path) -> list[Problem]:
     """The state directory and its secrets and databases must be the hub's user's only."""
     problems = []
@@ -742,6 +764,7 @@ def check_config_dir(
     for path, config in per_file.items():
         problems.extend(check_fragment(path, config, known))
     problems.extend(check_secret_fragments(per_file))
+    problems.extend(check_proxy_tls(per_file))
     if state_dir is not None:
         problems.extend(check_state_dir(state_dir))
     registration_problems, registration = check_registration(merged, per_file, directory)

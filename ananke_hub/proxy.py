@@ -44,6 +44,16 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httputil import HTTPHeaders, parse_response_start_line
 
 MAX_CONCURRENT_REQUESTS = 1000
+#: The PyPI port has no TLS (its command raises NotImplementedError for --ssl-*): say
+#: what to do instead, wherever a configuration asks the hub's proxy for it.
+TLS_UNSUPPORTED = (
+    "the hub's proxy (the PyPI configurable-http-proxy) cannot terminate TLS, so "
+    "c.JupyterHub.ssl_cert and ssl_key cannot be used"
+)
+TLS_HINT = (
+    "remove c.JupyterHub.ssl_cert/ssl_key and terminate TLS in a reverse proxy in front of "
+    "the hub (docs/admin/containers.md), which sends X-Forwarded-Proto: https"
+)
 #: Seconds an event stream may stay open through the proxy (JupyterHub ends a start's
 #: progress stream when the start ends, at most Spawner.start_timeout later).
 EVENT_STREAM_TIMEOUT = 24 * 3600
@@ -159,6 +169,9 @@ def install() -> None:
 
 
 def main() -> int:
+    if any(arg.startswith("--ssl") for arg in sys.argv[1:]):
+        print(f"ananke_hub.proxy: {TLS_UNSUPPORTED}: {TLS_HINT}.", file=sys.stderr)
+        return 2
     AsyncHTTPClient.configure(None, max_clients=MAX_CONCURRENT_REQUESTS)
     install()
     from configurable_http_proxy.cli import main as proxy_main

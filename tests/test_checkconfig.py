@@ -153,6 +153,33 @@ def test_unknown_trait_gets_a_suggestion(filled):
     assert "Authenticator.admin_users" in error.hint
 
 
+def test_tls_in_the_hub_is_refused_with_the_reverse_proxy_as_the_fix(filled):
+    """The hub's proxy (the PyPI port) has no TLS: with ssl_cert it exits at every start."""
+    (filled / "25_tls.py").write_text(
+        'c = get_config()\nc.JupyterHub.bind_url = "https://:8443"\n'
+        'c.JupyterHub.ssl_cert = "/etc/ssl/hub.pem"\nc.JupyterHub.ssl_key = "/etc/ssl/hub.key"\n'
+    )
+    found = errors(check_config_dir(filled, check_network=False))
+    assert [(e.setting, e.file.name, e.line) for e in found] == [
+        ("JupyterHub.ssl_cert", "25_tls.py", 3),
+        ("JupyterHub.ssl_key", "25_tls.py", 4),
+    ]
+    assert "cannot terminate TLS" in found[0].message
+    assert "reverse proxy" in found[0].hint
+
+
+def test_the_hubs_proxy_refuses_tls_arguments_with_the_fix():
+    """What JupyterHub passes for ssl_cert: a clear refusal, not a traceback."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "ananke_hub.proxy", "--ssl-cert", "/c.pem", "--ssl-key", "/k"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot terminate TLS" in done.stderr and "reverse proxy" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_setting_of_another_class_is_pointed_there(filled):
     (filled / "25_more.py").write_text(
         'c = get_config()\nc.AnankeLTI13Authenticator.access_token_url = "https://x.internal/t"\n'
