@@ -58,9 +58,9 @@ def person(sub: str) -> demo_data.User:
     return demo_data.User(sub, "Test", f"Person {sub}", f"p{sub}@example.edu", f"p{sub}")
 
 
-async def initiate(browser, stack: DemoStack, sub: str, **fields) -> tuple[str, str, httpx.Response]:
-    """Post a login initiation to the hub; return (state, nonce, response)."""
-    data = {
+def initiation(stack: DemoStack, sub: str = "3", **fields) -> dict:
+    """The fields of the test LMS's login initiation for its activity "homework"."""
+    return {
         "iss": stack.platform_url,
         "login_hint": sub,
         "target_link_uri": f"{stack.hub_url}/hub/",
@@ -69,7 +69,11 @@ async def initiate(browser, stack: DemoStack, sub: str, **fields) -> tuple[str, 
         "lti_message_hint": "homework",
         **fields,
     }
-    data = {k: v for k, v in data.items() if v is not None}
+
+
+async def initiate(browser, stack: DemoStack, sub: str, **fields) -> tuple[str, str, httpx.Response]:
+    """Post a login initiation to the hub; return (state, nonce, response)."""
+    data = {k: v for k, v in initiation(stack, sub, **fields).items() if v is not None}
     resp = await browser.post(
         f"{stack.hub_url}/hub/lti13/oauth_login", data, stop_before=stack.platform_url
     )

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from hubtest import admin_stack, hub_api
+from hubtest import admin_stack, hub_api, initiation
 from lti_browser import LTIBrowser
 from test_deep_linking import continue_page, homework, layout, rows
 from test_grade_sync import add_assignment
@@ -39,7 +39,6 @@ from test_kore_ui import (
 )
 
 from ananke_hub.courses.models import Course, DeepLinkRequest
-from ananke_hub.testlms.demo import DEMO_CLIENT_ID, DEMO_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the test extra")
@@ -334,18 +333,6 @@ async def test_a_framed_state_is_refused_for_another_launch_and_when_changed(sta
 
 
 # --- a browser that does not say whether it is in a frame (no Sec-Fetch-Dest) ---------------
-
-
-def initiation(stack, sub: str = "3", **extra) -> dict:
-    return {
-        "iss": stack.platform_url,
-        "login_hint": sub,
-        "target_link_uri": f"{stack.hub_url}/hub/",
-        "client_id": DEMO_CLIENT_ID,
-        "lti_deployment_id": DEMO_DEPLOYMENT_ID,
-        "lti_message_hint": "homework",
-        **extra,
-    }
 
 
 def hub_cookies(browser) -> list:
