@@ -142,3 +142,31 @@ def test_shipped_fragments_come_from_the_root_config_d():
     assert [p.name for p in shipped_fragments()] == sorted(
         p.name for p in (REPO / "config.d").iterdir() if p.suffix in (".py", ".disabled")
     )
+
+
+def test_the_architecture_pages_package_map_names_every_module_of_ananke_hub():
+    """docs/developer/architecture.md's map of ``ananke_hub`` matches the tree: every
+    module and subpackage has its row (a new module without one fails here)."""
+    page = (REPO / "docs" / "developer" / "architecture.md").read_text()
+    section = page[page.index("## `ananke_hub`") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
+    package = REPO / "ananke_hub"
+    names = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    names |= {p.name + "/" for p in package.iterdir() if (p / "__init__.py").exists() or p.name == "share"}
+    assert sorted(names - rows) == []
+
+
+def test_the_architecture_page_names_every_module_of_kore():
+    page = (REPO / "docs" / "developer" / "architecture.md").read_text()
+    kore = REPO / "kore"
+    missing = [
+        str(path.relative_to(REPO))
+        for path in sorted(kore.rglob("*.py"))
+        if path.stem not in ("__init__", "__main__")
+        and str(path.relative_to(REPO)) not in page
+        and f"`{path.stem}`" not in page
+        and f"`{path.name}`" not in page
+        and f"{path.name}`" not in page  # `kore/handlers/ui.py`, `home.py`
+    ]
+    assert missing == []
