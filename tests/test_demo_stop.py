@@ -201,3 +201,36 @@ async def test_a_signal_stops_the_whole_demo(tmp_path, how, sig):
             except ProcessLookupError:
                 pass
         proc.wait(10)
+
+
+async def test_stop_takes_a_hub_that_ends_just_after_its_stop_timeout(tmp_path, monkeypatch):
+    """The hub ends between DemoStack.stop's timeout and its SIGKILL to the hub's group
+    (seen when a hub stopped 100 labs in about HUB_STOP_TIMEOUT): stop must not fail."""
+    from ananke_hub.testlms import demo
+
+    ignores_term = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(30)"
+    )
+    hub = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ignores_term, stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert await hub.stdout.readline() == b"ready\n"
+    monkeypatch.setattr(demo, "HUB_STOP_TIMEOUT", 0.2)
+    real_killpg = os.killpg
+
+    def hub_gone_meanwhile(pgid, sig):
+        real_killpg(pgid, signal.SIGKILL)
+        while True:  # reaped: the group no longer exists when stop's signal is sent
+            try:
+                real_killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        real_killpg(pgid, sig)
+
+    monkeypatch.setattr(demo.os, "killpg", hub_gone_meanwhile)
+    stack = demo.DemoStack(tmp_path)
+    stack.processes = {"hub": hub}
+    await stack.stop()
+    assert hub.returncode == -signal.SIGKILL

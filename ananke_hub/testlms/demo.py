@@ -10,6 +10,7 @@ be a new LMS, with new, empty courses.
 """
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -466,7 +467,10 @@ class DemoStack:
             try:
                 await asyncio.wait_for(proc.wait(), 15)
             except TimeoutError:
-                os.killpg(proc.pid, signal.SIGKILL)
+                # It may end between the timeout and this signal (a hub stopping 100
+                # labs took just that long): its group is then gone, as wanted.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         await self._start_hub(timeout)
 
@@ -488,7 +492,10 @@ class DemoStack:
             try:
                 await asyncio.wait_for(proc.wait(), HUB_STOP_TIMEOUT)
             except TimeoutError:
-                os.killpg(proc.pid, signal.SIGKILL)
+                # It may end between the timeout and this signal (a hub stopping 100
+                # labs took just that long): its group is then gone, as wanted.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         await stack.end(KILL_TIMEOUT)
 
