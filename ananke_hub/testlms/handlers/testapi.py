@@ -88,17 +88,33 @@ class FaultsHandler(TestAPIHandler):
         self.no_content()
 
 
-class LoadHandler(TestAPIHandler):
+class _SettingsResource(TestAPIHandler):
+    """GET an object's settings as JSON; POST changes them (its error is a 400)."""
+
+    what = ""
+    error: type[Exception] = ValueError
+
+    def target(self):
+        raise NotImplementedError
+
     def get(self):
-        self.send_json(self.load.to_json())
+        self.send_json(self.target().to_json())
 
     def post(self):
+        target = self.target()
         try:
-            self.load.configure(self.body())
-        except LoadSettingError as exc:
+            target.configure(self.body())
+        except self.error as exc:
             raise ServiceError(400, str(exc)) from None
-        self.log.info("test api: load set: %s", self.load.to_json())
-        self.send_json(self.load.to_json())
+        self.log.info("test api: %s: %s", self.what, target.to_json())
+        self.send_json(target.to_json())
+
+
+class LoadHandler(_SettingsResource):
+    what, error = "load set", LoadSettingError
+
+    def target(self):
+        return self.load
 
 
 class DeleteLineItemHandler(TestAPIHandler):
@@ -212,17 +228,11 @@ class LineItemsHandler(TestAPIHandler):
         self.send_json(lineitem_json(self.platform, course.id, item))
 
 
-class SettingsHandler(TestAPIHandler):
-    def get(self):
-        self.send_json(self.controls.to_json())
+class SettingsHandler(_SettingsResource):
+    what, error = "settings", ControlError
 
-    def post(self):
-        try:
-            self.controls.configure(self.body())
-        except ControlError as exc:
-            raise ServiceError(400, str(exc)) from None
-        self.log.info("test api: settings: %s", self.controls.to_json())
-        self.send_json(self.controls.to_json())
+    def target(self):
+        return self.controls
 
 
 class TokenRequestsHandler(TestAPIHandler):
