@@ -230,6 +230,10 @@ class LabEnvironment(LoggingConfigurable):
     """What every Ananke lab finds in its environment, whichever spawner starts it."""
 
     start_queue = START_QUEUE
+    #: True from the moment this spawner's start has its slot until the lab answered;
+    #: the count of slots it took tells the waiting page one it missed between polls.
+    _through_queue = False
+    _slots_taken = 0
 
     concurrent_starts = Integer(
         config=True,
@@ -303,9 +307,14 @@ class LabEnvironment(LoggingConfigurable):
         answers HTTP (at most ``http_timeout`` seconds), so that the next start waits."""
         queue, limit = self.start_queue, self.concurrent_starts
         if limit <= 0:  # no queue: the hub waits for the lab itself (http_timeout)
-            return await start()
+            self._through_queue, self._slots_taken = True, self._slots_taken + 1
+            try:
+                return await start()
+            finally:
+                self._through_queue = False
         asked = time.monotonic()
         await queue.acquire(self, limit)
+        self._through_queue, self._slots_taken = True, self._slots_taken + 1
         began = time.monotonic()
         if queue.active >= limit > 0 or began - asked > 0.5:
             self.log.info(
@@ -322,6 +331,7 @@ class LabEnvironment(LoggingConfigurable):
             took = time.monotonic() - began
             return location
         finally:
+            self._through_queue = False
             queue.release(limit, took)
 
     async def _wait_for_lab(self, location) -> None:
@@ -341,9 +351,13 @@ class LabEnvironment(LoggingConfigurable):
     async def progress(self):
         """Events for the waiting page: the place in the start queue while waiting."""
         queue, limit = self.start_queue, self.concurrent_starts
-        last = None
-        while (place := queue.position(self)) is not None:
-            if place != last:
+        last, taken = None, self._slots_taken
+        # The waiting page may ask before the hub's spawn reaches the queue (it opens at
+        # once with slow_spawn_timeout 0): not in the queue yet is not "starting" yet.
+        # JupyterHub stops this generator when the spawn ends, also one that failed.
+        while not self._through_queue and self._slots_taken == taken:
+            place = queue.position(self)
+            if place is not None and place != last:
                 last = place
                 estimate = queue.estimate_s(place, limit)
                 yield {

@@ -34,8 +34,20 @@ def launch_button(page, sub: str):
 
 async def test_second_student_waits_in_the_queue_and_gets_their_lab(tmp_path):
     assert CHROMIUM, "chromium missing on CI: scripts/test.sh should have installed it"
+    # Labs wait for a gate file before they start: Alan's start holds the only slot until
+    # the test has seen Émilie queued behind it. Without the gate a fast machine starts
+    # Alan's lab before Émilie clicks, and she is never queued (CI failed so).
+    gate = tmp_path / "gate"
     config = {
-        "Spawner": {"concurrent_starts": 1},
+        "Spawner": {
+            "concurrent_starts": 1,
+            "cmd": [
+                "/bin/sh",
+                "-c",
+                f'while [ ! -e "{gate}" ]; do sleep 0.2; done; exec jupyterhub-singleuser "$@"',
+                "gated-lab",
+            ],
+        },
         # The waiting page at once, not after 10 s: on a quiet machine both labs may start
         # within JupyterHub's slow_spawn_timeout, and the page would never show.
         "JupyterHub": {"tornado_settings": {"slow_spawn_timeout": 0}},
@@ -56,6 +68,7 @@ async def test_second_student_waits_in_the_queue_and_gets_their_lab(tmp_path):
         # JupyterHub's waiting page shows the spawner's latest progress message.
         message = emilie.locator("#progress-message", has_text="You are number 1 in the queue")
         await message.wait_for(timeout=60_000)
+        gate.touch()
         for page, user in ((alan, "u3"), (emilie, "u4")):
             await page.wait_for_url(f"**/user/{user}/lab**", timeout=120_000)
             await page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)

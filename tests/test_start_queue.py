@@ -12,7 +12,7 @@ from hubtest import admin_stack, hub_api, hub_log
 
 from ananke_hub.fragments import load_fragments
 from ananke_hub.paths import SHIPPED_CONFIG_DIR
-from ananke_hub.spawner import StartQueue
+from ananke_hub.spawner import LabEnvironment, StartQueue
 
 
 def test_shipped_timeouts_cover_a_lab_that_starts_slowly():
@@ -46,6 +46,37 @@ async def test_queue_lets_starts_through_in_order_and_frees_cancelled_places():
     queue.release(1)
     await asyncio.gather(waiting[0], waiting[2])
     assert order == ["a", "b", "d"] and queue.active == 1
+
+
+async def test_the_waiting_page_opened_before_the_start_is_queued_shows_the_place():
+    # With slow_spawn_timeout 0 the waiting page asks for progress while the hub still
+    # prepares the spawn: the student is not in the queue yet, and must not be told
+    # their lab is starting (CI's browser test saw that message and never the place).
+    queue, lab_answers = StartQueue(), asyncio.Event()
+
+    class Lab(LabEnvironment):
+        start_queue = queue
+        user = type("User", (), {"name": "student"})
+
+        async def _wait_for_lab(self, location):
+            await lab_answers.wait()
+
+    async def start():
+        return ("127.0.0.1", 1)
+
+    first, second = Lab(concurrent_starts=1), Lab(concurrent_starts=1)
+    first_start = asyncio.create_task(first.queued_start(start))
+    await asyncio.sleep(0)
+    events = aiter(second.progress())
+    early = asyncio.create_task(anext(events))
+    await asyncio.sleep(0.7)  # the page polls while the spawn is not queued yet
+    assert not early.done(), early.result()
+    second_start = asyncio.create_task(second.queued_start(start))
+    assert "You are number 1 in the queue" in (await early)["message"]
+    lab_answers.set()
+    assert (await anext(events))["message"].startswith("Your lab is starting")
+    await asyncio.gather(first_start, second_start)
+    assert queue.active == 0
 
 
 async def progress_messages(stack, name: str) -> list[dict]:
