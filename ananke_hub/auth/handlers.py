@@ -50,7 +50,9 @@ from ltiauthenticator.lti13.handlers import (
 )
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import lazyload
 from tornado import httputil
 from tornado.httputil import url_concat
 from tornado.web import HTTPError, stream_request_body
@@ -275,6 +277,23 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
         return {"secure": True, "samesite": "None"}
 
 
+def find_hub_user(db, users, name: str):
+    """JupyterHub's ``BaseHandler.find_user`` (the ``User`` of ``name``, or None) without
+    loading again what the hub's database session already holds.
+
+    JupyterHub's query loads a user's roles, shares and groups, and each group's roles and
+    shares, with ``selectin`` loaders, and SQLAlchemy runs those five queries again for a
+    user the session holds already (every returning launch). Here one query finds the id,
+    and the session's identity map gives the user (``Session.get``: no query when it holds
+    it, else JupyterHub's own loading). The same objects, loaded the same way; nothing is
+    kept that the session would not keep.
+    """
+    user_id = db.execute(select(orm.User.id).where(orm.User.name == name)).scalar()
+    if user_id is None:
+        return None
+    return users[db.get(orm.User, user_id)]  # UserDict: the User of an orm.User
+
+
 def stage_groups(db, user, group_names: list[str]) -> None:
     """JupyterHub's ``User.sync_groups`` without its commit: ``user``'s groups become
     ``group_names`` (missing groups created) in the hub's database session, for the
@@ -283,7 +302,15 @@ def stage_groups(db, user, group_names: list[str]) -> None:
     wanted = set(group_names)
     if current == wanted:
         return
-    groups = db.query(orm.Group).filter(orm.Group.name.in_(wanted)).all() if wanted else []
+    # The groups' own roles and shares (``selectin`` in JupyterHub's model: two more
+    # queries each time) are not needed for a membership: loaded when something reads
+    # them (``lazyload``, SQLAlchemy's default), in the same session, as for any
+    # relationship JupyterHub leaves at its default.
+    groups = (
+        db.query(orm.Group).options(lazyload("*")).filter(orm.Group.name.in_(wanted)).all()
+        if wanted
+        else []
+    )
     for name in wanted - {g.name for g in groups}:
         group = orm.Group(name=name)
         db.add(group)
@@ -367,6 +394,10 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             super().check_nonce(id_token)
         elif id_token.get("nonce") != self._framed_nonce:
             raise HTTPError(400, "LTI launch refused: the nonce is not this login's")
+
+    def find_user(self, name):
+        # Every lookup of this login (the new or returning user, the grader account).
+        return find_hub_user(self.db, self.users, name)
 
     #: The hub user of this login, looked up (and made, if new) while the launch's
     #: registry work ran (``hub_user_ahead``).
