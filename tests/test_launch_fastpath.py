@@ -724,3 +724,26 @@ def test_a_new_membership_does_not_load_the_groups_roles_and_shares(tmp_path):
     db.commit()
     assert sorted(g.name for g in orm.User.find(db, "u4").groups) == ["nbgrader-a", "nbgrader-b"]
     assert [r.name for g in orm_user.groups for r in g.roles] == ["staff-x", "staff-x"]
+
+
+async def test_a_new_hub_user_is_looked_up_once(tmp_path):
+    """The callback makes a new user with one lookup of the name (JupyterHub's
+    user_from_username would look it up a second time); a known user is found."""
+    from jupyterhub import orm
+    from jupyterhub.user import UserDict
+
+    from ananke_hub.auth.handlers import AnankeCallbackHandler
+
+    db, statements = hub_database(tmp_path)
+    db.add(orm.Role(name="user", scopes=["self"]))  # JupyterHub's default role
+    db.commit()
+    auth = AnankeLTI13Authenticator()
+    settings = {"db": db, "users": UserDict(lambda: db, {}), "authenticator": auth}
+    handler = AnankeCallbackHandler.__new__(AnankeCallbackHandler)
+    handler.application = SimpleNamespace(settings=settings)
+    statements.clear()
+    user = await handler.hub_user_ahead("u7")
+    lookups = [s for s in statements if s.lstrip().startswith("SELECT users")]
+    assert len(lookups) == 1 and user.name == "u7" and orm.User.find(db, "u7") is not None
+    assert handler.find_user("u7") is user  # found again at once, as any user
+    assert (await handler.hub_user_ahead("u3")).name == "u3"

@@ -395,8 +395,14 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         elif id_token.get("nonce") != self._framed_nonce:
             raise HTTPError(400, "LTI launch refused: the nonce is not this login's")
 
+    #: A name this handler just found no hub user for, with no await since: JupyterHub's
+    #: ``user_from_username`` looks it up again before it makes the user (hub_user_ahead).
+    _just_missing: str | None = None
+
     def find_user(self, name):
         # Every lookup of this login (the new or returning user, the grader account).
+        if name == self._just_missing:
+            return None
         return find_hub_user(self.db, self.users, name)
 
     #: The hub user of this login, looked up (and made, if new) while the launch's
@@ -409,7 +415,14 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         instead of looking the user up again."""
         user = self.find_user(name)
         if user is None:
-            user = self.user_from_username(name)
+            # JupyterHub's user_from_username looks the name up once more before it makes
+            # the user: skipped, since nothing ran in this process in between (no await);
+            # another writer could race its insert as it could JupyterHub's own lookup.
+            self._just_missing = name
+            try:
+                user = self.user_from_username(name)
+            finally:
+                self._just_missing = None
             await maybe_future(self.authenticator.add_user(user))
         self._hub_user = user
         return user
