@@ -654,3 +654,96 @@ def test_group_changes_wait_for_the_logins_commit(tmp_path):
     db.commit()
     assert committed() == ["nbgrader-new"]
     assert orm.Group.find(other, "nbgrader-old") is not None  # groups stay, members go
+
+
+def hub_database(tmp_path):
+    """JupyterHub's database with u3 in two groups (each with a role), and the SQL
+    statements its session sends from now on (but JupyterHub's connection pings)."""
+    from jupyterhub import orm
+
+    db = orm.new_session_factory(f"sqlite:///{tmp_path / 'hub.sqlite'}")()
+    role = orm.Role(name="staff-x", scopes=["read:users"])
+    groups = [orm.Group(name=n, roles=[role]) for n in ("nbgrader-a", "nbgrader-b")]
+    db.add(orm.User(name="u3", groups=groups))
+    db.commit()
+    statements = []
+
+    @event.listens_for(db.get_bind(), "before_cursor_execute")
+    def _count(conn, cursor, statement, *args):
+        if statement != "SELECT 1":
+            statements.append(statement)
+
+    return db, statements
+
+
+def test_a_returning_users_lookup_reads_nothing_the_session_holds(tmp_path):
+    """A returning user's lookup (every launch) is one query: JupyterHub's would load
+    their roles, shares and groups and the groups' roles and shares again (six)."""
+    from jupyterhub import orm
+    from jupyterhub.user import UserDict
+
+    from ananke_hub.auth.handlers import find_hub_user
+
+    db, statements = hub_database(tmp_path)
+    users = UserDict(lambda: db, {})
+    held = users[orm.User.find(db, "u3")].orm_user  # as JupyterHub holds its users
+    statements.clear()
+
+    user = find_hub_user(db, users, "u3")
+    assert len(statements) == 1
+    assert user.orm_user is held and user is users[held]
+    assert sorted(g.name for g in user.groups) == ["nbgrader-a", "nbgrader-b"]
+    assert len(statements) == 1  # the groups were held too
+    statements.clear()
+    assert find_hub_user(db, users, "u9") is None and len(statements) == 1
+
+    # A session that does not hold the user loads them as JupyterHub does.
+    fresh = orm.new_session_factory(str(db.get_bind().url))()
+    user = find_hub_user(fresh, UserDict(lambda: fresh, {}), "u3")
+    assert sorted(g.name for g in user.groups) == ["nbgrader-a", "nbgrader-b"]
+    assert [r.name for g in user.groups for r in g.roles] == ["staff-x", "staff-x"]
+
+
+def test_a_new_membership_does_not_load_the_groups_roles_and_shares(tmp_path):
+    """stage_groups finds the launch's groups with one query (JupyterHub's model loads
+    each group's roles and shares with two more); the roles still load when read."""
+    from jupyterhub import orm
+
+    from ananke_hub.auth.handlers import stage_groups
+
+    db, statements = hub_database(tmp_path)
+    db.add(orm.User(name="u4"))
+    db.commit()
+    db.expunge_all()  # nothing held: the groups are read from the database
+    orm_user = orm.User.find(db, "u4")
+    user = SimpleNamespace(name="u4", orm_user=orm_user, log=provision.CourseProvisioner().log)
+    statements.clear()
+    stage_groups(db, user, ["nbgrader-a", "nbgrader-b"])
+    groups_read = [s for s in statements if "FROM groups" in s or "group_role_map" in s]
+    assert len(groups_read) == 1 and "shares" not in " ".join(statements)
+    db.commit()
+    assert sorted(g.name for g in orm.User.find(db, "u4").groups) == ["nbgrader-a", "nbgrader-b"]
+    assert [r.name for g in orm_user.groups for r in g.roles] == ["staff-x", "staff-x"]
+
+
+async def test_a_new_hub_user_is_looked_up_once(tmp_path):
+    """The callback makes a new user with one lookup of the name (JupyterHub's
+    user_from_username would look it up a second time); a known user is found."""
+    from jupyterhub import orm
+    from jupyterhub.user import UserDict
+
+    from ananke_hub.auth.handlers import AnankeCallbackHandler
+
+    db, statements = hub_database(tmp_path)
+    db.add(orm.Role(name="user", scopes=["self"]))  # JupyterHub's default role
+    db.commit()
+    auth = AnankeLTI13Authenticator()
+    settings = {"db": db, "users": UserDict(lambda: db, {}), "authenticator": auth}
+    handler = AnankeCallbackHandler.__new__(AnankeCallbackHandler)
+    handler.application = SimpleNamespace(settings=settings)
+    statements.clear()
+    user = await handler.hub_user_ahead("u7")
+    lookups = [s for s in statements if s.lstrip().startswith("SELECT users")]
+    assert len(lookups) == 1 and user.name == "u7" and orm.User.find(db, "u7") is not None
+    assert handler.find_user("u7") is user  # found again at once, as any user
+    assert (await handler.hub_user_ahead("u3")).name == "u3"

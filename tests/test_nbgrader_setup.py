@@ -501,3 +501,38 @@ def test_the_exchange_root_is_not_made_through_a_link_another_user_planted(tmp_p
     with pytest.raises(OSError, match="symbolic link"):
         nbgrader_setup.ensure_exchange_root(shared / "ananke" / "exchange")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_new_courses_copy_one_empty_gradebook(tmp_path, monkeypatch):
+    """nbgrader makes its tables once per hub process: each new course's gradebook is
+    a copy of an empty one, which knows its own course only."""
+    from nbgrader.api import Course, Gradebook
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    monkeypatch.setattr(nbgrader_setup, "_empty", None, raising=False)  # a hub just started
+    layout = CourseLayout(homes_root=str(tmp_path / "homes"), exchange_root=str(tmp_path / "ex"))
+    created = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("CREATE TABLE"):
+            created.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        courses = ["c-0000000000000001", "c-0000000000000002", "c-0000000000000003"]
+        made = []
+        for course_id in courses:
+            created.clear()
+            paths = layout.course(course_id)
+            nbgrader_setup.ensure_course_files(paths, course_id, CourseSettings())
+            made.append(len(created))
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert made[0] > 0 and made[1:] == [0, 0]
+    for course_id in courses:
+        paths = layout.course(course_id)
+        nbgrader_setup.enrol_students(paths, [StudentRecord("u1", "1", "A", "B", "a@b")])
+        with Gradebook(paths.gradebook_url, course_id) as gb:
+            assert [c.id for c in gb.db.query(Course).all()] == [course_id]
+            assert [s.id for s in gb.students] == ["u1"]

@@ -50,7 +50,9 @@ from ltiauthenticator.lti13.handlers import (
 )
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import lazyload
 from tornado import httputil
 from tornado.httputil import url_concat
 from tornado.web import HTTPError, stream_request_body
@@ -275,6 +277,23 @@ class AnankeLoginInitHandler(BoundedFormBody, LTI13LoginInitHandler):
         return {"secure": True, "samesite": "None"}
 
 
+def find_hub_user(db, users, name: str):
+    """JupyterHub's ``BaseHandler.find_user`` (the ``User`` of ``name``, or None) without
+    loading again what the hub's database session already holds.
+
+    JupyterHub's query loads a user's roles, shares and groups, and each group's roles and
+    shares, with ``selectin`` loaders, and SQLAlchemy runs those five queries again for a
+    user the session holds already (every returning launch). Here one query finds the id,
+    and the session's identity map gives the user (``Session.get``: no query when it holds
+    it, else JupyterHub's own loading). The same objects, loaded the same way; nothing is
+    kept that the session would not keep.
+    """
+    user_id = db.execute(select(orm.User.id).where(orm.User.name == name)).scalar()
+    if user_id is None:
+        return None
+    return users[db.get(orm.User, user_id)]  # UserDict: the User of an orm.User
+
+
 def stage_groups(db, user, group_names: list[str]) -> None:
     """JupyterHub's ``User.sync_groups`` without its commit: ``user``'s groups become
     ``group_names`` (missing groups created) in the hub's database session, for the
@@ -283,7 +302,15 @@ def stage_groups(db, user, group_names: list[str]) -> None:
     wanted = set(group_names)
     if current == wanted:
         return
-    groups = db.query(orm.Group).filter(orm.Group.name.in_(wanted)).all() if wanted else []
+    # The groups' own roles and shares (``selectin`` in JupyterHub's model: two more
+    # queries each time) are not needed for a membership: loaded when something reads
+    # them (``lazyload``, SQLAlchemy's default), in the same session, as for any
+    # relationship JupyterHub leaves at its default.
+    groups = (
+        db.query(orm.Group).options(lazyload("*")).filter(orm.Group.name.in_(wanted)).all()
+        if wanted
+        else []
+    )
     for name in wanted - {g.name for g in groups}:
         group = orm.Group(name=name)
         db.add(group)
@@ -368,6 +395,16 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         elif id_token.get("nonce") != self._framed_nonce:
             raise HTTPError(400, "LTI launch refused: the nonce is not this login's")
 
+    #: A name this handler just found no hub user for, with no await since: JupyterHub's
+    #: ``user_from_username`` looks it up again before it makes the user (hub_user_ahead).
+    _just_missing: str | None = None
+
+    def find_user(self, name):
+        # Every lookup of this login (the new or returning user, the grader account).
+        if name == self._just_missing:
+            return None
+        return find_hub_user(self.db, self.users, name)
+
     #: The hub user of this login, looked up (and made, if new) while the launch's
     #: registry work ran (``hub_user_ahead``).
     _hub_user = None
@@ -378,7 +415,14 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         instead of looking the user up again."""
         user = self.find_user(name)
         if user is None:
-            user = self.user_from_username(name)
+            # JupyterHub's user_from_username looks the name up once more before it makes
+            # the user: skipped, since nothing ran in this process in between (no await);
+            # another writer could race its insert as it could JupyterHub's own lookup.
+            self._just_missing = name
+            try:
+                user = self.user_from_username(name)
+            finally:
+                self._just_missing = None
             await maybe_future(self.authenticator.add_user(user))
         self._hub_user = user
         return user
