@@ -786,3 +786,47 @@ def test_a_launchs_registry_trip_builds_no_statement(registry, returning):  # no
     # The same statement objects for two people: nothing built per launch.
     assert all(a is b for a, b in zip(first, second, strict=True)), (first, second)
     assert instances == []  # rows of columns, no ORM instances
+
+
+async def test_a_new_users_groups_are_staged_without_a_query(tmp_path):
+    """A user the callback has just made is in no group: settle_access and stage_groups
+    know it without loading the empty collection, and a group an earlier launch found is
+    taken from the session (no query at each launch). A group deleted since is looked up
+    again, never reused."""
+    from jupyterhub import orm
+    from jupyterhub.user import UserDict
+
+    from ananke_hub.auth.handlers import AnankeCallbackHandler, stage_groups
+
+    db, statements = hub_database(tmp_path)
+    db.add(orm.Role(name="user", scopes=["self"]))
+    db.commit()
+    auth = AnankeLTI13Authenticator()
+    settings = {"db": db, "users": UserDict(lambda: db, {}), "authenticator": auth}
+
+    async def first_login(name, groups):
+        handler = AnankeCallbackHandler.__new__(AnankeCallbackHandler)
+        handler.application = SimpleNamespace(settings=settings)
+        user = await handler.hub_user_ahead(name)
+        statements.clear()
+        model = {"name": name, "groups": list(groups), "roles": [{"name": "user"}]}
+        auth.settle_access(user, model)
+        stage_groups(db, user, groups)
+        reads = [s for s in statements if s.lstrip().startswith("SELECT")]
+        db.commit()
+        assert sorted(g.name for g in orm.User.find(db, name).groups) == sorted(groups)
+        return model, reads
+
+    model, reads = await first_login("u7", ["nbgrader-a"])
+    assert model["roles"] is None  # the default role: JupyterHub's own
+    assert [s for s in reads if "user_group_map" in s] == []  # the new user's groups
+    assert len(reads) == 1 and "FROM groups" in reads[0]  # the group, once
+    _, reads = await first_login("u8", ["nbgrader-a"])
+    assert reads == []
+
+    db.delete(orm.Group.find(db, "nbgrader-a"))
+    db.commit()
+    db.add(orm.Group(name="nbgrader-a"))  # made again: another id
+    db.commit()
+    _, reads = await first_login("u9", ["nbgrader-a"])
+    assert len(reads) >= 1

@@ -28,6 +28,7 @@ id_token over its own limit is refused before it is decoded.
 """
 
 import time
+import weakref
 from http import HTTPStatus
 from pathlib import Path
 
@@ -50,9 +51,10 @@ from ltiauthenticator.lti13.handlers import (
 )
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 from tornado import httputil
 from tornado.httputil import url_concat
 from tornado.web import HTTPError, stream_request_body
@@ -124,9 +126,7 @@ class BoundedFormBody:
 
     async def prepare(self):
         try:
-            self._frame_origins = await enabled_platform_origins(
-                self.authenticator.registrations
-            )
+            self._frame_origins = await enabled_platform_origins(self.authenticator.registrations)
         except SQLAlchemyError:
             self.log.exception("lti: cannot read the registrations for framing")
             self._frame_origins = None  # frames refused, as on every other page
@@ -294,6 +294,37 @@ def find_hub_user(db, users, name: str):
     return users[db.get(orm.User, user_id)]  # UserDict: the User of an orm.User
 
 
+#: Hub group name -> its id, per hub database (engine). A launch's groups are then taken
+#: from the hub session's identity map (``Session.get``: no query while the session holds
+#: them, as it does while any user in memory is a member), not queried at each launch.
+_GROUP_IDS: "weakref.WeakKeyDictionary[object, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def find_groups(db, names: set[str]) -> list:
+    """The hub groups of ``names`` that exist, without their roles and shares (see
+    stage_groups)."""
+    ids = _GROUP_IDS.setdefault(db.get_bind(), {})
+    found, missing = [], set()
+    for name in names:
+        group_id = ids.get(name)
+        group = None if group_id is None else db.get(orm.Group, group_id, options=[lazyload("*")])
+        if group is not None and group.name == name:  # not deleted or renamed since
+            found.append(group)
+        else:
+            missing.add(name)
+    if missing:
+        # The groups' own roles and shares (``selectin`` in JupyterHub's model: two more
+        # queries each time) are not needed for a membership: loaded when something
+        # reads them (``lazyload``, SQLAlchemy's default), in the same session, as for
+        # any relationship JupyterHub leaves at its default.
+        queried = (
+            db.query(orm.Group).options(lazyload("*")).filter(orm.Group.name.in_(missing)).all()
+        )
+        ids.update((group.name, group.id) for group in queried)
+        found.extend(queried)
+    return found
+
+
 def stage_groups(db, user, group_names: list[str]) -> None:
     """JupyterHub's ``User.sync_groups`` without its commit: ``user``'s groups become
     ``group_names`` (missing groups created) in the hub's database session, for the
@@ -302,15 +333,7 @@ def stage_groups(db, user, group_names: list[str]) -> None:
     wanted = set(group_names)
     if current == wanted:
         return
-    # The groups' own roles and shares (``selectin`` in JupyterHub's model: two more
-    # queries each time) are not needed for a membership: loaded when something reads
-    # them (``lazyload``, SQLAlchemy's default), in the same session, as for any
-    # relationship JupyterHub leaves at its default.
-    groups = (
-        db.query(orm.Group).options(lazyload("*")).filter(orm.Group.name.in_(wanted)).all()
-        if wanted
-        else []
-    )
+    groups = find_groups(db, wanted) if wanted else []
     for name in wanted - {g.name for g in groups}:
         group = orm.Group(name=name)
         db.add(group)
@@ -423,6 +446,11 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
                 user = self.user_from_username(name)
             finally:
                 self._just_missing = None
+            if "groups" in inspect(user.orm_user).unloaded:
+                # Made just now, in this session, with no await since: in no group. Known
+                # without the query SQLAlchemy would make at the first read of its
+                # groups (settle_access, stage_groups).
+                set_committed_value(user.orm_user, "groups", [])
             await maybe_future(self.authenticator.add_user(user))
         self._hub_user = user
         return user
@@ -523,8 +551,7 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             fresh = authenticator.nonces.use(id_token["nonce"], nonce_state)
         except NonceFromEarlierProcess:
             raise TokenError(
-                "this launch was started before the hub restarted; launch again from "
-                "your course"
+                "this launch was started before the hub restarted; launch again from your course"
             ) from None
         if not fresh:
             raise TokenError("this launch was already used (nonce seen before); launch again")
