@@ -35,6 +35,7 @@ from pathlib import Path
 import jinja2
 import jwt
 from jupyterhub import orm
+from jupyterhub.metrics import TOTAL_USERS
 from jupyterhub.utils import maybe_future
 from ltiauthenticator.lti13.error import (
     InvalidAudienceError,
@@ -51,10 +52,9 @@ from ltiauthenticator.lti13.handlers import (
 )
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import lazyload
-from sqlalchemy.orm.attributes import set_committed_value
 from tornado import httputil
 from tornado.httputil import url_concat
 from tornado.web import HTTPError, stream_request_body
@@ -325,6 +325,33 @@ def find_groups(db, names: set[str]) -> list:
     return found
 
 
+#: The id of JupyterHub's default ``user`` role, per hub database (see new_orm_user).
+_USER_ROLE_IDS: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
+
+
+def new_orm_user(db, name: str):
+    """A new hub user as JupyterHub's ``user_from_username`` makes one, with its default
+    server's row, in the session, for ONE commit (the caller's).
+
+    JupyterHub makes it in two: the user with its default roles (``assign_default_roles``
+    commits, after two role queries), then the default spawner's row (``User.__init__``).
+    The same rows: the user, its ``user`` role (an account made here is never an admin:
+    the login's ``auth_to_user`` grants ``admin`` from ``admin_users`` as for any user),
+    and the spawner named "". ``tests/test_upstream_internals.py`` compares them with
+    what the installed JupyterHub makes.
+    """
+    role_id = _USER_ROLE_IDS.get(db.get_bind())
+    role = None if role_id is None else db.get(orm.Role, role_id)
+    if role is None or role.name != "user":
+        role = orm.Role.find(db, "user")  # made by JupyterHub at every start
+        _USER_ROLE_IDS[db.get_bind()] = role.id
+    orm_user = orm.User(name=name, roles=[role], groups=[])
+    db.add(orm_user)
+    db.add(orm.Spawner(name="", display_name="", user=orm_user))
+    TOTAL_USERS.inc()
+    return orm_user
+
+
 def stage_groups(db, user, group_names: list[str]) -> None:
     """JupyterHub's ``User.sync_groups`` without its commit: ``user``'s groups become
     ``group_names`` (missing groups created) in the hub's database session, for the
@@ -418,14 +445,8 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         elif id_token.get("nonce") != self._framed_nonce:
             raise HTTPError(400, "LTI launch refused: the nonce is not this login's")
 
-    #: A name this handler just found no hub user for, with no await since: JupyterHub's
-    #: ``user_from_username`` looks it up again before it makes the user (hub_user_ahead).
-    _just_missing: str | None = None
-
     def find_user(self, name):
         # Every lookup of this login (the new or returning user, the grader account).
-        if name == self._just_missing:
-            return None
         return find_hub_user(self.db, self.users, name)
 
     #: The hub user of this login, looked up (and made, if new) while the launch's
@@ -433,24 +454,18 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
     _hub_user = None
 
     async def hub_user_ahead(self, name: str):
-        """The hub user ``name``, made now if new, as JupyterHub's ``auth_to_user`` does
-        next (``user_from_username``, then ``add_user``); ``auth_to_user`` takes it
-        instead of looking the user up again."""
+        """The hub user ``name``, made now if new, as JupyterHub's ``auth_to_user`` would
+        make it next (``user_from_username``, then ``add_user``), in one commit
+        (``new_orm_user``); ``auth_to_user`` takes it instead of looking the user up
+        again."""
         user = self.find_user(name)
         if user is None:
             # JupyterHub's user_from_username looks the name up once more before it makes
             # the user: skipped, since nothing ran in this process in between (no await);
             # another writer could race its insert as it could JupyterHub's own lookup.
-            self._just_missing = name
-            try:
-                user = self.user_from_username(name)
-            finally:
-                self._just_missing = None
-            if "groups" in inspect(user.orm_user).unloaded:
-                # Made just now, in this session, with no await since: in no group. Known
-                # without the query SQLAlchemy would make at the first read of its
-                # groups (settle_access, stage_groups).
-                set_committed_value(user.orm_user, "groups", [])
+            orm_user = new_orm_user(self.db, name)
+            self.db.commit()
+            user = self._user_from_orm(orm_user)
             await maybe_future(self.authenticator.add_user(user))
         self._hub_user = user
         return user
