@@ -34,27 +34,12 @@ LAUNCH_COURSE_COLUMNS = (
 )
 #: What a launch reads of a course: the above, its state and provisioning version.
 COURSE_VIEW_COLUMNS = ("id", "state", "provisioned", *LAUNCH_COURSE_COLUMNS)
+#: A member's columns a launch sets from its claims.
+MEMBER_PERSON_COLUMNS = ("role", "lms_user_id", "given_name", "family_name", "email", "active")
 #: What a launch reads of a member row, to tell whether it changes anything.
-MEMBER_VIEW_COLUMNS = (
-    "role",
-    "lms_user_id",
-    "given_name",
-    "family_name",
-    "email",
-    "active",
-    "in_gradebook",
-)
+MEMBER_VIEW_COLUMNS = (*MEMBER_PERSON_COLUMNS, "in_gradebook")
 #: What a launch writes into its member row (``first_launch`` only when it has none).
-MEMBER_LAUNCH_COLUMNS = (
-    "role",
-    "lms_user_id",
-    "given_name",
-    "family_name",
-    "email",
-    "active",
-    "last_launch",
-    "in_gradebook",
-)
+MEMBER_LAUNCH_COLUMNS = (*MEMBER_PERSON_COLUMNS, "last_launch", "in_gradebook")
 
 
 def _bind(table, name: str):
