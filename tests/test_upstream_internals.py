@@ -19,6 +19,9 @@ Where the hub uses them:
   or Authenticator hook exists (checked in JupyterHub 6.1.1).
   Kore's ``?token=`` cookie is made with HubOAuth's public API (``user_for_token``,
   ``set_cookie``), not the private ``_persist_url_token_if_set``.
+- JupyterHub: the rows ``BaseHandler.user_from_username`` makes for a new user
+  (auth/handlers.py's ``new_orm_user`` makes the same in one commit, for a launch's
+  first login) and ``jupyterhub.metrics.TOTAL_USERS``, which it counts.
 - ltiauthenticator: ``LTI13CallbackHandler._get_nonce_state_cookie`` (auth/handlers.py:
   the nonce's state, whose epoch says which hub process made it; auth/replay.py).
 - JupyterHub: ``BaseHandler._set_cookie`` (auth/handlers.py, the login's state and nonce
@@ -142,3 +145,57 @@ def test_login_cookie_internals():
     assert "self.set_state_cookie(" in source, fail_message(
         "jupyterhub-ltiauthenticator", "LTI13LoginInitHandler.generate_state", where
     )
+
+
+def test_a_new_hub_user_has_the_rows_jupyterhubs_user_from_username_makes(tmp_path):
+    """auth/handlers.py's ``new_orm_user`` makes a launch's new hub user in one commit
+    instead of JupyterHub's two: the rows must be the ones the installed JupyterHub's
+    ``BaseHandler.user_from_username`` makes (user, roles, groups, spawners), or a
+    release that makes more (or other) has to be followed there."""
+    from types import SimpleNamespace
+
+    from jupyterhub import orm
+    from jupyterhub.handlers.base import BaseHandler
+    from jupyterhub.roles import create_role, get_default_roles
+    from jupyterhub.user import UserDict
+    from sqlalchemy import inspect as sa_inspect
+
+    from ananke_hub.auth.handlers import new_orm_user
+
+    db = orm.new_session_factory(f"sqlite:///{tmp_path / 'hub.sqlite'}")()
+    for role in get_default_roles():  # as JupyterHub makes them at start
+        create_role(db, role)
+    handler = BaseHandler.__new__(BaseHandler)
+    handler.application = SimpleNamespace(settings={"db": db, "users": UserDict(lambda: db, {})})
+    handler.user_from_username("upstream")  # JupyterHub's own
+    ours = new_orm_user(db, "ours")
+    db.commit()
+
+    def rows(name):
+        db.expire_all()
+        user = orm.User.find(db, name)
+        columns = {
+            attr.key: getattr(user, attr.key)
+            for attr in sa_inspect(orm.User).column_attrs
+            if attr.key not in {"id", "name", "created", "last_activity", "cookie_id"}
+        }
+        spawners = [
+            {
+                attr.key: getattr(spawner, attr.key)
+                for attr in sa_inspect(orm.Spawner).column_attrs
+                if attr.key not in {"id", "user_id", "started", "last_activity"}
+            }
+            for spawner in user.orm_spawners.values()
+        ]
+        return {
+            "columns": columns,
+            "roles": sorted(r.name for r in user.roles),
+            "groups": sorted(g.name for g in user.groups),
+            "spawners": spawners,
+            "api_tokens": len(user.api_tokens),
+            "oauth_codes": len(getattr(user, "oauth_codes", [])),
+        }
+
+    assert rows("ours") == rows("upstream")
+    assert rows("ours")["roles"] == ["user"] and len(rows("ours")["spawners"]) == 1
+    assert ours.name == "ours"

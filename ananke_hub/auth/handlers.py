@@ -28,12 +28,14 @@ id_token over its own limit is refused before it is decoded.
 """
 
 import time
+import weakref
 from http import HTTPStatus
 from pathlib import Path
 
 import jinja2
 import jwt
 from jupyterhub import orm
+from jupyterhub.metrics import TOTAL_USERS
 from jupyterhub.utils import maybe_future
 from ltiauthenticator.lti13.error import (
     InvalidAudienceError,
@@ -124,9 +126,7 @@ class BoundedFormBody:
 
     async def prepare(self):
         try:
-            self._frame_origins = await enabled_platform_origins(
-                self.authenticator.registrations
-            )
+            self._frame_origins = await enabled_platform_origins(self.authenticator.registrations)
         except SQLAlchemyError:
             self.log.exception("lti: cannot read the registrations for framing")
             self._frame_origins = None  # frames refused, as on every other page
@@ -294,6 +294,64 @@ def find_hub_user(db, users, name: str):
     return users[db.get(orm.User, user_id)]  # UserDict: the User of an orm.User
 
 
+#: Hub group name -> its id, per hub database (engine). A launch's groups are then taken
+#: from the hub session's identity map (``Session.get``: no query while the session holds
+#: them, as it does while any user in memory is a member), not queried at each launch.
+_GROUP_IDS: "weakref.WeakKeyDictionary[object, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def find_groups(db, names: set[str]) -> list:
+    """The hub groups of ``names`` that exist, without their roles and shares (see
+    stage_groups)."""
+    ids = _GROUP_IDS.setdefault(db.get_bind(), {})
+    found, missing = [], set()
+    for name in names:
+        group_id = ids.get(name)
+        group = None if group_id is None else db.get(orm.Group, group_id, options=[lazyload("*")])
+        if group is not None and group.name == name:  # not deleted or renamed since
+            found.append(group)
+        else:
+            missing.add(name)
+    if missing:
+        # The groups' own roles and shares (``selectin`` in JupyterHub's model: two more
+        # queries each time) are not needed for a membership: loaded when something
+        # reads them (``lazyload``, SQLAlchemy's default), in the same session, as for
+        # any relationship JupyterHub leaves at its default.
+        queried = (
+            db.query(orm.Group).options(lazyload("*")).filter(orm.Group.name.in_(missing)).all()
+        )
+        ids.update((group.name, group.id) for group in queried)
+        found.extend(queried)
+    return found
+
+
+#: The id of JupyterHub's default ``user`` role, per hub database (see new_orm_user).
+_USER_ROLE_IDS: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
+
+
+def new_orm_user(db, name: str):
+    """A new hub user as JupyterHub's ``user_from_username`` makes one, with its default
+    server's row, in the session, for ONE commit (the caller's).
+
+    JupyterHub makes it in two: the user with its default roles (``assign_default_roles``
+    commits, after two role queries), then the default spawner's row (``User.__init__``).
+    The same rows: the user, its ``user`` role (an account made here is never an admin:
+    the login's ``auth_to_user`` grants ``admin`` from ``admin_users`` as for any user),
+    and the spawner named "". ``tests/test_upstream_internals.py`` compares them with
+    what the installed JupyterHub makes.
+    """
+    role_id = _USER_ROLE_IDS.get(db.get_bind())
+    role = None if role_id is None else db.get(orm.Role, role_id)
+    if role is None or role.name != "user":
+        role = orm.Role.find(db, "user")  # made by JupyterHub at every start
+        _USER_ROLE_IDS[db.get_bind()] = role.id
+    orm_user = orm.User(name=name, roles=[role], groups=[])
+    db.add(orm_user)
+    db.add(orm.Spawner(name="", display_name="", user=orm_user))
+    TOTAL_USERS.inc()
+    return orm_user
+
+
 def stage_groups(db, user, group_names: list[str]) -> None:
     """JupyterHub's ``User.sync_groups`` without its commit: ``user``'s groups become
     ``group_names`` (missing groups created) in the hub's database session, for the
@@ -302,15 +360,7 @@ def stage_groups(db, user, group_names: list[str]) -> None:
     wanted = set(group_names)
     if current == wanted:
         return
-    # The groups' own roles and shares (``selectin`` in JupyterHub's model: two more
-    # queries each time) are not needed for a membership: loaded when something reads
-    # them (``lazyload``, SQLAlchemy's default), in the same session, as for any
-    # relationship JupyterHub leaves at its default.
-    groups = (
-        db.query(orm.Group).options(lazyload("*")).filter(orm.Group.name.in_(wanted)).all()
-        if wanted
-        else []
-    )
+    groups = find_groups(db, wanted) if wanted else []
     for name in wanted - {g.name for g in groups}:
         group = orm.Group(name=name)
         db.add(group)
@@ -395,14 +445,8 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
         elif id_token.get("nonce") != self._framed_nonce:
             raise HTTPError(400, "LTI launch refused: the nonce is not this login's")
 
-    #: A name this handler just found no hub user for, with no await since: JupyterHub's
-    #: ``user_from_username`` looks it up again before it makes the user (hub_user_ahead).
-    _just_missing: str | None = None
-
     def find_user(self, name):
         # Every lookup of this login (the new or returning user, the grader account).
-        if name == self._just_missing:
-            return None
         return find_hub_user(self.db, self.users, name)
 
     #: The hub user of this login, looked up (and made, if new) while the launch's
@@ -410,19 +454,18 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
     _hub_user = None
 
     async def hub_user_ahead(self, name: str):
-        """The hub user ``name``, made now if new, as JupyterHub's ``auth_to_user`` does
-        next (``user_from_username``, then ``add_user``); ``auth_to_user`` takes it
-        instead of looking the user up again."""
+        """The hub user ``name``, made now if new, as JupyterHub's ``auth_to_user`` would
+        make it next (``user_from_username``, then ``add_user``), in one commit
+        (``new_orm_user``); ``auth_to_user`` takes it instead of looking the user up
+        again."""
         user = self.find_user(name)
         if user is None:
             # JupyterHub's user_from_username looks the name up once more before it makes
             # the user: skipped, since nothing ran in this process in between (no await);
             # another writer could race its insert as it could JupyterHub's own lookup.
-            self._just_missing = name
-            try:
-                user = self.user_from_username(name)
-            finally:
-                self._just_missing = None
+            orm_user = new_orm_user(self.db, name)
+            self.db.commit()
+            user = self._user_from_orm(orm_user)
             await maybe_future(self.authenticator.add_user(user))
         self._hub_user = user
         return user
@@ -523,8 +566,7 @@ class AnankeCallbackHandler(BoundedFormBody, LTI13CallbackHandler):
             fresh = authenticator.nonces.use(id_token["nonce"], nonce_state)
         except NonceFromEarlierProcess:
             raise TokenError(
-                "this launch was started before the hub restarted; launch again from "
-                "your course"
+                "this launch was started before the hub restarted; launch again from your course"
             ) from None
         if not fresh:
             raise TokenError("this launch was already used (nonce seen before); launch again")

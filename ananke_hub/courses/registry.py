@@ -12,9 +12,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
@@ -22,7 +22,9 @@ from traitlets.config import LoggingConfigurable
 from ..paths import StateLayout
 from ..persist import ensure_private_sqlite
 from ..roles import Role
+from . import launch_sql
 from .identity import LaunchInfo
+from .launch_sql import LaunchStatements
 from .models import COURSE_DELETING, Course, Member, utcnow
 from .schema import ensure_current
 
@@ -52,10 +54,12 @@ class LaunchRecord:
 class LaunchView:
     """What the registry held when a launch arrived (``CourseRegistry.launch_view``)."""
 
-    #: The user's ``(course, member)`` rows, newest launch first.
+    #: The user's memberships, newest launch first: one row each of the course's and
+    #: the member's columns (``launch_sql.LaunchStatements.memberships``).
     rows: list
-    #: The launched course's row (None: a new course).
-    course: Course | None
+    #: The launched course's columns (``launch_sql.COURSE_VIEW_COLUMNS``; None: a new
+    #: course).
+    course: Row | None
 
     def unchanged(self, info: LaunchInfo, version: int) -> list[tuple[str, str]] | None:
         """The user's ``(course_id, role)`` memberships if this launch has nothing to write.
@@ -70,9 +74,9 @@ class LaunchView:
         """
         role = member_role(info)
         rows = self.rows
-        if not role or not rows or rows[0][0].id != info.course_id:
+        if not role or not rows or rows[0].id != info.course_id:
             return None  # not a member yet, or another course is their newest launch
-        course, member = rows[0]
+        course = member = rows[0]  # the course's and the member's columns
         if course.state == COURSE_DELETING or course.provisioned < version:
             return None
         if (member.role, member.lms_user_id, member.given_name, member.family_name) != (
@@ -86,7 +90,7 @@ class LaunchView:
             return None
         if course_changes(course, info):
             return None
-        return [(c.id, m.role) for c, m in rows if m.active and c.state != COURSE_DELETING]
+        return [(row.id, row.role) for row in rows if row.active and row.state != COURSE_DELETING]
 
     def memberships_after(self, record: LaunchRecord) -> list[tuple[str, str]]:
         """The user's ``(course_id, role)`` memberships once ``record`` (of this launch)
@@ -94,11 +98,11 @@ class LaunchView:
         read, active and not being deleted (what ``memberships`` would read again)."""
         launched = [(record.course_id, record.role)] if record.role else []
         return launched + [
-            (c.id, m.role)
-            for c, m in self.rows
-            if m.active
-            and c.state != COURSE_DELETING
-            and not (record.role and c.id == record.course_id)
+            (row.id, row.role)
+            for row in self.rows
+            if row.active
+            and row.state != COURSE_DELETING
+            and not (record.role and row.id == record.course_id)
         ]
 
 
@@ -121,8 +125,9 @@ def launch_course_values(info: LaunchInfo) -> dict:
     }
 
 
-def course_changes(course: Course, info: LaunchInfo) -> bool:
-    """Whether the launch would change the stored ``course``'s titles or service URLs."""
+def course_changes(course, info: LaunchInfo) -> bool:
+    """Whether the launch would change the stored ``course``'s titles or service URLs
+    (``course``: a Course, or a row of its columns)."""
     if info.linked_assignment:
         return False  # a placed activity's launch leaves the course's own activity alone
     # A launch that leaves a service URL out keeps the stored one (record_launch).
@@ -223,6 +228,9 @@ class CourseRegistry(LoggingConfigurable):
     def _insert(self):
         return postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
 
+    def _launch_statements(self) -> LaunchStatements:
+        return launch_sql.for_dialect(self.engine.dialect.name)
+
     async def run(self, func, *args):
         """Run a blocking registry call in the registry's thread pool."""
         return await self.submit(func, *args)
@@ -236,41 +244,47 @@ class CourseRegistry(LoggingConfigurable):
 
     # --- writes -------------------------------------------------------------------
 
-    def record_launch(self, info: LaunchInfo, seen: Course | None = None) -> LaunchRecord:
+    def record_launch(self, info: LaunchInfo, seen=None) -> LaunchRecord:
         """Create or update the launch's course and member, in one transaction.
 
-        ``seen``: the course row as a read just before found it (``LaunchView``). When it
-        already holds what this launch says, the course is not written, only its state
-        read in this transaction (a deletion may have begun since the read).
+        ``seen``: the course's columns as a read just before found them
+        (``LaunchView.course``). When they already hold what this launch says, the course
+        is not written, only its state read in this transaction (a deletion may have
+        begun since the read).
         """
         now = utcnow()
-        course_values = {**launch_course_values(info), "updated_at": now}
         role = member_role(info)
-        with self.session() as session, session.begin():
+        statements = self._launch_statements()
+        with self.engine.begin() as conn:
             current = None
             if seen is not None and not course_changes(seen, info):
-                current = session.execute(
-                    select(Course.state, Course.provisioned).where(Course.id == info.course_id)
+                current = conn.execute(
+                    statements.course_state, {"course_id": info.course_id}
                 ).first()  # None: deleted since the read, made again below
             if current is not None:
                 if current.state == COURSE_DELETING:
                     raise CourseBeingDeleted(info.course_id)
                 created, provisioned = None, current.provisioned
             else:
-                created = self._write_course(session, info, course_values, now)
-            member_changed = self._write_member(session, info, role, now)
+                course_values = {**launch_course_values(info), "updated_at": now}
+                created = self._write_course(conn, info, course_values, now)
+            member_changed = self._write_member(conn, statements, info, role, now)
             if current is None:
-                provisioned = session.scalar(
-                    select(Course.provisioned).where(Course.id == info.course_id)
+                provisioned = (
+                    conn.execute(statements.course_state, {"course_id": info.course_id})
+                    .first()
+                    .provisioned
                 )
         return LaunchRecord(
             info.course_id, info.title, bool(created), provisioned, role, member_changed
         )
 
-    def _write_course(self, session, info: LaunchInfo, course_values: dict, now):
-        """The launch's course: created, or its launch values updated (record_launch)."""
+    def _write_course(self, conn, info: LaunchInfo, course_values: dict, now):
+        """The launch's course: created, or its launch values updated (record_launch).
+        Built at each call: a course is created or changed far less often than a
+        member's row is written."""
         insert = self._insert()
-        created = session.execute(
+        created = conn.execute(
             insert(Course)
             .values(
                 id=info.course_id,
@@ -287,7 +301,7 @@ class CourseRegistry(LoggingConfigurable):
             .returning(Course.id)
         ).first()
         if not created:
-            state = session.scalar(select(Course.state).where(Course.id == info.course_id))
+            state = conn.scalar(select(Course.state).where(Course.id == info.course_id))
             if state == COURSE_DELETING:
                 raise CourseBeingDeleted(info.course_id)
         # A placed activity's launch (Deep Linking) leaves the course's own activity
@@ -296,73 +310,49 @@ class CourseRegistry(LoggingConfigurable):
             # A launch never erases a service URL an earlier launch gave: Moodle leaves
             # `lineitem` out of every launch once tool-made line items are bound to
             # the link (AGS 2.0 section 3.1), which does not make the activity ungraded.
-            session.execute(
+            conn.execute(
                 update(Course)
                 .where(Course.id == info.course_id)
                 .values(
-                    **{
-                        k: v
-                        for k, v in course_values.items()
-                        if v or k not in KEPT_COURSE_URLS
-                    }
+                    **{k: v for k, v in course_values.items() if v or k not in KEPT_COURSE_URLS}
                 )
             )
         return created
 
-    def _write_member(self, session, info: LaunchInfo, role: str, now) -> bool:
+    def _write_member(self, conn, statements, info: LaunchInfo, role: str, now) -> bool:
         """The launch's member row (none without a course role); whether the gradebook
         must be told about them (record_launch)."""
-        insert = self._insert()
-        member_changed = False
-        if role:
-            member_values = {
-                "role": role,
-                "lms_user_id": info.lms_user_id,
-                "given_name": info.given_name,
-                "family_name": info.family_name,
-                "email": info.email,
-                "active": True,
-                "last_launch": now,
-            }
-            known = session.execute(
-                select(
-                    Member.role,
-                    Member.lms_user_id,
-                    Member.given_name,
-                    Member.family_name,
-                    Member.email,
-                    Member.active,
-                    Member.in_gradebook,
-                ).where(Member.course_id == info.course_id, Member.username == info.username)
-            ).first()
-            member_changed = known is None or tuple(known) != (
-                role,
-                info.lms_user_id,
-                info.given_name,
-                info.family_name,
-                info.email,
-                True,
-                True,
-            )
-            if member_changed:
-                member_values["in_gradebook"] = False
-            session.execute(
-                insert(Member)
-                .values(
-                    course_id=info.course_id,
-                    username=info.username,
-                    first_launch=now,
-                    **member_values,
-                )
-                .on_conflict_do_update(
-                    index_elements=["course_id", "username"],
-                    # A member the roster added has no first launch yet: this is it.
-                    set_={
-                        **member_values,
-                        "first_launch": func.coalesce(Member.first_launch, now),
-                    },
-                )
-            )
+        if not role:
+            return False
+        values = {
+            "course_id": info.course_id,
+            "username": info.username,
+            "role": role,
+            "lms_user_id": info.lms_user_id,
+            "given_name": info.given_name,
+            "family_name": info.family_name,
+            "email": info.email,
+            "active": True,
+            "last_launch": now,
+            "first_launch": now,
+            "in_gradebook": False,
+        }
+        known = conn.execute(
+            statements.member, {"course_id": info.course_id, "username": info.username}
+        ).first()
+        member_changed = known is None or tuple(known) != (
+            role,
+            info.lms_user_id,
+            info.given_name,
+            info.family_name,
+            info.email,
+            True,
+            True,
+        )
+        upsert = (
+            statements.upsert_member if member_changed else statements.upsert_member_in_gradebook
+        )
+        conn.execute(upsert, values)
         return member_changed
 
     def mark_in_gradebook(self, course_id: str, usernames: list[str]) -> None:
@@ -394,18 +384,13 @@ class CourseRegistry(LoggingConfigurable):
     def launch_view(self, info: LaunchInfo) -> "LaunchView":
         """One read of what a launch needs: the user's memberships with their courses,
         newest launch first, and the launched course's row."""
-        with self.session() as session:
-            rows = session.execute(
-                select(Course, Member)
-                .join(Member, Member.course_id == Course.id)
-                .where(Member.username == info.username)
-                # Members the roster added have never launched: never the newest.
-                .order_by(Member.last_launch.desc().nulls_last())
-            ).all()
-            course = next((c for c, _ in rows if c.id == info.course_id), None)
+        statements = self._launch_statements()
+        with self.engine.connect() as conn:
+            rows = conn.execute(statements.memberships, {"username": info.username}).all()
+            course = next((row for row in rows if row.id == info.course_id), None)
             if course is None:
-                course = session.get(Course, info.course_id)
-        return LaunchView([(c, m) for c, m in rows], course)
+                course = conn.execute(statements.course, {"course_id": info.course_id}).first()
+        return LaunchView(rows, course)
 
     def unchanged_launch(self, info: LaunchInfo, version: int) -> list[tuple[str, str]] | None:
         """The user's ``(course_id, role)`` memberships if this launch has nothing to
