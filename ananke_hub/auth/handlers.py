@@ -294,24 +294,31 @@ def find_hub_user(db, users, name: str):
     return users[db.get(orm.User, user_id)]  # UserDict: the User of an orm.User
 
 
-#: Hub group name -> its id, per hub database (engine). A launch's groups are then taken
-#: from the hub session's identity map (``Session.get``: no query while the session holds
-#: them, as it does while any user in memory is a member), not queried at each launch.
-_GROUP_IDS: "weakref.WeakKeyDictionary[object, dict[str, int]]" = weakref.WeakKeyDictionary()
+#: (model, name) -> id of hub groups and roles a launch has found, per hub database
+#: (engine): the next launch takes the object from the hub session's identity map
+#: (``Session.get``: no query while the session holds it, as it does a group while any
+#: user in memory is a member, and a role while any user holds it).
+_KNOWN_IDS: "weakref.WeakKeyDictionary[object, dict[tuple, int]]" = weakref.WeakKeyDictionary()
+
+
+def _known(db, model, name: str):
+    """The ``model`` (Group, Role) called ``name`` a launch found before, from the
+    session, without its own relationships; None if not found before, or deleted or
+    renamed since."""
+    ident = _KNOWN_IDS.get(db.get_bind(), {}).get((model, name))
+    found = None if ident is None else db.get(model, ident, options=[lazyload("*")])
+    return found if found is not None and found.name == name else None
+
+
+def _remember(db, found) -> None:
+    _KNOWN_IDS.setdefault(db.get_bind(), {})[(type(found), found.name)] = found.id
 
 
 def find_groups(db, names: set[str]) -> list:
     """The hub groups of ``names`` that exist, without their roles and shares (see
     stage_groups)."""
-    ids = _GROUP_IDS.setdefault(db.get_bind(), {})
-    found, missing = [], set()
-    for name in names:
-        group_id = ids.get(name)
-        group = None if group_id is None else db.get(orm.Group, group_id, options=[lazyload("*")])
-        if group is not None and group.name == name:  # not deleted or renamed since
-            found.append(group)
-        else:
-            missing.add(name)
+    found = [group for name in names if (group := _known(db, orm.Group, name)) is not None]
+    missing = names - {group.name for group in found}
     if missing:
         # The groups' own roles and shares (``selectin`` in JupyterHub's model: two more
         # queries each time) are not needed for a membership: loaded when something
@@ -320,13 +327,10 @@ def find_groups(db, names: set[str]) -> list:
         queried = (
             db.query(orm.Group).options(lazyload("*")).filter(orm.Group.name.in_(missing)).all()
         )
-        ids.update((group.name, group.id) for group in queried)
+        for group in queried:
+            _remember(db, group)
         found.extend(queried)
     return found
-
-
-#: The id of JupyterHub's default ``user`` role, per hub database (see new_orm_user).
-_USER_ROLE_IDS: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
 
 
 def new_orm_user(db, name: str):
@@ -340,11 +344,10 @@ def new_orm_user(db, name: str):
     and the spawner named "". ``tests/test_upstream_internals.py`` compares them with
     what the installed JupyterHub makes.
     """
-    role_id = _USER_ROLE_IDS.get(db.get_bind())
-    role = None if role_id is None else db.get(orm.Role, role_id)
-    if role is None or role.name != "user":
+    role = _known(db, orm.Role, "user")
+    if role is None:
         role = orm.Role.find(db, "user")  # made by JupyterHub at every start
-        _USER_ROLE_IDS[db.get_bind()] = role.id
+        _remember(db, role)
     orm_user = orm.User(name=name, roles=[role], groups=[])
     db.add(orm_user)
     db.add(orm.Spawner(name="", display_name="", user=orm_user))

@@ -20,7 +20,8 @@ from .models import Course, Member
 COURSES = Course.__table__
 MEMBERS = Member.__table__
 
-#: The course columns a launch sets from its claims (``registry.launch_course_values``).
+#: The course columns a launch sets from its claims, named as LaunchInfo's attributes
+#: (``registry.launch_course_values``).
 LAUNCH_COURSE_COLUMNS = (
     "context_id",
     "context_label",

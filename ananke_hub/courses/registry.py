@@ -111,18 +111,11 @@ KEPT_COURSE_URLS = ("lineitems_url", "lineitem_url", "memberships_url")
 
 
 def launch_course_values(info: LaunchInfo) -> dict:
-    """The course columns a launch sets, from its claims."""
-    return {
-        "context_id": info.context_id,
-        "context_label": info.context_label,
-        "context_title": info.context_title,
-        "link_title": info.link_title,
-        "title": info.title,
-        "lineitems_url": info.lineitems_url,
-        "lineitem_url": info.lineitem_url,
-        "ags_scopes": list(info.ags_scopes),
-        "memberships_url": info.memberships_url,
-    }
+    """The course columns a launch sets (``launch_sql.LAUNCH_COURSE_COLUMNS``), from its
+    claims: the launch's attributes of the same names (scopes stored as a JSON list)."""
+    values = {name: getattr(info, name) for name in launch_sql.LAUNCH_COURSE_COLUMNS}
+    values["ags_scopes"] = list(info.ags_scopes)
+    return values
 
 
 def course_changes(course, info: LaunchInfo) -> bool:
